@@ -1,0 +1,5 @@
+"""``python -m catlog`` runs the command-line tool."""
+
+from catlog.cli import main
+
+raise SystemExit(main())
