@@ -1,0 +1,152 @@
+"""Plumbing shared by every experiment: options, output folders, atomic files, progress.
+
+Every experiment subcommand takes the options of :func:`add_common_options`,
+writes into the folder :func:`output_dir` returns, and writes its files with
+the ``write_*`` functions here, which write to a temporary file and rename it,
+so that a run killed half-way never leaves a half-written file that looks
+complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as _dt
+import io
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64}
+
+
+def add_common_options(parser: argparse.ArgumentParser) -> None:
+    """Add ``--out``, ``--device``, ``--seed``, ``--dtype`` and ``--threads`` to ``parser``."""
+    group = parser.add_argument_group("common options")
+    group.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="folder for results (default: a fresh timestamped folder under results/)",
+    )
+    group.add_argument(
+        "--device", default="cpu", help="torch device to run on, e.g. cpu, cuda, cuda:1 (default: cpu)"
+    )
+    group.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    group.add_argument(
+        "--dtype",
+        choices=sorted(DTYPES),
+        default="float32",
+        help="floating point precision of parameters and estimates (default: float32)",
+    )
+    group.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: torch's choice); 1 is often fastest for small tensors",
+    )
+
+
+def apply_common_options(args: argparse.Namespace) -> tuple[torch.device, torch.dtype]:
+    """Apply ``--threads`` and resolve ``--device`` and ``--dtype``; returns ``(device, dtype)``."""
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads: expected a positive integer, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device: expected an available device, got {args.device!r} but CUDA is not available")
+    return device, DTYPES[args.dtype]
+
+
+def output_dir(out: Path | None, experiment: str) -> Path:
+    """Create and return the results folder: ``out``, or ``results/<experiment>-<timestamp>``."""
+    if out is None:
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+        out = Path("results") / f"{experiment}-{stamp}"
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _write_atomic(path: Path, write: Any, binary: bool = False) -> Path:
+    """Call ``write(file)`` on a temporary file beside ``path``, then rename it to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb" if binary else "w", newline=None if binary else "") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_text(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically."""
+    return _write_atomic(path, lambda handle: handle.write(text))
+
+
+def write_bytes(path: Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically."""
+    return _write_atomic(path, lambda handle: handle.write(data), binary=True)
+
+
+def write_json(path: Path, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON to ``path`` atomically (NaN/inf are refused)."""
+    return write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
+
+
+def write_csv(path: Path, rows: Sequence[Mapping[str, Any]], fieldnames: Sequence[str] | None = None) -> Path:
+    """Write ``rows`` (dicts sharing keys) as CSV with a header to ``path`` atomically."""
+    if fieldnames is None:
+        fieldnames = list(rows[0]) if rows else []
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(fieldnames), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return write_text(path, buffer.getvalue())
+
+
+def save_figure(fig: Any, path: Path, dpi: int = 120) -> Path:
+    """Save a matplotlib figure as PNG to ``path`` atomically and close it."""
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return write_bytes(path, buffer.getvalue())
+
+
+def progress(iterable: Iterable[Any] | None = None, **kwargs: Any) -> Any:
+    """A tqdm progress bar (on standard error); ``kwargs`` go to ``tqdm.tqdm``."""
+    from tqdm.auto import tqdm
+
+    kwargs.setdefault("dynamic_ncols", True)
+    kwargs.setdefault("leave", False)
+    return tqdm(iterable, **kwargs)
+
+
+def gradient_variance(estimates: torch.Tensor) -> float:
+    """Estimator variance from repeated estimates at fixed parameters.
+
+    Args:
+        estimates: ``[R, P]``, ``R >= 2`` independent gradient estimates of ``P`` coordinates,
+            all taken at the same parameters.
+
+    Returns:
+        ``mean_i Var_r(estimates[r, i])``: the unbiased variance across repeats of each
+        coordinate, averaged over coordinates (the trace of the covariance over ``P``).
+        This is an estimator's variance, not the spread of entries within one estimate.
+    """
+    if estimates.ndim != 2 or estimates.shape[0] < 2:
+        raise ValueError(f"estimates: expected a [R, P] tensor with R >= 2, got shape {tuple(estimates.shape)}")
+    return float(estimates.double().var(dim=0, unbiased=True).mean())
