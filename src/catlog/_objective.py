@@ -1,0 +1,70 @@
+"""The user's function ``f`` wrapped with its input encoding and output checks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+
+class Objective:
+    """``f`` as the estimators call it: encodes samples, checks and casts what ``f`` returns.
+
+    Args:
+        f: the user's function; receives ``LongTensor[M, *B, D]`` (or a float
+            ``[M, *B, D, K]`` one-hot when ``one_hot``) and returns ``Tensor[M, *B]``.
+        batch_shape: ``B``, the batch dimensions of the distribution.
+        num_categories: ``K``, the size of the last logits dimension.
+        dtype: floating dtype of the logits; ``f``'s output and one-hot inputs take it.
+        one_hot: whether ``f`` takes one-hot vectors instead of category indices.
+    """
+
+    def __init__(
+        self,
+        f: Callable[[torch.Tensor], torch.Tensor],
+        batch_shape: torch.Size,
+        num_categories: int,
+        dtype: torch.dtype,
+        one_hot: bool,
+    ) -> None:
+        if not callable(f):
+            raise ValueError(f"f: expected a callable taking samples and returning Tensor[M, *B], got {type(f).__name__}")
+        self.f = f
+        self.batch_shape = torch.Size(batch_shape)
+        self.num_categories = num_categories
+        self.dtype = dtype
+        self.one_hot = one_hot
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """``f(x)`` for samples ``x: LongTensor[M, *B, D]``; returns ``Tensor[M, *B]``."""
+        inputs = F.one_hot(x, self.num_categories).to(self.dtype) if self.one_hot else x
+        return self._checked(self.f(inputs), x.shape[0])
+
+    def relaxed(self, y: torch.Tensor) -> torch.Tensor:
+        """``f`` on relaxed one-hot vectors ``y: [M, *B, D, K]``; returns ``Tensor[M, *B]``.
+
+        ``f`` receives ``y`` itself when ``one_hot``, else the relaxed category
+        value ``sum_k k * y_k`` of shape ``[M, *B, D]``, which equals the category
+        exactly when ``y`` is a hard one-hot.
+        """
+        if self.one_hot:
+            inputs = y
+        else:
+            inputs = y @ torch.arange(self.num_categories, dtype=y.dtype, device=y.device)
+        return self._checked(self.f(inputs), y.shape[0])
+
+    def _checked(self, out: object, rows: int) -> torch.Tensor:
+        expected = (rows, *self.batch_shape)
+        if not isinstance(out, torch.Tensor):
+            raise ValueError(f"f: expected to return a torch.Tensor of shape {expected}, got {type(out).__name__}")
+        if tuple(out.shape) != expected:
+            raise ValueError(
+                f"f: expected output of shape {expected} (one value per sample row and batch element), "
+                f"got shape {tuple(out.shape)}"
+            )
+        out = out.to(self.dtype)
+        if not bool(torch.isfinite(out.detach()).all()):
+            bad = int((~torch.isfinite(out.detach())).sum())
+            raise ValueError(f"f: expected finite values, got {bad} NaN or infinite of {out.numel()}")
+        return out

@@ -1,0 +1,58 @@
+"""Argument checks shared by the estimators; each raises a ``ValueError`` that names
+the argument, what was expected and what came."""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+
+
+def check_logits(logits: object) -> torch.Tensor:
+    """Check ``logits: Tensor[*B, D, K]`` and return it.
+
+    Expected: a floating-point tensor with at least two dimensions, no NaN and no
+    ``+inf``, and at least one finite entry along ``K`` for every variable
+    (``-inf`` marks an impossible category).
+    """
+    if not isinstance(logits, torch.Tensor):
+        raise ValueError(f"logits: expected a torch.Tensor of shape [*B, D, K], got {type(logits).__name__}")
+    if not logits.is_floating_point():
+        raise ValueError(f"logits: expected a floating-point tensor, got dtype {logits.dtype}")
+    if logits.ndim < 2 or logits.shape[-1] == 0 or logits.shape[-2] == 0:
+        raise ValueError(
+            "logits: expected shape [*B, D, K] with at least two dimensions and D, K >= 1, "
+            f"got shape {tuple(logits.shape)}"
+        )
+    values = logits.detach()
+    allowed = torch.isfinite(values) | (values == -math.inf)
+    possible = values > -math.inf
+    if bool(allowed.all() & possible.any(-1).all()):
+        return logits
+    nan, pos_inf = int(torch.isnan(values).sum()), int((values == math.inf).sum())
+    if nan or pos_inf:
+        raise ValueError(
+            f"logits: expected finite values or -inf (impossible category), got {nan} NaN and {pos_inf} +inf entries"
+        )
+    empty = (~possible.any(-1)).nonzero().tolist()
+    raise ValueError(
+        "logits: expected at least one possible (finite) category per variable, "
+        f"got {len(empty)} variable(s) with all logits -inf, first at index {tuple(empty[0])} of [*B, D]"
+    )
+
+
+def check_count(name: str, value: object, minimum: int) -> int:
+    """Check that ``value`` is an integer ``>= minimum`` and return it as ``int``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r} of type {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_positive(name: str, value: object) -> float:
+    """Check that ``value`` is a finite real number ``> 0`` and return it as ``float``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name}: expected a finite number > 0, got {value!r}")
+    return float(value)

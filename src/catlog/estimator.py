@@ -1,0 +1,108 @@
+"""The shape every estimator shares: ``est(f, logits) -> Tensor[*B]``."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+
+from catlog._objective import Objective
+from catlog._validation import check_logits
+
+
+class Cost(NamedTuple):
+    """What one estimate costs per batch element.
+
+    Attributes:
+        samples: how many joint samples ``x ~ p`` are drawn.
+        evaluations: how many rows ``f`` is evaluated on.
+    """
+
+    samples: int
+    evaluations: int
+
+
+class Estimator(abc.ABC):
+    """A gradient estimator for ``E_{X ~ Cat(softmax(logits))}[f(X)]``.
+
+    Calling it returns ``value: Tensor[*B]``, a Monte-Carlo (or exact) estimate of
+    ``E[f(X)]`` whose gradient is the estimator's: the logits receive the estimator's
+    score or relaxation term, and parameters that ``f`` uses receive the pathwise
+    term ``E[grad f]``.
+
+    Args:
+        one_hot: hand ``f`` float one-hot vectors ``[M, *B, D, K]`` instead of
+            category indices ``LongTensor[M, *B, D]``; a call may override it.
+        generator: default torch generator for the samples; a call may override it.
+    """
+
+    def __init__(self, *, one_hot: bool = False, generator: torch.Generator | None = None) -> None:
+        self.one_hot = bool(one_hot)
+        self.generator = generator
+
+    def __call__(
+        self,
+        f: Callable[[torch.Tensor], torch.Tensor],
+        logits: torch.Tensor,
+        *,
+        one_hot: bool | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Estimate ``E[f(X)]``, ``X_d ~ Cat(softmax(logits[..., d, :]))`` independent.
+
+        Args:
+            f: maps samples ``LongTensor[M, *B, D]`` (one-hot ``[M, *B, D, K]`` if
+                ``one_hot``) to ``Tensor[M, *B]``; ``M`` is the estimator's number of
+                sample rows. Bool and integer outputs are cast to the logits' dtype.
+            logits: ``[*B, D, K]`` unnormalised log-probabilities; ``-inf`` marks
+                an impossible category.
+            one_hot: overrides the estimator's ``one_hot`` for this call.
+            generator: overrides the estimator's generator for this call.
+
+        Returns:
+            ``Tensor[*B]``: the estimate of ``E[f(X)]``, differentiable.
+        """
+        logits = check_logits(logits)
+        objective = Objective(
+            f,
+            batch_shape=logits.shape[:-2],
+            num_categories=logits.shape[-1],
+            dtype=logits.dtype,
+            one_hot=self.one_hot if one_hot is None else one_hot,
+        )
+        return self._estimate(objective, logits, self.generator if generator is None else generator)
+
+    @abc.abstractmethod
+    def _estimate(
+        self, objective: Objective, logits: torch.Tensor, generator: torch.Generator | None
+    ) -> torch.Tensor:
+        """The estimate for validated ``logits: [*B, D, K]``; returns ``Tensor[*B]``."""
+
+    @abc.abstractmethod
+    def cost(self, num_variables: int, num_categories: int) -> Cost:
+        """Samples drawn and rows of ``f`` evaluated per batch element for ``D``, ``K``
+        when every category is possible."""
+
+
+def scatter_by_category(
+    out: torch.Tensor, variables: torch.Tensor, categories: torch.Tensor, values: torch.Tensor
+) -> torch.Tensor:
+    """Add ``values`` into ``out`` at (variable, category), in place: ``out[b, v_m, c_mb] += values_mb``.
+
+    Args:
+        out: ``[*B, D, C]`` accumulator.
+        variables: ``LongTensor[M]``, the variable of each row.
+        categories: ``LongTensor[M, *B]``, the category of each row and batch element.
+        values: ``[M, *B]``, added where the indices point.
+
+    Returns:
+        ``out``.
+    """
+    num_columns = out.shape[-1]
+    flat_out = out.view(-1, out.shape[-2] * num_columns)
+    rows = variables.shape[0]
+    index = (variables.view(rows, *([1] * (categories.ndim - 1))) * num_columns + categories).reshape(rows, -1)
+    flat_out.scatter_add_(1, index.T, values.reshape(rows, -1).T)
+    return out

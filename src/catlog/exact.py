@@ -1,0 +1,61 @@
+"""Exact expectation and gradient by enumerating every joint state."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from catlog._objective import Objective
+from catlog._validation import check_count
+from catlog.estimator import Cost, Estimator
+
+
+def enumerate_states(num_variables: int, num_categories: int, device: torch.device | None = None) -> torch.Tensor:
+    """Every joint state in lexicographic order: ``LongTensor[K**D, D]``."""
+    powers = num_categories ** torch.arange(num_variables - 1, -1, -1, device=device)
+    return torch.arange(num_categories**num_variables, device=device)[:, None] // powers % num_categories
+
+
+class Exact(Estimator):
+    """``E[f(X)] = sum_x p(x) f(x)`` over all ``K**D`` states, differentiated by autograd.
+
+    States with an impossible category (``-inf`` logit) have ``p(x) = 0``; ``f`` sees
+    them with each impossible value replaced by that variable's most likely
+    category, so it is never handed an impossible value.
+
+    Args:
+        max_states: refuse (``ValueError``) problems with more than this many states.
+        one_hot: see :class:`~catlog.estimator.Estimator`.
+    """
+
+    def __init__(self, max_states: int = 2**20, *, one_hot: bool = False) -> None:
+        super().__init__(one_hot=one_hot)
+        self.max_states = check_count("max_states", max_states, 1)
+
+    def __repr__(self) -> str:
+        return f"Exact(max_states={self.max_states})"
+
+    def cost(self, num_variables: int, num_categories: int) -> Cost:
+        """No samples and ``K**D`` evaluations."""
+        return Cost(samples=0, evaluations=num_categories**num_variables)
+
+    def check_size(self, num_variables: int, num_categories: int) -> None:
+        """Raise ``ValueError`` if ``K**D`` exceeds ``max_states``."""
+        count = num_categories**num_variables
+        if count > self.max_states:
+            raise ValueError(
+                f"logits: Exact enumerates K**D = {num_categories}**{num_variables} = {count} states, "
+                f"expected at most max_states={self.max_states}; use a sampling estimator or raise max_states"
+            )
+
+    def _estimate(self, objective: Objective, logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        num_variables, num_categories = logits.shape[-2:]
+        self.check_size(num_variables, num_categories)
+        states = enumerate_states(num_variables, num_categories, logits.device)
+        variables = torch.arange(num_variables, device=logits.device)
+        log_probs = logits.log_softmax(-1)[..., variables, states].sum(-1).movedim(-1, 0)
+        possible = (logits.detach() > -math.inf)[..., variables, states].movedim(-2, 0)
+        fallback = logits.detach().argmax(-1)
+        values = objective(torch.where(possible, states.view(states.shape[0], *([1] * (logits.ndim - 2)), -1), fallback))
+        return (log_probs.exp() * values).sum(0)

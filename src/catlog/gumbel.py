@@ -1,0 +1,72 @@
+"""The Gumbel-Softmax (concrete) relaxation, with or without straight-through."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from catlog._objective import Objective
+from catlog._sampling import gumbel_noise
+from catlog._validation import check_count, check_positive
+from catlog.estimator import Cost, Estimator
+
+
+class GumbelSoftmax(Estimator):
+    """Gumbel-Softmax: ``1/N sum_n f(y_n)``, ``y_n = softmax((log p + G_n) / temperature)``.
+
+    Biased. With ``straight_through`` the forward pass uses the hard one-hot
+    ``onehot(argmax y_n)`` (exactly) and the backward pass the soft ``y_n``.
+    ``f`` receives the relaxed category value ``sum_k k * y_nk`` as a float
+    ``[M, *B, D]`` tensor, or ``y_n`` itself with ``one_hot``.
+
+    Args:
+        num_samples: ``N >= 1`` relaxed samples, each evaluated once.
+        temperature: ``> 0``; may be reassigned between calls (annealing).
+        straight_through: hard forward values, soft gradients.
+        one_hot: see :class:`~catlog.estimator.Estimator`.
+        generator: see :class:`~catlog.estimator.Estimator`.
+    """
+
+    def __init__(
+        self,
+        num_samples: int,
+        temperature: float = 1.0,
+        straight_through: bool = True,
+        *,
+        one_hot: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__(one_hot=one_hot, generator=generator)
+        self.num_samples = check_count("num_samples", num_samples, 1)
+        self.temperature = temperature
+        self.straight_through = bool(straight_through)
+
+    @property
+    def temperature(self) -> float:
+        """The relaxation temperature, ``> 0``."""
+        return self._temperature
+
+    @temperature.setter
+    def temperature(self, value: float) -> None:
+        self._temperature = check_positive("temperature", value)
+
+    def __repr__(self) -> str:
+        return (
+            f"GumbelSoftmax(num_samples={self.num_samples}, temperature={self.temperature}, "
+            f"straight_through={self.straight_through})"
+        )
+
+    def cost(self, num_variables: int, num_categories: int) -> Cost:
+        """``N`` samples and ``N`` evaluations."""
+        return Cost(samples=self.num_samples, evaluations=self.num_samples)
+
+    def _estimate(self, objective: Objective, logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        log_probs = logits.log_softmax(-1)
+        noise = gumbel_noise((self.num_samples, *logits.shape), logits, generator)
+        soft = ((log_probs + noise) / self.temperature).softmax(-1)
+        if self.straight_through:
+            hard = F.one_hot(soft.detach().argmax(-1), logits.shape[-1]).to(soft.dtype)
+            relaxed = hard + (soft - soft.detach())
+        else:
+            relaxed = soft
+        return objective.relaxed(relaxed).mean(0)

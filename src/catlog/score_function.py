@@ -1,0 +1,77 @@
+"""Score-function estimators: REINFORCE (paper eq. 2.4) and REINFORCE leave-one-out."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from catlog._objective import Objective
+from catlog._sampling import sample_categorical
+from catlog._validation import check_count
+from catlog.estimator import Cost, Estimator, scatter_by_category
+
+
+class REINFORCE(Estimator):
+    """REINFORCE (paper eq. 2.4): ``1/N sum_n f(x_n) grad log p(x_n)`` plus the pathwise term.
+
+    ``log p(x) = sum_d log p_d(x_d)``, so the score term is computed as
+    ``sum_{d,k} w_dk grad log p_d(k)`` with ``w_dk = 1/N sum_n f(x_n) 1[x_nd = k]``.
+
+    Args:
+        num_samples: ``N >= 1`` joint samples, each evaluated once.
+        one_hot: see :class:`~catlog.estimator.Estimator`.
+        generator: see :class:`~catlog.estimator.Estimator`.
+    """
+
+    min_samples = 1
+
+    def __init__(
+        self, num_samples: int, *, one_hot: bool = False, generator: torch.Generator | None = None
+    ) -> None:
+        super().__init__(one_hot=one_hot, generator=generator)
+        self.num_samples = check_count("num_samples", num_samples, self.min_samples)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(num_samples={self.num_samples})"
+
+    def cost(self, num_variables: int, num_categories: int) -> Cost:
+        """``N`` samples and ``N`` evaluations."""
+        return Cost(samples=self.num_samples, evaluations=self.num_samples)
+
+    def weights(self, values: torch.Tensor) -> torch.Tensor:
+        """The weight of each sample's score ``grad log p(x_n)``: ``f(x_n)``. Shapes ``[N, *B]``."""
+        return values
+
+    def _estimate(self, objective: Objective, logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        log_probs = logits.log_softmax(-1)
+        samples = sample_categorical(log_probs, (self.num_samples,), generator)
+        values = objective(samples)
+        with torch.no_grad():
+            weights = self.weights(values.detach()) / self.num_samples
+            num_variables = logits.shape[-2]
+            per_category = scatter_by_category(
+                torch.zeros_like(logits),
+                torch.arange(num_variables, device=logits.device).repeat(self.num_samples),
+                samples.movedim(-1, 1).flatten(0, 1),
+                weights.unsqueeze(-1).expand(samples.shape).movedim(-1, 1).flatten(0, 1),
+            )
+        centred = (log_probs - log_probs.detach()).masked_fill(logits.detach() == -math.inf, 0.0)
+        return values.mean(0) + (per_category * centred).sum((-2, -1))
+
+
+class RLOO(REINFORCE):
+    """REINFORCE leave-one-out: ``1/(N-1) sum_n (f(x_n) - 1/N sum_m f(x_m)) grad log p(x_n)``.
+
+    Args:
+        num_samples: ``N >= 2`` joint samples, each evaluated once.
+        one_hot: see :class:`~catlog.estimator.Estimator`.
+        generator: see :class:`~catlog.estimator.Estimator`.
+    """
+
+    min_samples = 2
+
+    def weights(self, values: torch.Tensor) -> torch.Tensor:
+        """``N/(N-1) * (f(x_n) - mean_m f(x_m))``, so that the mean over ``n`` is the RLOO sum."""
+        num = values.shape[0]
+        return (values - values.mean(0)) * (num / (num - 1))
