@@ -16,7 +16,9 @@ import io
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -150,3 +152,39 @@ def gradient_variance(estimates: torch.Tensor) -> float:
     if estimates.ndim != 2 or estimates.shape[0] < 2:
         raise ValueError(f"estimates: expected a [R, P] tensor with R >= 2, got shape {tuple(estimates.shape)}")
     return float(estimates.double().var(dim=0, unbiased=True).mean())
+
+
+@dataclass
+class Clock:
+    """Cumulative time of the code run through :meth:`timed`: wall seconds and process CPU seconds.
+
+    On a shared machine wall time depends on the load and CPU time does not (it counts
+    every thread of this process); experiments record both. With a CUDA ``device`` the
+    device is synchronised before each clock reading, so that queued kernels are counted.
+
+    Attributes:
+        wall_s, cpu_s: totals so far.
+        last_wall_s, last_cpu_s: the time of the latest call.
+    """
+
+    device: torch.device | None = None
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+    last_wall_s: float = 0.0
+    last_cpu_s: float = 0.0
+
+    def _sync(self) -> None:
+        if self.device is not None and self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def timed(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn()``, add its wall and CPU time to the totals, and return its result."""
+        self._sync()
+        wall, cpu = time.perf_counter(), time.process_time()
+        result = fn()
+        self._sync()
+        self.last_wall_s = time.perf_counter() - wall
+        self.last_cpu_s = time.process_time() - cpu
+        self.wall_s += self.last_wall_s
+        self.cpu_s += self.last_cpu_s
+        return result
