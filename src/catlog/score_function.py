@@ -9,6 +9,7 @@ import torch
 from catlog._objective import Objective
 from catlog._sampling import sample_categorical
 from catlog._validation import check_count
+from catlog.autoregressive import Autoregressive, sequence_log_prob
 from catlog.estimator import Cost, Estimator, scatter_by_category
 
 
@@ -51,13 +52,23 @@ class REINFORCE(Estimator):
             weights = self.weights(values.detach()) / self.num_samples
             num_variables = logits.shape[-2]
             per_category = scatter_by_category(
-                torch.zeros_like(logits),
+                logits.new_zeros(logits.shape),
                 torch.arange(num_variables, device=logits.device).repeat(self.num_samples),
                 samples.movedim(-1, 1).flatten(0, 1),
                 weights.unsqueeze(-1).expand(samples.shape).movedim(-1, 1).flatten(0, 1),
             )
         centred = (log_probs - log_probs.detach()).masked_fill(logits.detach() == -math.inf, 0.0)
         return values.mean(0) + (per_category * centred).sum((-2, -1))
+
+    def _estimate_autoregressive(
+        self, objective: Objective, dist: Autoregressive, generator: torch.Generator | None
+    ) -> torch.Tensor:
+        """``1/N sum_n w_n grad log p(x_n)``, ``log p(x) = sum_d log p(x_d | x_<d)`` from ``D`` calls."""
+        samples, logits = dist.draw(dist.gumbel(self.num_samples, generator))
+        values = objective(samples)
+        log_p = sequence_log_prob(logits, samples)
+        weights = self.weights(values.detach()) / self.num_samples
+        return values.mean(0) + (weights * (log_p - log_p.detach())).sum(0)
 
 
 class RLOO(REINFORCE):
