@@ -11,7 +11,7 @@ import argparse
 import importlib
 from collections.abc import Sequence
 
-EXPERIMENT_MODULES: tuple[str, ...] = ()
+EXPERIMENT_MODULES: tuple[str, ...] = ("addition",)
 
 
 def build_parser() -> argparse.ArgumentParser:

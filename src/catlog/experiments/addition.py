@@ -1,0 +1,428 @@
+"""MNIST addition of D digits (paper section 6.4, figure 4).
+
+A sequence of ``D`` MNIST images is labelled only with the sum of its digits.
+A classifier maps every image to logits over the digits ``0..9``; the digits
+``X_d`` are sampled from them, and the only supervision is whether the sampled
+digits add up to the label:
+
+    f(x) = 1[sum_d x_d = y],        loss = -log(E_{X ~ p_theta}[f(X)] + 1e-8),
+
+with ``E[f]`` replaced by the value a ``catlog`` estimator returns, so that
+``theta`` receives the estimator's gradient of ``E[f]`` divided by the estimate.
+
+Subcommands: ``catlog addition`` trains one run (log, checkpoints, ``--resume``);
+``catlog addition-plot RUN_DIR...`` draws figure 4 from finished runs
+(see :mod:`catlog.experiments.addition_plot`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from catlog.experiments import common
+
+NUM_CLASSES = 10
+LOSS_EPSILON = 1e-8
+ESTIMATORS: tuple[str, ...] = ("indecater", "indecater-pv", "rloo-s", "rloo-f", "reinforce")
+DEFAULT_SAMPLES = 10
+
+
+@dataclass(frozen=True)
+class DigitSequences:
+    """Sequences of ``D`` digit images, stored as indices into one image tensor.
+
+    Attributes:
+        images: ``[N, 28, 28]`` float images in ``[0, 1]``.
+        labels: ``[N]`` int64 digit labels (for the digit accuracy; never trained on).
+        index: ``[G, D]`` int64, row ``g`` lists the images of sequence ``g``.
+        sums: ``[G]`` int64, ``sums[g] = sum_d labels[index[g, d]]``.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    index: torch.Tensor
+    sums: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.index.shape[0]
+
+    def batch(self, groups: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images ``[B, D, 28, 28]`` and sums ``[B]`` of the sequences ``groups: LongTensor[B]``."""
+        return self.images[self.index[groups]], self.sums[groups]
+
+    def to(self, device: torch.device, dtype: torch.dtype) -> DigitSequences:
+        """The same sequences with images of ``dtype``, every tensor on ``device``."""
+        return DigitSequences(
+            self.images.to(device, dtype), self.labels.to(device), self.index.to(device), self.sums.to(device)
+        )
+
+
+def digit_sequences(
+    images: torch.Tensor, labels: torch.Tensor, digits: int, generator: torch.Generator | None = None
+) -> DigitSequences:
+    """Shuffle the images and cut them into sequences of ``digits`` images labelled by their sum.
+
+    Every image is used. When ``N`` is not a multiple of ``D``, the last
+    sequence is completed with the first ``D - N mod D`` images of the same
+    shuffled order, so that all sequences have ``D`` digits and those few
+    images appear in two sequences (e.g. 8 of the 10000 test images for D = 12).
+
+    Args:
+        images: ``[N, 28, 28]`` float images.
+        labels: ``[N]`` int64 digit labels.
+        digits: ``D >= 1``, the sequence length.
+        generator: the random source of the shuffle.
+
+    Returns:
+        :class:`DigitSequences` with ``ceil(N / D)`` sequences.
+    """
+    if digits < 1:
+        raise ValueError(f"digits: expected a positive integer, got {digits}")
+    if images.ndim != 3 or labels.shape != images.shape[:1]:
+        raise ValueError(
+            f"images, labels: expected shapes [N, H, W] and [N], got {tuple(images.shape)} and {tuple(labels.shape)}"
+        )
+    count = labels.shape[0]
+    if count == 0:
+        raise ValueError("images: expected at least one image, got none")
+    order = torch.randperm(count, generator=generator)
+    padding = -count % digits
+    order = torch.cat([order, order[:padding].repeat(padding // count + 1)[:padding]])
+    index = order.view(-1, digits)
+    return DigitSequences(images, labels, index, labels[index].sum(dim=-1))
+
+
+class LeNet(nn.Module):
+    """The protocol's digit classifier: two conv/ReLU/max-pool stages and three dense layers.
+
+    ``[*B, 28, 28] -> [*B, 10]``: conv 6@5x5, ReLU, max-pool 2, conv 16@5x5, ReLU,
+    max-pool 2, dense 256 -> 120, ReLU, 120 -> 84, ReLU, 84 -> 10 (logits).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Conv2d(1, 6, 5),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(6, 16, 5),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(16 * 4 * 4, 120),
+            nn.ReLU(),
+            nn.Linear(120, 84),
+            nn.ReLU(),
+            nn.Linear(84, NUM_CLASSES),
+        )
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits ``[*B, 10]`` of images ``[*B, 28, 28]``, one classifier pass per image."""
+        batch = images.shape[:-2]
+        return self.layers(images.reshape(-1, 1, *images.shape[-2:])).view(*batch, NUM_CLASSES)
+
+
+def sum_indicator(sums: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``f(x) = 1[sum_d x_d = y]`` for the labels ``sums = y: LongTensor[B]``.
+
+    The returned ``f`` maps digits ``x: [M, B, D]`` (any integer or float dtype
+    holding whole digits) to a bool ``[M, B]``, broadcasting ``y`` over ``M``.
+    """
+
+    def f(x: torch.Tensor) -> torch.Tensor:
+        return x.sum(dim=-1) == sums
+
+    return f
+
+
+def addition_loss(estimate: torch.Tensor) -> torch.Tensor:
+    """``mean_b -log(estimate_b + 1e-8)`` of estimates ``[B]`` of ``E[f]``; a scalar."""
+    return -torch.log(estimate + LOSS_EPSILON).mean()
+
+
+def make_estimator(name: str, digits: int, samples: int | None = None) -> Any:
+    """The protocol's estimator ``name`` for sequences of ``digits`` digits.
+
+    ``samples = N`` (default 10) sets the samples of ``indecater``, of
+    ``indecater-pv`` (``N`` per variable), of ``rloo-s`` and of ``reinforce``;
+    ``rloo-f`` takes ``D * 10 * N`` samples, the function evaluations of IndeCateR with ``N``.
+    """
+    import catlog
+
+    n = DEFAULT_SAMPLES if samples is None else samples
+    if n < 1:
+        raise ValueError(f"samples: expected a positive integer, got {n}")
+    factories: dict[str, Callable[[], Any]] = {
+        "indecater": lambda: catlog.IndeCateR(n),
+        "indecater-pv": lambda: catlog.IndeCateR(n, per_variable=True),
+        "rloo-s": lambda: catlog.RLOO(n),
+        "rloo-f": lambda: catlog.RLOO(digits * NUM_CLASSES * n),
+        "reinforce": lambda: catlog.REINFORCE(n),
+    }
+    if name not in factories:
+        raise ValueError(f"estimator: expected one of {', '.join(ESTIMATORS)}, got {name!r}")
+    return factories[name]()
+
+
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    estimator: Any,
+    images: torch.Tensor,
+    sums: torch.Tensor,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """One optimiser step on ``mean_b -log(estimate_b + 1e-8)``; returns the detached estimates ``[B]``.
+
+    Args:
+        images: ``[B, D, 28, 28]``, classified once each: logits ``[B, D, 10]``.
+        sums: ``[B]`` labels.
+    """
+    optimizer.zero_grad(set_to_none=True)
+    estimate = estimator(sum_indicator(sums), model(images), generator=generator)
+    addition_loss(estimate).backward()
+    optimizer.step()
+    return estimate.detach()
+
+
+def estimate_statistics(estimates: torch.Tensor) -> dict[str, float]:
+    """Training statistics of the estimates ``[G]`` of ``E[f]`` of ``G`` sequences.
+
+    ``train_loss``: mean of ``-log(estimate + 1e-8)``; ``train_estimate``: mean
+    estimate; ``train_zero_estimates``: fraction of estimates exactly 0 (no sample
+    hit the sum: the loss is then ``-log 1e-8`` and its gradient is the estimator's times ``1e8``).
+    """
+    return {
+        "train_loss": float(addition_loss(estimates)),
+        "train_estimate": float(estimates.mean()),
+        "train_zero_estimates": float((estimates == 0).double().mean()),
+    }
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, test: DigitSequences, chunk: int = 2000) -> dict[str, float]:
+    """Test accuracies from one classifier pass over every test image.
+
+    Returns ``test_sum_accuracy`` (sum of the argmax digits equals the label, over
+    the test sequences) and ``test_digit_accuracy`` (argmax equals the digit, over the images).
+    """
+    model.eval()
+    predicted = torch.cat([model(part).argmax(dim=-1) for part in test.images.split(chunk)])
+    model.train()
+    return {
+        "test_sum_accuracy": float((predicted[test.index].sum(dim=-1) == test.sums).double().mean()),
+        "test_digit_accuracy": float((predicted == test.labels).double().mean()),
+    }
+
+
+def log_iterations(steps_per_epoch: int, points: int) -> set[int]:
+    """About ``points`` log-spaced iterations in ``[1, steps_per_epoch)`` for the early log."""
+    if points < 1 or steps_per_epoch < 2:
+        return set()
+    ratio = (steps_per_epoch - 1) ** (1.0 / points)
+    return {round(ratio**i) for i in range(points)} - {0}
+
+
+RESUME_KEYS = ("digits", "estimator", "samples", "batch_size", "lr", "seed", "train_limit", "test_limit", "dtype")
+
+
+def train(
+    config: dict[str, Any],
+    train_data: DigitSequences,
+    test_data: DigitSequences,
+    out: Path,
+    device: torch.device,
+    resume: bool = False,
+) -> list[dict[str, Any]]:
+    """Train the classifier on the sums; writes ``log.csv``, ``log.json`` and ``checkpoint.pt`` into ``out``.
+
+    ``config`` holds ``digits, estimator, samples, batch_size, lr, seed, epochs,
+    early_logs`` (and the data options that :data:`RESUME_KEYS` check on resume).
+    A log row is written at about ``early_logs`` log-spaced iterations of the
+    first epoch and at the end of every epoch; a checkpoint after every epoch.
+    With ``resume`` the run continues from ``out/checkpoint.pt`` up to ``epochs``.
+
+    Returns:
+        The log rows: ``epoch`` (fractional), ``iteration``, ``test_sum_accuracy``,
+        ``test_digit_accuracy``, the :func:`estimate_statistics` of the sequences
+        trained on since the previous row, ``train_wall_s`` and ``train_cpu_s`` (cumulative, training
+        steps only, evaluation excluded).
+    """
+    torch.manual_seed(config["seed"])
+    model = LeNet().to(device, train_data.images.dtype)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config["lr"])
+    estimator = make_estimator(config["estimator"], config["digits"], config["samples"])
+    generator = torch.Generator(device=device).manual_seed(config["seed"])
+    clock, history, epoch = common.Clock(device), [], 0
+    checkpoint_path = out / "checkpoint.pt"
+    if resume:
+        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        changed = [key for key in RESUME_KEYS if state["config"].get(key) != config.get(key)]
+        if changed:
+            raise ValueError(f"--resume: expected the checkpoint's settings, got different {', '.join(changed)}")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"].to(generator.get_state().device))
+        clock.wall_s, clock.cpu_s = state["clock"]
+        history, epoch = state["history"], state["epoch"]
+    common.write_json(out / "config.json", config)
+
+    size, batch = len(train_data), config["batch_size"]
+    steps = math.ceil(size / batch)
+    early = log_iterations(steps, config["early_logs"])
+    for epoch in range(epoch, config["epochs"]):
+        order = torch.randperm(size, generator=generator, device=device)
+        estimates = []
+        bar = common.progress(range(steps), desc=f"epoch {epoch + 1}/{config['epochs']}")
+        for step in bar:
+            images, sums = train_data.batch(order[step * batch : (step + 1) * batch])
+            estimates.append(clock.timed(lambda: train_step(model, optimizer, estimator, images, sums, generator)))
+            iteration = epoch * steps + step + 1
+            if step + 1 == steps or iteration in early:
+                history.append(
+                    {
+                        "epoch": iteration / steps,
+                        "iteration": iteration,
+                        **evaluate(model, test_data),
+                        **estimate_statistics(torch.cat(estimates)),
+                        "train_wall_s": clock.wall_s,
+                        "train_cpu_s": clock.cpu_s,
+                    }
+                )
+                estimates = []
+                bar.set_postfix(sum_acc=f"{history[-1]['test_sum_accuracy']:.3f}")
+                common.write_csv(out / "log.csv", history)
+        state = {
+            "config": config,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "generator": generator.get_state(),
+            "clock": (clock.wall_s, clock.cpu_s),
+            "history": history,
+            "epoch": epoch + 1,
+        }
+        common.write_bytes(checkpoint_path, _serialise(state))
+        common.write_json(out / "log.json", {"config": config, "history": history})
+    return history
+
+
+def _serialise(obj: Any) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def load_mnist_sequences(
+    digits: int, seed: int, data_dir: Path | None, train_limit: int | None, test_limit: int | None
+) -> tuple[DigitSequences, DigitSequences]:
+    """Train and test sequences of MNIST digits (the first ``*_limit`` images of each split, if given)."""
+    from catlog import data
+
+    generator = torch.Generator().manual_seed(seed)
+    splits = []
+    for split, limit in (("train", train_limit), ("test", test_limit)):
+        images, labels = data.load_images("mnist", split, data_dir)
+        if limit is not None:
+            if limit < 1:
+                raise ValueError(f"--{split}-limit: expected a positive number of images, got {limit}")
+            images, labels = images[:limit], labels[:limit]
+        splits.append(digit_sequences(images, labels, digits, generator))
+    return splits[0], splits[1]
+
+
+def run(args: argparse.Namespace) -> int:
+    """The ``catlog addition`` command."""
+    device, dtype = common.apply_common_options(args)
+    if args.resume and args.out is None:
+        raise ValueError("--resume: expected --out naming the run folder to resume, got none")
+    for name in ("epochs", "batch_size"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')}: expected a positive integer, got {getattr(args, name)}")
+    out = common.output_dir(args.out, f"addition-d{args.digits}-{args.estimator}")
+    config = {
+        "digits": args.digits,
+        "estimator": args.estimator,
+        "samples": args.samples,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "seed": args.seed,
+        "epochs": args.epochs,
+        "early_logs": args.early_logs,
+        "train_limit": args.train_limit,
+        "test_limit": args.test_limit,
+        "dtype": args.dtype,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+    }
+    train_data, test_data = load_mnist_sequences(
+        args.digits, args.seed, args.data_dir, args.train_limit, args.test_limit
+    )
+    history = train(
+        config, train_data.to(device, dtype), test_data.to(device, dtype), out, device, resume=args.resume
+    )
+    print(json.dumps({"out": str(out), **history[-1]}, indent=2))
+    return 0
+
+
+def run_plot(args: argparse.Namespace) -> int:
+    """The ``catlog addition-plot`` command."""
+    from catlog.experiments import addition_plot
+
+    return addition_plot.main(args)
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``addition`` and ``addition-plot`` subcommands."""
+    parser = subparsers.add_parser(
+        "addition",
+        help="MNIST addition of D digits (paper figure 4)",
+        description="Train a digit classifier from the sums of D MNIST digits alone (paper section 6.4).",
+    )
+    parser.add_argument("--digits", "-D", type=int, default=4, help="digits per sequence, D (default: 4)")
+    parser.add_argument("--estimator", choices=ESTIMATORS, default="indecater", help="gradient estimator")
+    parser.add_argument(
+        "--samples",
+        type=int,
+        default=None,
+        help="N (default 10): samples of indecater, rloo-s, reinforce; per variable for indecater-pv; "
+        "rloo-f takes D*10*N",
+    )
+    parser.add_argument("--epochs", type=int, default=1, help="passes over the training sequences (default: 1)")
+    parser.add_argument("--batch-size", type=int, default=10, help="sequences per step (default: 10)")
+    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: 1e-3)")
+    parser.add_argument(
+        "--early-logs", type=int, default=8, help="log-spaced evaluations within the first epoch (default: 8)"
+    )
+    parser.add_argument(
+        "--train-limit", type=int, default=None, help="use only the first N MNIST train images (default: all)"
+    )
+    parser.add_argument(
+        "--test-limit", type=int, default=None, help="use only the first N MNIST test images (default: all)"
+    )
+    parser.add_argument(
+        "--data-dir", type=Path, default=None, help="folder holding mnist/ (default: catlog.data's default)"
+    )
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    common.add_common_options(parser)
+    parser.set_defaults(func=run)
+
+    plot = subparsers.add_parser(
+        "addition-plot",
+        help="figure 4 and a summary table from addition runs",
+        description="Test sum accuracy against epochs, one panel per D, one line per estimator.",
+    )
+    plot.add_argument("runs", nargs="+", type=Path, help="run folders written by `catlog addition`")
+    plot.add_argument(
+        "--out", type=Path, default=Path("addition.png"), help="PNG to write; a summary CSV goes beside it"
+    )
+    plot.set_defaults(func=run_plot)

@@ -1,0 +1,126 @@
+"""Figure 4 (test sum accuracy against epochs) and a summary table from ``catlog addition`` runs."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from catlog.experiments import common
+
+PANEL_DIGITS: tuple[int, ...] = (4, 8, 12, 16)
+COLOURS = {
+    "indecater": "tab:blue",
+    "indecater-pv": "tab:orange",
+    "rloo-s": "tab:green",
+    "rloo-f": "tab:red",
+    "reinforce": "tab:purple",
+}
+SUMMARY_FIELDS = (
+    "digits",
+    "estimator",
+    "seed",
+    "epochs",
+    "train_images",
+    "test_sum_accuracy",
+    "test_digit_accuracy",
+    "reference_0.99^D",
+    "wall_s_per_epoch",
+    "cpu_s_per_epoch",
+    "run",
+)
+
+
+def load_run(run: Path) -> tuple[dict[str, Any], list[dict[str, float]]]:
+    """The ``config.json`` and the ``log.csv`` rows (as floats) of one run folder."""
+    config_path, log_path = run / "config.json", run / "log.csv"
+    if not config_path.is_file() or not log_path.is_file():
+        raise ValueError(f"runs: expected a folder with config.json and log.csv from `catlog addition`, got {run}")
+    config = json.loads(config_path.read_text())
+    with log_path.open(newline="") as handle:
+        rows = [{key: float(value) for key, value in row.items()} for row in csv.DictReader(handle)]
+    if not rows:
+        raise ValueError(f"runs: expected at least one logged row in {log_path}, got none")
+    return config, rows
+
+
+def summary_row(run: Path, config: dict[str, Any], rows: list[dict[str, float]]) -> dict[str, Any]:
+    """One table row: final accuracies and training time per epoch of a run."""
+    last = rows[-1]
+    return {
+        "digits": config["digits"],
+        "estimator": config["estimator"],
+        "seed": config["seed"],
+        "epochs": last["epoch"],
+        "train_images": config["train_limit"] or "all",
+        "test_sum_accuracy": round(last["test_sum_accuracy"], 4),
+        "test_digit_accuracy": round(last["test_digit_accuracy"], 4),
+        "reference_0.99^D": round(0.99 ** config["digits"], 4),
+        "wall_s_per_epoch": round(last["train_wall_s"] / last["epoch"], 1),
+        "cpu_s_per_epoch": round(last["train_cpu_s"] / last["epoch"], 1),
+        "run": run.name,
+    }
+
+
+def plot_runs(runs: list[tuple[dict[str, Any], list[dict[str, float]]]]) -> Any:
+    """Figure 4: one panel per D (those of :data:`PANEL_DIGITS` and any other present), a line per run.
+
+    x: epochs (log scale); y: test sum accuracy; dashed grey: ``0.99^D``, the sum
+    accuracy of a hypothetical 99%-accurate digit classifier.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = sorted({config["digits"] for config, _ in runs} | set(PANEL_DIGITS))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.0), sharey=True, squeeze=False)
+    for ax, digits in zip(axes[0], panels):
+        labelled: set[str] = set()
+        for config, rows in runs:
+            if config["digits"] != digits:
+                continue
+            name = config["estimator"]
+            ax.plot(
+                [row["epoch"] for row in rows],
+                [row["test_sum_accuracy"] for row in rows],
+                color=COLOURS.get(name),
+                label=None if name in labelled else name,
+                marker=".",
+                markersize=3,
+                linewidth=1.2,
+            )
+            labelled.add(name)
+        ax.axhline(0.99**digits, color="grey", linestyle="--", linewidth=1)
+        ax.set_xscale("log")
+        ax.set_ylim(0, 1)
+        ax.set_title(f"D = {digits}")
+        ax.set_xlabel("epochs")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("test sum accuracy")
+    handles = {label: h for ax in axes[0] for h, label in zip(*ax.get_legend_handles_labels())}
+    if handles:
+        fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=len(handles), bbox_to_anchor=(0.5, -0.08))
+    return fig
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """``rows`` as a GitHub markdown table with the columns of :data:`SUMMARY_FIELDS`."""
+    lines = ["| " + " | ".join(SUMMARY_FIELDS) + " |", "|" + "---|" * len(SUMMARY_FIELDS)]
+    lines += ["| " + " | ".join(str(row[field]) for field in SUMMARY_FIELDS) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def main(args: argparse.Namespace) -> int:
+    """Write figure 4 to ``args.out`` and the summary to ``<out>.csv`` and ``<out>.md``; print the table."""
+    runs = [(run, *load_run(run)) for run in args.runs]
+    runs.sort(key=lambda item: (item[1]["digits"], item[1]["estimator"], item[1]["seed"]))
+    table = [summary_row(run, config, rows) for run, config, rows in runs]
+    common.save_figure(plot_runs([(config, rows) for _, config, rows in runs]), args.out)
+    common.write_csv(args.out.with_suffix(".csv"), table, SUMMARY_FIELDS)
+    text = markdown_table(table)
+    common.write_text(args.out.with_suffix(".md"), text)
+    print(text, end="")
+    return 0

@@ -1,0 +1,256 @@
+"""MNIST addition: sequences, classifier, f, loss, training steps, resume, command line."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import pytest
+import torch
+
+from catlog.cli import main
+from catlog.experiments import addition
+from catlog.experiments.addition import (
+    DigitSequences,
+    LeNet,
+    addition_loss,
+    digit_sequences,
+    log_iterations,
+    make_estimator,
+    sum_indicator,
+    train,
+    train_step,
+)
+
+
+def synthetic_digits(count: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``count`` easy "digit images" ``[N, 28, 28]``: a bright bar whose row is the label, plus noise."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 10, (count,), generator=generator)
+    images = 0.1 * torch.rand(count, 28, 28, generator=generator)
+    rows = 2 + 2 * labels
+    images[torch.arange(count), rows] = 1.0
+    images[torch.arange(count), rows + 1] = 1.0
+    return images, labels
+
+
+@pytest.mark.parametrize("count, digits", [(60, 4), (61, 4), (10, 12), (7, 3), (5, 1)])
+def test_sequences_use_every_image_and_sum_labels(count: int, digits: int) -> None:
+    images, labels = synthetic_digits(count)
+    sequences = digit_sequences(images, labels, digits, torch.Generator().manual_seed(1))
+    assert sequences.index.shape == (math.ceil(count / digits), digits)
+    assert torch.equal(sequences.sums, labels[sequences.index].sum(dim=-1))
+    used = sequences.index.flatten()
+    assert set(used.tolist()) == set(range(count))
+    # Only the completion of the last sequence repeats images, each at most once more per wrap.
+    assert used.numel() - count == -count % digits
+    images_b, sums_b = sequences.batch(torch.tensor([0, len(sequences) - 1]))
+    assert images_b.shape == (2, digits, 28, 28)
+    assert torch.equal(images_b[1, 0], images[sequences.index[-1, 0]])
+    assert torch.equal(sums_b, sequences.sums[[0, -1]])
+
+
+def test_sequences_shuffle_is_seeded() -> None:
+    images, labels = synthetic_digits(40)
+    first = digit_sequences(images, labels, 4, torch.Generator().manual_seed(3)).index
+    again = digit_sequences(images, labels, 4, torch.Generator().manual_seed(3)).index
+    other = digit_sequences(images, labels, 4, torch.Generator().manual_seed(4)).index
+    assert torch.equal(first, again)
+    assert not torch.equal(first, other)
+    assert not torch.equal(first.flatten(), torch.arange(40))
+
+
+def test_sequences_reject_bad_input() -> None:
+    images, labels = synthetic_digits(8)
+    with pytest.raises(ValueError, match="digits"):
+        digit_sequences(images, labels, 0)
+    with pytest.raises(ValueError, match="labels"):
+        digit_sequences(images, labels[:5], 2)
+
+
+def test_lenet_classifies_each_image_once() -> None:
+    model = LeNet()
+    images = torch.rand(3, 5, 28, 28)
+    logits = model(images)
+    assert logits.shape == (3, 5, 10)
+    torch.testing.assert_close(logits[1, 2], model(images[1, 2]))
+    assert sum(p.numel() for p in model.parameters()) == 44426
+
+
+def test_sum_indicator_on_hand_computed_cases() -> None:
+    f = sum_indicator(torch.tensor([6, 0]))
+    x = torch.tensor([[[1, 2, 3], [0, 0, 0]], [[6, 0, 0], [9, 9, 9]], [[5, 0, 0], [0, 0, 1]]])  # [M=3, B=2, D=3]
+    assert torch.equal(f(x), torch.tensor([[True, True], [True, False], [False, False]]))
+    assert torch.equal(f(x.float()), f(x))
+
+
+def test_loss_on_hand_computed_cases() -> None:
+    estimate = torch.tensor([0.5, 0.0, 1.0], requires_grad=True)
+    loss = addition_loss(estimate)
+    expected = (math.log(2.0) - math.log(1e-8) - math.log(1.0 + 1e-8)) / 3
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    loss.backward()
+    torch.testing.assert_close(estimate.grad, -1.0 / (3 * (estimate.detach() + 1e-8)))
+
+
+def test_estimate_statistics() -> None:
+    stats = addition.estimate_statistics(torch.tensor([0.0, 0.5, 1.0, 0.0]))
+    assert stats["train_loss"] == pytest.approx((2 * -math.log(1e-8) + math.log(2.0)) / 4, rel=1e-6)
+    assert stats["train_estimate"] == pytest.approx(0.375)
+    assert stats["train_zero_estimates"] == 0.5
+
+
+def test_log_iterations_are_log_spaced_within_the_first_epoch() -> None:
+    points = sorted(log_iterations(1500, 8))
+    assert points[0] == 1 and points[-1] < 1500
+    ratios = [b / a for a, b in zip(points[3:], points[4:])]
+    assert max(ratios) / min(ratios) < 1.2
+    assert log_iterations(1, 8) == set() and log_iterations(100, 0) == set()
+
+
+def exact_sum_probability(logits: torch.Tensor, sums: torch.Tensor) -> torch.Tensor:
+    """``P(sum_d X_d = y)`` for independent digits: the digit distributions convolved, ``[B]``."""
+    probs = logits.softmax(dim=-1)
+    total = probs[:, 0]
+    for d in range(1, probs.shape[1]):
+        total = torch.nn.functional.conv1d(
+            total[None], probs[:, d].flip(-1)[:, None], padding=9, groups=probs.shape[0]
+        )[0]
+    return total.gather(1, sums[:, None])[:, 0]
+
+
+def test_train_step_with_the_exact_estimator_minimises_minus_log_probability_of_the_sum() -> None:
+    import catlog
+
+    images, labels = synthetic_digits(6)
+    images, sums = images.view(2, 3, 28, 28), labels.view(2, 3).sum(dim=-1)
+    model = LeNet().double()
+    images = images.double()
+    reference = LeNet().double()
+    reference.load_state_dict(model.state_dict())
+    expected = -torch.log(exact_sum_probability(reference(images), sums) + 1e-8).mean()
+    expected.backward()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    estimate = train_step(model, optimizer, catlog.Exact(), images, sums)
+    torch.testing.assert_close(estimate, exact_sum_probability(reference(images), sums).detach())
+    assert addition_loss(estimate).item() == pytest.approx(expected.item(), rel=1e-9)
+    for param, ref in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(param.grad, ref.grad)
+
+
+@pytest.mark.parametrize("name", addition.ESTIMATORS)
+def test_one_training_step_per_estimator(name: str) -> None:
+    images, labels = synthetic_digits(15)
+    sequences = digit_sequences(images, labels, 3, torch.Generator().manual_seed(0))
+    model = LeNet()
+    before = [p.detach().clone() for p in model.parameters()]
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    batch = sequences.batch(torch.arange(len(sequences)))  # 5 sequences: a batch smaller than 10
+    generator = torch.Generator().manual_seed(0)
+    estimate = train_step(model, optimizer, make_estimator(name, 3, 50), *batch, generator)
+    assert estimate.shape == (5,) and ((estimate >= 0) & (estimate <= 1)).all()
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert any(not torch.equal(p, q) for p, q in zip(model.parameters(), before))
+
+
+def test_make_estimator_matches_the_protocol() -> None:
+    assert make_estimator("rloo-f", 8).cost(8, 10) == (8 * 10 * 10, 8 * 10 * 10)
+    assert make_estimator("indecater-pv", 8).cost(8, 10) == (8 * 10, 8 * 10 * 10)
+    assert make_estimator("rloo-s", 8).cost(8, 10) == (10, 10)
+    assert make_estimator("reinforce", 8, 3).cost(8, 10) == (3, 3)
+    indecater = make_estimator("indecater", 8).cost(8, 10)
+    assert indecater.samples == 10 and indecater.evaluations <= 8 * 10 * 10  # its own samples are reused
+    with pytest.raises(ValueError, match="estimator"):
+        make_estimator("gumbel", 4)
+    with pytest.raises(ValueError, match="samples"):
+        make_estimator("indecater", 4, 0)
+
+
+def small_config(**changes: object) -> dict[str, object]:
+    config = {
+        "digits": 2,
+        "estimator": "indecater",
+        "samples": 3,
+        "batch_size": 10,
+        "lr": 3e-3,
+        "seed": 0,
+        "epochs": 2,
+        "early_logs": 3,
+        "train_limit": None,
+        "test_limit": None,
+        "dtype": "float32",
+    }
+    return {**config, **changes}
+
+
+def small_data(train_count: int = 130, test_count: int = 50) -> tuple[DigitSequences, DigitSequences]:
+    generator = torch.Generator().manual_seed(0)
+    train_images, train_labels = synthetic_digits(train_count, seed=1)
+    test_images, test_labels = synthetic_digits(test_count, seed=2)
+    return (
+        digit_sequences(train_images, train_labels, 2, generator),
+        digit_sequences(test_images, test_labels, 2, generator),
+    )
+
+
+def accuracies(history: list[dict[str, float]]) -> list[tuple[float, ...]]:
+    keys = ("epoch", "iteration", "test_sum_accuracy", "test_digit_accuracy", "train_loss", "train_zero_estimates")
+    return [tuple(row[key] for key in keys) for row in history]
+
+
+def test_resume_continues_exactly_where_a_run_stopped(tmp_path) -> None:
+    train_data, test_data = small_data()
+    device = torch.device("cpu")
+    straight = train(small_config(), train_data, test_data, tmp_path / "straight", device)
+    (tmp_path / "split").mkdir()
+    train(small_config(epochs=1), train_data, test_data, tmp_path / "split", device)
+    resumed = train(small_config(), train_data, test_data, tmp_path / "split", device, resume=True)
+    assert accuracies(resumed) == accuracies(straight)
+    assert len(straight) == 2 + len(log_iterations(7, 3))  # 65 sequences in batches of 10: 7 steps
+    assert straight[-1]["train_cpu_s"] > 0 and straight[-1]["train_wall_s"] > 0
+    with pytest.raises(ValueError, match="--resume.*digits"):
+        train(small_config(digits=3), train_data, test_data, tmp_path / "split", device, resume=True)
+
+
+def test_training_learns_digits_from_sums_alone(tmp_path) -> None:
+    """On easy synthetic digits the classifier learns from sums only: far above chance (0.1)."""
+    train_data, test_data = small_data(train_count=400, test_count=100)
+    history = train(
+        small_config(epochs=4, early_logs=0, lr=3e-3), train_data, test_data, tmp_path, torch.device("cpu")
+    )
+    assert history[-1]["test_digit_accuracy"] > 0.5
+    assert history[-1]["test_digit_accuracy"] > history[0]["test_digit_accuracy"]
+
+
+def test_command_line_on_a_tiny_mnist_subset(shared_data_dir, tmp_path, capsys) -> None:
+    run_dir = tmp_path / "run"
+    args = ["addition", "-D", "3", "--estimator", "indecater-pv", "--samples", "2", "--train-limit", "61"]
+    args += ["--test-limit", "20", "--data-dir", str(shared_data_dir), "--out", str(run_dir), "--threads", "1"]
+    assert main(args) == 0
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["digits"] == 3 and config["estimator"] == "indecater-pv"
+    with (run_dir / "log.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert float(rows[-1]["epoch"]) == 1.0 and int(rows[-1]["iteration"]) == 3  # 21 sequences: 10 + 10 + 1
+    assert (run_dir / "checkpoint.pt").is_file()
+    assert main([*args, "--epochs", "2", "--resume"]) == 0
+    capsys.readouterr()
+    figure = tmp_path / "figure.png"
+    assert main(["addition-plot", str(run_dir), "--out", str(figure)]) == 0
+    table = capsys.readouterr().out
+    assert figure.stat().st_size > 0 and "indecater-pv" in table
+    with figure.with_suffix(".csv").open() as handle:
+        summary = list(csv.DictReader(handle))
+    assert summary[0]["epochs"] == "2.0" and summary[0]["train_images"] == "61"
+
+
+def test_mnist_sequences_split_train_and_test(shared_data_dir) -> None:
+    from catlog import data
+
+    train_data, test_data = addition.load_mnist_sequences(12, 0, shared_data_dir, None, None)
+    test_images, test_labels = data.load_images("mnist", "test", shared_data_dir)
+    assert train_data.index.shape == (5000, 12) and test_data.index.shape == (834, 12)
+    assert torch.equal(test_data.images, test_images)
+    assert torch.equal(test_data.sums, test_labels[test_data.index].sum(dim=-1))
+    assert torch.equal(test_data.index.flatten().unique(), torch.arange(10000))
