@@ -11,7 +11,7 @@ import argparse
 import importlib
 from collections.abc import Sequence
 
-EXPERIMENT_MODULES: tuple[str, ...] = ("addition",)
+EXPERIMENT_MODULES: tuple[str, ...] = ("addition", "synthetic_gradients", "synthetic_optimise", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,363 @@
+"""Exact-gradient comparison (paper section 6.1, figure 1): ``catlog gradients``.
+
+``D`` independent categorical variables with ``K`` categories, logits
+``theta ~ N(0, 1)`` of shape ``[D, K]`` and a target ``b`` drawn once uniformly
+from ``{0..K-1}^D``. Two objectives:
+
+- ``separable`` (the paper's eq. 6.1): ``f(x) = sum_d |x_d - b_d|``;
+- ``nonseparable``: ``f(x) = (sum_d |x_d - b_d|)^2 / D``, whose terms interact,
+  so that IndeCateR is no longer exact with one sample.
+
+For every estimator, ``runs`` independent estimates of ``grad_theta E[f(X)]`` are
+compared with the exact gradient (enumeration of all ``K^D`` states, in float64):
+
+- the paper's bias ``mean_r (1 - cos(g_r, g*))`` and variance ``Var_r cos(g_r, g*)``;
+- per coordinate: squared bias ``sum_i (mean_r g_ri - g*_i)^2``, which for an unbiased
+  estimator is about its noise floor ``sum_i Var_r g_ri / runs``, and variance
+  ``sum_i Var_r g_ri``;
+- samples and evaluations of ``f`` per estimate, and the median wall and CPU time
+  of one estimate (value and backward pass), every estimate a separate call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import catlog
+from catlog.experiments import common
+
+CONFIGS: tuple[tuple[int, int], ...] = ((12, 3), (6, 10), (3, 100))
+ESTIMATORS: tuple[str, ...] = ("indecater", "reinforce", "rloo", "gumbel-softmax")
+LABELS: dict[str, str] = {
+    "indecater": "IndeCateR",
+    "reinforce": "REINFORCE",
+    "rloo": "RLOO",
+    "gumbel-softmax": "Gumbel-Softmax",
+}
+OBJECTIVES: tuple[str, ...] = ("separable", "nonseparable")
+COLUMNS: tuple[str, ...] = (
+    "objective",
+    "num_variables",
+    "num_categories",
+    "estimator",
+    "samples",
+    "evaluations",
+    "runs",
+    "bias_cos",
+    "variance_cos",
+    "sq_bias_sum",
+    "sq_bias_floor",
+    "variance_sum",
+    "median_wall_ms",
+    "median_cpu_ms",
+)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A figure-1 problem: logits ``[D, K]``, target ``b: [D]`` and the objective.
+
+    Calling it evaluates ``f`` on samples ``x: [M, D]`` (category indices, or the
+    relaxed float values Gumbel-Softmax hands over) and returns ``[M]``:
+    ``sum_d |x_d - b_d|`` (separable) or ``(sum_d |x_d - b_d|)^2 / D`` (nonseparable).
+    """
+
+    logits: torch.Tensor
+    target: torch.Tensor
+    objective: str
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        distance = (x.to(self.target.dtype) - self.target).abs().sum(-1)
+        if self.objective == "separable":
+            return distance
+        return distance.square() / self.target.shape[-1]
+
+
+def make_problem(
+    num_variables: int,
+    num_categories: int,
+    objective: str,
+    seed: int,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> Problem:
+    """Draw ``theta ~ N(0, 1)`` of shape ``[D, K]`` and ``b ~ Uniform{0..K-1}^D`` from ``seed``."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective: expected one of {OBJECTIVES}, got {objective!r}")
+    generator = torch.Generator().manual_seed(seed)
+    logits = torch.randn(num_variables, num_categories, generator=generator, dtype=torch.float64)
+    target = torch.randint(num_categories, (num_variables,), generator=generator)
+    return Problem(logits.to(device, dtype), target.to(device, dtype), objective)
+
+
+def exact_gradient(problem: Problem) -> torch.Tensor:
+    """``grad_theta E[f(X)]`` by enumerating all ``K^D`` states in float64; returns ``[D * K]``."""
+    exact = Problem(problem.logits.double(), problem.target.double(), problem.objective)
+    logits = exact.logits.detach().requires_grad_()
+    (grad,) = torch.autograd.grad(catlog.Exact()(exact, logits), logits)
+    return grad.flatten()
+
+
+def make_estimator(name: str, samples: int, indecater_samples: int, temperature: float) -> catlog.Estimator:
+    """The estimator called ``name`` (one of :data:`ESTIMATORS`)."""
+    if name == "indecater":
+        return catlog.IndeCateR(indecater_samples)
+    if name == "reinforce":
+        return catlog.REINFORCE(samples)
+    if name == "rloo":
+        return catlog.RLOO(samples)
+    if name == "gumbel-softmax":
+        return catlog.GumbelSoftmax(samples, temperature=temperature)
+    raise ValueError(f"estimator: expected one of {ESTIMATORS}, got {name!r}")
+
+
+def repeated_estimates(
+    estimator: catlog.Estimator,
+    problem: Problem,
+    runs: int,
+    seed: int,
+    device: torch.device,
+    label: str = "",
+) -> tuple[torch.Tensor, list[float], list[float]]:
+    """``runs`` independent gradient estimates, each one separately timed call.
+
+    Returns:
+        ``(gradients [runs, D * K], wall seconds [runs], CPU seconds [runs])``; the
+        time of one estimate covers the estimator's value and the backward pass.
+    """
+    generator = torch.Generator(device=device).manual_seed(seed)
+    logits = problem.logits.detach().clone().requires_grad_()
+    clock = common.Clock(device)
+
+    def estimate() -> torch.Tensor:
+        value = estimator(problem, logits, generator=generator)
+        return torch.autograd.grad(value, logits)[0]
+
+    gradients, wall, cpu = [], [], []
+    for _ in common.progress(range(runs), desc=label):
+        gradients.append(clock.timed(estimate).flatten())
+        wall.append(clock.last_wall_s)
+        cpu.append(clock.last_cpu_s)
+    return torch.stack(gradients), wall, cpu
+
+
+def error_statistics(gradients: torch.Tensor, exact: torch.Tensor) -> dict[str, float]:
+    """Bias and variance of estimates ``gradients: [R, P]`` against ``exact: [P]`` (float64).
+
+    Returns ``bias_cos = mean(1 - cos)``, ``variance_cos = Var(cos)``,
+    ``sq_bias_sum = sum_i (mean_r g_ri - g*_i)^2``, ``variance_sum = sum_i Var_r g_ri``
+    (unbiased variances) and ``sq_bias_floor = variance_sum / R``, the expected
+    ``sq_bias_sum`` of an unbiased estimator.
+    """
+    gradients, exact = gradients.double(), exact.double()
+    cosine = torch.nn.functional.cosine_similarity(gradients, exact.expand_as(gradients), dim=-1, eps=1e-300)
+    variance_sum = float(gradients.var(0).sum())
+    return {
+        "bias_cos": float((1 - cosine).mean()),
+        "variance_cos": float(cosine.var()),
+        "sq_bias_sum": float((gradients.mean(0) - exact).square().sum()),
+        "sq_bias_floor": variance_sum / gradients.shape[0],
+        "variance_sum": variance_sum,
+    }
+
+
+def compare_config(
+    num_variables: int,
+    num_categories: int,
+    options: argparse.Namespace,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> list[dict[str, Any]]:
+    """One table: every estimator of ``options.estimators`` on one ``(D, K)`` problem."""
+    problem = make_problem(num_variables, num_categories, options.f, options.seed, device, dtype)
+    exact = exact_gradient(problem)
+    rows = []
+    for index, name in enumerate(options.estimators):
+        estimator = make_estimator(name, options.samples, options.indecater_samples, options.temperature)
+        cost = estimator.cost(num_variables, num_categories)
+        gradients, wall, cpu = repeated_estimates(
+            estimator,
+            problem,
+            options.runs,
+            options.seed + 1 + index,
+            device,
+            label=f"{num_variables}x{num_categories} {name}",
+        )
+        rows.append(
+            {
+                "objective": options.f,
+                "num_variables": num_variables,
+                "num_categories": num_categories,
+                "estimator": name,
+                "samples": cost.samples,
+                "evaluations": cost.evaluations,
+                "runs": options.runs,
+                **error_statistics(gradients, exact),
+                "median_wall_ms": 1e3 * statistics.median(wall),
+                "median_cpu_ms": 1e3 * statistics.median(cpu),
+            }
+        )
+    return rows
+
+
+def format_table(rows: Sequence[dict[str, Any]]) -> str:
+    """A plain-text table of one config's rows."""
+    header = (
+        f"{'estimator':<15}{'samples':>8}{'evals':>7}{'1-cos':>11}{'Var cos':>11}"
+        f"{'sum bias^2':>12}{'(floor)':>11}{'sum Var':>11}{'wall ms':>9}{'cpu ms':>9}"
+    )
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        lines.append(
+            f"{LABELS[row['estimator']]:<15}{row['samples']:>8}{row['evaluations']:>7}"
+            f"{row['bias_cos']:>11.3e}{row['variance_cos']:>11.3e}{row['sq_bias_sum']:>12.3e}"
+            f"{row['sq_bias_floor']:>11.3e}{row['variance_sum']:>11.3e}"
+            f"{row['median_wall_ms']:>9.3f}{row['median_cpu_ms']:>9.3f}"
+        )
+    return "\n".join(lines)
+
+
+def table_title(rows: Sequence[dict[str, Any]]) -> str:
+    """``"separable f, D = 12, K = 3"`` for one config's rows."""
+    row = rows[0]
+    return f"{row['objective']} f, D = {row['num_variables']}, K = {row['num_categories']}"
+
+
+def draw_config(ax: Any, rows: Sequence[dict[str, Any]]) -> None:
+    """The paper's twin-axis bars on ``ax``: bias ``mean(1 - cos)`` (left) and ``Var(cos)`` (right).
+
+    Both axes are logarithmic and start at a tenth of the smallest positive value;
+    a zero (possible for IndeCateR) is drawn there. Every bar is labelled with its value.
+    """
+    positive = [row[key] for row in rows for key in ("bias_cos", "variance_cos") if row[key] > 0]
+    floor = 0.1 * min(positive, default=1e-20)
+    positions = range(len(rows))
+    width = 0.38
+    right = ax.twinx()
+    for axis, key, shift, colour, name in (
+        (ax, "bias_cos", -width / 2, "tab:blue", "bias: mean(1 - cos)"),
+        (right, "variance_cos", width / 2, "tab:orange", "variance: Var(cos)"),
+    ):
+        values = [row[key] for row in rows]
+        bars = axis.bar([p + shift for p in positions], [max(v, floor) for v in values], width, color=colour)
+        axis.set_yscale("log")
+        axis.set_ylabel(name, color=colour)
+        axis.bar_label(bars, labels=[f"{v:.1e}" for v in values], fontsize=6, rotation=90, padding=2)
+        axis.set_ylim(floor, max(max(values), floor) * 1e4)
+    ax.set_xticks(list(positions), [f"{LABELS[r['estimator']]}\n{r['samples']} smp" for r in rows], fontsize=7)
+    ax.set_title(table_title(rows), fontsize=9)
+
+
+def plot_configs(tables: Sequence[Sequence[dict[str, Any]]], path: Path) -> Path:
+    """One row of :func:`draw_config` panels, one per config, saved as PNG to ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(tables), figsize=(5.2 * len(tables), 3.8), squeeze=False)
+    for ax, rows in zip(axes[0], tables):
+        draw_config(ax, rows)
+    fig.tight_layout()
+    return common.save_figure(fig, path)
+
+
+def run_gradients(options: argparse.Namespace) -> tuple[Path, list[list[dict[str, Any]]]]:
+    """Run every config of ``options.configs``; write tables, JSON, CSV and PNGs; returns ``(folder, tables)``."""
+    device, dtype = common.apply_common_options(options)
+    out = common.output_dir(options.out, "gradients")
+    tables = []
+    for num_variables, num_categories in options.configs:
+        rows = compare_config(num_variables, num_categories, options, device, dtype)
+        tables.append(rows)
+        plot_configs([rows], out / f"fig1_{options.f}_{num_variables}x{num_categories}.png")
+    plot_configs(tables, out / f"fig1_{options.f}.png")
+    flat = [row for rows in tables for row in rows]
+    settings = {key: value for key, value in vars(options).items() if key not in ("func", "out")}
+    settings["configs"] = [list(config) for config in options.configs]
+    common.write_json(out / "gradients.json", {"settings": settings, "results": flat})
+    common.write_csv(out / "gradients.csv", flat, COLUMNS)
+    text = "\n\n".join(f"{table_title(rows)}\n{format_table(rows)}" for rows in tables)
+    common.write_text(out / "gradients.txt", text + "\n")
+    return out, tables
+
+
+def parse_config(text: str) -> tuple[int, int]:
+    """``"12x3"`` -> ``(12, 3)``."""
+    try:
+        num_variables, num_categories = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a config DxK such as 12x3, got {text!r}") from None
+    if num_variables < 1 or num_categories < 2:
+        raise argparse.ArgumentTypeError(f"expected D >= 1 and K >= 2, got {text!r}")
+    return num_variables, num_categories
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """The options of ``catlog gradients`` (without the common ones)."""
+    parser.add_argument(
+        "--configs",
+        type=parse_config,
+        nargs="+",
+        default=list(CONFIGS),
+        metavar="DxK",
+        help="problem sizes: D variables with K categories each (default: 12x3 6x10 3x100)",
+    )
+    parser.add_argument(
+        "--f",
+        choices=OBJECTIVES,
+        default="separable",
+        help="separable: f(x) = sum_d |x_d - b_d| (the paper's; IndeCateR is exact on it); "
+        "nonseparable: f(x) = (sum_d |x_d - b_d|)^2 / D (default: separable)",
+    )
+    parser.add_argument("--runs", type=int, default=1000, help="repeated estimates per estimator (default: 1000)")
+    parser.add_argument(
+        "--samples", type=int, default=1000, help="samples of REINFORCE, RLOO, Gumbel-Softmax (default: 1000)"
+    )
+    parser.add_argument("--indecater-samples", type=int, default=1, help="samples of IndeCateR (default: 1)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="Gumbel-Softmax temperature (default: 1)")
+    parser.add_argument(
+        "--estimators",
+        nargs="+",
+        choices=ESTIMATORS,
+        default=list(ESTIMATORS),
+        help="estimators to compare (default: all)",
+    )
+
+
+def check_options(options: argparse.Namespace) -> None:
+    """Raise ``ValueError`` for counts that cannot work."""
+    if options.runs < 2:
+        raise ValueError(f"--runs: expected at least 2 repeated estimates (for a variance), got {options.runs}")
+    if options.samples < 2 and "rloo" in options.estimators:
+        raise ValueError(f"--samples: expected at least 2 (RLOO needs 2), got {options.samples}")
+
+
+def main(options: argparse.Namespace) -> int:
+    """``catlog gradients``: run, print the tables and where the files went."""
+    check_options(options)
+    out, tables = run_gradients(options)
+    for rows in tables:
+        print(f"\n{table_title(rows)}  ({options.runs} estimates each)\n{format_table(rows)}")
+    print(f"\nresults in {out}/ (gradients.json, gradients.csv, fig1_{options.f}*.png)")
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """Add ``catlog gradients``."""
+    parser = subparsers.add_parser(
+        "gradients",
+        help="figure 1: bias and variance against the exact gradient",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_options(parser)
+    common.add_common_options(parser)
+    parser.set_defaults(func=main)
