@@ -54,6 +54,28 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_subcommand(
+    subparsers: Any,
+    name: str,
+    *,
+    help: str,
+    description: str | None,
+    add_options: Callable[[argparse.ArgumentParser], None],
+    func: Callable[[argparse.Namespace], int],
+) -> argparse.ArgumentParser:
+    """Add subcommand ``name``: its options (``add_options(parser)``), the common ones, and ``func`` to run.
+
+    ``description`` (typically the module docstring) is shown verbatim by ``--help``.
+    """
+    parser = subparsers.add_parser(
+        name, help=help, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_options(parser)
+    add_common_options(parser)
+    parser.set_defaults(func=func)
+    return parser
+
+
 def apply_common_options(args: argparse.Namespace) -> tuple[torch.device, torch.dtype]:
     """Apply ``--threads`` and resolve ``--device`` and ``--dtype``; returns ``(device, dtype)``."""
     if args.threads is not None:

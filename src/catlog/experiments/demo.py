@@ -72,18 +72,22 @@ def main(options: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: Any) -> None:
-    """Add ``catlog demo``."""
-    parser = subparsers.add_parser(
-        "demo",
-        help="quick version of gradients and optimise (about half a minute on 2 CPU cores)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """The options of ``catlog demo`` (without the common ones)."""
     parser.add_argument(
         "--runs", type=int, default=100, help="repeated estimates per estimator in gradients (default: 100)"
     )
     parser.add_argument("--iterations", type=int, default=100, help="iterations of optimise (default: 100)")
     parser.add_argument("--seeds", type=int, default=2, help="seeds of optimise (default: 2)")
-    common.add_common_options(parser)
-    parser.set_defaults(func=main)
+
+
+def register(subparsers: Any) -> None:
+    """Add ``catlog demo``."""
+    common.add_subcommand(
+        subparsers,
+        "demo",
+        help="quick version of gradients and optimise (about half a minute on 2 CPU cores)",
+        description=__doc__,
+        add_options=add_options,
+        func=main,
+    )

@@ -352,12 +352,6 @@ def main(options: argparse.Namespace) -> int:
 
 def register(subparsers: Any) -> None:
     """Add ``catlog gradients``."""
-    parser = subparsers.add_parser(
-        "gradients",
-        help="figure 1: bias and variance against the exact gradient",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    common.add_subcommand(
+        subparsers, "gradients", help="figure 1: bias and variance against the exact gradient", description=__doc__, add_options=add_options, func=main
     )
-    add_options(parser)
-    common.add_common_options(parser)
-    parser.set_defaults(func=main)

@@ -414,12 +414,6 @@ def main(options: argparse.Namespace) -> int:
 
 def register(subparsers: Any) -> None:
     """Add ``catlog optimise``."""
-    parser = subparsers.add_parser(
-        "optimise",
-        help="figure 2: maximise E[mean_i (X_i - 0.499)^2] over 200 binary variables",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    common.add_subcommand(
+        subparsers, "optimise", help="figure 2: maximise E[mean_i (X_i - 0.499)^2] over 200 binary variables", description=__doc__, add_options=add_options, func=main
     )
-    add_options(parser)
-    common.add_common_options(parser)
-    parser.set_defaults(func=main)
