@@ -1,0 +1,95 @@
+"""Property tests (hypothesis) over shapes, batch dims, cardinalities, dtypes and encodings."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import catlog
+
+ESTIMATORS = {
+    "indecater": lambda: catlog.IndeCateR(2),
+    "indecater-per-variable": lambda: catlog.IndeCateR(1, per_variable=True, chunk_size=2),
+    "reinforce": lambda: catlog.REINFORCE(3),
+    "rloo": lambda: catlog.RLOO(2),
+    "gumbel-softmax": lambda: catlog.GumbelSoftmax(2),
+    "exact": lambda: catlog.Exact(),
+}
+
+
+@st.composite
+def problems(draw: st.DrawFn) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits ``[*B, D, K]`` with some ``-inf`` (at least one possible category per variable)."""
+    batch_shape = tuple(draw(st.lists(st.integers(1, 3), max_size=2)))
+    num_variables, num_categories = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    dtype = draw(st.sampled_from([torch.float32, torch.float64]))
+    seed = draw(st.integers(0, 2**31 - 1))
+    generator = torch.Generator().manual_seed(seed)
+    shape = (*batch_shape, num_variables, num_categories)
+    logits = 3 * torch.randn(shape, generator=generator, dtype=dtype)
+    impossible = torch.rand(shape, generator=generator) < draw(st.sampled_from([0.0, 0.4]))
+    impossible[..., torch.randint(num_categories, (), generator=generator)] = False
+    return logits.masked_fill(impossible, -math.inf), impossible
+
+
+@settings(max_examples=60, deadline=None)
+@given(problem=problems(), name=st.sampled_from(sorted(ESTIMATORS)), one_hot=st.booleans())
+def test_shapes_dtypes_and_impossible_categories(problem: tuple[torch.Tensor, torch.Tensor], name: str, one_hot: bool) -> None:
+    logits, impossible = problem
+    logits.requires_grad_(True)
+    batch_shape, (num_variables, num_categories) = logits.shape[:-2], logits.shape[-2:]
+    table = torch.randn(num_variables, num_categories, dtype=logits.dtype)
+    seen: list[torch.Tensor] = []
+
+    def f(x: torch.Tensor) -> torch.Tensor:
+        seen.append(x.detach())
+        one_hot_x = x if one_hot else torch.nn.functional.one_hot(x.round().long(), num_categories).to(logits.dtype)
+        return (one_hot_x * table).sum((-2, -1))
+
+    value = ESTIMATORS[name]()(f, logits, one_hot=one_hot)
+    assert value.shape == batch_shape and value.dtype == logits.dtype
+    assert bool(torch.isfinite(value).all())
+    if value.requires_grad:  # f rounds Gumbel-Softmax's relaxed values, which cuts the graph
+        (grad,) = torch.autograd.grad(value.sum(), logits)
+        assert bool(torch.isfinite(grad).all()) and bool((grad[impossible] == 0).all())
+    else:
+        assert name == "gumbel-softmax" and not one_hot
+
+    for x in seen:
+        if one_hot:
+            assert x.shape[1:] == (*batch_shape, num_variables, num_categories) and x.dtype == logits.dtype
+            categories = x.argmax(-1)
+        else:
+            assert x.shape[1:] == (*batch_shape, num_variables)
+            categories = x.round().long()
+        assert not bool(impossible.expand(x.shape[0], *impossible.shape).gather(-1, categories.unsqueeze(-1)).any())
+
+    lowest = table.masked_fill(impossible, math.inf).amin(-1).sum(-1)
+    highest = table.masked_fill(impossible, -math.inf).amax(-1).sum(-1)
+    slack = 1e-4 * (1 + table.abs().sum())
+    assert bool(((value >= lowest - slack) & (value <= highest + slack)).all())
+
+
+@settings(max_examples=30, deadline=None)
+@given(problem=problems(), per_variable=st.booleans(), num_samples=st.integers(1, 3))
+def test_indecater_evaluates_exactly_its_cost(
+    problem: tuple[torch.Tensor, torch.Tensor], per_variable: bool, num_samples: int
+) -> None:
+    logits, impossible = problem
+    rows: list[int] = []
+
+    def f(x: torch.Tensor) -> torch.Tensor:
+        rows.append(x.shape[0])
+        return x.sum(-1).to(logits.dtype)
+
+    estimator = catlog.IndeCateR(num_samples, per_variable=per_variable)
+    estimator(f, logits)
+    num_variables, num_categories = logits.shape[-2:]
+    most = (~impossible).sum(-1).reshape(-1, num_variables).amax(0)
+    groups = num_variables if per_variable else 1
+    assert sum(rows) == num_samples * (groups + int((most - 1).sum()))
+    if not bool(impossible.any()):
+        assert sum(rows) == estimator.cost(num_variables, num_categories).evaluations
