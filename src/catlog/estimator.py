@@ -10,6 +10,7 @@ import torch
 
 from catlog._objective import Objective
 from catlog._validation import check_logits
+from catlog.autoregressive import Autoregressive
 
 
 class Cost(NamedTuple):
@@ -45,40 +46,56 @@ class Estimator(abc.ABC):
     def __call__(
         self,
         f: Callable[[torch.Tensor], torch.Tensor],
-        logits: torch.Tensor,
+        logits: torch.Tensor | Autoregressive,
         *,
         one_hot: bool | None = None,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """Estimate ``E[f(X)]``, ``X_d ~ Cat(softmax(logits[..., d, :]))`` independent.
+        """Estimate ``E[f(X)]``, ``X_d ~ Cat(softmax(logits[..., d, :]))`` independent,
+        or ``X ~ logits`` when it is an :class:`~catlog.autoregressive.Autoregressive`.
 
         Args:
             f: maps samples ``LongTensor[M, *B, D]`` (one-hot ``[M, *B, D, K]`` if
                 ``one_hot``) to ``Tensor[M, *B]``; ``M`` is the estimator's number of
                 sample rows. Bool and integer outputs are cast to the logits' dtype.
             logits: ``[*B, D, K]`` unnormalised log-probabilities; ``-inf`` marks
-                an impossible category.
+                an impossible category. Or an ``Autoregressive`` distribution, for the
+                estimators that support one (SCateR, REINFORCE, RLOO, Exact).
             one_hot: overrides the estimator's ``one_hot`` for this call.
             generator: overrides the estimator's generator for this call.
 
         Returns:
             ``Tensor[*B]``: the estimate of ``E[f(X)]``, differentiable.
         """
+        one_hot = self.one_hot if one_hot is None else one_hot
+        generator = self.generator if generator is None else generator
+        if isinstance(logits, Autoregressive):
+            objective = Objective(f, logits.batch_shape, logits.num_categories, logits.dtype, one_hot)
+            return self._estimate_autoregressive(objective, logits, generator)
         logits = check_logits(logits)
         objective = Objective(
             f,
             batch_shape=logits.shape[:-2],
             num_categories=logits.shape[-1],
             dtype=logits.dtype,
-            one_hot=self.one_hot if one_hot is None else one_hot,
+            one_hot=one_hot,
         )
-        return self._estimate(objective, logits, self.generator if generator is None else generator)
+        return self._estimate(objective, logits, generator)
 
     @abc.abstractmethod
     def _estimate(
         self, objective: Objective, logits: torch.Tensor, generator: torch.Generator | None
     ) -> torch.Tensor:
         """The estimate for validated ``logits: [*B, D, K]``; returns ``Tensor[*B]``."""
+
+    def _estimate_autoregressive(
+        self, objective: Objective, dist: Autoregressive, generator: torch.Generator | None
+    ) -> torch.Tensor:
+        """The estimate for an autoregressive ``dist``; returns ``Tensor[*B]``. Refused unless overridden."""
+        raise ValueError(
+            f"logits: {type(self).__name__} expects a Tensor[*B, D, K] of logits, got an Autoregressive "
+            "distribution; use SCateR, REINFORCE, RLOO or Exact for those"
+        )
 
     @abc.abstractmethod
     def cost(self, num_variables: int, num_categories: int) -> Cost:

@@ -8,6 +8,7 @@ import torch
 
 from catlog._objective import Objective
 from catlog._validation import check_count
+from catlog.autoregressive import Autoregressive, sequence_log_prob
 from catlog.estimator import Cost, Estimator
 
 
@@ -23,6 +24,12 @@ class Exact(Estimator):
     States with an impossible category (``-inf`` logit) have ``p(x) = 0``; ``f`` sees
     them with each impossible value replaced by that variable's most likely
     category, so it is never handed an impossible value.
+
+    On an :class:`~catlog.autoregressive.Autoregressive` the ``K**D`` sequences are
+    scored by ``D`` calls of ``conditional`` on all of them at once; a sequence whose
+    ``x_d`` is impossible given its prefix has ``p(x) = 0`` and is replaced, from
+    ``d`` on, by the most likely category at each position, so neither
+    ``conditional`` nor ``f`` sees an impossible prefix.
 
     Args:
         max_states: refuse (``ValueError``) problems with more than this many states.
@@ -59,3 +66,21 @@ class Exact(Estimator):
         fallback = logits.detach().argmax(-1)
         values = objective(torch.where(possible, states.view(states.shape[0], *([1] * (logits.ndim - 2)), -1), fallback))
         return (log_probs.exp() * values).sum(0)
+
+    def _estimate_autoregressive(
+        self, objective: Objective, dist: Autoregressive, generator: torch.Generator | None
+    ) -> torch.Tensor:
+        self.check_size(dist.num_variables, dist.num_categories)
+        states = enumerate_states(dist.num_variables, dist.num_categories, dist.device)
+        states = states.view(states.shape[0], *([1] * len(dist.batch_shape)), -1).expand(
+            states.shape[0], *dist.batch_shape, -1
+        )
+        repaired = states.clone()
+
+        def keep_if_possible(logits: torch.Tensor, d: int) -> torch.Tensor:
+            wanted = states[..., d]
+            possible = logits.detach().gather(-1, wanted.unsqueeze(-1)).squeeze(-1) > -math.inf
+            return torch.where(possible, wanted, logits.detach().argmax(-1))
+
+        logits = dist.rollout(repaired, keep_if_possible, record=True)
+        return (sequence_log_prob(logits, states).exp() * objective(repaired)).sum(0)

@@ -123,12 +123,9 @@ def category_means(
     counts = possible.sum(-1)
     ranks = possible.cumsum(-1) - 1
     by_rank = torch.argsort((~possible).to(torch.uint8), dim=-1, stable=True)
-    offsets = torch.arange(1, num_categories, device=samples.device)
-    most = counts.reshape(-1, num_variables).amax(0)
-    row_variable, row_offset = (offsets < most[:, None]).nonzero(as_tuple=True)
-    row_offset = offsets[row_offset]
+    row_variable, row_offset = offset_pairs(counts)
     num_rows = num_samples * row_variable.shape[0]
-    step = num_rows if chunk_size is None else chunk_size
+    step = max(num_rows, 1) if chunk_size is None else chunk_size
     for start in range(0, num_rows, step):
         rows = torch.arange(start, min(start + step, num_rows), device=samples.device)
         n, r = rows // row_variable.shape[0], rows % row_variable.shape[0]
@@ -136,6 +133,49 @@ def category_means(
         x = samples[n, d if groups > 1 else torch.zeros_like(d)]
         _perturb_and_add(objective, x, d, j, counts, ranks, by_rank, sums)
     return sums[..., :num_categories] / num_samples
+
+
+def offset_pairs(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The perturbations to evaluate: every (variable ``d``, offset ``1 <= j < max K_d``).
+
+    Args:
+        counts: ``LongTensor[..., D]``, the number of possible categories of each variable.
+
+    Returns:
+        ``variable, offset: LongTensor[R]``, sorted by variable, then offset.
+    """
+    num_variables = counts.shape[-1]
+    most = counts.reshape(-1, num_variables).amax(0)
+    offsets = torch.arange(1, int(most.max()), device=counts.device)
+    variable, offset = (offsets < most[:, None]).nonzero(as_tuple=True)
+    return variable, offsets[offset]
+
+
+def perturb(
+    x: torch.Tensor, d: torch.Tensor, j: torch.Tensor, count: torch.Tensor, ranks: torch.Tensor, by_rank: torch.Tensor
+) -> torch.Tensor:
+    """Move ``x[m, ..., d_m]`` by ``j_m`` possible categories (in rank order, cyclically), in place.
+
+    Args:
+        x: ``LongTensor[M, *B, D]`` (a copy, modified in place).
+        d, j: ``LongTensor[M]``, the variable and offset of each row.
+        count: ``LongTensor[M, *B]``, how many categories of ``X_{d_m}`` are possible.
+        ranks: ``LongTensor[M, *B, K]``, the rank of each category among the possible ones.
+        by_rank: ``LongTensor[M, *B, K]``, the possible categories in rank order.
+
+    Returns:
+        ``LongTensor[M, *B]``: the new category, or ``K`` where ``j_m >= count`` (``x`` is
+        then left unchanged and the row is to be discarded).
+    """
+    rows, num_categories = x.shape[0], ranks.shape[-1]
+    where = d.view(rows, *([1] * (x.ndim - 1))).expand(*x.shape[:-1], 1)
+    current = x.gather(-1, where).squeeze(-1)
+    rank = ranks.gather(-1, current.unsqueeze(-1)).squeeze(-1)
+    shift = j.view(rows, *([1] * (x.ndim - 2)))
+    moved = by_rank.gather(-1, ((rank + shift) % count).unsqueeze(-1)).squeeze(-1)
+    valid = shift < count
+    x.scatter_(-1, where, torch.where(valid, moved, current).unsqueeze(-1))
+    return torch.where(valid, moved, num_categories)
 
 
 def _perturb_and_add(
@@ -154,13 +194,5 @@ def _perturb_and_add(
     ``ranks, by_rank: [*B, D, K]``, ``sums: [*B, D, K + 1]`` (column ``K`` collects
     the discarded rows).
     """
-    rows, num_categories = x.shape[0], ranks.shape[-1]
-    where = d.view(rows, *([1] * (x.ndim - 1))).expand(*x.shape[:-1], 1)
-    current = x.gather(-1, where).squeeze(-1)
-    count = counts.movedim(-1, 0)[d]
-    rank = ranks.movedim(-2, 0)[d].gather(-1, current.unsqueeze(-1)).squeeze(-1)
-    shift = j.view(rows, *([1] * (x.ndim - 2)))
-    moved = by_rank.movedim(-2, 0)[d].gather(-1, ((rank + shift) % count).unsqueeze(-1)).squeeze(-1)
-    valid = shift < count
-    x.scatter_(-1, where, torch.where(valid, moved, current).unsqueeze(-1))
-    scatter_by_category(sums, d, torch.where(valid, moved, num_categories), objective(x))
+    category = perturb(x, d, j, counts.movedim(-1, 0)[d], ranks.movedim(-2, 0)[d], by_rank.movedim(-2, 0)[d])
+    scatter_by_category(sums, d, category, objective(x))
