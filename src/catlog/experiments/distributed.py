@@ -1,0 +1,293 @@
+"""Data-parallel training with ``torch.distributed``: one process per device, launched by ``torchrun``.
+
+A training command becomes distributed with a few calls:
+
+    ctx = distributed.setup(args.device)             # reads torchrun's environment
+    model = distributed.wrap_model(model.to(ctx.device), ctx)
+    generator = distributed.rank_generator(seed, ctx, epoch=epoch)
+    for batch in distributed.shard(len(train), batch_size, ctx, seed, epoch):
+        loss = per_example_loss(train[batch.indices]).mean() * batch.weight
+        ...
+    if ctx.is_main: write logs, checkpoints, plots
+    distributed.teardown()
+
+Global batch semantics: with world size ``W`` and per-rank batch ``b``, one step
+draws a global batch of ``W * b`` examples, gives each rank its share, and the
+gradients are averaged over ranks. Each rank multiplies its mean loss by
+:attr:`Batch.weight` ``= W * (its examples) / (global batch)``, so the averaged
+gradient is exactly the gradient of the mean loss over the global batch, also
+for the last, smaller global batch. Started without ``torchrun`` (no
+``WORLD_SIZE`` or ``WORLD_SIZE=1``) every function here is a cheap no-op, so
+the same code runs single-process.
+
+Backends: ``gloo`` on CPU, ``nccl`` on CUDA (one device per process: ``cuda:LOCAL_RANK``).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, NamedTuple, TypeVar
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class DistributedContext:
+    """Where this process stands in the job.
+
+    Attributes:
+        rank: global rank, ``0 <= rank < world_size``.
+        world_size: number of processes, ``W``.
+        local_rank: rank on this node (picks the GPU).
+        device: the torch device this process computes on.
+    """
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_distributed(self) -> bool:
+        """True when there is more than one process."""
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """True on rank 0, the process that writes logs, checkpoints and plots."""
+        return self.rank == 0
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name}: expected an integer in the environment, got {raw!r}") from None
+
+
+def setup(device: str | torch.device = "cpu", backend: str | None = None) -> DistributedContext:
+    """Join the process group that ``torchrun`` describes, or return a single-process context.
+
+    Reads ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` (and, through ``env://``,
+    ``MASTER_ADDR`` and ``MASTER_PORT``). When ``WORLD_SIZE > 1`` the process group
+    is initialised (once), with ``backend`` or by default ``nccl`` for a CUDA
+    ``device`` and ``gloo`` otherwise; on CUDA each process takes ``cuda:LOCAL_RANK``
+    (an index in ``device`` is ignored then).
+
+    Args:
+        device: the requested device (the ``--device`` option), e.g. ``cpu`` or ``cuda``.
+        backend: a ``torch.distributed`` backend to force, or ``None``.
+
+    Returns:
+        The :class:`DistributedContext` of this process.
+    """
+    requested = torch.device(device)
+    world_size = _env_int("WORLD_SIZE", 1)
+    rank = _env_int("RANK", 0)
+    local_rank = _env_int("LOCAL_RANK", rank)
+    if world_size < 1 or not 0 <= rank < world_size or local_rank < 0:
+        raise ValueError(
+            "RANK, WORLD_SIZE, LOCAL_RANK: expected 0 <= RANK < WORLD_SIZE and LOCAL_RANK >= 0, "
+            f"got {rank}, {world_size}, {local_rank}"
+        )
+    if world_size == 1:
+        return DistributedContext(device=requested)
+    if requested.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device: expected an available device, got {device!r} but CUDA is not available")
+        requested = torch.device("cuda", local_rank)
+        torch.cuda.set_device(requested)
+    if not dist.is_initialized():
+        dist.init_process_group(
+            backend or ("nccl" if requested.type == "cuda" else "gloo"),
+            init_method="env://",
+            rank=rank,
+            world_size=world_size,
+        )
+    return DistributedContext(rank, world_size, local_rank, requested)
+
+
+def teardown() -> None:
+    """Leave the process group, if this process joined one."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def wrap_model(model: nn.Module, ctx: DistributedContext, **ddp_options: Any) -> nn.Module:
+    """``DistributedDataParallel(model)`` when distributed, else ``model`` itself.
+
+    DDP copies rank 0's parameters to every rank and averages gradients over ranks
+    during ``backward``. Only parameters used inside the wrapped module's
+    ``forward`` take part: compute everything that needs gradients in one call
+    of the wrapped module (for an objective ``f`` with its own parameters, such
+    as a decoder, put the estimator call into that ``forward``), or keep the
+    plain module and call :func:`average_gradients` after ``backward``. Save
+    checkpoints from :func:`unwrap` ``(model).state_dict()``.
+
+    Args:
+        model: the module, already on ``ctx.device``.
+        ctx: from :func:`setup`.
+        ddp_options: passed on to ``DistributedDataParallel``.
+    """
+    if not ctx.is_distributed:
+        return model
+    device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids, **ddp_options)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside a ``DistributedDataParallel`` wrapper, or ``model`` itself."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def broadcast_parameters(module: nn.Module, ctx: DistributedContext) -> None:
+    """Copy rank 0's parameters and buffers to every rank (what DDP does when it wraps)."""
+    if ctx.is_distributed:
+        for tensor in [*module.parameters(), *module.buffers()]:
+            dist.broadcast(tensor.data, src=0)
+
+
+def average_gradients(parameters: Iterable[torch.Tensor], ctx: DistributedContext) -> None:
+    """Replace every ``.grad`` by its mean over ranks, in place; call between ``backward`` and ``step``.
+
+    The alternative to :func:`wrap_model` for code whose loss is not one call of a
+    module. Every rank must pass the same parameters in the same order; a
+    parameter without gradient counts as zero. Start from equal parameters
+    (:func:`broadcast_parameters`).
+    """
+    if not ctx.is_distributed:
+        return
+    for parameter in parameters:
+        if parameter.grad is None:
+            parameter.grad = torch.zeros_like(parameter)
+        dist.all_reduce(parameter.grad, op=dist.ReduceOp.SUM)
+        parameter.grad.div_(ctx.world_size)
+
+
+class Batch(NamedTuple):
+    """This rank's part of one global batch.
+
+    Attributes:
+        indices: ``LongTensor[b_r]``, the examples of this rank (``b_r >= 1``).
+        weight: ``W * b_r / g``, the factor for this rank's mean loss so that the
+            gradient averaged over ranks is that of the mean over the global batch.
+        global_size: ``g``, the examples in the global batch.
+    """
+
+    indices: torch.Tensor
+    weight: float
+    global_size: int
+
+
+def shard(num_examples: int, batch_size: int, ctx: DistributedContext, seed: int, epoch: int) -> list[Batch]:
+    """This rank's batches for one epoch: every example exactly once, the same number of steps on every rank.
+
+    The examples ``0..n-1`` are shuffled by a permutation drawn from ``(seed, epoch)``
+    (the same on every rank) and cut into global batches of ``W * batch_size``; each
+    global batch is split into ``W`` contiguous parts whose sizes differ by at most
+    one. When the last global batch would leave a rank without an example (fewer
+    than ``W`` left over), those examples join the previous global batch instead.
+    With ``W = 1`` this is a plain shuffled split into batches of ``batch_size``, the
+    last one smaller.
+
+    Args:
+        num_examples: ``n >= W``.
+        batch_size: ``b >= 1`` examples per rank and step.
+        ctx: from :func:`setup`.
+        seed, epoch: select the permutation.
+
+    Returns:
+        ``ceil(n / (W * b))`` batches, one fewer if the last would be too small.
+    """
+    world = ctx.world_size
+    if batch_size < 1:
+        raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
+    if num_examples < world:
+        raise ValueError(f"num_examples: expected at least the world size {world}, got {num_examples}")
+    generator = torch.Generator().manual_seed(_derive_seed(seed, ("shard", epoch)))
+    order = torch.randperm(num_examples, generator=generator)
+    step = world * batch_size
+    bounds = list(range(0, num_examples, step)) + [num_examples]
+    if len(bounds) > 2 and bounds[-1] - bounds[-2] < world:
+        del bounds[-2]
+    batches = []
+    for start, stop in zip(bounds[:-1], bounds[1:]):
+        part = order[start:stop].tensor_split(world)[ctx.rank]
+        batches.append(Batch(part, world * part.numel() / (stop - start), stop - start))
+    return batches
+
+
+def _derive_seed(seed: int, key: tuple[Any, ...]) -> int:
+    """A 63-bit seed from ``seed`` and a key of small integers or strings, reproducibly."""
+    words = [word if isinstance(word, int) else int.from_bytes(word.encode(), "little") for word in key]
+    return int(np.random.SeedSequence([seed, *words]).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+
+
+def rank_generator(
+    seed: int, ctx: DistributedContext, *, epoch: int | None = None, device: torch.device | None = None
+) -> torch.Generator:
+    """This rank's random stream for the estimator, derived from ``seed``.
+
+    Rank 0 without ``epoch`` draws exactly the stream ``torch.Generator().manual_seed(seed)``
+    draws, so a single-process run is unchanged; every other (rank, epoch) gets a
+    seed derived from ``(seed, rank, epoch)`` with ``numpy.random.SeedSequence``:
+    reproducible, and different across ranks. Reseeding at every epoch makes a
+    run resumed from an end-of-epoch checkpoint continue the same streams without
+    saving each rank's generator state.
+
+    Args:
+        seed: the run's seed (``--seed``).
+        ctx: from :func:`setup`.
+        epoch: reseed per epoch when given.
+        device: the generator's device (default ``ctx.device``).
+    """
+    key = (ctx.rank,) if epoch is None else (ctx.rank, epoch)
+    derived = seed if key == (0,) else _derive_seed(seed, ("rank", *key))
+    return torch.Generator(device=ctx.device if device is None else device).manual_seed(derived)
+
+
+def main_only(ctx: DistributedContext) -> Callable[[Callable[..., T]], Callable[..., T | None]]:
+    """Decorator: the function runs on rank 0 only and returns ``None`` elsewhere.
+
+    ``main_only(ctx)(common.write_csv)(path, rows)`` writes the log once.
+    """
+
+    def decorate(fn: Callable[..., T]) -> Callable[..., T | None]:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> T | None:
+            return fn(*args, **kwargs) if ctx.is_main else None
+
+        return wrapper
+
+    return decorate
+
+
+def barrier(ctx: DistributedContext) -> None:
+    """Wait for every rank (e.g. until rank 0 has written a checkpoint); no-op single-process."""
+    if ctx.is_distributed:
+        dist.barrier()
+
+
+def all_reduce_mean(value: float | torch.Tensor, ctx: DistributedContext, weight: float = 1.0) -> float:
+    """The ``weight``-weighted mean of a scalar metric over ranks: ``sum_r w_r v_r / sum_r w_r``.
+
+    Pass the number of examples behind ``value`` as ``weight`` to get the mean over
+    the global batch. Every rank must call it (it synchronises); returns a float.
+    """
+    if not ctx.is_distributed:
+        return float(value)
+    device = ctx.device if dist.get_backend() == "nccl" else torch.device("cpu")
+    pair = torch.tensor([float(value) * weight, weight], dtype=torch.float64, device=device)
+    dist.all_reduce(pair, op=dist.ReduceOp.SUM)
+    return float(pair[0] / pair[1])
