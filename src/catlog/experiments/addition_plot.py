@@ -76,7 +76,9 @@ def plot_runs(runs: list[tuple[dict[str, Any], list[dict[str, float]]]]) -> Any:
     import matplotlib.pyplot as plt
 
     panels = sorted({config["digits"] for config, _ in runs} | set(PANEL_DIGITS))
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.0), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(3.2 * len(panels), 3.0), sharex=True, sharey=True, squeeze=False
+    )
     for ax, digits in zip(axes[0], panels):
         labelled: set[str] = set()
         for config, rows in runs:
@@ -102,7 +104,7 @@ def plot_runs(runs: list[tuple[dict[str, Any], list[dict[str, float]]]]) -> Any:
     axes[0][0].set_ylabel("test sum accuracy")
     handles = {label: h for ax in axes[0] for h, label in zip(*ax.get_legend_handles_labels())}
     if handles:
-        fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=len(handles), bbox_to_anchor=(0.5, -0.08))
+        fig.legend(handles.values(), handles.keys(), loc="upper center", ncol=len(handles), bbox_to_anchor=(0.5, -0.03))
     return fig
 
 
