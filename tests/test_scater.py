@@ -1,0 +1,302 @@
+"""SCateR and Autoregressive distributions against exact enumeration.
+
+Problems follow ``problems.py``: ``R`` independent runs are batched, each with its own
+copy of the parameters, so one call gives ``R`` estimates and one backward pass their
+gradients. Unbiasedness checks compare the mean of ``RUNS`` estimates with the exact
+gradient and value coordinate by coordinate, tolerance ``z * SE`` with ``z``
+Bonferroni-corrected for a joint false-failure rate of 1e-4 per check
+(``helpers.assert_unbiased``). Seeds are fixed.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import catlog
+from helpers import assert_unbiased, total_variance
+from problems import Problem, _parameter, batched_network, estimates, exact, mixed_cardinalities
+
+RUNS = 3000
+
+
+def causal_network(seed: int, runs: int) -> Problem:
+    """Batch ``[2]``, ``D = 4``, ``K = 3``; ``p(x_d | x_<d)`` from a causal network whose
+    embedding and read-out are shared by every position; category 2 is impossible right
+    after a 0. ``f`` is non-separable, has a parameter of its own (pathwise gradient) and
+    raises (NaN) if handed an impossible sequence."""
+    generator = torch.Generator().manual_seed(seed)
+    num_variables, num_categories, hidden = 4, 3, 5
+    context = _parameter(generator, runs, 2, hidden)
+    embed = _parameter(generator, runs, num_categories, hidden)
+    readout = _parameter(generator, runs, hidden, num_categories)
+    position = _parameter(generator, runs, num_variables, num_categories, scale=0.5)
+    weight = _parameter(generator, runs, 2)
+    target = torch.randint(0, num_categories, (2, num_variables), generator=generator)
+
+    def conditional(x: torch.Tensor, d: int) -> torch.Tensor:
+        prefix = F.one_hot(x[..., :d], num_categories).double().sum(-2)
+        hidden_state = torch.tanh(context + torch.einsum("mrbk,rkh->mrbh", prefix, embed))
+        logits = torch.einsum("mrbh,rhk->mrbk", hidden_state, readout) + position[:, None, d]
+        if d > 0:
+            logits = logits.masked_fill((x[..., d - 1] == 0).unsqueeze(-1) & (torch.arange(num_categories) == 2), -math.inf)
+        return logits
+
+    def f(x: torch.Tensor) -> torch.Tensor:
+        impossible = ((x[..., 1:] == 2) & (x[..., :-1] == 0)).any(-1)
+        distance = (x - target).abs().sum(-1).double()
+        value = torch.cos(distance) + weight * (x[..., 0] == x[..., -1]) + 0.2 * distance**2
+        return value.masked_fill(impossible, math.nan)
+
+    dist = catlog.Autoregressive(conditional, num_variables, num_categories, (runs, 2), dtype=torch.float64)
+    return Problem([context, embed, readout, position, weight], dist, f)
+
+
+def running_count(seed: int, runs: int) -> Problem:
+    """Batch ``[3]``, ``D = 5``, ``K = 4``; a GRU-like recurrence over the prefix with shared
+    weights gives ``p(x_d | x_<d)``; ``f`` rewards sequences that change value often."""
+    generator = torch.Generator().manual_seed(seed)
+    num_variables, num_categories, hidden = 5, 4, 3
+    start = _parameter(generator, runs, 3, hidden)
+    embed = _parameter(generator, runs, num_categories, hidden)
+    recur = _parameter(generator, runs, hidden, hidden, scale=0.7)
+    readout = _parameter(generator, runs, hidden, num_categories)
+    run = torch.arange(runs).view(1, runs, 1)
+
+    def conditional(x: torch.Tensor, d: int) -> torch.Tensor:
+        state = start.expand(x.shape[0], *start.shape)
+        for i in range(d):
+            state = torch.tanh(torch.einsum("mrbh,rhg->mrbg", state, recur) + embed[run, x[..., i]])
+        return torch.einsum("mrbh,rhk->mrbk", state, readout)
+
+    def f(x: torch.Tensor) -> torch.Tensor:
+        changes = (x[..., 1:] != x[..., :-1]).sum(-1).double()
+        return torch.sin(changes) + (x[..., 0] == 3).double()
+
+    dist = catlog.Autoregressive(conditional, num_variables, num_categories, (runs, 3), dtype=torch.float64)
+    return Problem([start, embed, recur, readout], dist, f)
+
+
+AUTOREGRESSIVE = (causal_network, running_count)
+UNBIASED = {
+    "scater": lambda: catlog.SCateR(2),
+    "scater-per-variable": lambda: catlog.SCateR(1, per_variable=True),
+    "scater-chunked": lambda: catlog.SCateR(2, chunk_size=5),
+    "reinforce": lambda: catlog.REINFORCE(3),
+    "rloo": lambda: catlog.RLOO(3),
+}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The runs are small tensors: one thread is fastest and fair on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("make", AUTOREGRESSIVE, ids=lambda p: p.__name__)
+@pytest.mark.parametrize("name", sorted(UNBIASED))
+def test_gradient_and_value_match_enumeration(name: str, make) -> None:
+    exact_value, exact_grad = exact(make, 1)
+    values, grads = estimates(make, UNBIASED[name](), RUNS, 1, sample_seed=7)
+    assert_unbiased(grads, exact_grad)
+    assert_unbiased(values, exact_value)
+
+
+def test_check_detects_an_estimator_that_ignores_the_prefix_dependence() -> None:
+    """Power: IndeCateR on the marginal logits of each position given the greedy prefix is
+    biased for a dependent model; pretending ``grad p(k | x_<d)`` does not depend on the
+    samples (one shared prefix) fails the check."""
+    make = running_count
+    _, exact_grad = exact(make, 1)
+    problem = make(1, RUNS)
+    dist = problem.logits
+    with torch.no_grad():
+        prefix = dist.sample((1,), generator=torch.Generator().manual_seed(3))
+    logits = torch.stack([dist.conditional(prefix, d)[0] for d in range(dist.num_variables)], -2)
+    value = catlog.IndeCateR(2)(problem.f, logits, generator=torch.Generator().manual_seed(4))
+    with pytest.raises(AssertionError):
+        assert_unbiased(problem.gradients(value), exact_grad)
+
+
+@pytest.mark.parametrize("make", AUTOREGRESSIVE, ids=lambda p: p.__name__)
+def test_variance_below_reinforce_and_rloo_at_equal_samples(make) -> None:
+    variance = {
+        type(estimator).__name__: total_variance(estimates(make, estimator, 1000, seed=2, sample_seed=5)[1])
+        for estimator in (catlog.SCateR(2), catlog.REINFORCE(2), catlog.RLOO(2))
+    }
+    assert variance["SCateR"] < variance["REINFORCE"], variance
+    assert variance["SCateR"] < variance["RLOO"], variance
+
+
+def independent(make, seed: int, runs: int) -> Problem:
+    """Problem ``make(seed, runs)`` with its logits as an Autoregressive that ignores the prefix."""
+    problem = make(seed, runs)
+    logits = problem.logits
+    batch_shape, (num_variables, num_categories) = logits.shape[:-2], logits.shape[-2:]
+
+    def conditional(x: torch.Tensor, d: int) -> torch.Tensor:
+        return logits[..., d, :].expand(x.shape[0], *batch_shape, num_categories)
+
+    dist = catlog.Autoregressive(conditional, num_variables, num_categories, batch_shape, dtype=logits.dtype)
+    return Problem(problem.params, dist, problem.f)
+
+
+@pytest.mark.parametrize("per_variable", [False, True])
+@pytest.mark.parametrize("make", [batched_network, mixed_cardinalities], ids=lambda p: p.__name__)
+def test_prefix_free_model_gives_indecater_estimates(make, per_variable: bool) -> None:
+    """Same generator, same samples and estimates: the gradient distributions are identical
+    (equal means, variance ratio exactly 1), which is stronger than a statistical check."""
+    problem, structured = make(3, 200), independent(make, 3, 200)
+    estimator = catlog.SCateR(2, per_variable=per_variable)
+    indecater = catlog.IndeCateR(2, per_variable=per_variable)
+    value = indecater(problem.f, problem.logits, generator=torch.Generator().manual_seed(5))
+    expected = problem.gradients(value)
+    got = estimator(structured.f, structured.logits, generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(got, value)
+    torch.testing.assert_close(structured.gradients(got), expected)
+
+
+def test_scater_on_logits_is_indecater() -> None:
+    grads = []
+    for estimator in (catlog.SCateR(3, per_variable=True), catlog.IndeCateR(3, per_variable=True)):
+        problem = mixed_cardinalities(4, 50)
+        value = estimator(problem.f, problem.logits, generator=torch.Generator().manual_seed(9))
+        grads.append(problem.gradients(value))
+    assert torch.equal(*grads)
+    assert catlog.SCateR(3).cost(5, 4) == catlog.IndeCateR(3).cost(5, 4)
+
+
+@pytest.mark.parametrize("per_variable", [False, True])
+def test_chunking_does_not_change_the_estimate(per_variable: bool) -> None:
+    problem = causal_network(2, 20)
+    results = [
+        problem.gradients(
+            catlog.SCateR(2, per_variable, chunk_size=chunk)(
+                problem.f, problem.logits, generator=torch.Generator().manual_seed(1)
+            )
+        )
+        for chunk in (None, 1, 7)
+    ]
+    torch.testing.assert_close(results[1], results[0])
+    torch.testing.assert_close(results[2], results[0])
+
+
+@pytest.mark.parametrize("num_variables", [2, 5, 11])
+def test_conditional_calls_grow_linearly_in_d(num_variables: int) -> None:
+    """2D - 1 calls (3D - 1 per variable), whatever N and K: never D * K * N."""
+    calls = []
+
+    def conditional(x: torch.Tensor, d: int) -> torch.Tensor:
+        calls.append(x.shape[0])
+        return (x[..., :d].sum(-1, keepdim=True) * 0.3 + torch.arange(4.0)).sin()
+
+    dist = catlog.Autoregressive(conditional, num_variables, 4, (2,))
+    for estimator, expected in ((catlog.SCateR(3), 2 * num_variables - 1), (catlog.SCateR(3, True), 3 * num_variables - 1)):
+        calls.clear()
+        estimator(lambda x: x.sum(-1).float(), dist)
+        assert len(calls) == expected, (estimator, calls)
+    calls.clear()
+    catlog.REINFORCE(4)(lambda x: x.sum(-1).float(), dist)
+    assert len(calls) == num_variables
+
+
+def test_exact_matches_log_prob_enumeration_and_sampling_frequencies() -> None:
+    problem = causal_network(5, 1)
+    dist, f = problem.logits, problem.f
+    states = torch.cartesian_prod(*[torch.arange(3)] * 4)[:, None, None, :].expand(-1, 1, 2, -1)
+    probs = dist.log_prob(states).exp()
+    torch.testing.assert_close(probs.sum(0), torch.ones(1, 2, dtype=torch.float64))
+    possible = probs > 0
+    expected = (probs * f(torch.where(possible[..., None], states, 0))).sum(0)
+    torch.testing.assert_close(catlog.Exact()(f, dist).detach(), expected.detach())
+
+    samples = dist.sample((20000,), generator=torch.Generator().manual_seed(0))
+    index = (samples * torch.tensor([27, 9, 3, 1])).sum(-1)
+    frequency = F.one_hot(index, 81).double().mean(0).movedim(-1, 0)
+    # binomial standard error, floored at one count's worth for the rare sequences
+    standard_error = ((probs.detach() + 1 / 20000) / 20000).sqrt()
+    assert bool(((frequency - probs.detach()).abs() <= 5 * standard_error).all())
+
+
+def test_exact_on_independent_autoregressive_equals_exact_on_logits() -> None:
+    problem, structured = mixed_cardinalities(1, 2), independent(mixed_cardinalities, 1, 2)
+    expected = catlog.Exact()(problem.f, problem.logits)
+    got = catlog.Exact()(structured.f, structured.logits)
+    torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(structured.gradients(got), problem.gradients(expected))
+
+
+def test_exact_refuses_too_many_states() -> None:
+    dist = catlog.Autoregressive(lambda x, d: torch.zeros(x.shape[0], 10), 7, 10)
+    with pytest.raises(ValueError, match="max_states"):
+        catlog.Exact(max_states=1000)(lambda x: x.sum(-1).float(), dist)
+
+
+def _constant(shape):
+    return lambda x, d: torch.zeros(x.shape[0], *shape)
+
+
+@pytest.mark.parametrize(
+    ("conditional", "message"),
+    [
+        (_constant((3, 5)), r"conditional: expected floating logits of shape \(\d+, 3, 4\)"),
+        (lambda x, d: torch.zeros(x.shape[0], 3, 4, dtype=torch.long), "conditional: expected floating logits"),
+        (lambda x, d: torch.full((x.shape[0], 3, 4), math.nan), "conditional: .* NaN"),
+        (lambda x, d: torch.full((x.shape[0], 3, 4), -math.inf), "conditional: .*every category -inf"),
+        (lambda x, d: [0.0] * 4, "conditional: expected a Tensor"),
+    ],
+)
+def test_bad_conditional_output_is_refused(conditional, message: str) -> None:
+    dist = catlog.Autoregressive(conditional, 2, 4, (3,))
+    for estimator in (catlog.SCateR(2), catlog.REINFORCE(2), catlog.Exact()):
+        with pytest.raises(ValueError, match=message):
+            estimator(lambda x: x.sum(-1).float(), dist)
+    with pytest.raises(ValueError, match=message):
+        dist.sample((2,))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"conditional": "not callable"}, "conditional: expected a callable"),
+        ({"num_variables": 0}, "num_variables: expected an integer >= 1"),
+        ({"num_categories": 2.5}, "num_categories: expected an integer"),
+        ({"batch_shape": 3}, "batch_shape: expected a sequence"),
+        ({"batch_shape": (2, -1)}, "batch_shape: expected an integer >= 0"),
+        ({"dtype": torch.long}, "dtype: expected a floating-point dtype"),
+    ],
+)
+def test_bad_arguments_are_refused(kwargs: dict, message: str) -> None:
+    arguments = {"conditional": _constant((4,)), "num_variables": 3, "num_categories": 4} | kwargs
+    with pytest.raises(ValueError, match=message):
+        catlog.Autoregressive(**arguments)
+
+
+def test_estimators_without_autoregressive_support_say_so() -> None:
+    dist = catlog.Autoregressive(_constant((4,)), 3, 4)
+    for estimator in (catlog.IndeCateR(2), catlog.GumbelSoftmax(2)):
+        with pytest.raises(ValueError, match="logits: .* got an Autoregressive distribution; use SCateR"):
+            estimator(lambda x: x.sum(-1).float(), dist)
+
+
+def test_log_prob_refuses_bad_samples() -> None:
+    dist = catlog.Autoregressive(_constant((2, 4)), 3, 4, (2,))
+    with pytest.raises(ValueError, match=r"x: expected a LongTensor of shape \[\*S, \*B, D\]"):
+        dist.log_prob(torch.zeros(5, 3, 2, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"x: expected categories in \[0, 4\)"):
+        dist.log_prob(torch.full((5, 2, 3), 4))
+
+
+def test_f_output_checked_and_gradient_reaches_shared_parameters() -> None:
+    problem = causal_network(1, 1)
+    with pytest.raises(ValueError, match="f: expected output of shape"):
+        catlog.SCateR(2)(lambda x: x.sum(), problem.logits)
+    value = catlog.SCateR(2)(problem.f, problem.logits, one_hot=False)
+    grads = torch.autograd.grad(value.sum(), problem.params)
+    assert all(bool(g.abs().sum() > 0) for g in grads[1:3])
