@@ -104,6 +104,7 @@ def worker(rank: int, port: int, out: Path) -> None:
             "allreduce": flat_parameters(plain),
             "samples": sampled_categories(ctx),
             "metric": metric,
+            "broadcast": distributed.broadcast_object(f"folder of rank {rank}", ctx),
         }
         distributed.main_only(ctx)(torch.save)({"written_by": rank}, out / "main_only.pt")
         torch.save(results, out / f"rank{rank}.pt")
@@ -166,6 +167,10 @@ def test_estimator_randomness_differs_across_ranks(two_ranks: list[dict]) -> Non
     assert torch.equal(second, again), "rank streams must be reproducible from the seed"
 
 
+def test_broadcast_object_gives_rank_zeros_value(two_ranks: list[dict]) -> None:
+    assert [result["broadcast"] for result in two_ranks] == ["folder of rank 0"] * WORLD
+
+
 def test_all_reduce_mean_weights_ranks(two_ranks: list[dict]) -> None:
     # rank r reports r + 1 with weight r + 1: (1*1 + 2*2) / (1 + 2)
     assert [result["metric"] for result in two_ranks] == [pytest.approx(5 / 3)] * WORLD
@@ -179,6 +184,7 @@ def test_single_process_context_without_torchrun(monkeypatch: pytest.MonkeyPatch
     model = nn.Linear(2, 2)
     assert distributed.wrap_model(model, ctx) is model
     assert distributed.all_reduce_mean(torch.tensor(2.5), ctx) == 2.5
+    assert distributed.broadcast_object("x", ctx) == "x"
     generator = distributed.rank_generator(7, ctx)
     assert torch.equal(torch.rand(5, generator=generator), torch.rand(5, generator=torch.Generator().manual_seed(7)))
 

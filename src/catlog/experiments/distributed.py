@@ -11,6 +11,13 @@ A training command becomes distributed with a few calls:
     if ctx.is_main: write logs, checkpoints, plots
     distributed.teardown()
 
+Resuming: rank 0 writes the checkpoint (``unwrap(model).state_dict()``, the
+optimiser, the run's progress); on ``--resume`` every rank loads it before
+:func:`wrap_model`. With the estimator streams reseeded per epoch
+(``rank_generator(seed, ctx, epoch=epoch)``) and the shuffle drawn from
+``(seed, epoch)`` by :func:`shard`, a run resumed from an end-of-epoch checkpoint
+continues exactly as if it had not stopped, for the same world size.
+
 Global batch semantics: with world size ``W`` and per-rank batch ``b``, one step
 draws a global batch of ``W * b`` examples, gives each rank its share, and the
 gradients are averaged over ranks. Each rank multiplies its mean loss by
@@ -271,6 +278,16 @@ def main_only(ctx: DistributedContext) -> Callable[[Callable[..., T]], Callable[
         return wrapper
 
     return decorate
+
+
+def broadcast_object(obj: T, ctx: DistributedContext) -> T:
+    """Rank 0's ``obj`` on every rank (any picklable object), e.g. the output folder that
+    ``common.output_dir`` time-stamped on rank 0. Every rank must call it."""
+    if not ctx.is_distributed:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0, device=ctx.device if ctx.device.type == "cuda" else None)
+    return box[0]
 
 
 def barrier(ctx: DistributedContext) -> None:
