@@ -14,7 +14,8 @@ from catlog.experiments import sweep
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
-# A stand-in experiment: counts its calls, fails for --score 13, writes summary.json into --out.
+# A stand-in experiment: counts its calls; for --score 13 it leaves a checkpoint and fails
+# unless resumed; writes summary.json into --out.
 FAKE_RUN = """
 import json, sys
 from pathlib import Path
@@ -23,10 +24,11 @@ out = Path(args[args.index("--out") + 1])
 with open(Path(sys.argv[0]).with_suffix(".calls"), "a") as calls:
     calls.write(" ".join(args) + "\\n")
 score = int(args[args.index("--score") + 1])
-if score == 13:
-    sys.exit(3)
 out.mkdir(parents=True, exist_ok=True)
-summary = {"value": score * 2, "nested": {"flag": "--fast" in args}, "history": [1, 2],
+if score == 13 and "--resume" not in args:
+    (out / "checkpoint.pt").write_text("half-way")
+    sys.exit(3)
+summary = {"value": score * 2, "nested": {"flag": "--fast" in args}, "resumed": "--resume" in args, "history": [1, 2],
            "methods": [{"method": "a", "best": score}, {"method": "b", "best": -score}]}
 (out / "summary.json").write_text(json.dumps(summary))
 """
@@ -107,6 +109,7 @@ def test_nproc_per_node_runs_under_torchrun(tmp_path: Path) -> None:
         ({"command": "demo", "fixed": {"out": "x"}}, "no 'out' option"),
         ({"command": [], "grid": {}}, "command: expected"),
         ({"command": "demo", "collect": "summary.json"}, "collect: expected a list"),
+        ({"command": "demo", "resume": True}, "resume: expected a file name"),
         ({"command": "demo", "grid": {"e": ["a/b", "a-b"]}}, "distinct folder names"),
     ],
 )
@@ -148,6 +151,19 @@ def test_local_sweep_runs_in_parallel_resumes_and_collects(fake: Path, tmp_path:
     assert cli.main(["sweep", str(spec), "--out", str(out), "--jobs", "2"]) == 0
     assert len(calls(fake)) == 10
     assert [row["nested.flag"] for row in read_table(out)] == ["False"] * 4
+
+
+def test_resume_continues_a_run_that_left_a_checkpoint(fake: Path, tmp_path: Path) -> None:
+    spec, out = write_spec(tmp_path, [13], extra='resume = "checkpoint.pt"', modes=("x",)), tmp_path / "out"
+    assert cli.main(["sweep", str(spec), "--out", str(out)]) == 1
+    assert cli.main(["sweep", str(spec), "--out", str(out)]) == 0
+    assert [call.endswith("--resume") for call in calls(fake)] == [False, True]
+    [row] = read_table(out)
+    assert row["status"] == "complete" and row["resumed"] == "True"
+    # A checkpoint left by another command line is not resumed.
+    spec = write_spec(tmp_path, [13], fixed="fast = false", extra='resume = "checkpoint.pt"', modes=("x",))
+    assert cli.main(["sweep", str(spec), "--out", str(out)]) == 1
+    assert not calls(fake)[-1].endswith("--resume")
 
 
 def test_dry_run_and_collect_only_run_nothing(fake: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

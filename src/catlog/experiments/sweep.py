@@ -5,6 +5,7 @@ the fixed options::
 
     command = "addition"                # a catlog subcommand, or a list: program and arguments
     nproc_per_node = 1                  # > 1: each run under torchrun (catlog subcommands only)
+    resume = "checkpoint.pt"            # optional: rerun a run that left this file with --resume
     collect = ["summary.json", "final.json"]   # a run's result: the first of these it wrote;
                                         # "file.json:key.path" selects part of a file
 
@@ -28,11 +29,14 @@ the fixed options::
 Options become ``--name value`` (underscores turn into dashes); ``true`` gives a
 bare ``--name``, ``false`` omits it, a list gives ``--name v1 v2``. Run ``i``
 goes to ``OUT/<grid values>/`` (``--out`` is appended), with its standard output
-and error in ``stdout.log``/``stderr.log`` there. When a run exits, the sweep
+and error appended to ``stdout.log``/``stderr.log`` there. When a run exits, the sweep
 writes ``sweep-run.json`` into its folder (atomically: argv, exit status, wall
 and CPU seconds). A run counts as complete when that record says exit status 0
 for the same argv; running the sweep again skips complete runs and reruns the
-others, so an interrupted sweep resumes. Finally ``OUT/results.csv`` (and
+others, so an interrupted sweep resumes. With ``resume = FILE``, a rerun whose
+folder holds ``FILE`` (a checkpoint) left by the same command line gets ``--resume``
+appended, so that a run killed half-way (e.g. by a cluster time limit) continues
+instead of restarting. Finally ``OUT/results.csv`` (and
 ``results.json``) gets one row per run: its grid values, status, times, and the
 scalar entries of the run's result file (nested keys joined by ``.``; lists are
 left out), and the ``[plot]`` command runs with ``{runs}`` replaced by the
@@ -65,7 +69,7 @@ from catlog.experiments import common
 RECORD = "sweep-run.json"
 DEFAULT_COLLECT = ("summary.json", "final.json")
 BACKENDS = ("local", "submitit", "submitit-local")
-SPEC_KEYS = {"command", "nproc_per_node", "collect", "fixed", "grid", "plot", "submitit"}
+SPEC_KEYS = {"command", "nproc_per_node", "collect", "fixed", "grid", "plot", "resume", "submitit"}
 
 
 @dataclass(frozen=True)
@@ -77,12 +81,14 @@ class Run:
         values: its grid values, ``{option: value}``.
         argv: the whole command line, ending with ``--out <folder>``.
         folder: where it writes.
+        resume: a file name; when the folder holds it, ``--resume`` is appended to ``argv``.
     """
 
     name: str
     values: Mapping[str, Any]
     argv: tuple[str, ...]
     folder: Path
+    resume: str | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +101,7 @@ class SweepSpec:
         fixed: ``{option: value}`` given to every run.
         collect: file names, the first one a run wrote is its result.
         plot: program and arguments to run after the runs, or empty.
+        resume: file whose presence in a run folder makes a rerun pass ``--resume``, or ``None``.
         submitit: parameters for ``submitit.AutoExecutor.update_parameters``.
     """
 
@@ -103,6 +110,7 @@ class SweepSpec:
     fixed: Mapping[str, Any] = field(default_factory=dict)
     collect: tuple[str, ...] = DEFAULT_COLLECT
     plot: tuple[str, ...] = ()
+    resume: str | None = None
     submitit: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -139,6 +147,9 @@ def parse_spec(raw: Mapping[str, Any]) -> SweepSpec:
     if "out" in grid or "out" in fixed:
         raise ValueError("grid, fixed: expected no 'out' option (the sweep gives every run its folder), got one")
     plot = dict(raw.get("plot", {}))
+    resume = raw.get("resume")
+    if resume is not None and not isinstance(resume, str):
+        raise ValueError(f"resume: expected a file name, got {resume!r}")
     collect = raw.get("collect", list(DEFAULT_COLLECT))
     if isinstance(collect, str) or not all(isinstance(name, str) for name in collect):
         raise ValueError(f"collect: expected a list of file names, got {collect!r}")
@@ -148,6 +159,7 @@ def parse_spec(raw: Mapping[str, Any]) -> SweepSpec:
         fixed=fixed,
         collect=tuple(collect),
         plot=(*program(plot["command"]), *map(str, plot.get("args", []))) if plot else (),
+        resume=resume,
         submitit=dict(raw.get("submitit", {})),
     )
 
@@ -204,7 +216,7 @@ def expand(spec: SweepSpec, out: Path) -> list[Run]:
         name = "_".join(f"{key}={_slug(value)}" for key, value in values.items()) or "run"
         folder = out / name
         argv = (*spec.command, *option_argv(spec.fixed), *option_argv(values), "--out", str(folder))
-        runs.append(Run(name, values, argv, folder))
+        runs.append(Run(name, values, argv, folder, spec.resume))
     names = [run.name for run in runs]
     if len(set(names)) != len(names):
         raise ValueError(f"grid: expected values that give distinct folder names, got repeats among {names}")
@@ -228,17 +240,26 @@ def is_complete(run: Run) -> bool:
 def execute(run: Run) -> dict[str, Any]:
     """Run ``run`` to its end (logs into its folder), write its record atomically and return it.
 
-    The record holds ``argv``, ``returncode``, ``wall_s`` and ``cpu_s`` (user plus
-    system seconds of the run and the processes it waited for). POSIX only (``os.wait4``).
+    The record holds ``argv`` (the run's, without ``--resume``), ``resumed``,
+    ``returncode``, ``wall_s`` and ``cpu_s`` (user plus system seconds of the run and
+    the processes it waited for; of this last execution). POSIX only (``os.wait4``).
     """
     run.folder.mkdir(parents=True, exist_ok=True)
+    previous = read_record(run)
+    resumed = (
+        run.resume is not None
+        and (run.folder / run.resume).is_file()
+        and (previous is None or tuple(previous.get("argv", ())) == run.argv)
+    )
     start = time.perf_counter()
-    with open(run.folder / "stdout.log", "wb") as stdout, open(run.folder / "stderr.log", "wb") as stderr:
-        process = subprocess.Popen(run.argv, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL)
+    with open(run.folder / "stdout.log", "ab") as stdout, open(run.folder / "stderr.log", "ab") as stderr:
+        argv = (*run.argv, "--resume") if resumed else run.argv
+        process = subprocess.Popen(argv, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL)
         _, status, usage = os.wait4(process.pid, 0)
     process.returncode = os.waitstatus_to_exitcode(status)
     record = {
         "argv": list(run.argv),
+        "resumed": resumed,
         "returncode": process.returncode,
         "wall_s": time.perf_counter() - start,
         "cpu_s": usage.ru_utime + usage.ru_stime,
