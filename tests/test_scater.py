@@ -10,7 +10,10 @@ Bonferroni-corrected for a joint false-failure rate of 1e-4 per check
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -300,3 +303,17 @@ def test_f_output_checked_and_gradient_reaches_shared_parameters() -> None:
     value = catlog.SCateR(2)(problem.f, problem.logits, one_hot=False)
     grads = torch.autograd.grad(value.sum(), problem.params)
     assert all(bool(g.abs().sum() > 0) for g in grads[1:3])
+
+
+def test_example_policy_runs_on_a_tiny_config(tmp_path) -> None:
+    """Smoke test of ``examples/autoregressive_policy.py``: trains, writes its files."""
+    path = Path(__file__).resolve().parents[1] / "examples" / "autoregressive_policy.py"
+    spec = importlib.util.spec_from_file_location("autoregressive_policy", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    arguments = ["--num-variables", "3", "--num-categories", "3", "--hidden", "8", "--iterations", "2"]
+    assert example.main([*arguments, "--seeds", "1", "--eval-every", "1", "--out", str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert [row["evaluations_per_step"] for row in summary["results"]] == [7, 7, 7, 2]
+    assert (tmp_path / "policy.png").stat().st_size > 0
+    assert len((tmp_path / "curves.csv").read_text().splitlines()) == 1 + 4 * 3
