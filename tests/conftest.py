@@ -22,3 +22,12 @@ def shared_data_dir() -> Path:
 def _deterministic_torch() -> None:
     """Every test starts from the same global seed."""
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def one_thread():
+    """Run the test with one torch thread (fastest for small tensors, fair on a shared machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

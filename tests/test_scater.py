@@ -25,6 +25,8 @@ from problems import Problem, _parameter, batched_network, estimates, exact, mix
 
 RUNS = 3000
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def causal_network(seed: int, runs: int) -> Problem:
     """Batch ``[2]``, ``D = 4``, ``K = 3``; ``p(x_d | x_<d)`` from a causal network whose
@@ -91,15 +93,6 @@ UNBIASED = {
     "reinforce": lambda: catlog.REINFORCE(3),
     "rloo": lambda: catlog.RLOO(3),
 }
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The runs are small tensors: one thread is fastest and fair on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("make", AUTOREGRESSIVE, ids=lambda p: p.__name__)
