@@ -1,0 +1,309 @@
+"""``catlog dvae``: train the discrete VAE of the paper's figure 3 with one estimator.
+
+Protocol (DESIGN.md, experiment 3): Adam lr 1e-4, batch 100; MNIST and Omniglot
+binarised at 0.5, Fashion-MNIST grey levels as targets; validation = the first 1000
+test images, test = the next 9000. Every ``--log-every`` iterations the log gets the
+running train negative ELBO (mean of the training losses since the last row), the
+validation negative ELBO (``--eval-samples`` latent samples per image) and the
+training time so far (wall and process CPU, evaluation excluded); every
+``--variance-every`` iterations the estimator variance: ``common.gradient_variance``
+of ``--variance-repeats`` encoder-gradient estimates on a fixed batch (the first
+``--batch-size`` training images) at the current parameters. A checkpoint holding the
+model, optimiser, random generators and log is written at the end of every epoch;
+``--resume`` continues from it exactly.
+
+Outputs in the run folder: ``config.json``, ``log.csv``, ``summary.json``, ``checkpoint.pt``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import catlog
+from catlog.experiments import common
+from catlog.experiments.dvae_model import DiscreteVAE, encoder_gradients, evaluate_negative_elbo, train_step
+
+DATASETS = ("mnist", "fashion-mnist", "omniglot")
+BINARISED = {"mnist": True, "fashion-mnist": False, "omniglot": True}
+VALIDATION_SIZE, TEST_SIZE = 1000, 9000
+LOG_FIELDS = (
+    "iteration",
+    "epoch",
+    "train_wall_s",
+    "train_cpu_s",
+    "train_neg_elbo",
+    "val_neg_elbo",
+    "variance",
+    "temperature",
+)
+
+
+def _estimators(num_latents: int, num_categories: int) -> dict[str, tuple[Callable[[int], catlog.Estimator], int]]:
+    """``name -> (constructor taking the sample count, default sample count)``; ``-f`` matches
+    IndeCateR's 2 samples in evaluations: ``2 * D * K``."""
+    full = 2 * num_latents * num_categories
+    return {
+        "indecater": (catlog.IndeCateR, 2),
+        "rloo-s": (catlog.RLOO, 2),
+        "rloo-f": (catlog.RLOO, full),
+        "gs-s": (catlog.GumbelSoftmax, 2),
+        "gs-f": (catlog.GumbelSoftmax, full),
+        "reinforce": (catlog.REINFORCE, 2),
+    }
+
+
+ESTIMATOR_NAMES = tuple(_estimators(1, 2))
+
+
+def make_estimator(
+    name: str, num_latents: int, num_categories: int, samples: int | None = None, chunk_size: int | None = None
+) -> catlog.Estimator:
+    """The estimator called ``name`` (see :data:`ESTIMATOR_NAMES`) with its default or ``samples`` samples.
+
+    ``chunk_size`` bounds IndeCateR's perturbed rows per decoder call (ignored by the others).
+    """
+    table = _estimators(num_latents, num_categories)
+    if name not in table:
+        raise ValueError(f"estimator: expected one of {ESTIMATOR_NAMES}, got {name!r}")
+    make, default = table[name]
+    count = default if samples is None else samples
+    if name == "indecater":
+        return catlog.IndeCateR(count, chunk_size=chunk_size)
+    return make(count)
+
+
+def load_split(dataset: str, data_dir: Path | None, device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """``{"train", "val", "test"}`` targets ``[N, 784]``: binarised at 0.5 for MNIST and Omniglot."""
+    from catlog.data import binarize, load_images
+
+    def prepare(images: torch.Tensor) -> torch.Tensor:
+        images = images.flatten(1)
+        return (binarize(images) if BINARISED[dataset] else images).to(device=device, dtype=dtype)
+
+    train = prepare(load_images(dataset, "train", data_dir)[0])
+    test = prepare(load_images(dataset, "test", data_dir)[0])
+    return {
+        "train": train,
+        "val": test[:VALIDATION_SIZE],
+        "test": test[VALIDATION_SIZE : VALIDATION_SIZE + TEST_SIZE],
+    }
+
+
+@dataclass
+class TrainState:
+    """Everything besides model and optimiser that a checkpoint must restore."""
+
+    epoch: int = 0
+    iteration: int = 0
+    train_wall_s: float = 0.0
+    train_cpu_s: float = 0.0
+    window_sum: float = 0.0
+    window_count: int = 0
+    temperature: float | None = None
+    log: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _save_checkpoint(path: Path, model: DiscreteVAE, optimizer: torch.optim.Optimizer,
+                     generators: dict[str, torch.Generator], state: TrainState) -> None:
+    buffer = io.BytesIO()
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "generators": {name: g.get_state() for name, g in generators.items()},
+            "state": asdict(state),
+        },
+        buffer,
+    )
+    common.write_bytes(path, buffer.getvalue())
+
+
+def _load_checkpoint(path: Path, model: DiscreteVAE, optimizer: torch.optim.Optimizer,
+                     generators: dict[str, torch.Generator]) -> TrainState:
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    for name, g in generators.items():
+        g.set_state(saved["generators"][name])
+    return TrainState(**saved["state"])
+
+
+def _anneal(estimator: catlog.Estimator, state: TrainState) -> None:
+    """Gumbel-Softmax temperature for ``state.epoch``: ``exp(-0.01 * epoch)`` clipped to [0.1, 1]."""
+    if isinstance(estimator, catlog.GumbelSoftmax):
+        estimator.temperature = min(1.0, max(0.1, math.exp(-0.01 * state.epoch)))
+        state.temperature = estimator.temperature
+
+
+def train(args: argparse.Namespace) -> dict[str, Any]:
+    """Run ``catlog dvae`` with parsed ``args``; returns the summary it writes."""
+    device, dtype = common.apply_common_options(args)
+    if args.epochs is None and args.time_budget is None:
+        args.epochs = 10
+    if args.variance_every % args.log_every:
+        raise ValueError(
+            f"--variance-every: expected a multiple of --log-every ({args.log_every}), got {args.variance_every}"
+        )
+    out = common.output_dir(args.out, f"dvae-{args.dataset}-{args.estimator}")
+    torch.manual_seed(args.seed)
+    model = DiscreteVAE(args.latents, args.categories).to(device=device, dtype=dtype)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    estimator = make_estimator(args.estimator, args.latents, args.categories, args.samples, args.chunk_size)
+    generators = {name: torch.Generator(device=device) for name in ("train", "eval")}
+    generators["train"].manual_seed(args.seed)
+    generators["eval"].manual_seed(args.seed + 1)
+
+    checkpoint = out / "checkpoint.pt"
+    state = TrainState()
+    if args.resume and checkpoint.is_file():
+        state = _load_checkpoint(checkpoint, model, optimizer, generators)
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"}
+    config["estimator_repr"] = repr(estimator)
+    config["cost_per_image"] = estimator.cost(args.latents, args.categories)._asdict()
+    common.write_json(out / "config.json", config)
+
+    splits = load_split(args.dataset, args.data_dir, device, dtype)
+    train_images = splits["train"][: args.train_limit]
+    val_images = splits["val"][: args.eval_limit]
+    variance_batch = train_images[: args.batch_size]
+    clock = common.Clock(device)
+    clock.wall_s, clock.cpu_s = state.train_wall_s, state.train_cpu_s
+    budget_clock = (lambda: clock.cpu_s) if args.budget_clock == "cpu" else (lambda: clock.wall_s)
+
+    def out_of_budget() -> bool:
+        return args.time_budget is not None and budget_clock() >= args.time_budget
+
+    def log_row(measure_variance: bool) -> None:
+        row = {
+            "iteration": state.iteration,
+            "epoch": state.epoch,
+            "train_wall_s": clock.wall_s,
+            "train_cpu_s": clock.cpu_s,
+            "train_neg_elbo": state.window_sum / max(state.window_count, 1),
+            "val_neg_elbo": evaluate_negative_elbo(model, val_images, args.eval_samples, generators["eval"]),
+            "variance": "",
+            "temperature": "" if state.temperature is None else state.temperature,
+        }
+        if measure_variance:
+            estimates = encoder_gradients(model, estimator, variance_batch, args.variance_repeats, generators["eval"])
+            row["variance"] = common.gradient_variance(estimates)
+        state.window_sum, state.window_count = 0.0, 0
+        state.log.append(row)
+        common.write_csv(out / "log.csv", state.log, LOG_FIELDS)
+
+    def finished() -> bool:
+        return out_of_budget() or (args.epochs is not None and state.epoch >= args.epochs)
+
+    started = time.perf_counter()
+    while not finished():
+        _anneal(estimator, state)
+        order = torch.randperm(train_images.shape[0], generator=generators["train"], device=device)
+        bar = common.progress(order.split(args.batch_size), desc=f"epoch {state.epoch + 1}")
+        for index in bar:
+            batch = train_images[index]
+            loss = clock.timed(lambda: train_step(model, optimizer, estimator, batch, generators["train"]))
+            state.iteration += 1
+            state.window_sum += loss
+            state.window_count += 1
+            state.train_wall_s, state.train_cpu_s = clock.wall_s, clock.cpu_s
+            bar.set_postfix(neg_elbo=f"{loss:.2f}", refresh=False)
+            if state.iteration % args.log_every == 0:
+                log_row(args.variance_every > 0 and state.iteration % args.variance_every == 0)
+            if out_of_budget():
+                break
+        bar.close()
+        if not out_of_budget():
+            state.epoch += 1
+        if state.window_count and finished():
+            log_row(args.variance_every > 0)
+        _save_checkpoint(checkpoint, model, optimizer, generators, state)
+        print(f"epoch {state.epoch}, iteration {state.iteration}, {clock.cpu_s:.0f} s CPU training", flush=True)
+
+    eval_samples = args.eval_samples
+    summary = {
+        "dataset": args.dataset,
+        "estimator": args.estimator,
+        "iterations": state.iteration,
+        "epochs": state.iteration * args.batch_size / train_images.shape[0],
+        "train_wall_s": state.train_wall_s,
+        "train_cpu_s": state.train_cpu_s,
+        "budget_clock": args.budget_clock,
+        "final_train_neg_elbo_running": state.log[-1]["train_neg_elbo"] if state.log else None,
+        "final_val_neg_elbo": state.log[-1]["val_neg_elbo"] if state.log else None,
+        "final_variance": next((r["variance"] for r in reversed(state.log) if r["variance"] != ""), None),
+        "eval_samples": eval_samples,
+        "train_neg_elbo": evaluate_negative_elbo(
+            model, train_images[:TEST_SIZE][: args.eval_limit], eval_samples, generators["eval"]
+        ),
+        "test_neg_elbo": evaluate_negative_elbo(model, splits["test"][: args.eval_limit], eval_samples, generators["eval"]),
+        "session_wall_s": time.perf_counter() - started,
+    }
+    common.write_json(out / "summary.json", summary)
+    print(f"test -ELBO {summary['test_neg_elbo']:.2f}, train -ELBO {summary['train_neg_elbo']:.2f}; results in {out}")
+    return summary
+
+
+def _run(args: argparse.Namespace) -> int:
+    train(args)
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from catlog.experiments.dvae_plot import plot_runs
+
+    path = plot_runs(args.runs, args.output, x_axis=args.x_axis)
+    print(f"figure written to {path}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``dvae`` and ``dvae-plot`` subcommands."""
+    parser = subparsers.add_parser(
+        "dvae",
+        help="train the discrete VAE (paper figure 3) with one estimator",
+        description=__doc__.split("\n\n")[1],
+    )
+    parser.add_argument("--dataset", choices=DATASETS, default="mnist")
+    parser.add_argument("--estimator", choices=ESTIMATOR_NAMES, required=True)
+    parser.add_argument("--samples", type=int, default=None, help="samples N (default: the estimator's: 2, or 2*D*K for -f)")
+    parser.add_argument("--latents", type=int, default=200, help="latent variables D (default 200)")
+    parser.add_argument("--categories", type=int, default=2, help="categories K of each latent (default 2: Bernoulli)")
+    length = parser.add_argument_group("length (the first reached stops training; default --epochs 10)")
+    length.add_argument("--epochs", type=int, default=None)
+    length.add_argument("--time-budget", type=float, default=None, help="training seconds (evaluation excluded)")
+    length.add_argument("--budget-clock", choices=("cpu", "wall"), default="cpu",
+                        help="clock of --time-budget: process CPU time (default; robust on a shared machine) or wall")
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--chunk-size", type=int, default=10,
+                        help="IndeCateR: perturbed sample rows per decoder call, each a whole batch (default 10: "
+                        "1000 latent vectors at batch 100; bounds peak memory at no cost in speed)")
+    parser.add_argument("--log-every", type=int, default=100, help="iterations between log rows (default 100)")
+    parser.add_argument("--eval-samples", type=int, default=10,
+                        help="latent samples per image for validation/test -ELBO (default 10; the reference used 1000)")
+    parser.add_argument("--variance-every", type=int, default=100,
+                        help="iterations between variance measurements, a multiple of --log-every (0: never)")
+    parser.add_argument("--variance-repeats", type=int, default=10, help="gradient estimates per variance measurement")
+    parser.add_argument("--data-dir", type=Path, default=None, help="data folder (default: $CATLOG_DATA or ~/.cache/catlog)")
+    parser.add_argument("--train-limit", type=int, default=None, help="use only the first N training images")
+    parser.add_argument("--eval-limit", type=int, default=None, help="use only the first N validation and test images")
+    parser.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint.pt")
+    common.add_common_options(parser)
+    parser.set_defaults(func=_run)
+
+    plot = subparsers.add_parser("dvae-plot", help="figure 3 row: train/test -ELBO and variance of dvae runs")
+    plot.add_argument("runs", nargs="+", type=Path, help="run folders of catlog dvae")
+    plot.add_argument("--output", type=Path, default=Path("dvae.png"))
+    plot.add_argument("--x-axis", choices=("cpu", "wall", "iteration"), default="cpu",
+                      help="training CPU seconds (default), wall seconds or iterations")
+    plot.set_defaults(func=_plot)
+

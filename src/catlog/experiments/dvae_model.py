@@ -1,0 +1,159 @@
+"""The discrete VAE of the paper's section 6.3: model, loss, one training step, evaluation.
+
+Benchmarks time one training step with :func:`train_step` on a :class:`DiscreteVAE`::
+
+    model = DiscreteVAE()                                   # D = 200 latents, K = 2
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    train_step(model, optimizer, catlog.IndeCateR(2), images)   # images: [100, 784] in [0, 1]
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import catlog
+
+IMAGE_DIM = 784
+
+
+class DiscreteVAE(nn.Module):
+    """Encoder 784-384-256-D(K-1), ``D`` categorical latents with ``K`` categories, decoder D(K-1)-256-384-784.
+
+    Both networks use ReLU between layers. The encoder's last layer gives the logits of
+    categories ``1..K-1`` of each latent, category 0 has logit 0 (for ``K = 2``: one
+    Bernoulli logit per latent, the paper's 784-384-256-200). The decoder reads a latent
+    ``x`` as ``onehot(x)[..., 1:]`` flattened (for ``K = 2``: ``x`` itself), and gives
+    Bernoulli logits of the 784 pixels.
+
+    Args:
+        num_latents: ``D``.
+        num_categories: ``K >= 2``.
+    """
+
+    def __init__(self, num_latents: int = 200, num_categories: int = 2) -> None:
+        super().__init__()
+        if num_latents < 1:
+            raise ValueError(f"num_latents: expected a positive integer, got {num_latents}")
+        if num_categories < 2:
+            raise ValueError(f"num_categories: expected an integer >= 2, got {num_categories}")
+        self.num_latents, self.num_categories = num_latents, num_categories
+        code = num_latents * (num_categories - 1)
+        self.encoder = nn.Sequential(
+            nn.Linear(IMAGE_DIM, 384), nn.ReLU(), nn.Linear(384, 256), nn.ReLU(), nn.Linear(256, code)
+        )
+        self.decoder_hidden = nn.Sequential(nn.Linear(code, 256), nn.ReLU(), nn.Linear(256, 384), nn.ReLU())
+        self.decoder_out = nn.Linear(384, IMAGE_DIM)
+
+    @property
+    def one_hot(self) -> bool:
+        """Whether :meth:`negative_log_likelihood` takes one-hot latents (``K > 2``) rather than indices."""
+        return self.num_categories > 2
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Encoder logits ``[B, D, K]`` (column 0 is zero) of images ``[B, 784]``."""
+        free = self.encoder(images).unflatten(-1, (self.num_latents, self.num_categories - 1))
+        return F.pad(free, (1, 0))
+
+    def negative_log_likelihood(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """``-log p(targets | x) = sum_i softplus(l_i) - l_i t_i`` with decoder logits ``l = h W^T + b``.
+
+        Args:
+            x: latents ``[M, B, D]`` (category indices, or relaxed values for K = 2), or
+                one-hot ``[M, B, D, K]`` when :attr:`one_hot`.
+            targets: pixel targets ``t: [B, 784]`` in [0, 1].
+
+        Returns:
+            ``[M, B]``. ``sum_i l_i t_i`` is computed as ``h . (t W) + b . t``, which never forms
+            the ``[M, B, 784]`` product.
+        """
+        z = x[..., 1:].flatten(-2) if self.one_hot else x
+        hidden = self.decoder_hidden(z.to(self.decoder_out.weight.dtype))
+        logits = self.decoder_out(hidden)
+        weight, bias = self.decoder_out.weight, self.decoder_out.bias
+        agreement = (hidden * (targets @ weight)).sum(-1) + targets @ bias
+        return F.softplus(logits).sum(-1) - agreement
+
+
+def kl_to_uniform(logits: torch.Tensor) -> torch.Tensor:
+    """``KL(q || uniform) = sum_d sum_k q_dk log q_dk + D log K`` for logits ``[B, D, K]``; returns ``[B]``."""
+    log_q = logits.log_softmax(-1)
+    num_latents, num_categories = logits.shape[-2:]
+    return (log_q.exp() * log_q).sum((-2, -1)) + num_latents * math.log(num_categories)
+
+
+def negative_elbo(
+    model: DiscreteVAE,
+    estimator: catlog.Estimator,
+    images: torch.Tensor,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Negative ELBO ``E_q[-log p(t | X)] + KL(q || uniform)`` of images ``[B, 784]``; returns ``[B]``.
+
+    Only ``E_q[-log p(t | X)]`` goes through ``estimator`` (its gradient reaches the encoder);
+    the KL is analytic.
+    """
+    logits = model.logits(images)
+
+    def f(x: torch.Tensor) -> torch.Tensor:
+        return model.negative_log_likelihood(x, images)
+
+    return estimator(f, logits, one_hot=model.one_hot, generator=generator) + kl_to_uniform(logits)
+
+
+def train_step(
+    model: DiscreteVAE,
+    optimizer: torch.optim.Optimizer,
+    estimator: catlog.Estimator,
+    images: torch.Tensor,
+    generator: torch.Generator | None = None,
+) -> float:
+    """One optimiser step on the batch mean of :func:`negative_elbo`; returns that mean (before the step)."""
+    optimizer.zero_grad(set_to_none=True)
+    loss = negative_elbo(model, estimator, images, generator).mean()
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach())
+
+
+def encoder_gradients(
+    model: DiscreteVAE,
+    estimator: catlog.Estimator,
+    images: torch.Tensor,
+    repeats: int,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """``repeats`` independent estimates ``[R, P]`` of the gradient of the batch-mean negative ELBO
+    with respect to the ``P`` encoder parameters, at the current parameters.
+
+    The encoder is where the estimator acts (the decoder's gradient is pathwise), so the
+    variance across these rows is the estimator's variance (see ``common.gradient_variance``).
+    """
+    params = list(model.encoder.parameters())
+    rows = []
+    for _ in range(repeats):
+        loss = negative_elbo(model, estimator, images, generator).mean()
+        rows.append(torch.cat([g.flatten() for g in torch.autograd.grad(loss, params)]))
+    return torch.stack(rows)
+
+
+@torch.no_grad()
+def evaluate_negative_elbo(
+    model: DiscreteVAE,
+    images: torch.Tensor,
+    num_samples: int,
+    generator: torch.Generator | None = None,
+    batch_size: int = 500,
+) -> float:
+    """Mean negative ELBO over images ``[N, 784]``, ``E_q`` estimated with ``num_samples`` latent samples each.
+
+    Unbiased for the negative ELBO whatever ``num_samples``; more samples only lower its noise.
+    """
+    estimator = catlog.REINFORCE(num_samples)
+    total = 0.0
+    for batch in images.split(batch_size):
+        total += float(negative_elbo(model, estimator, batch, generator).sum())
+    return total / images.shape[0]
