@@ -108,6 +108,9 @@ def category_means(
     """
     num_samples, groups = samples.shape[:2]
     batch_shape, (num_variables, num_categories) = possible.shape[:-2], possible.shape[-2:]
+    perturbed_rows = num_samples * num_variables * (num_categories - 1)
+    if num_categories > 1 and (chunk_size is None or chunk_size >= perturbed_rows) and bool(possible.all()):
+        return _means_all_possible(objective, samples, values, num_categories)
     sums = possible.new_zeros((*batch_shape, num_variables, num_categories + 1), dtype=values.dtype)
 
     own = samples.diagonal(dim1=1, dim2=-1) if groups > 1 else samples[:, 0]
@@ -133,6 +136,30 @@ def category_means(
         x = samples[n, d if groups > 1 else torch.zeros_like(d)]
         _perturb_and_add(objective, x, d, j, counts, ranks, by_rank, sums)
     return sums[..., :num_categories] / num_samples
+
+
+def _means_all_possible(objective: Objective, samples: torch.Tensor, values: torch.Tensor, num_categories: int) -> torch.Tensor:
+    """:func:`category_means` when all ``K >= 2`` categories are possible, in one call of ``f``.
+
+    Row ``(n, d, j)``, ``j = 1..K-1``, is sample ``n`` (of group ``d`` per variable) with
+    ``x_d`` moved to ``(x_d + j) mod K``: the rows of the general path, in its order,
+    built by one broadcast ``where`` without the rank bookkeeping. Offset ``j = 0`` is
+    the sample itself, whose value is ``values``; category ``k`` is offset ``(k - x_d) mod K``.
+
+    Shapes: ``samples: LongTensor[N, G, *B, D]``, ``values: [N, G, *B]``; returns ``[*B, D, K]``.
+    """
+    num_samples, num_variables = samples.shape[0], samples.shape[-1]
+    batch_shape = samples.shape[2:-1]
+    own = samples.expand(num_samples, num_variables, *samples.shape[2:])  # [N, D, *B, D]: perturbed by d
+    current = own.diagonal(dim1=1, dim2=-1)  # [N, *B, D]: x_d of the sample d perturbs
+    offsets = torch.arange(num_categories, device=samples.device)
+    moved = ((current.unsqueeze(-1) + offsets[1:]) % num_categories).movedim((-2, -1), (1, 2))  # [N, D, K-1, *B]
+    eye = torch.eye(num_variables, dtype=torch.bool, device=samples.device)
+    rows = torch.where(eye.view(num_variables, 1, *([1] * len(batch_shape)), num_variables), moved.unsqueeze(-1), own.unsqueeze(2))
+    perturbed = objective(rows.flatten(0, 2)).view(num_samples, num_variables, num_categories - 1, *batch_shape)
+    by_offset = torch.cat([values.expand(num_samples, num_variables, *batch_shape).unsqueeze(2), perturbed], 2)
+    offset_of = ((offsets - current.unsqueeze(-1)) % num_categories).movedim((-2, -1), (1, 2))  # [N, D, K, *B]
+    return by_offset.gather(2, offset_of).mean(0).movedim((0, 1), (-2, -1))
 
 
 def offset_pairs(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
