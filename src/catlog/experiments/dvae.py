@@ -129,7 +129,7 @@ def _save_checkpoint(path: Path, model: DiscreteVAE, optimizer: torch.optim.Opti
 
 def _load_checkpoint(path: Path, model: DiscreteVAE, optimizer: torch.optim.Optimizer,
                      generators: dict[str, torch.Generator]) -> TrainState:
-    saved = torch.load(path, map_location="cpu", weights_only=False)
+    saved = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict(saved["model"])
     optimizer.load_state_dict(saved["optimizer"])
     for name, g in generators.items():
