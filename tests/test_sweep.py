@@ -126,6 +126,18 @@ def test_load_spec_reads_toml_and_refuses_other_files(tmp_path: Path) -> None:
         sweep.load_spec(tmp_path / "spec.json")
 
 
+def test_yaml_spec_needs_pyyaml(tmp_path: Path) -> None:
+    path = tmp_path / "spec.yaml"
+    path.write_text("command: demo\ngrid:\n  seed: [1, 2]\n")
+    try:
+        import yaml  # noqa: F401
+    except ImportError:
+        with pytest.raises(ValueError, match="PyYAML"):
+            sweep.load_spec(path)
+    else:
+        assert sweep.load_spec(path).grid == {"seed": [1, 2]}
+
+
 def test_local_sweep_runs_in_parallel_resumes_and_collects(fake: Path, tmp_path: Path) -> None:
     spec, out = write_spec(tmp_path, [1, 13]), tmp_path / "out"
     assert cli.main(["sweep", str(spec), "--out", str(out), "--jobs", "2"]) == 1  # score 13 fails
