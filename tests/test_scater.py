@@ -202,6 +202,21 @@ def test_conditional_calls_grow_linearly_in_d(num_variables: int) -> None:
     assert len(calls) == num_variables
 
 
+@pytest.mark.parametrize(("num_variables", "num_categories"), [(3, 1), (1, 3), (1, 1)])
+def test_degenerate_sizes_match_exact(num_variables: int, num_categories: int) -> None:
+    """One category (nothing to perturb) or one variable (nothing to roll out)."""
+    weight = torch.tensor([0.3, -1.2, 0.7], requires_grad=True)[:num_categories]
+    dist = catlog.Autoregressive(lambda x, d: weight.expand(x.shape[0], num_categories), num_variables, num_categories)
+
+    def f(x: torch.Tensor) -> torch.Tensor:
+        return (x.float() - 0.5).pow(2).sum(-1)
+
+    for per_variable in (False, True):
+        got = torch.autograd.grad(catlog.SCateR(64, per_variable)(f, dist), weight)[0]
+        expected = torch.autograd.grad(catlog.Exact()(f, dist), weight)[0]
+        torch.testing.assert_close(got, expected)
+
+
 def test_exact_matches_log_prob_enumeration_and_sampling_frequencies() -> None:
     problem = causal_network(5, 1)
     dist, f = problem.logits, problem.f

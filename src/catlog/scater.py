@@ -134,7 +134,7 @@ def completion_values(
     n = torch.arange(num_samples, device=base.device).repeat(pair_variable.shape[0])
     row = n * groups + (d if groups > 1 else 0)
     positions = torch.arange(num_variables, device=base.device)
-    step = d.shape[0] if chunk_size is None else chunk_size
+    step = max(d.shape[0], 1) if chunk_size is None else chunk_size
     for start in range(0, d.shape[0], step):
         chunk = slice(start, start + step)
         x = base[row[chunk]]
