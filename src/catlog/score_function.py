@@ -7,7 +7,7 @@ import math
 import torch
 
 from catlog._objective import Objective
-from catlog._sampling import sample_categorical
+from catlog._sampling import sample_by_inversion
 from catlog._validation import check_count
 from catlog.autoregressive import Autoregressive, sequence_log_prob
 from catlog.estimator import Cost, Estimator, scatter_by_category
@@ -46,7 +46,7 @@ class REINFORCE(Estimator):
 
     def _estimate(self, objective: Objective, logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         log_probs = logits.log_softmax(-1)
-        samples = sample_categorical(log_probs, (self.num_samples,), generator)
+        samples = sample_by_inversion(log_probs.detach().exp(), (self.num_samples,), generator)
         values = objective(samples)
         with torch.no_grad():
             weights = self.weights(values.detach()) / self.num_samples
