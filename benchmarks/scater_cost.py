@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/scater_cost.py --threads 1 [--device cpu] [--out DIR]
+    python benchmarks/scater_cost.py --threads 1 [--device cpu] [--size D K ...] [--out DIR]
 
 The model is a causal policy over ``D`` tokens of ``K`` categories for a batch of
 16 contexts: ``logits(x_d | x_<d) = W tanh(E_ctx + sum_{i<d} E[i, x_i] + P_d)``, hidden
@@ -139,6 +139,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--min-repeats", type=int, default=3, help="fewest timed repeats (default 3)")
     parser.add_argument("--max-repeats", type=int, default=100, help="most timed repeats (default 100)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    parser.add_argument(
+        "--size", nargs=2, type=int, action="append", metavar=("D", "K"), help="a size to run; repeat (default: SIZES)"
+    )
     parser.add_argument("--memory-probe", nargs=3, default=None, help=argparse.SUPPRESS)
     common.add_common_options(parser)
     options = parser.parse_args(argv)
@@ -148,7 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         problem, _ = make_problem(num_variables, num_categories, device, dtype)
         print(peak_memory_here(problem, estimators(num_variables, num_categories)[label], device))
         return 0
-    rows = [row for size in common.progress(SIZES, desc="sizes") for row in run_size(*size, options)]
+    sizes = SIZES if options.size is None else options.size
+    rows = [row for size in common.progress(sizes, desc="sizes") for row in run_size(*size, options)]
     table = format_table(rows)
     print(table)
     out = common.output_dir(options.out, "scater-cost")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -325,3 +326,23 @@ def test_example_policy_runs_on_a_tiny_config(tmp_path) -> None:
     assert [row["evaluations_per_step"] for row in summary["results"]] == [7, 7, 7, 2]
     assert (tmp_path / "policy.png").stat().st_size > 0
     assert len((tmp_path / "curves.csv").read_text().splitlines()) == 1 + 4 * 3
+
+
+def test_cost_benchmark_runs_on_a_tiny_size(tmp_path) -> None:
+    """Smoke test of ``benchmarks/scater_cost.py`` (timings and call counts, no memory probe)."""
+    folder = Path(__file__).resolve().parents[1] / "benchmarks"
+    sys.path.insert(0, str(folder))
+    try:
+        spec = importlib.util.spec_from_file_location("scater_cost", folder / "scater_cost.py")
+        benchmark = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(benchmark)
+    finally:
+        sys.path.remove(str(folder))
+    options = ["--size", "3", "2", "--no-memory", "--min-time", "0", "--min-repeats", "1", "--max-repeats", "1"]
+    assert benchmark.main([*options, "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "scater_cost.json").read_text())["rows"]
+    assert [(row["estimator"], row["conditional_calls"], row["evaluations"]) for row in rows] == [
+        ("SCateR 1", 5, 4),
+        ("SCateR 1, chunks of 64", 5, 4),
+        ("REINFORCE 4", 3, 4),
+    ]
