@@ -254,3 +254,31 @@ def test_mnist_sequences_split_train_and_test(shared_data_dir) -> None:
     assert torch.equal(test_data.images, test_images)
     assert torch.equal(test_data.sums, test_labels[test_data.index].sum(dim=-1))
     assert torch.equal(test_data.index.flatten().unique(), torch.arange(10000))
+
+
+def test_repeated_gradients_of_the_exact_estimator_have_no_variance() -> None:
+    import catlog
+    from catlog.experiments.addition_variance import repeated_gradients, variance_row
+
+    logits = torch.randn(3, 2, 10, dtype=torch.float64)
+    sums = torch.tensor([3, 9, 17])
+    values, grads, loss_grads = repeated_gradients(catlog.Exact(), logits, sums, 5, 2, torch.Generator())
+    leaf = logits.clone().requires_grad_()
+    probability = exact_sum_probability(leaf, sums)
+    (expected,) = torch.autograd.grad(probability.sum(), leaf)
+    assert values.shape == (5, 3) and grads.shape == loss_grads.shape == (5, 60)
+    torch.testing.assert_close(values, probability.detach().expand(5, 3))
+    torch.testing.assert_close(grads, expected.flatten().expand(5, 60))
+    scale = -1 / (3 * (probability.detach() + 1e-8))
+    torch.testing.assert_close(loss_grads, (expected * scale[:, None, None]).flatten().expand(5, 60))
+    row = variance_row("exact", 2, catlog.Exact(), values, grads, loss_grads)
+    assert float(row["grad_variance"]) == 0.0 and row["zero_estimates"] == 0.0
+
+
+def test_variance_command_on_real_digits(shared_data_dir, tmp_path) -> None:
+    args = ["addition-variance", "-D", "2", "--estimators", "indecater", "rloo-s", "--repeats", "6", "--block", "4"]
+    assert main([*args, "--data-dir", str(shared_data_dir), "--out", str(tmp_path), "--threads", "1"]) == 0
+    with (tmp_path / "variance.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["estimator"] for row in rows] == ["indecater", "rloo-s"]
+    assert all(float(row["grad_variance"]) > 0 for row in rows)

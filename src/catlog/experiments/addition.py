@@ -12,7 +12,8 @@ with ``E[f]`` replaced by the value a ``catlog`` estimator returns, so that
 
 Subcommands: ``catlog addition`` trains one run (log, checkpoints, ``--resume``);
 ``catlog addition-plot RUN_DIR...`` draws figure 4 from finished runs
-(see :mod:`catlog.experiments.addition_plot`).
+(:mod:`catlog.experiments.addition_plot`); ``catlog addition-variance`` measures the
+estimators' variance at fixed parameters (:mod:`catlog.experiments.addition_variance`).
 """
 
 from __future__ import annotations
@@ -382,7 +383,9 @@ def run_plot(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: Any) -> None:
-    """Add the ``addition`` and ``addition-plot`` subcommands."""
+    """Add the ``addition``, ``addition-plot`` and ``addition-variance`` subcommands."""
+    from catlog.experiments import addition_variance
+
     parser = subparsers.add_parser(
         "addition",
         help="MNIST addition of D digits (paper figure 4)",
@@ -426,3 +429,4 @@ def register(subparsers: Any) -> None:
         "--out", type=Path, default=Path("addition.png"), help="PNG to write; a summary CSV goes beside it"
     )
     plot.set_defaults(func=run_plot)
+    addition_variance.register_parser(subparsers)

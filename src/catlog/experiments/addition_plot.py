@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -108,10 +109,10 @@ def plot_runs(runs: list[tuple[dict[str, Any], list[dict[str, float]]]]) -> Any:
     return fig
 
 
-def markdown_table(rows: list[dict[str, Any]]) -> str:
-    """``rows`` as a GitHub markdown table with the columns of :data:`SUMMARY_FIELDS`."""
-    lines = ["| " + " | ".join(SUMMARY_FIELDS) + " |", "|" + "---|" * len(SUMMARY_FIELDS)]
-    lines += ["| " + " | ".join(str(row[field]) for field in SUMMARY_FIELDS) + " |" for row in rows]
+def markdown_table(rows: list[dict[str, Any]], fields: Sequence[str] = SUMMARY_FIELDS) -> str:
+    """``rows`` as a GitHub markdown table with the columns ``fields``."""
+    lines = ["| " + " | ".join(fields) + " |", "|" + "---|" * len(fields)]
+    lines += ["| " + " | ".join(str(row[field]) for field in fields) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
 

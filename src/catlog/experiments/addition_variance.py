@@ -1,0 +1,130 @@
+"""Estimator variance on the MNIST-addition task at fixed parameters (``catlog addition-variance``).
+
+For every ``D`` and estimator, the untrained classifier (seeded) gives logits
+``[B, D, 10]`` of the first ``B`` test sequences; ``R`` independent estimates are
+taken at these fixed logits. Reported per row:
+
+- ``grad_variance``: ``mean_i Var_r(g_r[i])`` of the estimator's gradient ``g`` of
+  ``sum_b E[f]`` with respect to the logits (:func:`common.gradient_variance`), and
+  ``grad_snr = (|mean_r g_r|^2 - sum_i Var_r(g_r[i]) / R) / sum_i Var_r(g_r[i])``, the
+  squared norm of the expected gradient (its unbiased estimate) over the total variance;
+- ``loss_grad_variance``: the same variance for the gradient of the training loss
+  ``mean_b -log(value_b + 1e-8)``;
+- ``zero_estimates``: fraction of the values ``value_b`` that are exactly 0; there
+  the loss gradient is the estimator's gradient times ``1e8``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from catlog.experiments import addition, common
+from catlog.experiments.addition_plot import markdown_table
+
+ROW_FIELDS = (
+    "digits",
+    "estimator",
+    "samples",
+    "evaluations",
+    "grad_variance",
+    "grad_snr",
+    "loss_grad_variance",
+    "zero_estimates",
+)
+
+
+def repeated_gradients(
+    estimator: Any, logits: torch.Tensor, sums: torch.Tensor, repeats: int, block: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``repeats`` independent estimates at fixed ``logits: [B, D, K]`` and labels ``sums: [B]``.
+
+    The repeats form an extra batch dimension, ``block`` of them per estimator call.
+
+    Returns:
+        ``values [R, B]``; the gradients of ``sum_b value_b`` ``[R, B*D*K]`` and of
+        :func:`addition.addition_loss` ``[R, B*D*K]`` with respect to the logits.
+    """
+    f = addition.sum_indicator(sums)
+    values, grads, loss_grads = [], [], []
+    for start in range(0, repeats, block):
+        leaf = logits.detach().expand(min(block, repeats - start), *logits.shape).clone().requires_grad_()
+        value = estimator(f, leaf, generator=generator)
+        (grad,) = torch.autograd.grad(value.sum(), leaf, retain_graph=True)
+        (loss_grad,) = torch.autograd.grad(-torch.log(value + addition.LOSS_EPSILON).mean(-1).sum(), leaf)
+        values.append(value.detach())
+        grads.append(grad.flatten(1))
+        loss_grads.append(loss_grad.flatten(1))
+    return torch.cat(values), torch.cat(grads), torch.cat(loss_grads)
+
+
+def variance_row(
+    name: str, digits: int, estimator: Any, values: torch.Tensor, grads: torch.Tensor, loss_grads: torch.Tensor
+) -> dict[str, Any]:
+    """One table row from the outputs of :func:`repeated_gradients`."""
+    repeats, coordinates = grads.shape
+    total_variance = common.gradient_variance(grads) * coordinates
+    signal = float(grads.double().mean(0).square().sum()) - total_variance / repeats
+    cost = estimator.cost(digits, addition.NUM_CLASSES)
+    return {
+        "digits": digits,
+        "estimator": name,
+        "samples": cost.samples,
+        "evaluations": cost.evaluations,
+        "grad_variance": f"{total_variance / coordinates:.3g}",
+        "grad_snr": f"{signal / total_variance:.3g}" if total_variance > 0 else "inf",
+        "loss_grad_variance": f"{common.gradient_variance(loss_grads):.3g}",
+        "zero_estimates": round(float((values == 0).double().mean()), 3),
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    """The ``catlog addition-variance`` command: writes ``variance.csv`` and ``variance.md``."""
+    device, dtype = common.apply_common_options(args)
+    out = common.output_dir(args.out, "addition-variance")
+    rows = []
+    for digits in args.digits:
+        _, test = addition.load_mnist_sequences(digits, args.seed, args.data_dir, 1, args.batch_size * digits)
+        torch.manual_seed(args.seed)
+        model = addition.LeNet().to(device, dtype)
+        images, sums = test.to(device, dtype).batch(torch.arange(min(args.batch_size, len(test)), device=device))
+        with torch.no_grad():
+            logits = model(images)
+        for name in args.estimators:
+            estimator = addition.make_estimator(name, digits, args.samples)
+            generator = torch.Generator(device=device).manual_seed(args.seed)
+            outputs = repeated_gradients(estimator, logits, sums, args.repeats, args.block, generator)
+            rows.append(variance_row(name, digits, estimator, *outputs))
+    common.write_csv(out / "variance.csv", rows, ROW_FIELDS)
+    table = markdown_table(rows, ROW_FIELDS)
+    common.write_text(out / "variance.md", table)
+    print(table, end="")
+    return 0
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """The options of ``catlog addition-variance``."""
+    parser.add_argument("--digits", "-D", type=int, nargs="+", default=[4, 8, 12, 16], help="values of D")
+    parser.add_argument(
+        "--estimators", nargs="+", choices=addition.ESTIMATORS, default=list(addition.ESTIMATORS[:4])
+    )
+    parser.add_argument("--samples", type=int, default=None, help="N, as for `catlog addition` (default: 10)")
+    parser.add_argument("--repeats", type=int, default=200, help="independent estimates R (default: 200)")
+    parser.add_argument("--block", type=int, default=20, help="repeats per estimator call (default: 20)")
+    parser.add_argument("--batch-size", type=int, default=10, help="test sequences B (default: 10)")
+    parser.add_argument("--data-dir", type=Path, default=None, help="folder holding mnist/ (default: catlog.data's)")
+
+
+def register_parser(subparsers: Any) -> None:
+    """Add the ``addition-variance`` subcommand."""
+    common.add_subcommand(
+        subparsers,
+        "addition-variance",
+        help="estimator variance and zero estimates on MNIST addition at the untrained classifier",
+        description=__doc__,
+        add_options=add_options,
+        func=run,
+    )
