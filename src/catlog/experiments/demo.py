@@ -55,7 +55,7 @@ def main(options: argparse.Namespace) -> int:
         for rows in tables:
             print(f"\n{synthetic_gradients.table_title(rows)}  ({options.runs} estimates each)")
             print(synthetic_gradients.format_table(rows))
-        print(f"plots: {folder}/fig1_{objective}.png")
+        print(f"plot: {folder}/fig1_{objective}_12x3.png")
     settings = demo_options(
         options,
         subcommand_parser(synthetic_optimise.add_options),
@@ -77,7 +77,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--runs", type=int, default=100, help="repeated estimates per estimator in gradients (default: 100)"
     )
-    parser.add_argument("--iterations", type=int, default=100, help="iterations of optimise (default: 100)")
+    parser.add_argument("--iterations", type=int, default=50, help="iterations of optimise (default: 50)")
     parser.add_argument("--seeds", type=int, default=2, help="seeds of optimise (default: 2)")
 
 

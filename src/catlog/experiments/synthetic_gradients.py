@@ -236,6 +236,8 @@ def draw_config(ax: Any, rows: Sequence[dict[str, Any]]) -> None:
     Both axes are logarithmic and start at a tenth of the smallest positive value;
     a zero (possible for IndeCateR) is drawn there. Every bar is labelled with its value.
     """
+    from matplotlib.ticker import LogLocator, NullLocator
+
     positive = [row[key] for row in rows for key in ("bias_cos", "variance_cos") if row[key] > 0]
     floor = 0.1 * min(positive, default=1e-20)
     positions = range(len(rows))
@@ -248,6 +250,8 @@ def draw_config(ax: Any, rows: Sequence[dict[str, Any]]) -> None:
         values = [row[key] for row in rows]
         bars = axis.bar([p + shift for p in positions], [max(v, floor) for v in values], width, color=colour)
         axis.set_yscale("log")
+        axis.yaxis.set_major_locator(LogLocator(numticks=8))
+        axis.yaxis.set_minor_locator(NullLocator())
         axis.set_ylabel(name, color=colour)
         axis.bar_label(bars, labels=[f"{v:.1e}" for v in values], fontsize=6, rotation=90, padding=2)
         axis.set_ylim(floor, max(max(values), floor) * 1e4)
@@ -270,7 +274,10 @@ def plot_configs(tables: Sequence[Sequence[dict[str, Any]]], path: Path) -> Path
 
 
 def run_gradients(options: argparse.Namespace) -> tuple[Path, list[list[dict[str, Any]]]]:
-    """Run every config of ``options.configs``; write tables, JSON, CSV and PNGs; returns ``(folder, tables)``."""
+    """Run every config of ``options.configs``; write tables, JSON, CSV and PNGs; returns ``(folder, tables)``.
+
+    PNGs: ``fig1_<f>_<D>x<K>.png`` per config and, with several configs, ``fig1_<f>.png`` with all of them.
+    """
     device, dtype = common.apply_common_options(options)
     out = common.output_dir(options.out, "gradients")
     tables = []
@@ -278,7 +285,8 @@ def run_gradients(options: argparse.Namespace) -> tuple[Path, list[list[dict[str
         rows = compare_config(num_variables, num_categories, options, device, dtype)
         tables.append(rows)
         plot_configs([rows], out / f"fig1_{options.f}_{num_variables}x{num_categories}.png")
-    plot_configs(tables, out / f"fig1_{options.f}.png")
+    if len(tables) > 1:
+        plot_configs(tables, out / f"fig1_{options.f}.png")
     flat = [row for rows in tables for row in rows]
     settings = {key: value for key, value in vars(options).items() if key not in ("func", "out")}
     settings["configs"] = [list(config) for config in options.configs]
@@ -353,5 +361,10 @@ def main(options: argparse.Namespace) -> int:
 def register(subparsers: Any) -> None:
     """Add ``catlog gradients``."""
     common.add_subcommand(
-        subparsers, "gradients", help="figure 1: bias and variance against the exact gradient", description=__doc__, add_options=add_options, func=main
+        subparsers,
+        "gradients",
+        help="figure 1: bias and variance against the exact gradient",
+        description=__doc__,
+        add_options=add_options,
+        func=main,
     )

@@ -251,7 +251,7 @@ def format_table(table: Sequence[dict[str, Any]], methods: dict[str, Method]) ->
 
 
 def mean_and_se(rows: Sequence[dict[str, Any]], method: str, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(iterations, mean over seeds, standard error)`` of ``key`` for ``method``, at iterations where it was logged."""
+    """``(iterations, mean over seeds, standard error)`` of ``key`` for ``method``, where ``key`` was logged."""
     kept = [row for row in rows if row["method"] == method and row[key] is not None]
     iterations = np.array(sorted({row["iteration"] for row in kept}))
     seeds = sorted({row["seed"] for row in kept})
@@ -311,8 +311,12 @@ def write_results(
     summaries: Sequence[dict[str, Any]],
     methods: dict[str, Method],
     options: argparse.Namespace,
+    figure: bool,
 ) -> list[dict[str, Any]]:
-    """Write the log CSV, the summary JSON and text, and figure 2 for the runs so far; returns the summary table."""
+    """Write the log CSV, summary JSON and text of the runs so far, and figure 2 if ``figure``.
+
+    Returns the summary table.
+    """
     table = summarise(summaries, options.methods)
     settings = {key: value for key, value in vars(options).items() if key not in ("func", "out")}
     common.write_csv(out / "optimise_log.csv", rows, LOG_COLUMNS)
@@ -328,15 +332,17 @@ def write_results(
         },
     )
     common.write_text(out / "optimise.txt", format_table(table, methods) + "\n")
-    plot_figure(rows, options.methods, out / "fig2_optimise.png")
+    if figure:
+        plot_figure(rows, options.methods, out / "fig2_optimise.png")
     return table
 
 
 def run_optimise(options: argparse.Namespace) -> tuple[Path, list[dict[str, Any]], dict[str, Method]]:
     """Every seed of every method; returns ``(folder, summary table, methods)``.
 
-    Seeds are the outer loop and every file is rewritten after each seed, so a run
-    stopped early leaves complete results for the seeds it finished.
+    Seeds are the outer loop and the log and summaries are rewritten after each seed,
+    so a run stopped early leaves complete results for the seeds it finished;
+    figure 2 is drawn at the end.
     """
     device, dtype = common.apply_common_options(options)
     out = common.output_dir(options.out, "optimise")
@@ -353,7 +359,8 @@ def run_optimise(options: argparse.Namespace) -> tuple[Path, list[dict[str, Any]
                 )
                 rows += run_rows
                 summaries.append(summary)
-            table = write_results(out, rows, summaries, methods, options)
+            last = seed == options.seed + options.seeds - 1
+            table = write_results(out, rows, summaries, methods, options, figure=last)
     return out, table, methods
 
 
@@ -373,7 +380,9 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--methods", nargs="+", choices=METHODS, default=list(METHODS), help="methods to run (default: all)"
     )
-    parser.add_argument("--log-every", type=int, default=5, help="log E[f] and time every this many iterations (default: 5)")
+    parser.add_argument(
+        "--log-every", type=int, default=5, help="log E[f] and time every this many iterations (default: 5)"
+    )
     parser.add_argument(
         "--variance-every",
         type=int,
@@ -415,5 +424,10 @@ def main(options: argparse.Namespace) -> int:
 def register(subparsers: Any) -> None:
     """Add ``catlog optimise``."""
     common.add_subcommand(
-        subparsers, "optimise", help="figure 2: maximise E[mean_i (X_i - 0.499)^2] over 200 binary variables", description=__doc__, add_options=add_options, func=main
+        subparsers,
+        "optimise",
+        help="figure 2: maximise E[mean_i (X_i - 0.499)^2] over 200 binary variables",
+        description=__doc__,
+        add_options=add_options,
+        func=main,
     )
