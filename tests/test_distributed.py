@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 import socket
 from pathlib import Path
@@ -89,7 +90,7 @@ def worker(rank: int, port: int, out: Path) -> None:
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank)
     )
     torch.set_num_threads(1)
-    ctx = distributed.setup("cpu")
+    ctx = distributed.setup("cpu", timeout=datetime.timedelta(seconds=120))
     try:
         assert (ctx.rank, ctx.world_size, ctx.is_main) == (rank, WORLD, rank == 0)
         # Different initial parameters per rank: DDP and broadcast_parameters must equalise them.

@@ -32,6 +32,7 @@ Backends: ``gloo`` on CPU, ``nccl`` on CUDA (one device per process: ``cuda:LOCA
 
 from __future__ import annotations
 
+import datetime
 import functools
 import os
 from collections.abc import Callable, Iterable
@@ -83,7 +84,9 @@ def _env_int(name: str, default: int) -> int:
         raise ValueError(f"{name}: expected an integer in the environment, got {raw!r}") from None
 
 
-def setup(device: str | torch.device = "cpu", backend: str | None = None) -> DistributedContext:
+def setup(
+    device: str | torch.device = "cpu", backend: str | None = None, timeout: datetime.timedelta | None = None
+) -> DistributedContext:
     """Join the process group that ``torchrun`` describes, or return a single-process context.
 
     Reads ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` (and, through ``env://``,
@@ -95,6 +98,7 @@ def setup(device: str | torch.device = "cpu", backend: str | None = None) -> Dis
     Args:
         device: the requested device (the ``--device`` option), e.g. ``cpu`` or ``cuda``.
         backend: a ``torch.distributed`` backend to force, or ``None``.
+        timeout: how long collectives (and joining) may wait; ``None`` is torch's default.
 
     Returns:
         The :class:`DistributedContext` of this process.
@@ -121,6 +125,7 @@ def setup(device: str | torch.device = "cpu", backend: str | None = None) -> Dis
             init_method="env://",
             rank=rank,
             world_size=world_size,
+            **({} if timeout is None else {"timeout": timeout}),
         )
     return DistributedContext(rank, world_size, local_rank, requested)
 

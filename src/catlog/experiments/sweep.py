@@ -387,9 +387,9 @@ def sweep(args: argparse.Namespace) -> int:
             run_submitit(pending, args.jobs, out / "submitit", spec.submitit, local=args.backend == "submitit-local")
     rows = collect(runs, spec.collect)
     table = write_table(rows, out)
-    incomplete = [row["run"] for row in rows if row["status"] != "complete"]
+    incomplete = [run.name for run in runs if not is_complete(run)]
     plot_status = plot(spec, runs, out)
-    print(f"table: {table}; {len(rows) - len(incomplete)}/{len(rows)} complete")
+    print(f"table: {table}; {len(runs) - len(incomplete)}/{len(runs)} runs complete")
     for name in incomplete:
         print(f"not complete: {name} (see {out / name / 'stderr.log'})", file=sys.stderr)
     return 1 if incomplete or plot_status else 0
