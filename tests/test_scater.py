@@ -106,9 +106,8 @@ def test_gradient_and_value_match_enumeration(name: str, make) -> None:
 
 
 def test_check_detects_an_estimator_that_ignores_the_prefix_dependence() -> None:
-    """Power: IndeCateR on the marginal logits of each position given the greedy prefix is
-    biased for a dependent model; pretending ``grad p(k | x_<d)`` does not depend on the
-    samples (one shared prefix) fails the check."""
+    """Power: IndeCateR on the conditionals given one sampled prefix, which treats the
+    positions as independent, is biased for a dependent model and fails the check."""
     make = running_count
     _, exact_grad = exact(make, 1)
     problem = make(1, RUNS)

@@ -27,7 +27,8 @@ class Autoregressive:
       log-probabilities; ``-inf`` marks a category that is impossible given the
       prefix; at least one category must be possible; NaN and ``+inf`` are refused.
     - its parameters (shared across positions or not) receive gradients from the
-      estimators; ``x`` is a fresh tensor at every call, so it may be saved for backward.
+      estimators; whenever autograd records, ``x`` is a fresh tensor that catlog does
+      not modify afterwards, so ``conditional`` may save it for backward.
 
     Args:
         conditional: the function above.
@@ -79,7 +80,7 @@ class Autoregressive:
         """
         sample_shape = torch.Size(sample_shape)
         with torch.no_grad():
-            x, _ = self.draw(self.gumbel(sample_shape.numel(), generator))
+            x, _ = self.draw(self.gumbel(sample_shape.numel(), generator), record=False)
         return x.reshape(*sample_shape, *x.shape[1:])
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
@@ -90,7 +91,8 @@ class Autoregressive:
 
         Returns:
             ``[*S, *B]``, differentiable in the conditional's parameters; ``-inf`` where
-            some ``x_d`` is impossible given its prefix.
+            some ``x_d`` is impossible given its prefix (``conditional`` is then still
+            called on the later prefixes of ``x`` and must return a possible category).
         """
         tail = (*self.batch_shape, self.num_variables)
         if not isinstance(x, torch.Tensor) or x.dtype != torch.long or tuple(x.shape[x.ndim - len(tail) :]) != tail:
