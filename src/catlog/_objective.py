@@ -41,18 +41,14 @@ class Objective:
         inputs = F.one_hot(x, self.num_categories).to(self.dtype) if self.one_hot else x
         return self._checked(self.f(inputs), x.shape[0])
 
-    def relaxed(self, y: torch.Tensor) -> torch.Tensor:
-        """``f`` on relaxed one-hot vectors ``y: [M, *B, D, K]``; returns ``Tensor[M, *B]``.
+    def relaxed(self, inputs: torch.Tensor) -> torch.Tensor:
+        """``f`` on relaxed samples; returns ``Tensor[M, *B]``.
 
-        ``f`` receives ``y`` itself when ``one_hot``, else the relaxed category
-        value ``sum_k k * y_k`` of shape ``[M, *B, D]``, which equals the category
-        exactly when ``y`` is a hard one-hot.
+        ``inputs`` are what ``f`` takes: relaxed one-hot vectors ``[M, *B, D, K]`` when
+        ``one_hot``, else relaxed category values ``sum_k k * y_k`` of shape ``[M, *B, D]``
+        (equal to the category exactly when ``y`` is a hard one-hot).
         """
-        if self.one_hot:
-            inputs = y
-        else:
-            inputs = y @ torch.arange(self.num_categories, dtype=y.dtype, device=y.device)
-        return self._checked(self.f(inputs), y.shape[0])
+        return self._checked(self.f(inputs), inputs.shape[0])
 
     def _checked(self, out: object, rows: int) -> torch.Tensor:
         expected = (rows, *self.batch_shape)

@@ -13,8 +13,7 @@ def gumbel_noise(shape: torch.Size | tuple[int, ...], like: torch.Tensor, genera
     Uses the dtype and device of ``like``; ``U`` is clamped away from 0 so ``G`` is finite.
     """
     uniform = torch.rand(shape, dtype=like.dtype, device=like.device, generator=generator)
-    tiny = torch.finfo(like.dtype).tiny
-    return -torch.log(-torch.log(uniform.clamp_min(tiny)))
+    return uniform.clamp_min_(torch.finfo(like.dtype).tiny).log_().neg_().log_().neg_()
 
 
 def sample_categorical(

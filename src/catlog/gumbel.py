@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from catlog._objective import Objective
 from catlog._sampling import gumbel_noise
@@ -61,12 +60,18 @@ class GumbelSoftmax(Estimator):
         return Cost(samples=self.num_samples, evaluations=self.num_samples)
 
     def _estimate(self, objective: Objective, logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        log_probs = logits.log_softmax(-1)
-        noise = gumbel_noise((self.num_samples, *logits.shape), logits, generator)
-        soft = ((log_probs + noise) / self.temperature).softmax(-1)
+        # category first ([K, N, *B, D]): softmax and argmax over K are then fast for small K
+        num_categories = logits.shape[-1]
+        log_probs = logits.log_softmax(-1).movedim(-1, 0).unsqueeze(1)
+        noise = gumbel_noise((num_categories, self.num_samples, *logits.shape[:-1]), logits, generator)
+        scores = (noise + log_probs) / self.temperature
+        soft = scores.softmax(0)
+        hard = scores.detach().max(0).indices
+        categories = torch.arange(num_categories, dtype=soft.dtype, device=soft.device).view(-1, *([1] * (soft.ndim - 1)))
+        if objective.one_hot:
+            relaxed = (categories == hard).to(soft.dtype) + (soft - soft.detach()) if self.straight_through else soft
+            return objective.relaxed(relaxed.movedim(0, -1)).mean(0)
+        values = (soft * categories).sum(0)
         if self.straight_through:
-            hard = F.one_hot(soft.detach().argmax(-1), logits.shape[-1]).to(soft.dtype)
-            relaxed = hard + (soft - soft.detach())
-        else:
-            relaxed = soft
-        return objective.relaxed(relaxed).mean(0)
+            values = hard.to(soft.dtype) + (values - values.detach())
+        return objective.relaxed(values).mean(0)
