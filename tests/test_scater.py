@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import catlog
 from helpers import assert_unbiased, total_variance
@@ -345,3 +347,72 @@ def test_cost_benchmark_runs_on_a_tiny_size(tmp_path) -> None:
         ("SCateR 1, chunks of 64", 5, 4),
         ("REINFORCE 4", 3, 4),
     ]
+
+
+@st.composite
+def bigram_models(draw: st.DrawFn) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits ``[*B, D, K, K]`` of ``X_d`` given ``x_{d-1}`` (row 0 serves ``d = 0``), with
+    prefix-dependent ``-inf`` (at least one possible category per row)."""
+    batch_shape = tuple(draw(st.lists(st.integers(1, 3), max_size=2)))
+    num_variables, num_categories = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    dtype = draw(st.sampled_from([torch.float32, torch.float64]))
+    generator = torch.Generator().manual_seed(draw(st.integers(0, 2**31 - 1)))
+    shape = (*batch_shape, num_variables, num_categories, num_categories)
+    logits = 2 * torch.randn(shape, generator=generator, dtype=dtype)
+    impossible = torch.rand(shape, generator=generator) < draw(st.sampled_from([0.0, 0.5]))
+    keep = torch.randint(num_categories, shape[:-1], generator=generator)
+    impossible.scatter_(-1, keep.unsqueeze(-1), False)
+    return logits.masked_fill(impossible, -math.inf).requires_grad_(True), impossible
+
+
+def given_previous(table: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``table[..., d, x_{d-1}, :]`` (``x_{-1} = 0``) for ``table: [*B, D, K, K]``, ``x: [M, *B, D]``; ``[M, *B, D, K]``."""
+    previous = torch.cat([torch.zeros_like(x[..., :1]), x[..., :-1]], -1)
+    index = previous[..., None, None].expand(*x.shape, 1, table.shape[-1])
+    return table.expand(x.shape[0], *table.shape).gather(-2, index).squeeze(-2)
+
+
+def bigram(logits: torch.Tensor) -> catlog.Autoregressive:
+    """The Autoregressive of :func:`bigram_models` logits."""
+    batch_shape, (num_variables, num_categories) = logits.shape[:-3], logits.shape[-3:-1]
+    return catlog.Autoregressive(
+        lambda x, d: given_previous(logits, x)[..., d, :], num_variables, num_categories, batch_shape, dtype=logits.dtype
+    )
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    model=bigram_models(),
+    num_samples=st.integers(1, 3),
+    per_variable=st.booleans(),
+    chunk_size=st.sampled_from([1, 3]),
+    one_hot=st.booleans(),
+)
+def test_scater_properties_on_bigram_models(
+    model: tuple[torch.Tensor, torch.Tensor], num_samples: int, per_variable: bool, chunk_size: int, one_hot: bool
+) -> None:
+    """Shapes, dtypes, finite values and gradients (zero at impossible entries), no impossible
+    sequence handed to ``f``, and chunking that leaves the estimate unchanged."""
+    logits, impossible = model
+    dist = bigram(logits)
+    batch_shape, num_categories = dist.batch_shape, dist.num_categories
+    weights = torch.randn(dist.num_variables, num_categories, dtype=logits.dtype)
+    seen: list[torch.Tensor] = []
+
+    def f(x: torch.Tensor) -> torch.Tensor:
+        categories = x.argmax(-1) if one_hot else x
+        seen.append(categories)
+        return torch.tanh((F.one_hot(categories, num_categories).to(logits.dtype) * weights).sum((-2, -1)) ** 2)
+
+    results = []
+    for chunk in (None, chunk_size):
+        estimator = catlog.SCateR(num_samples, per_variable, chunk_size=chunk)
+        value = estimator(f, dist, one_hot=one_hot, generator=torch.Generator().manual_seed(1))
+        assert value.shape == batch_shape and value.dtype == logits.dtype and bool(torch.isfinite(value).all())
+        (grad,) = torch.autograd.grad(value.sum(), logits)
+        assert bool(torch.isfinite(grad).all()) and bool((grad[impossible] == 0).all())
+        results.append((value.detach(), grad))
+    torch.testing.assert_close(results[1], results[0])
+
+    for x in seen:
+        assert not bool(given_previous(impossible, x).gather(-1, x.unsqueeze(-1)).any())
