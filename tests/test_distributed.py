@@ -100,11 +100,13 @@ def worker(rank: int, port: int, out: Path) -> None:
         distributed.broadcast_parameters(plain, ctx)
         train(plain, ctx, sync="allreduce")
         metric = distributed.all_reduce_mean(float(rank + 1), ctx, weight=float(rank + 1))
+        metrics = distributed.all_reduce_means({"a": float(rank), "b": 2.0 * rank}, ctx, weight=float(rank + 1))
         results = {
             "ddp": flat_parameters(ddp),
             "allreduce": flat_parameters(plain),
             "samples": sampled_categories(ctx),
             "metric": metric,
+            "metrics": metrics,
             "broadcast": distributed.broadcast_object(f"folder of rank {rank}", ctx),
         }
         distributed.main_only(ctx)(torch.save)({"written_by": rank}, out / "main_only.pt")
@@ -175,6 +177,8 @@ def test_broadcast_object_gives_rank_zeros_value(two_ranks: list[dict]) -> None:
 def test_all_reduce_mean_weights_ranks(two_ranks: list[dict]) -> None:
     # rank r reports r + 1 with weight r + 1: (1*1 + 2*2) / (1 + 2)
     assert [result["metric"] for result in two_ranks] == [pytest.approx(5 / 3)] * WORLD
+    # a: (0*1 + 1*2) / 3, b: (0*1 + 2*2) / 3
+    assert [result["metrics"] for result in two_ranks] == [{"a": pytest.approx(2 / 3), "b": pytest.approx(4 / 3)}] * WORLD
 
 
 def test_single_process_context_without_torchrun(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -185,6 +189,7 @@ def test_single_process_context_without_torchrun(monkeypatch: pytest.MonkeyPatch
     model = nn.Linear(2, 2)
     assert distributed.wrap_model(model, ctx) is model
     assert distributed.all_reduce_mean(torch.tensor(2.5), ctx) == 2.5
+    assert distributed.all_reduce_means({"a": 1, "b": 2.5}, ctx, weight=3) == {"a": 1.0, "b": 2.5}
     assert distributed.broadcast_object("x", ctx) == "x"
     generator = distributed.rank_generator(7, ctx)
     assert torch.equal(torch.rand(5, generator=generator), torch.rand(5, generator=torch.Generator().manual_seed(7)))

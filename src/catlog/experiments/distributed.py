@@ -35,7 +35,7 @@ from __future__ import annotations
 import datetime
 import functools
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar
 
@@ -301,15 +301,21 @@ def barrier(ctx: DistributedContext) -> None:
         dist.barrier()
 
 
-def all_reduce_mean(value: float | torch.Tensor, ctx: DistributedContext, weight: float = 1.0) -> float:
-    """The ``weight``-weighted mean of a scalar metric over ranks: ``sum_r w_r v_r / sum_r w_r``.
+def all_reduce_means(metrics: Mapping[str, float], ctx: DistributedContext, weight: float = 1.0) -> dict[str, float]:
+    """Every metric's ``weight``-weighted mean over ranks, ``sum_r w_r v_r / sum_r w_r``, in one all-reduce.
 
-    Pass the number of examples behind ``value`` as ``weight`` to get the mean over
-    the global batch. Every rank must call it (it synchronises); returns a float.
+    Pass the number of examples behind the metrics as ``weight`` to get means over
+    the global batch. Every rank must call it with the same keys (it synchronises).
     """
     if not ctx.is_distributed:
-        return float(value)
+        return {key: float(value) for key, value in metrics.items()}
     device = ctx.device if dist.get_backend() == "nccl" else torch.device("cpu")
-    pair = torch.tensor([float(value) * weight, weight], dtype=torch.float64, device=device)
-    dist.all_reduce(pair, op=dist.ReduceOp.SUM)
-    return float(pair[0] / pair[1])
+    values = torch.tensor([float(value) * weight for value in metrics.values()] + [weight], dtype=torch.float64)
+    values = values.to(device)
+    dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    return {key: float(total / values[-1]) for key, total in zip(metrics, values[:-1])}
+
+
+def all_reduce_mean(value: float | torch.Tensor, ctx: DistributedContext, weight: float = 1.0) -> float:
+    """One scalar's weighted mean over ranks: :func:`all_reduce_means` of ``{"value": value}``."""
+    return all_reduce_means({"value": float(value)}, ctx, weight)["value"]
