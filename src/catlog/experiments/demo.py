@@ -9,6 +9,8 @@
 
 Prints the tables and where the files went: ``<out>/gradients-<f>/`` and
 ``<out>/optimise/``. The full protocols are ``catlog gradients`` and ``catlog optimise``.
+Unlike the other commands, ``demo`` runs torch on one thread unless ``--threads`` says
+otherwise: these tensors are small, and extra threads only contend for the cores.
 """
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
 
 def register(subparsers: Any) -> None:
     """Add ``catlog demo``."""
-    common.add_subcommand(
+    parser = common.add_subcommand(
         subparsers,
         "demo",
         help="quick version of gradients and optimise (about half a minute on 2 CPU cores)",
@@ -91,3 +93,4 @@ def register(subparsers: Any) -> None:
         add_options=add_options,
         func=main,
     )
+    parser.set_defaults(threads=1)
