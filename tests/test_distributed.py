@@ -108,6 +108,7 @@ def worker(rank: int, port: int, out: Path) -> None:
             "metric": metric,
             "metrics": metrics,
             "broadcast": distributed.broadcast_object(f"folder of rank {rank}", ctx),
+            "gathered": distributed.all_gather_object({"rank": rank}, ctx),
         }
         distributed.main_only(ctx)(torch.save)({"written_by": rank}, out / "main_only.pt")
         torch.save(results, out / f"rank{rank}.pt")
@@ -170,8 +171,9 @@ def test_estimator_randomness_differs_across_ranks(two_ranks: list[dict]) -> Non
     assert torch.equal(second, again), "rank streams must be reproducible from the seed"
 
 
-def test_broadcast_object_gives_rank_zeros_value(two_ranks: list[dict]) -> None:
+def test_broadcast_and_gather_objects(two_ranks: list[dict]) -> None:
     assert [result["broadcast"] for result in two_ranks] == ["folder of rank 0"] * WORLD
+    assert [result["gathered"] for result in two_ranks] == [[{"rank": 0}, {"rank": 1}]] * WORLD
 
 
 def test_all_reduce_mean_weights_ranks(two_ranks: list[dict]) -> None:
@@ -191,6 +193,7 @@ def test_single_process_context_without_torchrun(monkeypatch: pytest.MonkeyPatch
     assert distributed.all_reduce_mean(torch.tensor(2.5), ctx) == 2.5
     assert distributed.all_reduce_means({"a": 1, "b": 2.5}, ctx, weight=3) == {"a": 1.0, "b": 2.5}
     assert distributed.broadcast_object("x", ctx) == "x"
+    assert distributed.all_gather_object("x", ctx) == ["x"]
     generator = distributed.rank_generator(7, ctx)
     assert torch.equal(torch.rand(5, generator=generator), torch.rand(5, generator=torch.Generator().manual_seed(7)))
 

@@ -295,6 +295,16 @@ def broadcast_object(obj: T, ctx: DistributedContext) -> T:
     return box[0]
 
 
+def all_gather_object(obj: T, ctx: DistributedContext) -> list[T]:
+    """Every rank's ``obj``, in rank order, on every rank (e.g. each rank's generator state
+    for a checkpoint); ``[obj]`` single-process. Every rank must call it."""
+    if not ctx.is_distributed:
+        return [obj]
+    gathered: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
 def barrier(ctx: DistributedContext) -> None:
     """Wait for every rank (e.g. until rank 0 has written a checkpoint); no-op single-process."""
     if ctx.is_distributed:
