@@ -180,7 +180,8 @@ def test_all_reduce_mean_weights_ranks(two_ranks: list[dict]) -> None:
     # rank r reports r + 1 with weight r + 1: (1*1 + 2*2) / (1 + 2)
     assert [result["metric"] for result in two_ranks] == [pytest.approx(5 / 3)] * WORLD
     # a: (0*1 + 1*2) / 3, b: (0*1 + 2*2) / 3
-    assert [result["metrics"] for result in two_ranks] == [{"a": pytest.approx(2 / 3), "b": pytest.approx(4 / 3)}] * WORLD
+    expected = {"a": pytest.approx(2 / 3), "b": pytest.approx(4 / 3)}
+    assert [result["metrics"] for result in two_ranks] == [expected] * WORLD
 
 
 def test_single_process_context_without_torchrun(monkeypatch: pytest.MonkeyPatch) -> None:

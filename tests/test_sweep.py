@@ -55,7 +55,11 @@ def calls(script: Path) -> list[str]:
 
 
 def write_spec(
-    tmp_path: Path, scores: list[int], fixed: str = "fast = true", extra: str = "", modes: tuple[str, ...] = ("x", "y z")
+    tmp_path: Path,
+    scores: list[int],
+    fixed: str = "fast = true",
+    extra: str = "",
+    modes: tuple[str, ...] = ("x", "y z"),
 ) -> Path:
     spec = tmp_path / "spec.toml"
     spec.write_text(

@@ -125,7 +125,9 @@ def program(command: str | Sequence[str], nproc_per_node: int = 1) -> tuple[str,
     if not command or not all(isinstance(word, str) for word in command):
         raise ValueError(f"command: expected a catlog subcommand or a non-empty list of strings, got {command!r}")
     if nproc_per_node > 1:
-        raise ValueError("nproc_per_node: expected 1 for a command given as a list (torchrun needs a catlog subcommand)")
+        raise ValueError(
+            "nproc_per_node: expected 1 for a command given as a list (torchrun needs a catlog subcommand)"
+        )
     return tuple(command)
 
 
@@ -353,7 +355,8 @@ def write_table(rows: Sequence[Mapping[str, Any]], out: Path) -> Path:
     """Write ``rows`` to ``out/results.csv`` (columns: the union of keys, first-seen order) and ``results.json``."""
     fieldnames = list(dict.fromkeys(key for row in rows for key in row))
     common.write_json(out / "results.json", list(rows))
-    return common.write_csv(out / "results.csv", [{key: row.get(key) for key in fieldnames} for row in rows], fieldnames)
+    table = [{key: row.get(key) for key in fieldnames} for row in rows]
+    return common.write_csv(out / "results.csv", table, fieldnames)
 
 
 def plot(spec: SweepSpec, runs: Sequence[Run], out: Path) -> int:
@@ -361,7 +364,9 @@ def plot(spec: SweepSpec, runs: Sequence[Run], out: Path) -> int:
     complete = [str(run.folder) for run in runs if is_complete(run)]
     if not spec.plot or not complete:
         return 0
-    argv = [part for word in spec.plot for part in (complete if word == "{runs}" else [word.replace("{out}", str(out))])]
+    argv = [
+        part for word in spec.plot for part in (complete if word == "{runs}" else [word.replace("{out}", str(out))])
+    ]
     return subprocess.run(argv, check=False).returncode
 
 
@@ -379,7 +384,8 @@ def sweep(args: argparse.Namespace) -> int:
             print(" ".join(run.argv))
         return 0
     out.mkdir(parents=True, exist_ok=True)
-    common.write_json(out / "sweep.json", [{"name": r.name, "values": dict(r.values), "argv": list(r.argv)} for r in runs])
+    plan = [{"name": run.name, "values": dict(run.values), "argv": list(run.argv)} for run in runs]
+    common.write_json(out / "sweep.json", plan)
     if pending and not args.collect_only:
         if args.backend == "local":
             run_local(pending, args.jobs)
