@@ -29,7 +29,7 @@ def read_run(run: Path) -> tuple[dict, list[dict[str, str]]]:
 
 
 def plot_runs(runs: list[Path], output: Path, x_axis: str = "cpu") -> Path:
-    """Plot the runs' logs into the PNG ``output``; ``x_axis`` is ``"cpu"``, ``"wall"`` or ``"iteration"``."""
+    """Plot the runs' logs into the PNG ``output``; ``x_axis`` is ``"cpu"``, ``"wall"`` or ``"iteration"`` (log scale)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -52,7 +52,9 @@ def plot_runs(runs: list[Path], output: Path, x_axis: str = "cpu") -> Path:
         ax.set_xlabel(X_LABELS[x_axis])
         if log_scale:
             ax.set_yscale("log")
+        if x_axis == "iteration":
+            ax.set_xscale("log")
         ax.grid(alpha=0.3)
     axes[0].legend()
-    fig.suptitle(f"Discrete VAE, {', '.join(sorted(datasets))}")
+    fig.suptitle(f"Discrete VAE, {', '.join(sorted(datasets))}", y=1.03)
     return common.save_figure(fig, Path(output))
