@@ -69,7 +69,8 @@ def test_omniglot_decoding_and_cache(shared_data_dir: Path, tmp_path: Path, monk
     # for images_background.zip so that the test decodes in a second or two.
     data_dir = tmp_path / "data"
     (data_dir / "omniglot").mkdir(parents=True)
-    shutil.copy(shared_data_dir / "omniglot" / "images_background_small1.zip", data_dir / "omniglot" / "images_background.zip")
+    small = shared_data_dir / "omniglot" / "images_background_small1.zip"
+    shutil.copy(small, data_dir / "omniglot" / "images_background.zip")
     monkeypatch.setenv("CATLOG_CACHE", str(tmp_path / "cache"))
 
     images, labels = data.load_images("omniglot", "train", data_dir, download=False)
@@ -98,7 +99,9 @@ def _local_mirror(tmp_path: Path, source: Path, monkeypatch: pytest.MonkeyPatch)
     return mirror
 
 
-def test_download_checks_digest_and_loads(shared_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_download_checks_digest_and_loads(
+    shared_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _local_mirror(tmp_path, shared_data_dir / "mnist", monkeypatch)
     images, labels = data.load_images("mnist", "test", tmp_path / "data")
     assert (tmp_path / "data" / "mnist" / "t10k-images-idx3-ubyte.gz").is_file()

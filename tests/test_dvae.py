@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from pathlib import Path
@@ -70,7 +71,8 @@ def test_indecater_encoder_gradient_is_unbiased_on_the_dvae() -> None:
     images = _images(2)
     last_layer = slice(-model.encoder[-1].weight.numel() - model.encoder[-1].bias.numel(), None)
     exact = encoder_gradients(model, catlog.Exact(), images, repeats=1)[0, last_layer]
-    estimates = encoder_gradients(model, catlog.IndeCateR(1), images, 300, torch.Generator().manual_seed(2))[:, last_layer]
+    generator = torch.Generator().manual_seed(2)
+    estimates = encoder_gradients(model, catlog.IndeCateR(1), images, 300, generator)[:, last_layer]
     error = (estimates.mean(0) - exact).abs()
     standard_error = estimates.std(0) / math.sqrt(estimates.shape[0])
     assert bool((error <= 5 * standard_error + 1e-9).all())
@@ -166,6 +168,12 @@ def test_command_line_on_mnist_and_plot(shared_data_dir: Path, tmp_path: Path) -
         summary = json.loads((run / "summary.json").read_text())
         # Binarised MNIST under a fresh decoder: about 784 * log 2 nats minus what 4 steps learnt.
         assert 400 < summary["test_neg_elbo"] < 560 and summary["final_variance"] > 0
+    assert cli.main(["dvae-variance", str(runs[0]), "--estimators", "indecater", "rloo-s", "--repeats", "3"]) == 0
+    with open(runs[0] / "variance_at_checkpoint.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["estimator"] for row in rows] == ["indecater", "rloo-s"]
+    # Same parameters, same batch: IndeCateR's variance is below RLOO's at equal samples.
+    assert 0 < float(rows[0]["variance"]) < float(rows[1]["variance"])
     figure = tmp_path / "dvae.png"
     assert cli.main(["dvae-plot", *map(str, runs), "--output", str(figure)]) == 0
     assert figure.stat().st_size > 10_000

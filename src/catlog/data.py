@@ -282,7 +282,10 @@ def load_images(
     images = torch.from_numpy(read_idx(image_path).astype(np.float32) / 255.0)
     labels = torch.from_numpy(read_idx(label_path).astype(np.int64))
     if images.shape[0] != labels.shape[0]:
-        raise ValueError(f"data_dir: {image_path} holds {images.shape[0]} images but {label_path} {labels.shape[0]} labels")
+        raise ValueError(
+            f"data_dir: expected as many labels as images, got {images.shape[0]} images in {image_path} "
+            f"and {labels.shape[0]} labels in {label_path}"
+        )
     return images, labels
 
 

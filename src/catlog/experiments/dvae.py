@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import math
 import time
 from collections.abc import Callable
@@ -81,7 +82,9 @@ def make_estimator(
     return make(count)
 
 
-def load_split(dataset: str, data_dir: Path | None, device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+def load_split(
+    dataset: str, data_dir: Path | None, device: torch.device, dtype: torch.dtype
+) -> dict[str, torch.Tensor]:
     """``{"train", "val", "test"}`` targets ``[N, 784]``: binarised at 0.5 for MNIST and Omniglot."""
     from catlog.data import binarize, load_images
 
@@ -244,7 +247,9 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         "train_neg_elbo": evaluate_negative_elbo(
             model, train_images[:TEST_SIZE][: args.eval_limit], eval_samples, generators["eval"]
         ),
-        "test_neg_elbo": evaluate_negative_elbo(model, splits["test"][: args.eval_limit], eval_samples, generators["eval"]),
+        "test_neg_elbo": evaluate_negative_elbo(
+            model, splits["test"][: args.eval_limit], eval_samples, generators["eval"]
+        ),
         "session_wall_s": time.perf_counter() - started,
     }
     common.write_json(out / "summary.json", summary)
@@ -254,6 +259,49 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
 
 def _run(args: argparse.Namespace) -> int:
     train(args)
+    return 0
+
+
+def variance_at_checkpoint(
+    run: Path, names: list[str], repeats: int, seed: int = 0, data_dir: Path | None = None
+) -> list[dict[str, Any]]:
+    """Estimator variance of each estimator in ``names`` at the parameters of ``run``'s checkpoint.
+
+    Same measurement as during training (``repeats`` encoder-gradient estimates on the first
+    batch of training images, ``common.gradient_variance``), but every estimator at the same
+    parameters. Returns one row per estimator with its variance and CPU seconds per estimate.
+    """
+    config = json.loads((run / "config.json").read_text())
+    dtype = common.DTYPES[config["dtype"]]
+    model = DiscreteVAE(config["latents"], config["categories"]).to(dtype=dtype)
+    model.load_state_dict(torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)["model"])
+    data_dir = data_dir if data_dir is not None else config["data_dir"] and Path(config["data_dir"])
+    images = load_split(config["dataset"], data_dir, torch.device("cpu"), dtype)["train"][: config["batch_size"]]
+    generator = torch.Generator().manual_seed(seed)
+    rows = []
+    for name in names:
+        estimator = make_estimator(name, config["latents"], config["categories"], chunk_size=config["chunk_size"])
+        clock = common.Clock()
+        estimates = clock.timed(lambda: encoder_gradients(model, estimator, images, repeats, generator))
+        rows.append(
+            {
+                "estimator": name,
+                "samples": estimator.num_samples,
+                "variance": common.gradient_variance(estimates),
+                "cpu_s_per_estimate": clock.cpu_s / repeats,
+            }
+        )
+    return rows
+
+
+def _variance(args: argparse.Namespace) -> int:
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    rows = variance_at_checkpoint(args.run, args.estimators, args.repeats, args.seed, args.data_dir)
+    path = common.write_csv(args.run / "variance_at_checkpoint.csv", rows)
+    for row in rows:
+        print(f"{row['estimator']:>10}  variance {row['variance']:.3e}  {row['cpu_s_per_estimate']:.3f} s CPU/estimate")
+    print(f"written to {path}")
     return 0
 
 
@@ -274,7 +322,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--dataset", choices=DATASETS, default="mnist")
     parser.add_argument("--estimator", choices=ESTIMATOR_NAMES, required=True)
-    parser.add_argument("--samples", type=int, default=None, help="samples N (default: the estimator's: 2, or 2*D*K for -f)")
+    parser.add_argument(
+        "--samples", type=int, default=None, help="samples N (default: the estimator's: 2, or 2*D*K for -f)"
+    )
     parser.add_argument("--latents", type=int, default=200, help="latent variables D (default 200)")
     parser.add_argument("--categories", type=int, default=2, help="categories K of each latent (default 2: Bernoulli)")
     length = parser.add_argument_group("length (the first reached stops training; default --epochs 10)")
@@ -293,7 +343,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--variance-every", type=int, default=100,
                         help="iterations between variance measurements, a multiple of --log-every (0: never)")
     parser.add_argument("--variance-repeats", type=int, default=10, help="gradient estimates per variance measurement")
-    parser.add_argument("--data-dir", type=Path, default=None, help="data folder (default: $CATLOG_DATA or ~/.cache/catlog)")
+    parser.add_argument(
+        "--data-dir", type=Path, default=None, help="data folder (default: $CATLOG_DATA or ~/.cache/catlog)"
+    )
     parser.add_argument("--train-limit", type=int, default=None, help="use only the first N training images")
     parser.add_argument("--eval-limit", type=int, default=None, help="use only the first N validation and test images")
     parser.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint.pt")
@@ -306,4 +358,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     plot.add_argument("--x-axis", choices=("cpu", "wall", "iteration"), default="cpu",
                       help="training CPU seconds (default), wall seconds or iterations")
     plot.set_defaults(func=_plot)
+
+    variance = subparsers.add_parser(
+        "dvae-variance", help="variance of several estimators at the parameters of a dvae run's checkpoint"
+    )
+    variance.add_argument("run", type=Path, help="run folder of catlog dvae")
+    variance.add_argument("--estimators", nargs="+", choices=ESTIMATOR_NAMES, default=list(ESTIMATOR_NAMES[:5]))
+    variance.add_argument("--repeats", type=int, default=10, help="gradient estimates per estimator (default 10)")
+    variance.add_argument("--data-dir", type=Path, default=None, help="data folder (default: the run's)")
+    variance.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    variance.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    variance.set_defaults(func=_variance)
 

@@ -29,7 +29,10 @@ def read_run(run: Path) -> tuple[dict, list[dict[str, str]]]:
 
 
 def plot_runs(runs: list[Path], output: Path, x_axis: str = "cpu") -> Path:
-    """Plot the runs' logs into the PNG ``output``; ``x_axis`` is ``"cpu"``, ``"wall"`` or ``"iteration"`` (log scale)."""
+    """Plot the runs' logs into the PNG ``output``.
+
+    ``x_axis`` is ``"cpu"`` or ``"wall"`` (training seconds), or ``"iteration"`` (log scale).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
