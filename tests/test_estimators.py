@@ -73,7 +73,13 @@ def test_paper_example_4_2_by_hand() -> None:
         value = (perturbed[0] + 1) * (perturbed[1] + 1) + (perturbed[2] + 1) ** 2
         expected[d, j] += value * p[d, k] * (float(k == j) - p[d, j])
     torch.testing.assert_close(grad, expected)
-    torch.testing.assert_close(estimate.detach(), f(torch.tensor([sample]))[0])
+    # the value sums each X_d out in turn: 1/3 sum_d sum_k p_d(k) f(x with x_d = k)
+    expected_value = 0.0
+    for d, k in itertools.product(range(3), range(3)):
+        perturbed = list(sample)
+        perturbed[d] = k
+        expected_value += p[d, k] * ((perturbed[0] + 1) * (perturbed[1] + 1) + (perturbed[2] + 1) ** 2) / 3
+    torch.testing.assert_close(estimate.detach(), expected_value)
 
 
 @pytest.mark.parametrize("name", sorted(SAMPLING))
@@ -154,3 +160,24 @@ def test_costs() -> None:
     assert catlog.REINFORCE(3).cost(5, 5) == catlog.Cost(3, 3)
     assert catlog.GumbelSoftmax(7).cost(5, 5) == catlog.Cost(7, 7)
     assert catlog.Exact().cost(3, 4) == catlog.Cost(0, 64)
+
+
+@pytest.mark.parametrize("per_variable", [False, True])
+def test_catlog_value_is_zero_only_with_a_zero_gradient(per_variable: bool) -> None:
+    """A loss like ``-log(value + eps)`` must never see a zero value with a non-zero gradient.
+
+    ``f`` is a rare indicator, so the drawn samples usually miss it while some perturbed
+    row hits it: the plain sample mean would be 0 with a non-zero score term.
+    """
+    logits = torch.zeros(2, 4, 3, dtype=torch.float64, requires_grad=True)
+    target = torch.tensor([0, 1, 2, 0])
+    nonzero = 0
+    for seed in range(50):
+        value = catlog.IndeCateR(1, per_variable)(
+            lambda x: (x == target).all(-1), logits, generator=torch.Generator().manual_seed(seed)
+        )
+        (grad,) = torch.autograd.grad(value.sum(), logits)
+        hit = grad.abs().flatten(1).sum(1) > 0
+        assert bool((value[hit] > 0).all())
+        nonzero += int(hit.sum())
+    assert nonzero > 0

@@ -85,7 +85,10 @@ def naive_coefficients(objective: RecordingObjective, samples: torch.Tensor, num
 
 
 def reference(objective: RecordingObjective, logits: torch.Tensor, num_samples: int, per_variable: bool):
-    """Value ``[*B]`` and logits gradient of ``sum_b`` of the naive estimate on the recorded base samples."""
+    """Value ``[*B]`` and logits gradient of ``sum_b`` of the naive estimate on the recorded base samples.
+
+    The value is the Rao-Blackwellised ``1/D sum_d sum_k p_d(k) c_dk``.
+    """
     groups = logits.shape[-2] if per_variable else 1
     (base,) = objective.base
     samples = base.unflatten(0, (num_samples, groups))
@@ -95,7 +98,7 @@ def reference(objective: RecordingObjective, logits: torch.Tensor, num_samples: 
     leaf = logits.detach().requires_grad_()
     probs = leaf.softmax(-1)
     (grad,) = torch.autograd.grad((coefficients * probs).sum(), leaf)
-    return objective.value(base).mean(0), grad
+    return (coefficients * probs.detach()).sum(-1).mean(-1), grad
 
 
 def estimate(logits: torch.Tensor, objective: RecordingObjective, estimator: catlog.IndeCateR, seed: int):

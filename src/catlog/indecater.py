@@ -9,7 +9,7 @@ import torch
 from catlog._objective import Objective
 from catlog._sampling import sample_categorical
 from catlog._validation import check_count
-from catlog.estimator import Cost, Estimator, scatter_by_category
+from catlog.estimator import Cost, Estimator, catlog_estimate, scatter_by_category
 
 
 class IndeCateR(Estimator):
@@ -24,6 +24,12 @@ class IndeCateR(Estimator):
     ``N * sum_d (K_d - 1)`` perturbed rows (without autograd: they only feed the
     stop-gradient coefficient). Impossible categories (``-inf`` logits) are never
     handed to ``f``. The perturbed rows are built with tensor ops.
+
+    The value returned is the Rao-Blackwellised estimate
+    ``1/D sum_d sum_k p_d(k) c_dk`` of ``E[f]``, ``c_dk = 1/N sum_n f(x_{!=d}^(n), k)``
+    (see :func:`~catlog.estimator.catlog_estimate`): unbiased, with no more variance
+    than the plain sample mean, and zero only when the score term is zero too, so a
+    loss such as ``-log(value)`` never divides a non-zero gradient by zero.
 
     Args:
         num_samples: ``N >= 1`` samples (per variable if ``per_variable``).
@@ -76,7 +82,7 @@ class IndeCateR(Estimator):
             coefficients = category_means(
                 objective, samples, values.detach(), logits.detach() > -math.inf, self.chunk_size
             )
-        return values.mean((0, 1)) + (coefficients * (probs - probs.detach())).sum((-2, -1))
+        return catlog_estimate(values.mean((0, 1)), probs, coefficients)
 
 
 def category_means(

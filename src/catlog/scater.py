@@ -8,7 +8,7 @@ import torch
 
 from catlog._objective import Objective
 from catlog.autoregressive import Autoregressive, follow_noise
-from catlog.estimator import scatter_by_category
+from catlog.estimator import catlog_estimate, scatter_by_category
 from catlog.indecater import IndeCateR, offset_pairs, perturb
 
 
@@ -34,9 +34,10 @@ class SCateR(IndeCateR):
        rows are rolled out together, sorted by ``d``: one call of ``conditional``
        per position (``D - 1`` calls), without autograd, and ``f`` is evaluated on
        them without autograd.
-    3. The value is the mean of ``f`` over the base samples (with autograd: the
-       pathwise gradient for ``f``'s parameters); the score term is
-       ``sum_{n,d,k} c_ndk * (p(k | x_<d^(n)) - stop_grad(p))`` / ``N``.
+    3. The value is the Rao-Blackwellised ``1/(N D) sum_{n,d,k} p(k | x_<d^(n)) c_ndk``;
+       its gradient is the pathwise term of the mean of ``f`` over the base samples
+       (``f``'s parameters) plus the score term ``1/N sum_{n,d,k} c_ndk grad p(k | x_<d^(n))``
+       (:func:`~catlog.estimator.catlog_estimate`).
 
     Why reuse the base noise: ``G[n, >d]`` is independent of the prefix, which is a
     function of ``G[n, <d]``, so every completion is an exact draw from
@@ -86,9 +87,7 @@ class SCateR(IndeCateR):
             coefficients = completion_values(
                 objective, dist, base, noise, values.detach(), own, logits.detach(), self.chunk_size
             )
-        probs = logits.softmax(-1)
-        score = (coefficients * (probs - probs.detach())).sum((-2, -1)).mean(0)
-        return values.mean(0) + score
+        return catlog_estimate(values.mean(0), logits.softmax(-1), coefficients)
 
 
 def completion_values(
