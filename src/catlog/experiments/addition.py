@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from catlog.experiments import common
+from catlog.experiments import common, distributed
 
 NUM_CLASSES = 10
 LOSS_EPSILON = 1e-8
@@ -182,16 +181,18 @@ def train_step(
     images: torch.Tensor,
     sums: torch.Tensor,
     generator: torch.Generator | None = None,
+    weight: float = 1.0,
 ) -> torch.Tensor:
-    """One optimiser step on ``mean_b -log(estimate_b + 1e-8)``; returns the detached estimates ``[B]``.
+    """One optimiser step on ``weight * mean_b -log(estimate_b + 1e-8)``; returns the detached estimates ``[B]``.
 
     Args:
         images: ``[B, D, 28, 28]``, classified once each: logits ``[B, D, 10]``.
         sums: ``[B]`` labels.
+        weight: this rank's :attr:`catlog.experiments.distributed.Batch.weight` (1 single-process).
     """
     optimizer.zero_grad(set_to_none=True)
     estimate = estimator(sum_indicator(sums), model(images), generator=generator)
-    addition_loss(estimate).backward()
+    (addition_loss(estimate) * weight).backward()
     optimizer.step()
     return estimate.detach()
 
@@ -234,7 +235,9 @@ def log_iterations(steps_per_epoch: int, points: int) -> set[int]:
     return {round(ratio**i) for i in range(points)} - {0}
 
 
-RESUME_KEYS = ("digits", "estimator", "samples", "batch_size", "lr", "seed", "train_limit", "test_limit", "dtype")
+RESUME_KEYS = (
+    "digits", "estimator", "samples", "batch_size", "lr", "seed", "train_limit", "test_limit", "dtype", "world_size"
+)
 
 
 def train(
@@ -244,6 +247,7 @@ def train(
     out: Path,
     device: torch.device,
     resume: bool = False,
+    ctx: distributed.DistributedContext | None = None,
 ) -> list[dict[str, Any]]:
     """Train the classifier on the sums; writes ``log.csv``, ``log.json`` and ``checkpoint.pt`` into ``out``.
 
@@ -259,11 +263,11 @@ def train(
         trained on since the previous row, ``train_wall_s`` and ``train_cpu_s`` (cumulative, training
         steps only, evaluation excluded).
     """
+    ctx = distributed.DistributedContext(device=device) if ctx is None else ctx
     torch.manual_seed(config["seed"])
     model = LeNet().to(device, train_data.images.dtype)
     optimizer = torch.optim.Adam(model.parameters(), lr=config["lr"])
     estimator = make_estimator(config["estimator"], config["digits"], config["samples"])
-    generator = torch.Generator(device=device).manual_seed(config["seed"])
     clock, history, epoch = common.Clock(device), [], 0
     checkpoint_path = out / "checkpoint.pt"
     if resume:
@@ -273,47 +277,57 @@ def train(
             raise ValueError(f"--resume: expected the checkpoint's settings, got different {', '.join(changed)}")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"].to(generator.get_state().device))
         clock.wall_s, clock.cpu_s = state["clock"]
         history, epoch = state["history"], state["epoch"]
-    common.write_json(out / "config.json", config)
+    net = distributed.wrap_model(model, ctx)
+    main_only = distributed.main_only(ctx)
+    main_only(common.write_json)(out / "config.json", config)
 
-    size, batch = len(train_data), config["batch_size"]
-    steps = math.ceil(size / batch)
+    size, batch, seed = len(train_data), config["batch_size"], config["seed"]
+    steps = len(distributed.shard(size, batch, ctx, seed, 0))
     early = log_iterations(steps, config["early_logs"])
     for epoch in range(epoch, config["epochs"]):
-        order = torch.randperm(size, generator=generator, device=device)
+        generator = distributed.rank_generator(seed, ctx, epoch=epoch, device=device)
         estimates = []
-        bar = common.progress(range(steps), desc=f"epoch {epoch + 1}/{config['epochs']}")
-        for step in bar:
-            images, sums = train_data.batch(order[step * batch : (step + 1) * batch])
-            estimates.append(clock.timed(lambda: train_step(model, optimizer, estimator, images, sums, generator)))
+        bar = common.progress(
+            distributed.shard(size, batch, ctx, seed, epoch),
+            desc=f"epoch {epoch + 1}/{config['epochs']}",
+            disable=not ctx.is_main,
+        )
+        for step, part in enumerate(bar):
+            images, sums = train_data.batch(part.indices.to(device))
+            estimates.append(
+                clock.timed(lambda: train_step(net, optimizer, estimator, images, sums, generator, part.weight))
+            )
             iteration = epoch * steps + step + 1
             if step + 1 == steps or iteration in early:
-                history.append(
-                    {
-                        "epoch": iteration / steps,
-                        "iteration": iteration,
-                        **evaluate(model, test_data),
-                        **estimate_statistics(torch.cat(estimates)),
-                        "train_wall_s": clock.wall_s,
-                        "train_cpu_s": clock.cpu_s,
-                    }
-                )
+                trained = torch.cat(estimates)
+                statistics = distributed.all_reduce_means(estimate_statistics(trained), ctx, trained.numel())
                 estimates = []
-                bar.set_postfix(sum_acc=f"{history[-1]['test_sum_accuracy']:.3f}")
-                common.write_csv(out / "log.csv", history)
-        state = {
-            "config": config,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "generator": generator.get_state(),
-            "clock": (clock.wall_s, clock.cpu_s),
-            "history": history,
-            "epoch": epoch + 1,
-        }
-        common.write_bytes(checkpoint_path, _serialise(state))
-        common.write_json(out / "log.json", {"config": config, "history": history})
+                if ctx.is_main:
+                    history.append(
+                        {
+                            "epoch": iteration / steps,
+                            "iteration": iteration,
+                            **evaluate(model, test_data),
+                            **statistics,
+                            "train_wall_s": clock.wall_s,
+                            "train_cpu_s": clock.cpu_s,
+                        }
+                    )
+                    bar.set_postfix(sum_acc=f"{history[-1]['test_sum_accuracy']:.3f}")
+                    common.write_csv(out / "log.csv", history)
+        if ctx.is_main:
+            state = {
+                "config": config,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "clock": (clock.wall_s, clock.cpu_s),
+                "history": history,
+                "epoch": epoch + 1,
+            }
+            common.write_bytes(checkpoint_path, _serialise(state))
+            common.write_json(out / "log.json", {"config": config, "history": history})
     return history
 
 
@@ -342,14 +356,25 @@ def load_mnist_sequences(
 
 
 def run(args: argparse.Namespace) -> int:
-    """The ``catlog addition`` command."""
-    device, dtype = common.apply_common_options(args)
+    """The ``catlog addition`` command (also under ``torchrun``: see docs/scaling.md)."""
+    ctx = distributed.setup(args.device)
+    try:
+        return _run(args, ctx)
+    finally:
+        distributed.teardown()
+
+
+def _run(args: argparse.Namespace, ctx: distributed.DistributedContext) -> int:
+    _, dtype = common.apply_common_options(args)
+    device = ctx.device
     if args.resume and args.out is None:
         raise ValueError("--resume: expected --out naming the run folder to resume, got none")
     for name in ("epochs", "batch_size"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')}: expected a positive integer, got {getattr(args, name)}")
-    out = common.output_dir(args.out, f"addition-d{args.digits}-{args.estimator}")
+    out = distributed.broadcast_object(
+        common.output_dir(args.out, f"addition-d{args.digits}-{args.estimator}") if ctx.is_main else None, ctx
+    )
     config = {
         "digits": args.digits,
         "estimator": args.estimator,
@@ -364,14 +389,17 @@ def run(args: argparse.Namespace) -> int:
         "dtype": args.dtype,
         "device": str(device),
         "threads": torch.get_num_threads(),
+        "world_size": ctx.world_size,
     }
     train_data, test_data = load_mnist_sequences(
         args.digits, args.seed, args.data_dir, args.train_limit, args.test_limit
     )
     history = train(
-        config, train_data.to(device, dtype), test_data.to(device, dtype), out, device, resume=args.resume
+        config, train_data.to(device, dtype), test_data.to(device, dtype), out, device, resume=args.resume, ctx=ctx
     )
-    print(json.dumps({"out": str(out), **history[-1]}, indent=2))
+    if ctx.is_main:
+        common.write_json(out / "summary.json", {**config, **history[-1]})
+        print(json.dumps({"out": str(out), **history[-1]}, indent=2))
     return 0
 
 

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 import catlog
-from catlog.experiments import common
+from catlog.experiments import common, distributed
 from catlog.experiments.dvae_model import DiscreteVAE, encoder_gradients, evaluate_negative_elbo, train_step
 
 DATASETS = ("mnist", "fashion-mnist", "omniglot")
@@ -116,13 +116,18 @@ class TrainState:
 
 
 def _save_checkpoint(path: Path, model: DiscreteVAE, optimizer: torch.optim.Optimizer,
-                     generators: dict[str, torch.Generator], state: TrainState) -> None:
+                     generators: dict[str, torch.Generator], state: TrainState,
+                     ctx: distributed.DistributedContext) -> None:
+    """Every rank calls it (the ranks' training streams are gathered); rank 0 writes."""
+    train_states = distributed.all_gather_object(generators["train"].get_state(), ctx)
+    if not ctx.is_main:
+        return
     buffer = io.BytesIO()
     torch.save(
         {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
-            "generators": {name: g.get_state() for name, g in generators.items()},
+            "generators": {"eval": generators["eval"].get_state(), "train": train_states},
             "state": asdict(state),
         },
         buffer,
@@ -131,12 +136,17 @@ def _save_checkpoint(path: Path, model: DiscreteVAE, optimizer: torch.optim.Opti
 
 
 def _load_checkpoint(path: Path, model: DiscreteVAE, optimizer: torch.optim.Optimizer,
-                     generators: dict[str, torch.Generator]) -> TrainState:
+                     generators: dict[str, torch.Generator], ctx: distributed.DistributedContext) -> TrainState:
     saved = torch.load(path, map_location="cpu", weights_only=True)
+    train_states = saved["generators"]["train"]
+    if len(train_states) != ctx.world_size:
+        raise ValueError(
+            f"--resume: expected the checkpoint's {len(train_states)} processes, got a world size of {ctx.world_size}"
+        )
     model.load_state_dict(saved["model"])
     optimizer.load_state_dict(saved["optimizer"])
-    for name, g in generators.items():
-        g.set_state(saved["generators"][name])
+    generators["eval"].set_state(saved["generators"]["eval"])
+    generators["train"].set_state(train_states[ctx.rank])
     return TrainState(**saved["state"])
 
 
@@ -147,32 +157,40 @@ def _anneal(estimator: catlog.Estimator, state: TrainState) -> None:
         state.temperature = estimator.temperature
 
 
-def train(args: argparse.Namespace) -> dict[str, Any]:
-    """Run ``catlog dvae`` with parsed ``args``; returns the summary it writes."""
+def train(args: argparse.Namespace, ctx: distributed.DistributedContext | None = None) -> dict[str, Any]:
+    """Run ``catlog dvae`` with parsed ``args`` (data-parallel under ``ctx``); returns the summary it writes
+    (on every rank; only rank 0 writes files)."""
     device, dtype = common.apply_common_options(args)
+    ctx = distributed.DistributedContext(device=device) if ctx is None else ctx
+    device = ctx.device
+    main_only = distributed.main_only(ctx)
     if args.epochs is None and args.time_budget is None:
         args.epochs = 10
     if args.variance_every % args.log_every:
         raise ValueError(
             f"--variance-every: expected a multiple of --log-every ({args.log_every}), got {args.variance_every}"
         )
-    out = common.output_dir(args.out, f"dvae-{args.dataset}-{args.estimator}")
+    out = distributed.broadcast_object(
+        common.output_dir(args.out, f"dvae-{args.dataset}-{args.estimator}") if ctx.is_main else None, ctx
+    )
     torch.manual_seed(args.seed)
     model = DiscreteVAE(args.latents, args.categories).to(device=device, dtype=dtype)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     estimator = make_estimator(args.estimator, args.latents, args.categories, args.samples, args.chunk_size)
-    generators = {name: torch.Generator(device=device) for name in ("train", "eval")}
-    generators["train"].manual_seed(args.seed)
-    generators["eval"].manual_seed(args.seed + 1)
+    generators = {
+        "train": distributed.rank_generator(args.seed, ctx, device=device),
+        "eval": torch.Generator(device=device).manual_seed(args.seed + 1),
+    }
 
     checkpoint = out / "checkpoint.pt"
     state = TrainState()
     if args.resume and checkpoint.is_file():
-        state = _load_checkpoint(checkpoint, model, optimizer, generators)
+        state = _load_checkpoint(checkpoint, model, optimizer, generators, ctx)
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"}
     config["estimator_repr"] = repr(estimator)
     config["cost_per_image"] = estimator.cost(args.latents, args.categories)._asdict()
-    common.write_json(out / "config.json", config)
+    config["world_size"] = ctx.world_size
+    main_only(common.write_json)(out / "config.json", config)
 
     splits = load_split(args.dataset, args.data_dir, device, dtype)
     train_images = splits["train"][: args.train_limit]
@@ -181,6 +199,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     clock = common.Clock(device)
     clock.wall_s, clock.cpu_s = state.train_wall_s, state.train_cpu_s
     budget_clock = (lambda: clock.cpu_s) if args.budget_clock == "cpu" else (lambda: clock.wall_s)
+
+    budget_reached = False
 
     def out_of_budget() -> bool:
         return args.time_budget is not None and budget_clock() >= args.time_budget
@@ -204,39 +224,49 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         common.write_csv(out / "log.csv", state.log, LOG_FIELDS)
 
     def finished() -> bool:
-        return out_of_budget() or (args.epochs is not None and state.epoch >= args.epochs)
+        return budget_reached or (args.epochs is not None and state.epoch >= args.epochs)
 
     started = time.perf_counter()
     while not finished():
         _anneal(estimator, state)
-        order = torch.randperm(train_images.shape[0], generator=generators["train"], device=device)
-        bar = common.progress(order.split(args.batch_size), desc=f"epoch {state.epoch + 1}")
-        for index in bar:
-            batch = train_images[index]
-            loss = clock.timed(lambda: train_step(model, optimizer, estimator, batch, generators["train"]))
+        batches = distributed.shard(train_images.shape[0], args.batch_size, ctx, args.seed, state.epoch)
+        bar = common.progress(batches, desc=f"epoch {state.epoch + 1}", disable=not ctx.is_main)
+        for part in bar:
+            batch = train_images[part.indices.to(device)]
+            loss = clock.timed(
+                lambda: train_step(model, optimizer, estimator, batch, generators["train"], part.weight, ctx)
+            )
+            # The mean loss over the global batch, and whether any rank ran out of budget.
+            reduced = distributed.all_reduce_means(
+                {"loss": loss, "budget": float(out_of_budget())}, ctx, part.indices.numel()
+            )
+            loss, budget_reached = reduced["loss"], reduced["budget"] > 0
             state.iteration += 1
             state.window_sum += loss
             state.window_count += 1
             state.train_wall_s, state.train_cpu_s = clock.wall_s, clock.cpu_s
             bar.set_postfix(neg_elbo=f"{loss:.2f}", refresh=False)
-            if state.iteration % args.log_every == 0:
+            if state.iteration % args.log_every == 0 and ctx.is_main:
                 log_row(args.variance_every > 0 and state.iteration % args.variance_every == 0)
-            if out_of_budget():
+            if budget_reached:
                 break
         bar.close()
-        if not out_of_budget():
+        if not budget_reached:
             state.epoch += 1
-        if state.window_count and finished():
+        if state.window_count and finished() and ctx.is_main:
             log_row(args.variance_every > 0)
-        _save_checkpoint(checkpoint, model, optimizer, generators, state)
-        print(f"epoch {state.epoch}, iteration {state.iteration}, {clock.cpu_s:.0f} s CPU training", flush=True)
+        _save_checkpoint(checkpoint, model, optimizer, generators, state, ctx)
+        main_only(print)(f"epoch {state.epoch}, iteration {state.iteration}, {clock.cpu_s:.0f} s CPU training", flush=True)
+
+    if not ctx.is_main:
+        return {}
 
     eval_samples = args.eval_samples
     summary = {
         "dataset": args.dataset,
         "estimator": args.estimator,
         "iterations": state.iteration,
-        "epochs": state.iteration * args.batch_size / train_images.shape[0],
+        "epochs": state.iteration * ctx.world_size * args.batch_size / train_images.shape[0],
         "train_wall_s": state.train_wall_s,
         "train_cpu_s": state.train_cpu_s,
         "budget_clock": args.budget_clock,
@@ -258,7 +288,11 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    train(args)
+    ctx = distributed.setup(args.device)
+    try:
+        train(args, ctx)
+    finally:
+        distributed.teardown()
     return 0
 
 

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import catlog
+from catlog.experiments import distributed
 
 IMAGE_DIM = 784
 
@@ -110,11 +111,20 @@ def train_step(
     estimator: catlog.Estimator,
     images: torch.Tensor,
     generator: torch.Generator | None = None,
+    weight: float = 1.0,
+    ctx: distributed.DistributedContext | None = None,
 ) -> float:
-    """One optimiser step on the batch mean of :func:`negative_elbo`; returns that mean (before the step)."""
+    """One optimiser step on the batch mean of :func:`negative_elbo`; returns that mean (before the step).
+
+    Data-parallel under ``ctx``: the loss is scaled by this rank's ``weight``
+    (:attr:`catlog.experiments.distributed.Batch.weight`) and the gradients are
+    averaged over ranks before the step.
+    """
     optimizer.zero_grad(set_to_none=True)
     loss = negative_elbo(model, estimator, images, generator).mean()
-    loss.backward()
+    (loss * weight).backward()
+    if ctx is not None:
+        distributed.average_gradients(model.parameters(), ctx)
     optimizer.step()
     return float(loss.detach())
 
