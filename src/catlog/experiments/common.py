@@ -103,6 +103,7 @@ def _write_atomic(path: Path, write: Any, binary: bool = False) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
         with os.fdopen(fd, "wb" if binary else "w", newline=None if binary else "") as handle:
             write(handle)
             handle.flush()
