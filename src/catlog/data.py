@@ -1,6 +1,6 @@
 """Image datasets for the experiments: MNIST, Fashion-MNIST and Omniglot.
 
-Files are read from a data folder laid out like ``../shared/data``::
+Files are read from a data folder laid out as follows::
 
     <data_dir>/mnist/train-images-idx3-ubyte.gz      (and the three other IDX files)
     <data_dir>/fashion-mnist/train-images-idx3-ubyte.gz
@@ -245,12 +245,10 @@ def _load_omniglot(split: str, data_dir: Path, download: bool) -> tuple[torch.Te
         data = torch.load(cached, weights_only=True)
         return data["images"], data["labels"]
     images, labels = decode_omniglot(zip_path)
-    buffer = io.BytesIO()
-    torch.save({"images": images, "labels": labels}, buffer)
     try:
-        from catlog.experiments.common import write_bytes
+        from catlog.experiments.common import write_torch
 
-        write_bytes(cached, buffer.getvalue())
+        write_torch(cached, {"images": images, "labels": labels})
     except OSError:
         pass  # an unwritable cache only costs decoding again next time
     return images, labels
@@ -264,7 +262,7 @@ def load_images(
     Args:
         name: ``"mnist"``, ``"fashion-mnist"`` or ``"omniglot"``.
         split: ``"train"`` or ``"test"`` (Omniglot: ``images_background`` / ``images_evaluation``).
-        data_dir: folder laid out like ``../shared/data``; default :func:`default_data_dir`.
+        data_dir: folder laid out as the module docstring says; default :func:`default_data_dir`.
         download: fetch missing files from the canonical sources.
 
     Returns:

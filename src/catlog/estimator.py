@@ -138,8 +138,8 @@ def catlog_estimate(sample_mean: torch.Tensor, probs: torch.Tensor, coefficients
     Returns:
         ``[*B]`` whose value is the Rao-Blackwellised estimate
         ``mean_L 1/D sum_d sum_k p_d(k) c_dk`` of ``E[f]`` (each ``d`` gives an
-        unbiased estimate that sums ``X_d`` out; it is zero only when every
-        ``c_dk`` is, and then so is the score term), and whose gradient is
+        unbiased estimate that sums ``X_d`` out; for ``f >= 0`` it is zero only when
+        every ``c_dk`` is, and then so is the score term), and whose gradient is
         ``grad sample_mean + mean_L sum_{d,k} c_dk grad p_d(k)``.
     """
     weighted = (coefficients * probs).reshape(-1, *sample_mean.shape, *probs.shape[-2:])

@@ -28,8 +28,8 @@ class IndeCateR(Estimator):
     The value returned is the Rao-Blackwellised estimate
     ``1/D sum_d sum_k p_d(k) c_dk`` of ``E[f]``, ``c_dk = 1/N sum_n f(x_{!=d}^(n), k)``
     (see :func:`~catlog.estimator.catlog_estimate`): unbiased, with no more variance
-    than the plain sample mean, and zero only when the score term is zero too, so a
-    loss such as ``-log(value)`` never divides a non-zero gradient by zero.
+    than the plain sample mean, and, for ``f >= 0``, zero only when the score term is
+    zero too, so a loss such as ``-log(value)`` never divides a non-zero gradient by zero.
 
     Args:
         num_samples: ``N >= 1`` samples (per variable if ``per_variable``).

@@ -19,7 +19,6 @@ estimators' variance at fixed parameters (:mod:`catlog.experiments.addition_vari
 from __future__ import annotations
 
 import argparse
-import io
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -201,8 +200,9 @@ def estimate_statistics(estimates: torch.Tensor) -> dict[str, float]:
     """Training statistics of the estimates ``[G]`` of ``E[f]`` of ``G`` sequences.
 
     ``train_loss``: mean of ``-log(estimate + 1e-8)``; ``train_estimate``: mean
-    estimate; ``train_zero_estimates``: fraction of estimates exactly 0 (no sample
-    hit the sum: the loss is then ``-log 1e-8`` and its gradient is the estimator's times ``1e8``).
+    estimate; ``train_zero_estimates``: fraction of estimates exactly 0 (the loss is then
+    ``-log 1e-8``; for RLOO/REINFORCE no sample hit the sum and the gradient is zero; for
+    IndeCateR no sample nor perturbed row hit it, and its gradient is zero too).
     """
     return {
         "train_loss": float(addition_loss(estimates)),
@@ -326,15 +326,10 @@ def train(
                 "history": history,
                 "epoch": epoch + 1,
             }
-            common.write_bytes(checkpoint_path, _serialise(state))
+            common.write_torch(checkpoint_path, state)
             common.write_json(out / "log.json", {"config": config, "history": history})
     return history
 
-
-def _serialise(obj: Any) -> bytes:
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    return buffer.getvalue()
 
 
 def load_mnist_sequences(

@@ -10,8 +10,9 @@ taken at these fixed logits. Reported per row:
   squared norm of the expected gradient (its unbiased estimate) over the total variance;
 - ``loss_grad_variance``: the same variance for the gradient of the training loss
   ``mean_b -log(value_b + 1e-8)``;
-- ``zero_estimates``: fraction of the values ``value_b`` that are exactly 0; there
-  the loss gradient is the estimator's gradient times ``1e8``.
+- ``zero_estimates``: fraction of the values ``value_b`` that are exactly 0 (the loss
+  is then ``-log 1e-8``; with IndeCateR's Rao-Blackwellised value, and with RLOO, the
+  gradient is zero there too).
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ def variance_row(
 
 def run(args: argparse.Namespace) -> int:
     """The ``catlog addition-variance`` command: writes ``variance.csv`` and ``variance.md``."""
+    common.check_at_least(args, {"repeats": 2, "block": 1, "batch_size": 1})
     device, dtype = common.apply_common_options(args)
     out = common.output_dir(args.out, "addition-variance")
     rows = []

@@ -76,12 +76,25 @@ def add_subcommand(
     return parser
 
 
+def check_at_least(args: argparse.Namespace, minimums: Mapping[str, int]) -> None:
+    """Raise ``ValueError`` naming the option if ``args.<name> < minimum`` for any ``name: minimum``."""
+    for name, minimum in minimums.items():
+        value = getattr(args, name)
+        if value < minimum:
+            raise ValueError(f"--{name.replace('_', '-')}: expected an integer >= {minimum}, got {value}")
+
+
+def apply_threads(threads: int | None) -> None:
+    """Set torch's CPU threads to ``threads`` (``--threads``); ``None`` keeps torch's choice."""
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"--threads: expected a positive integer, got {threads}")
+        torch.set_num_threads(threads)
+
+
 def apply_common_options(args: argparse.Namespace) -> tuple[torch.device, torch.dtype]:
     """Apply ``--threads`` and resolve ``--device`` and ``--dtype``; returns ``(device, dtype)``."""
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads: expected a positive integer, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    apply_threads(args.threads)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device: expected an available device, got {args.device!r} but CUDA is not available")
@@ -123,6 +136,13 @@ def write_text(path: Path, text: str) -> Path:
 def write_bytes(path: Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically."""
     return _write_atomic(path, lambda handle: handle.write(data), binary=True)
+
+
+def write_torch(path: Path, obj: Any) -> Path:
+    """Write ``obj`` with ``torch.save`` to ``path`` atomically (checkpoints, tensor caches)."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return write_bytes(path, buffer.getvalue())
 
 
 def write_json(path: Path, obj: Any) -> Path:

@@ -1,6 +1,6 @@
 """``catlog dvae``: train the discrete VAE of the paper's figure 3 with one estimator.
 
-Protocol (DESIGN.md, experiment 3): Adam lr 1e-4, batch 100; MNIST and Omniglot
+Protocol (the paper's section 6.3, as in docs/results.md section 3): Adam lr 1e-4, batch 100; MNIST and Omniglot
 binarised at 0.5, Fashion-MNIST grey levels as targets; validation = the first 1000
 test images, test = the next 9000. Every ``--log-every`` iterations the log gets the
 running train negative ELBO (mean of the training losses since the last row), the
@@ -18,7 +18,6 @@ Outputs in the run folder: ``config.json``, ``log.csv``, ``summary.json``, ``che
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import math
 import time
@@ -122,17 +121,15 @@ def _save_checkpoint(path: Path, model: DiscreteVAE, optimizer: torch.optim.Opti
     train_states = distributed.all_gather_object(generators["train"].get_state(), ctx)
     if not ctx.is_main:
         return
-    buffer = io.BytesIO()
-    torch.save(
+    common.write_torch(
+        path,
         {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "generators": {"eval": generators["eval"].get_state(), "train": train_states},
             "state": asdict(state),
         },
-        buffer,
     )
-    common.write_bytes(path, buffer.getvalue())
 
 
 def _load_checkpoint(path: Path, model: DiscreteVAE, optimizer: torch.optim.Optimizer,
@@ -166,6 +163,7 @@ def train(args: argparse.Namespace, ctx: distributed.DistributedContext | None =
     main_only = distributed.main_only(ctx)
     if args.epochs is None and args.time_budget is None:
         args.epochs = 10
+    common.check_at_least(args, {"log_every": 1, "variance_every": 0, "variance_repeats": 2})
     if args.variance_every % args.log_every:
         raise ValueError(
             f"--variance-every: expected a multiple of --log-every ({args.log_every}), got {args.variance_every}"
@@ -175,6 +173,7 @@ def train(args: argparse.Namespace, ctx: distributed.DistributedContext | None =
     )
     torch.manual_seed(args.seed)
     model = DiscreteVAE(args.latents, args.categories).to(device=device, dtype=dtype)
+    distributed.broadcast_parameters(model, ctx)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     estimator = make_estimator(args.estimator, args.latents, args.categories, args.samples, args.chunk_size)
     generators = {
@@ -329,8 +328,7 @@ def variance_at_checkpoint(
 
 
 def _variance(args: argparse.Namespace) -> int:
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    common.apply_threads(args.threads)
     rows = variance_at_checkpoint(args.run, args.estimators, args.repeats, args.seed, args.data_dir)
     path = common.write_csv(args.run / "variance_at_checkpoint.csv", rows)
     for row in rows:
@@ -348,7 +346,7 @@ def _plot(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``dvae`` and ``dvae-plot`` subcommands."""
+    """Add the ``dvae``, ``dvae-plot`` and ``dvae-variance`` subcommands."""
     parser = subparsers.add_parser(
         "dvae",
         help="train the discrete VAE (paper figure 3) with one estimator",
