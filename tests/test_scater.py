@@ -261,7 +261,8 @@ def _constant(shape):
         (_constant((3, 5)), r"conditional: expected floating logits of shape \(\d+, 3, 4\)"),
         (lambda x, d: torch.zeros(x.shape[0], 3, 4, dtype=torch.long), "conditional: expected floating logits"),
         (lambda x, d: torch.full((x.shape[0], 3, 4), math.nan), "conditional: .* NaN"),
-        (lambda x, d: torch.full((x.shape[0], 3, 4), -math.inf), "conditional: .*every category -inf"),
+        (lambda x, d: torch.zeros(x.shape[0], 3, 4).index_fill(-1, torch.tensor([1]), math.nan), "conditional: .* NaN"),
+        (lambda x, d: torch.full((x.shape[0], 3, 4), -math.inf), "conditional: .*all logits -inf, first at index .* at d="),
         (lambda x, d: [0.0] * 4, "conditional: expected a Tensor"),
     ],
 )

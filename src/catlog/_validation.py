@@ -25,22 +25,31 @@ def check_logits(logits: object) -> torch.Tensor:
             "logits: expected shape [*B, D, K] with at least two dimensions and D, K >= 1, "
             f"got shape {tuple(logits.shape)}"
         )
-    values = logits.detach()
+    check_category_logits(logits.detach(), "logits", "of [*B, D]")
+    return logits
+
+
+def check_category_logits(values: torch.Tensor, name: str, where: str) -> None:
+    """Check that ``values: [..., K]`` are finite or ``-inf``, with a finite entry in every row.
+
+    One reduction on the common path (all finite); otherwise a ``ValueError`` naming
+    ``name`` that counts the NaN and ``+inf`` entries or gives the first row whose
+    entries are all ``-inf`` (its index, ``where`` saying of what).
+    """
     if bool(torch.isfinite(values).all()):
-        return logits
-    allowed = torch.isfinite(values) | (values == -math.inf)
+        return
     possible = values > -math.inf
-    if bool(allowed.all() & possible.any(-1).all()):
-        return logits
+    if bool((torch.isfinite(values) | (values == -math.inf)).all() & possible.any(-1).all()):
+        return
     nan, pos_inf = int(torch.isnan(values).sum()), int((values == math.inf).sum())
     if nan or pos_inf:
         raise ValueError(
-            f"logits: expected finite values or -inf (impossible category), got {nan} NaN and {pos_inf} +inf entries"
+            f"{name}: expected finite values or -inf (impossible category), got {nan} NaN and {pos_inf} +inf entries"
         )
     empty = (~possible.any(-1)).nonzero().tolist()
     raise ValueError(
-        "logits: expected at least one possible (finite) category per variable, "
-        f"got {len(empty)} variable(s) with all logits -inf, first at index {tuple(empty[0])} of [*B, D]"
+        f"{name}: expected at least one possible (finite) category per variable, got {len(empty)} "
+        f"variable(s) with all logits -inf, first at index {tuple(empty[0])} {where}"
     )
 
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 
 import torch
 
 from catlog._sampling import gumbel_noise
-from catlog._validation import check_count
+from catlog._validation import check_category_logits, check_count
 
 Conditional = Callable[[torch.Tensor, int], torch.Tensor]
 Choose = Callable[[torch.Tensor, int], torch.Tensor]
@@ -170,15 +169,7 @@ class Autoregressive:
                 f"conditional: expected floating logits of shape {expected} = [M, *B, K] at d={d}, "
                 f"got {out.dtype} of shape {tuple(out.shape)}"
             )
-        values = out.detach()
-        possible = values > -math.inf
-        if not bool(((torch.isfinite(values) | ~possible).all()) & possible.any(-1).all()):
-            nan, pos_inf = int(torch.isnan(values).sum()), int((values == math.inf).sum())
-            empty = int((~possible.any(-1)).sum())
-            raise ValueError(
-                f"conditional: expected finite logits or -inf with at least one possible category at d={d}, "
-                f"got {nan} NaN, {pos_inf} +inf and {empty} rows with every category -inf"
-            )
+        check_category_logits(out.detach(), "conditional", f"of [M, *B] at d={d}")
         return out
 
 
