@@ -49,17 +49,16 @@ def repeated_gradients(
         ``values [R, B]``; the gradients of ``sum_b value_b`` ``[R, B*D*K]`` and of
         :func:`addition.addition_loss` ``[R, B*D*K]`` with respect to the logits.
     """
-    f = addition.sum_indicator(sums)
-    values, grads, loss_grads = [], [], []
-    for start in range(0, repeats, block):
-        leaf = logits.detach().expand(min(block, repeats - start), *logits.shape).clone().requires_grad_()
-        value = estimator(f, leaf, generator=generator)
-        (grad,) = torch.autograd.grad(value.sum(), leaf, retain_graph=True)
-        (loss_grad,) = torch.autograd.grad(-torch.log(value + addition.LOSS_EPSILON).mean(-1).sum(), leaf)
-        values.append(value.detach())
-        grads.append(grad.flatten(1))
-        loss_grads.append(loss_grad.flatten(1))
-    return torch.cat(values), torch.cat(grads), torch.cat(loss_grads)
+    values, (grads, loss_grads) = common.repeated_gradients(
+        estimator,
+        addition.sum_indicator(sums),
+        logits,
+        repeats,
+        block,
+        generator,
+        [lambda value: value.sum(-1), lambda value: -torch.log(value + addition.LOSS_EPSILON).mean(-1)],
+    )
+    return values, grads, loss_grads
 
 
 def variance_row(

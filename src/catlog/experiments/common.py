@@ -180,6 +180,38 @@ def progress(iterable: Iterable[Any] | None = None, **kwargs: Any) -> Any:
     return tqdm(iterable, **kwargs)
 
 
+def repeated_gradients(
+    estimator: Callable[..., torch.Tensor],
+    f: Callable[[torch.Tensor], torch.Tensor],
+    logits: torch.Tensor,
+    repeats: int,
+    block: int,
+    generator: torch.Generator | None,
+    losses: Sequence[Callable[[torch.Tensor], torch.Tensor]],
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """``repeats`` independent estimates at fixed ``logits: [*B, D, K]`` and their gradients.
+
+    The repeats form an extra leading batch dimension, ``block`` of them per estimator
+    call, so each repeat's gradient is the gradient w.r.t. its own copy of the logits.
+
+    Args:
+        losses: each maps the values ``[r, *B]`` of ``r`` repeats to one loss per repeat ``[r]``.
+
+    Returns:
+        ``values [R, *B]`` and, per loss, the gradients ``[R, prod(B) * D * K]``.
+    """
+    values: list[torch.Tensor] = []
+    grads: list[list[torch.Tensor]] = [[] for _ in losses]
+    for start in range(0, repeats, block):
+        leaf = logits.detach().expand(min(block, repeats - start), *logits.shape).clone().requires_grad_()
+        value = estimator(f, leaf, generator=generator)
+        for index, loss in enumerate(losses):
+            (grad,) = torch.autograd.grad(loss(value).sum(), leaf, retain_graph=index + 1 < len(losses))
+            grads[index].append(grad.flatten(1))
+        values.append(value.detach())
+    return torch.cat(values), [torch.cat(parts) for parts in grads]
+
+
 def gradient_variance(estimates: torch.Tensor) -> float:
     """Estimator variance from repeated estimates at fixed parameters.
 

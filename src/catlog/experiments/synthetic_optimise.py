@@ -114,12 +114,10 @@ def estimator_variance(
     about :data:`REPEAT_ELEMENTS` sampled entries (samples x copies x ``D*K``) each.
     """
     per_call = max(1, REPEAT_ELEMENTS // (getattr(estimator, "num_samples", 1) * logits.numel()))
-    gradients = []
-    for start in range(0, repeats, per_call):
-        copies = logits.detach().expand(min(per_call, repeats - start), *logits.shape).clone().requires_grad_()
-        value = estimator(objective, copies, generator=generator)
-        gradients.append(torch.autograd.grad(value.sum(), copies)[0].flatten(1))
-    return common.gradient_variance(torch.cat(gradients))
+    _, (gradients,) = common.repeated_gradients(
+        estimator, objective, logits, repeats, per_call, generator, [lambda value: value]
+    )
+    return common.gradient_variance(gradients)
 
 
 def optimise(
