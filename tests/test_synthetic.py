@@ -16,6 +16,7 @@ import catlog
 from catlog.cli import main
 from catlog.experiments import synthetic_gradients as gradients
 from catlog.experiments import synthetic_optimise as optimise
+from catlog.experiments.keras_rmsprop import KerasRMSprop
 
 CPU = torch.device("cpu")
 
@@ -114,14 +115,35 @@ def test_expected_value_matches_enumeration() -> None:
     assert optimise.expected_value(torch.zeros(200, 2)).item() == pytest.approx(0.250001, abs=1e-7)
 
 
-def test_indecater_reaches_the_optimum_within_a_few_iterations() -> None:
-    options = optimise_options(log_every=1, variance_every=1, variance_repeats=2)
-    rows, summary = optimise.optimise(
-        optimise.paper_methods(200)["indecater"], 200, 5, 0, options, CPU, torch.float32
-    )
-    assert summary["final_f"] == pytest.approx(optimise.OPTIMUM, abs=1e-6)
-    assert summary["reached_iterations"] is not None and summary["reached_iterations"] <= 2
-    assert [row["iteration"] for row in rows] == list(range(6))
+def test_keras_rmsprop_matches_the_formula_on_a_hand_worked_sequence() -> None:
+    # v1 = 0.1 * 4 = 0.4;              theta1 = 1 - 0.5 * 2 / sqrt(0.4 + 0.1)
+    # v2 = 0.9 * 0.4 + 0.1 * 1 = 0.46; theta2 = theta1 + 0.5 * 1 / sqrt(0.46 + 0.1)
+    theta = torch.tensor([1.0], dtype=torch.float64, requires_grad=True)
+    optimiser = KerasRMSprop([theta], lr=0.5, rho=0.9, eps=0.1)
+    expected = [1 - 0.5 * 2 / math.sqrt(0.5), 1 - 0.5 * 2 / math.sqrt(0.5) + 0.5 / math.sqrt(0.56)]
+    for gradient, value in zip([2.0, -1.0], expected):
+        theta.grad = torch.tensor([gradient], dtype=torch.float64)
+        optimiser.step()
+        assert theta.item() == pytest.approx(value, rel=1e-14)
+
+
+def test_keras_rmsprop_first_step_scales_with_the_gradient() -> None:
+    # eps inside the root: a gradient far below sqrt(eps) moves theta by about lr g / sqrt(eps),
+    # where torch's RMSprop (eps outside) would move it by lr / sqrt(1 - rho) whatever g.
+    theta = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    optimiser = KerasRMSprop([theta], lr=5.0)
+    theta.grad = torch.tensor([2.5e-6, -5e-6], dtype=torch.float64)
+    optimiser.step()
+    expected = -5.0 * theta.grad / (0.1 * theta.grad**2 + 1e-7).sqrt()
+    assert torch.allclose(theta.detach(), expected, rtol=1e-14)
+    assert theta.abs().max().item() < 0.1
+
+
+@pytest.mark.parametrize(("argument", "value"), [("lr", 0.0), ("rho", 1.0), ("eps", -1.0)])
+def test_keras_rmsprop_refuses_bad_settings(argument: str, value: float) -> None:
+    settings = {"lr": 1.0, argument: value}
+    with pytest.raises(ValueError, match=argument):
+        KerasRMSprop([torch.zeros(1, requires_grad=True)], **settings)
 
 
 def test_gumbel_temperature_is_annealed_every_20_iterations() -> None:

@@ -5,7 +5,8 @@ logits ``theta: [D, 2]`` that start at zero (``p(X_i = 1) = 0.5``, ``E[f] = 0.25
 The optimum, ``X = 1`` surely, is ``(1 - 0.499)^2 = 0.251001``. The expectation is
 analytic, ``E[f] = 1/D sum_i [p_i (1 - 0.499)^2 + (1 - p_i) 0.499^2]``, and is
 what the logs report. The optimiser, RMSprop as Keras has it (``rho = 0.9``,
-``eps = 1e-7`` outside the square root, no momentum), minimises ``-estimate``.
+``eps = 1e-7`` inside the square root, no momentum: :class:`KerasRMSprop`),
+minimises ``-estimate``.
 
 Methods (the paper's hyper-parameters, ``N`` = IndeCateR's samples, ``K = 2``):
 IndeCateR ``N = 2``, lr 5; RLOO-F ``D*K*N = 800`` samples, lr 5; RLOO-S ``N``
@@ -34,6 +35,7 @@ import torch
 
 import catlog
 from catlog.experiments import common
+from catlog.experiments.keras_rmsprop import KerasRMSprop
 
 OFFSET = 0.499
 OPTIMUM = (1 - OFFSET) ** 2
@@ -138,7 +140,7 @@ def optimise(
     """
     estimator = method.estimator()
     logits = torch.zeros(num_variables, NUM_CATEGORIES, device=device, dtype=dtype, requires_grad=True)
-    optimiser = torch.optim.RMSprop([logits], lr=method.lr, alpha=0.9, eps=1e-7)
+    optimiser = KerasRMSprop([logits], lr=method.lr, rho=0.9, eps=1e-7)
     train_generator = torch.Generator(device=device).manual_seed(2 * seed)
     variance_generator = torch.Generator(device=device).manual_seed(2 * seed + 1)
     clock = common.Clock(device)
