@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 
 from catlog._objective import Objective
+from catlog._relaxed import Temperature, relaxed_estimate
 from catlog._sampling import gumbel_noise
-from catlog._validation import check_count, check_positive
+from catlog._validation import check_count
 from catlog.estimator import Cost, Estimator
 
 
@@ -26,6 +27,8 @@ class GumbelSoftmax(Estimator):
         generator: see :class:`~catlog.estimator.Estimator`.
     """
 
+    temperature = Temperature()
+
     def __init__(
         self,
         num_samples: int,
@@ -39,15 +42,6 @@ class GumbelSoftmax(Estimator):
         self.num_samples = check_count("num_samples", num_samples, 1)
         self.temperature = temperature
         self.straight_through = bool(straight_through)
-
-    @property
-    def temperature(self) -> float:
-        """The relaxation temperature, ``> 0``."""
-        return self._temperature
-
-    @temperature.setter
-    def temperature(self, value: float) -> None:
-        self._temperature = check_positive("temperature", value)
 
     def __repr__(self) -> str:
         return (
@@ -66,12 +60,5 @@ class GumbelSoftmax(Estimator):
         noise = gumbel_noise((num_categories, self.num_samples, *logits.shape[:-1]), logits, generator)
         scores = (noise + log_probs) / self.temperature
         soft = scores.softmax(0)
-        hard = scores.detach().max(0).indices
-        categories = torch.arange(num_categories, dtype=soft.dtype, device=soft.device).view(-1, *([1] * (soft.ndim - 1)))
-        if objective.one_hot:
-            relaxed = (categories == hard).to(soft.dtype) + (soft - soft.detach()) if self.straight_through else soft
-            return objective.relaxed(relaxed.movedim(0, -1)).mean(0)
-        values = (soft * categories).sum(0)
-        if self.straight_through:
-            values = hard.to(soft.dtype) + (values - values.detach())
-        return objective.relaxed(values).mean(0)
+        hard = scores.detach().max(0).indices if self.straight_through else None
+        return relaxed_estimate(objective, soft, hard)
