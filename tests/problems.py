@@ -121,6 +121,21 @@ def parametrised_f(seed: int, runs: int, num_categories: int = 3) -> Problem:
 PROBLEMS: tuple[ProblemMaker, ...] = (nonseparable, batched_network, mixed_cardinalities, parametrised_f)
 
 
+def smooth_decoder(seed: int, runs: int) -> Problem:
+    """Batch ``[3]``, ``D = 4, K = 3``; ``f`` is smooth in the category values (relaxed ones
+    too) and has parameters of its own, so relaxed estimators have a pathwise part."""
+    generator = torch.Generator().manual_seed(seed)
+    logits = _parameter(generator, runs, 3, 4, 3)
+    weight, offset = _parameter(generator, runs, 4, 2), _parameter(generator, runs, 2)
+    data = torch.randn(3, 2, generator=generator, dtype=torch.float64)
+
+    def f(x: torch.Tensor) -> torch.Tensor:
+        hidden = torch.tanh(torch.einsum("r...d,rdo->r...o", x.movedim(1, 0).double(), weight) + offset[:, None, None])
+        return ((hidden - data) ** 2).sum(-1).movedim(0, 1)
+
+    return Problem([logits, weight, offset], logits, f)
+
+
 def binary_nonseparable(seed: int, runs: int) -> Problem:
     """:func:`nonseparable` with ``K = 2``."""
     return nonseparable(seed, runs, num_categories=2)
