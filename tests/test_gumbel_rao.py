@@ -47,23 +47,6 @@ def test_conditional_noise_matches_rejection_sampling(category: int) -> None:
     assert_same_variance(conditional, accepted)
 
 
-def test_forward_values_are_exact_samples() -> None:
-    logits = torch.randn(2, 4, 5, requires_grad=True)
-    seen: list[torch.Tensor] = []
-
-    def f(x: torch.Tensor) -> torch.Tensor:
-        seen.append(x)
-        return (x * torch.arange(1.0, x.shape[-1] + 1)).sum(-1) if x.ndim == 3 else x[..., 1].sum(-1)
-
-    catlog.GumbelRao(6, 3, temperature=0.5)(f, logits)
-    catlog.GumbelRao(6, 3, temperature=0.5)(f, logits, one_hot=True)
-    values, one_hot = seen
-    assert values.shape == (6, 2, 4) and values.requires_grad and torch.equal(values, values.round())
-    assert bool(((values >= 0) & (values <= 4)).all())
-    assert one_hot.shape == (6, 2, 4, 5) and one_hot.requires_grad
-    assert torch.equal(one_hot, torch.nn.functional.one_hot(one_hot.argmax(-1), 5).float())
-
-
 def conditional_mean_of_relaxed_jacobian(alpha: float, category: int, temperature: float) -> float:
     """``E[s_1 s_0 | y]`` for ``K = 2`` by quadrature, ``s = softmax((theta + G) / temperature)``.
 
@@ -125,18 +108,3 @@ def test_rao_samples_keep_the_mean_and_do_not_raise_the_variance(make) -> None:
     assert ratio < 1, ratio
     with pytest.raises(AssertionError, match="means differ"):
         assert_same_variance(grads_rao, grads_st)
-
-
-def test_evaluates_its_cost_once_with_autograd() -> None:
-    rows: list[int] = []
-
-    def f(x: torch.Tensor) -> torch.Tensor:
-        assert torch.is_grad_enabled()
-        rows.append(x.shape[0])
-        return x.sum(-1)
-
-    estimator = catlog.GumbelRao(5, 7)
-    estimator(f, torch.randn(2, 3, 4))
-    assert rows == [estimator.cost(3, 4).evaluations] == [5]
-    assert estimator.cost(3, 4) == catlog.Cost(samples=5, evaluations=5)
-    assert repr(estimator) == "GumbelRao(num_samples=5, num_rao_samples=7, temperature=1.0)"
