@@ -15,6 +15,9 @@ ESTIMATORS = {
     "rloo": lambda: catlog.RLOO(2),
     "gumbel-softmax": lambda: catlog.GumbelSoftmax(2),
     "exact": lambda: catlog.Exact(),
+    "disarm": lambda: catlog.DisARM(2),
+    "reinmax": lambda: catlog.ReinMax(2),
+    "gumbel-rao": lambda: catlog.GumbelRao(2, 3),
 }
 
 
@@ -78,11 +81,24 @@ def test_f_must_be_callable() -> None:
         catlog.IndeCateR(1)(3, torch.zeros(2, 2))
 
 
-@pytest.mark.parametrize("make", [catlog.IndeCateR, catlog.REINFORCE, catlog.GumbelSoftmax])
-@pytest.mark.parametrize("num_samples", [0, -3, 2.5, True, "2"])
-def test_bad_num_samples(make, num_samples) -> None:
-    with pytest.raises(ValueError, match="num_samples: expected an integer >= 1"):
-        make(num_samples)
+COUNTS = {
+    "num_samples": [catlog.IndeCateR, catlog.REINFORCE, catlog.GumbelSoftmax, catlog.ReinMax, lambda n: catlog.GumbelRao(n, 1)],
+    "num_pairs": [catlog.DisARM],
+    "num_rao_samples": [lambda n: catlog.GumbelRao(1, n)],
+}
+
+
+@pytest.mark.parametrize("name, make", [(name, make) for name, makers in COUNTS.items() for make in makers])
+@pytest.mark.parametrize("count", [0, -3, 2.5, True, "2"])
+def test_bad_counts(name: str, make, count) -> None:
+    with pytest.raises(ValueError, match=f"{name}: expected an integer >= 1"):
+        make(count)
+
+
+@pytest.mark.parametrize("num_categories", [1, 3])
+def test_disarm_needs_binary_variables(num_categories: int) -> None:
+    with pytest.raises(ValueError, match=f"logits: DisARM expects binary variables.*got K = {num_categories}"):
+        catlog.DisARM(1)(good_f, torch.zeros(4, 2, num_categories))
 
 
 def test_rloo_needs_two_samples() -> None:
@@ -90,10 +106,14 @@ def test_rloo_needs_two_samples() -> None:
         catlog.RLOO(1)
 
 
+@pytest.mark.parametrize("make", [catlog.GumbelSoftmax, catlog.ReinMax, lambda n, **kw: catlog.GumbelRao(n, 1, **kw)])
 @pytest.mark.parametrize("temperature", [0.0, -1.0, math.inf, math.nan])
-def test_bad_temperature(temperature: float) -> None:
+def test_bad_temperature(make, temperature: float) -> None:
     with pytest.raises(ValueError, match="temperature: expected a finite number > 0"):
-        catlog.GumbelSoftmax(1, temperature=temperature)
+        make(1, temperature=temperature)
+    estimator = make(1)
+    with pytest.raises(ValueError, match="temperature: expected a finite number > 0"):
+        estimator.temperature = temperature
 
 
 def test_bad_chunk_size() -> None:
