@@ -1,11 +1,13 @@
-"""What the relaxed estimators hand ``f``: soft samples, or hard ones with a soft backward pass."""
+"""The relaxed estimators' shared parts: what they hand ``f`` (soft samples, or hard ones with a
+soft backward pass), their sample count, temperature and cost."""
 
 from __future__ import annotations
 
 import torch
 
 from catlog._objective import Objective
-from catlog._validation import check_positive
+from catlog._validation import check_count, check_positive
+from catlog.estimator import Cost, Estimator
 
 
 def relaxed_estimate(objective: Objective, soft: torch.Tensor, hard: torch.Tensor | None) -> torch.Tensor:
@@ -31,17 +33,38 @@ def relaxed_estimate(objective: Objective, soft: torch.Tensor, hard: torch.Tenso
     return objective.relaxed(values).mean(0)
 
 
-class Temperature:
-    """The ``temperature`` attribute of a relaxed estimator: a finite number ``> 0``, checked
-    on every assignment, so that annealing (``est.temperature *= 0.9``) is checked too."""
+class Relaxed(Estimator):
+    """What the relaxed estimators share: ``f`` is evaluated once, on ``N`` samples
+    relaxed at a ``temperature`` (their forward values, their backward pass or both).
 
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.name = name
+    Args:
+        num_samples: ``N >= 1`` samples, each evaluated once.
+        temperature: ``> 0``; may be reassigned between calls (annealing).
+        one_hot: see :class:`~catlog.estimator.Estimator`.
+        generator: see :class:`~catlog.estimator.Estimator`.
+    """
 
-    def __get__(self, instance: object, owner: type | None = None) -> float:
-        if instance is None:  # looked up on the class
-            return self  # type: ignore[return-value]
-        return instance.__dict__[self.name]
+    def __init__(
+        self,
+        num_samples: int,
+        temperature: float = 1.0,
+        *,
+        one_hot: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__(one_hot=one_hot, generator=generator)
+        self.num_samples = check_count("num_samples", num_samples, 1)
+        self.temperature = temperature
 
-    def __set__(self, instance: object, value: float) -> None:
-        instance.__dict__[self.name] = check_positive(self.name, value)
+    @property
+    def temperature(self) -> float:
+        """The relaxation temperature, ``> 0``; checked on every assignment (annealing too)."""
+        return self._temperature
+
+    @temperature.setter
+    def temperature(self, value: float) -> None:
+        self._temperature = check_positive("temperature", value)
+
+    def cost(self, num_variables: int, num_categories: int) -> Cost:
+        """``N`` samples and ``N`` evaluations."""
+        return Cost(samples=self.num_samples, evaluations=self.num_samples)

@@ -5,13 +5,11 @@ from __future__ import annotations
 import torch
 
 from catlog._objective import Objective
-from catlog._relaxed import Temperature, relaxed_estimate
+from catlog._relaxed import Relaxed, relaxed_estimate
 from catlog._sampling import gumbel_noise
-from catlog._validation import check_count
-from catlog.estimator import Cost, Estimator
 
 
-class GumbelSoftmax(Estimator):
+class GumbelSoftmax(Relaxed):
     """Gumbel-Softmax: ``1/N sum_n f(y_n)``, ``y_n = softmax((log p + G_n) / temperature)``.
 
     Biased. With ``straight_through`` the forward pass uses the hard one-hot
@@ -27,8 +25,6 @@ class GumbelSoftmax(Estimator):
         generator: see :class:`~catlog.estimator.Estimator`.
     """
 
-    temperature = Temperature()
-
     def __init__(
         self,
         num_samples: int,
@@ -38,9 +34,7 @@ class GumbelSoftmax(Estimator):
         one_hot: bool = False,
         generator: torch.Generator | None = None,
     ) -> None:
-        super().__init__(one_hot=one_hot, generator=generator)
-        self.num_samples = check_count("num_samples", num_samples, 1)
-        self.temperature = temperature
+        super().__init__(num_samples, temperature, one_hot=one_hot, generator=generator)
         self.straight_through = bool(straight_through)
 
     def __repr__(self) -> str:
@@ -48,10 +42,6 @@ class GumbelSoftmax(Estimator):
             f"GumbelSoftmax(num_samples={self.num_samples}, temperature={self.temperature}, "
             f"straight_through={self.straight_through})"
         )
-
-    def cost(self, num_variables: int, num_categories: int) -> Cost:
-        """``N`` samples and ``N`` evaluations."""
-        return Cost(samples=self.num_samples, evaluations=self.num_samples)
 
     def _estimate(self, objective: Objective, logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         # category first ([K, N, *B, D]): softmax and argmax over K are then fast for small K

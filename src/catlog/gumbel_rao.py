@@ -8,10 +8,9 @@ import math
 import torch
 
 from catlog._objective import Objective
-from catlog._relaxed import Temperature, relaxed_estimate
+from catlog._relaxed import Relaxed, relaxed_estimate
 from catlog._sampling import gumbel_noise, sample_by_inversion
 from catlog._validation import check_count
-from catlog.estimator import Cost, Estimator
 
 
 def conditional_gumbel(
@@ -44,7 +43,7 @@ def conditional_gumbel(
     return (perturbed - theta).masked_fill(theta == -math.inf, 0.0)
 
 
-class GumbelRao(Estimator):
+class GumbelRao(Relaxed):
     """Gumbel-Rao: straight-through Gumbel-Softmax with the soft sample averaged over the
     Gumbel noise given the hard sample (Paulus, Maddison and Krause, "Rao-Blackwellizing
     the Straight-Through Gumbel-Softmax Gradient Estimator", ICLR 2021).
@@ -69,8 +68,6 @@ class GumbelRao(Estimator):
         generator: see :class:`~catlog.estimator.Estimator`.
     """
 
-    temperature = Temperature()
-
     def __init__(
         self,
         num_samples: int,
@@ -80,20 +77,14 @@ class GumbelRao(Estimator):
         one_hot: bool = False,
         generator: torch.Generator | None = None,
     ) -> None:
-        super().__init__(one_hot=one_hot, generator=generator)
-        self.num_samples = check_count("num_samples", num_samples, 1)
+        super().__init__(num_samples, temperature, one_hot=one_hot, generator=generator)
         self.num_rao_samples = check_count("num_rao_samples", num_rao_samples, 1)
-        self.temperature = temperature
 
     def __repr__(self) -> str:
         return (
             f"GumbelRao(num_samples={self.num_samples}, num_rao_samples={self.num_rao_samples}, "
             f"temperature={self.temperature})"
         )
-
-    def cost(self, num_variables: int, num_categories: int) -> Cost:
-        """``N`` samples and ``N`` evaluations."""
-        return Cost(samples=self.num_samples, evaluations=self.num_samples)
 
     def _estimate(self, objective: Objective, logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         log_probs = logits.log_softmax(-1)

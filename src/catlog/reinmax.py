@@ -7,13 +7,11 @@ import math
 import torch
 
 from catlog._objective import Objective
-from catlog._relaxed import Temperature, relaxed_estimate
+from catlog._relaxed import Relaxed, relaxed_estimate
 from catlog._sampling import sample_by_inversion
-from catlog._validation import check_count
-from catlog.estimator import Cost, Estimator
 
 
-class ReinMax(Estimator):
+class ReinMax(Relaxed):
     """ReinMax: ``1/N sum_n f(y_n)`` with hard one-hot samples ``y_n ~ Cat(softmax(theta))``
     forward and a second-order approximation of the gradient backward.
 
@@ -40,26 +38,8 @@ class ReinMax(Estimator):
         generator: see :class:`~catlog.estimator.Estimator`.
     """
 
-    temperature = Temperature()
-
-    def __init__(
-        self,
-        num_samples: int,
-        temperature: float = 1.0,
-        *,
-        one_hot: bool = False,
-        generator: torch.Generator | None = None,
-    ) -> None:
-        super().__init__(one_hot=one_hot, generator=generator)
-        self.num_samples = check_count("num_samples", num_samples, 1)
-        self.temperature = temperature
-
     def __repr__(self) -> str:
         return f"ReinMax(num_samples={self.num_samples}, temperature={self.temperature})"
-
-    def cost(self, num_variables: int, num_categories: int) -> Cost:
-        """``N`` samples and ``N`` evaluations."""
-        return Cost(samples=self.num_samples, evaluations=self.num_samples)
 
     def _estimate(self, objective: Objective, logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         log_probs = logits.log_softmax(-1)
