@@ -1,5 +1,5 @@
 """ReinMax: exact forward samples and its second-order backward pass, worked out by hand
-from the defining equations (Liu et al., NeurIPS 2023, algorithm 2)."""
+from the defining equations (Liu et al., NeurIPS 2023)."""
 
 from __future__ import annotations
 

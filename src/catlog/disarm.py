@@ -18,7 +18,7 @@ class DisARM(Estimator):
     ``b = 1[u < sigmoid(alpha)]`` and ``b~ = 1[1 - u < sigmoid(alpha)]`` (whole vectors
     over ``d``; each is marginally a sample of ``p``). The estimate of ``d E[f] / d alpha_d``
     is, averaged over the ``P`` pairs (Dong, Mnih and Tucker, "DisARM: An Antithetic
-    Gradient Estimator for Binary Latent Variables", NeurIPS 2020, eq. 5 per coordinate):
+    Gradient Estimator for Binary Latent Variables", NeurIPS 2020, its multivariate form):
 
     ``g_d = 1/2 (f(b) - f(b~)) (-1)^{b~_d} 1[b_d != b~_d] sigmoid(|alpha_d|)``
     ``    = 1/2 (f(b) - f(b~)) (b_d - b~_d) sigmoid(|alpha_d|)``.

@@ -15,8 +15,8 @@ class ReinMax(Relaxed):
     """ReinMax: ``1/N sum_n f(y_n)`` with hard one-hot samples ``y_n ~ Cat(softmax(theta))``
     forward and a second-order approximation of the gradient backward.
 
-    With ``theta`` the logits of a variable (Liu, Liu, Gao, Chen and Han, "Bridging
-    Discrete and Backpropagation: Straight-Through and Beyond", NeurIPS 2023, algorithm 2):
+    With ``theta`` the logits of a variable (Liu et al., "Bridging Discrete and
+    Backpropagation: Straight-Through and Beyond", NeurIPS 2023, the ReinMax algorithm):
 
     - ``pi0 = softmax(theta)``,
     - ``pi1 = (y + softmax(theta / temperature)) / 2``,
