@@ -37,7 +37,9 @@ def problems(draw: st.DrawFn) -> tuple[torch.Tensor, torch.Tensor]:
 
 @settings(max_examples=60, deadline=None)
 @given(problem=problems(), name=st.sampled_from(sorted(ESTIMATORS)), one_hot=st.booleans())
-def test_shapes_dtypes_and_impossible_categories(problem: tuple[torch.Tensor, torch.Tensor], name: str, one_hot: bool) -> None:
+def test_shapes_dtypes_and_impossible_categories(
+    problem: tuple[torch.Tensor, torch.Tensor], name: str, one_hot: bool
+) -> None:
     logits, impossible = problem
     logits.requires_grad_(True)
     batch_shape, (num_variables, num_categories) = logits.shape[:-2], logits.shape[-2:]

@@ -67,7 +67,9 @@ class GumbelSoftmax(Estimator):
         scores = (noise + log_probs) / self.temperature
         soft = scores.softmax(0)
         hard = scores.detach().max(0).indices
-        categories = torch.arange(num_categories, dtype=soft.dtype, device=soft.device).view(-1, *([1] * (soft.ndim - 1)))
+        categories = torch.arange(num_categories, dtype=soft.dtype, device=soft.device).view(
+            -1, *([1] * (soft.ndim - 1))
+        )
         if objective.one_hot:
             relaxed = (categories == hard).to(soft.dtype) + (soft - soft.detach()) if self.straight_through else soft
             return objective.relaxed(relaxed.movedim(0, -1)).mean(0)
