@@ -148,7 +148,12 @@ CASES: tuple[Case, ...] = (
     Case("fig2", "RLOO 800", lambda: catlog.RLOO(800), 5.3),
     Case("fig2", "GS 800", lambda: catlog.GumbelSoftmax(800, temperature=0.1), 4.5),
     Case("dvae", "IndeCateR 2", lambda: catlog.IndeCateR(2), 445.0),
-    Case("dvae", f"IndeCateR 2, chunks of {DVAE_CHUNK_ROWS}", lambda: catlog.IndeCateR(2, chunk_size=DVAE_CHUNK_ROWS), None),
+    Case(
+        "dvae",
+        f"IndeCateR 2, chunks of {DVAE_CHUNK_ROWS}",
+        lambda: catlog.IndeCateR(2, chunk_size=DVAE_CHUNK_ROWS),
+        None,
+    ),
     Case("dvae", "RLOO 2", lambda: catlog.RLOO(2), 5.4),
     Case("dvae", "RLOO 800", lambda: catlog.RLOO(800), 970.0),
     Case("dvae", "GS 800", lambda: catlog.GumbelSoftmax(800), 1081.0),
@@ -182,7 +187,9 @@ def floor_rows(problem: Problem, estimator: catlog.Estimator, device: torch.devi
     return x.to(dtype) if isinstance(estimator, catlog.GumbelSoftmax) else x
 
 
-def timings(run: Callable[[], None], device: torch.device, min_time: float, min_repeats: int, max_repeats: int) -> dict[str, float]:
+def timings(
+    run: Callable[[], None], device: torch.device, min_time: float, min_repeats: int, max_repeats: int
+) -> dict[str, float]:
     """Call ``run`` once (excluded), then repeatedly until ``min_time`` seconds and ``min_repeats``
     calls (or ``max_repeats``); returns median, quartiles (wall, ms) and median CPU time (ms)."""
     run()
@@ -197,7 +204,13 @@ def timings(run: Callable[[], None], device: torch.device, min_time: float, min_
         walls.append((time.perf_counter() - wall) * 1e3)
         cpus.append((time.process_time() - cpu) * 1e3)
     q1, median, q3 = statistics.quantiles(walls, n=4, method="inclusive") if len(walls) > 1 else walls * 3
-    return {"median_ms": median, "q1_ms": q1, "q3_ms": q3, "cpu_median_ms": statistics.median(cpus), "repeats": len(walls)}
+    return {
+        "median_ms": median,
+        "q1_ms": q1,
+        "q3_ms": q3,
+        "cpu_median_ms": statistics.median(cpus),
+        "repeats": len(walls),
+    }
 
 
 def _status_kib(field: str) -> int:
@@ -255,7 +268,9 @@ def run_case(case_index: int, options: argparse.Namespace, device: torch.device,
         with torch.no_grad():
             problem.f(rows)
 
-    step = timings(lambda: gradient_step(problem, estimator), device, options.min_time, options.min_repeats, options.max_repeats)
+    step = timings(
+        lambda: gradient_step(problem, estimator), device, options.min_time, options.min_repeats, options.max_repeats
+    )
     base = timings(floor, device, options.min_time, options.min_repeats, options.max_repeats)
     cost = estimator.cost(problem.num_variables, problem.num_categories)
     return {
@@ -280,7 +295,8 @@ def _number(value: float | None, digits: int = 3) -> str:
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """The results as a Markdown table (times in ms)."""
     header = (
-        "| config | estimator | evals/elem | TF ms | ours ms (IQR) | CPU ms | ours/TF | floor ms | ours/floor | peak MiB |\n"
+        "| config | estimator | evals/elem | TF ms | ours ms (IQR) | CPU ms | ours/TF | floor ms | ours/floor "
+        "| peak MiB |\n"
         "|---|---|---|---|---|---|---|---|---|---|\n"
     )
     lines = [
@@ -295,7 +311,9 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The command line (see the module docstring)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument(
         "--config",
         action="append",

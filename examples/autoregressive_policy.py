@@ -10,8 +10,9 @@ maximal (1) for the ``K`` sequences that climb by steps of ``c + 1``: the policy
 read both the context and the previous token. We maximise ``E_p[r]`` with Adam, giving
 SCateR and the "-F" baselines the same number of reward evaluations per step: SCateR
 with ``N = 1`` evaluates ``1 + D (K - 1)`` rows (``SCateR.cost``), and REINFORCE-F and
-RLOO-F get that many samples; RLOO-S gets 2 samples (SCateR draws 1, RLOO needs 2). Every ``--eval-every`` steps ``E_p[r]`` is measured on 1024 fresh
-samples (not timed). Writes ``curves.csv``, ``summary.json`` and ``policy.png``
+RLOO-F get that many samples; RLOO-S gets 2 samples (SCateR draws 1, RLOO needs 2).
+Every ``--eval-every`` steps ``E_p[r]`` is measured on 1024 fresh samples (not timed).
+Writes ``curves.csv``, ``summary.json`` and ``policy.png``
 (reward against steps and against training wall time) and prints a table.
 
 Run: ``python examples/autoregressive_policy.py --threads 1 --out results/policy``

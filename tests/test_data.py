@@ -22,7 +22,7 @@ MNIST_MEAN_PIXEL = {"train": 33.318, "test": 33.791}
 FASHION_MEAN_PIXEL = {"train": 72.940, "test": 73.147}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load(data_dir: Path, name: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     return data.load_images(name, split, data_dir, download=False)
 

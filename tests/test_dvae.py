@@ -23,7 +23,6 @@ from catlog.experiments.dvae_model import (
     train_step,
 )
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

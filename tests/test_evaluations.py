@@ -49,7 +49,9 @@ class RecordingObjective:
         return self.value(x)
 
 
-def make_logits(batch_shape: tuple[int, ...], num_variables: int, num_categories: int, seed: int, impossible: bool) -> torch.Tensor:
+def make_logits(
+    batch_shape: tuple[int, ...], num_variables: int, num_categories: int, seed: int, impossible: bool
+) -> torch.Tensor:
     """Logits ``[*B, D, K]`` in float64; with ``impossible``, about a third are ``-inf`` (never a whole variable)."""
     generator = torch.Generator().manual_seed(seed)
     logits = torch.randn(*batch_shape, num_variables, num_categories, generator=generator, dtype=torch.float64)

@@ -50,7 +50,9 @@ def causal_network(seed: int, runs: int) -> Problem:
         hidden_state = torch.tanh(context + torch.einsum("mrbk,rkh->mrbh", prefix, embed))
         logits = torch.einsum("mrbh,rhk->mrbk", hidden_state, readout) + position[:, None, d]
         if d > 0:
-            logits = logits.masked_fill((x[..., d - 1] == 0).unsqueeze(-1) & (torch.arange(num_categories) == 2), -math.inf)
+            logits = logits.masked_fill(
+                (x[..., d - 1] == 0).unsqueeze(-1) & (torch.arange(num_categories) == 2), -math.inf
+            )
         return logits
 
     def f(x: torch.Tensor) -> torch.Tensor:
@@ -195,7 +197,10 @@ def test_conditional_calls_grow_linearly_in_d(num_variables: int) -> None:
         return (x[..., :d].sum(-1, keepdim=True) * 0.3 + torch.arange(4.0)).sin()
 
     dist = catlog.Autoregressive(conditional, num_variables, 4, (2,))
-    for estimator, expected in ((catlog.SCateR(3), 2 * num_variables - 1), (catlog.SCateR(3, True), 3 * num_variables - 1)):
+    for estimator, expected in (
+        (catlog.SCateR(3), 2 * num_variables - 1),
+        (catlog.SCateR(3, True), 3 * num_variables - 1),
+    ):
         calls.clear()
         estimator(lambda x: x.sum(-1).float(), dist)
         assert len(calls) == expected, (estimator, calls)
@@ -262,7 +267,10 @@ def _constant(shape):
         (lambda x, d: torch.zeros(x.shape[0], 3, 4, dtype=torch.long), "conditional: expected floating logits"),
         (lambda x, d: torch.full((x.shape[0], 3, 4), math.nan), "conditional: .* NaN"),
         (lambda x, d: torch.zeros(x.shape[0], 3, 4).index_fill(-1, torch.tensor([1]), math.nan), "conditional: .* NaN"),
-        (lambda x, d: torch.full((x.shape[0], 3, 4), -math.inf), "conditional: .*all logits -inf, first at index .* at d="),
+        (
+            lambda x, d: torch.full((x.shape[0], 3, 4), -math.inf),
+            "conditional: .*all logits -inf, first at index .* at d=",
+        ),
         (lambda x, d: [0.0] * 4, "conditional: expected a Tensor"),
     ],
 )
@@ -367,7 +375,8 @@ def bigram_models(draw: st.DrawFn) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def given_previous(table: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``table[..., d, x_{d-1}, :]`` (``x_{-1} = 0``) for ``table: [*B, D, K, K]``, ``x: [M, *B, D]``; ``[M, *B, D, K]``."""
+    """``table[..., d, x_{d-1}, :]`` (``x_{-1} = 0``) for ``table: [*B, D, K, K]``, ``x: [M, *B, D]``;
+    ``[M, *B, D, K]``."""
     previous = torch.cat([torch.zeros_like(x[..., :1]), x[..., :-1]], -1)
     index = previous[..., None, None].expand(*x.shape, 1, table.shape[-1])
     return table.expand(x.shape[0], *table.shape).gather(-2, index).squeeze(-2)
@@ -377,7 +386,11 @@ def bigram(logits: torch.Tensor) -> catlog.Autoregressive:
     """The Autoregressive of :func:`bigram_models` logits."""
     batch_shape, (num_variables, num_categories) = logits.shape[:-3], logits.shape[-3:-1]
     return catlog.Autoregressive(
-        lambda x, d: given_previous(logits, x)[..., d, :], num_variables, num_categories, batch_shape, dtype=logits.dtype
+        lambda x, d: given_previous(logits, x)[..., d, :],
+        num_variables,
+        num_categories,
+        batch_shape,
+        dtype=logits.dtype,
     )
 
 

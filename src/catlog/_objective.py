@@ -30,7 +30,9 @@ class Objective:
         one_hot: bool,
     ) -> None:
         if not callable(f):
-            raise ValueError(f"f: expected a callable taking samples and returning Tensor[M, *B], got {type(f).__name__}")
+            raise ValueError(
+                f"f: expected a callable taking samples and returning Tensor[M, *B], got {type(f).__name__}"
+            )
         self.f = f
         self.batch_shape = torch.Size(batch_shape)
         self.num_categories = num_categories

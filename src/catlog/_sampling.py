@@ -7,7 +7,9 @@ import math
 import torch
 
 
-def gumbel_noise(shape: torch.Size | tuple[int, ...], like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+def gumbel_noise(
+    shape: torch.Size | tuple[int, ...], like: torch.Tensor, generator: torch.Generator | None
+) -> torch.Tensor:
     """Standard Gumbel noise ``G = -log(-log U)``, ``U ~ Uniform(0, 1)``, of ``shape``.
 
     Uses the dtype and device of ``like``; ``U`` is clamped away from 0 so ``G`` is finite.

@@ -64,7 +64,9 @@ class Exact(Estimator):
         log_probs = logits.log_softmax(-1)[..., variables, states].sum(-1).movedim(-1, 0)
         possible = (logits.detach() > -math.inf)[..., variables, states].movedim(-2, 0)
         fallback = logits.detach().argmax(-1)
-        values = objective(torch.where(possible, states.view(states.shape[0], *([1] * (logits.ndim - 2)), -1), fallback))
+        values = objective(
+            torch.where(possible, states.view(states.shape[0], *([1] * (logits.ndim - 2)), -1), fallback)
+        )
         return (log_probs.exp() * values).sum(0)
 
     def _estimate_autoregressive(

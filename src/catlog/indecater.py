@@ -144,7 +144,9 @@ def category_means(
     return sums[..., :num_categories] / num_samples
 
 
-def _means_all_possible(objective: Objective, samples: torch.Tensor, values: torch.Tensor, num_categories: int) -> torch.Tensor:
+def _means_all_possible(
+    objective: Objective, samples: torch.Tensor, values: torch.Tensor, num_categories: int
+) -> torch.Tensor:
     """:func:`category_means` when all ``K >= 2`` categories are possible, in one call of ``f``.
 
     Row ``(n, d, j)``, ``j = 1..K-1``, is sample ``n`` (of group ``d`` per variable) with
@@ -161,7 +163,9 @@ def _means_all_possible(objective: Objective, samples: torch.Tensor, values: tor
     offsets = torch.arange(num_categories, device=samples.device)
     moved = ((current.unsqueeze(-1) + offsets[1:]) % num_categories).movedim((-2, -1), (1, 2))  # [N, D, K-1, *B]
     eye = torch.eye(num_variables, dtype=torch.bool, device=samples.device)
-    rows = torch.where(eye.view(num_variables, 1, *([1] * len(batch_shape)), num_variables), moved.unsqueeze(-1), own.unsqueeze(2))
+    rows = torch.where(
+        eye.view(num_variables, 1, *([1] * len(batch_shape)), num_variables), moved.unsqueeze(-1), own.unsqueeze(2)
+    )
     perturbed = objective(rows.flatten(0, 2)).view(num_samples, num_variables, num_categories - 1, *batch_shape)
     by_offset = torch.cat([values.expand(num_samples, num_variables, *batch_shape).unsqueeze(2), perturbed], 2)
     offset_of = ((offsets - current.unsqueeze(-1)) % num_categories).movedim((-2, -1), (1, 2))  # [N, D, K, *B]

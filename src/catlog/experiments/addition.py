@@ -286,7 +286,7 @@ def train(
     size, batch, seed = len(train_data), config["batch_size"], config["seed"]
     steps = len(distributed.shard(size, batch, ctx, seed, 0))
     early = log_iterations(steps, config["early_logs"])
-    for epoch in range(epoch, config["epochs"]):
+    for epoch in range(epoch, config["epochs"]):  # noqa: B020 (resumes from the checkpoint's epoch)
         generator = distributed.rank_generator(seed, ctx, epoch=epoch, device=device)
         estimates = []
         bar = common.progress(
@@ -297,7 +297,7 @@ def train(
         for step, part in enumerate(bar):
             images, sums = train_data.batch(part.indices.to(device))
             estimates.append(
-                clock.timed(lambda: train_step(net, optimizer, estimator, images, sums, generator, part.weight))
+                clock.timed(lambda: train_step(net, optimizer, estimator, images, sums, generator, part.weight))  # noqa: B023 (called at once)
             )
             iteration = epoch * steps + step + 1
             if step + 1 == steps or iteration in early:

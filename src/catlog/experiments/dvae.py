@@ -233,7 +233,7 @@ def train(args: argparse.Namespace, ctx: distributed.DistributedContext | None =
         for part in bar:
             batch = train_images[part.indices.to(device)]
             loss = clock.timed(
-                lambda: train_step(model, optimizer, estimator, batch, generators["train"], part.weight, ctx)
+                lambda: train_step(model, optimizer, estimator, batch, generators["train"], part.weight, ctx)  # noqa: B023 (called at once)
             )
             # The mean loss over the global batch, and whether any rank ran out of budget.
             reduced = distributed.all_reduce_means(
@@ -255,7 +255,9 @@ def train(args: argparse.Namespace, ctx: distributed.DistributedContext | None =
         if state.window_count and finished() and ctx.is_main:
             log_row(args.variance_every > 0)
         _save_checkpoint(checkpoint, model, optimizer, generators, state, ctx)
-        main_only(print)(f"epoch {state.epoch}, iteration {state.iteration}, {clock.cpu_s:.0f} s CPU training", flush=True)
+        main_only(print)(
+            f"epoch {state.epoch}, iteration {state.iteration}, {clock.cpu_s:.0f} s CPU training", flush=True
+        )
 
     if not ctx.is_main:
         return {}
@@ -315,7 +317,7 @@ def variance_at_checkpoint(
     for name in names:
         estimator = make_estimator(name, config["latents"], config["categories"], chunk_size=config["chunk_size"])
         clock = common.Clock()
-        estimates = clock.timed(lambda: encoder_gradients(model, estimator, images, repeats, generator))
+        estimates = clock.timed(lambda: encoder_gradients(model, estimator, images, repeats, generator))  # noqa: B023 (called at once)
         rows.append(
             {
                 "estimator": name,
