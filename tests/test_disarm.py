@@ -16,7 +16,10 @@ def test_estimate_by_hand_from_the_recorded_pairs() -> None:
     """``g_d = 1/P sum_p 1/2 (f(b_p) - f(b~_p)) (-1)^{b~_pd} 1[b_pd != b~_pd] sigmoid(|alpha_d|)``
     reaches ``logit_d1`` as ``g_d`` and ``logit_d0`` as ``-g_d``; the value is the mean of ``f``."""
     logits = torch.tensor(
-        [[[0.3, -0.4], [1.2, 0.1], [-math.inf, 0.5], [0.0, 0.0]], [[-0.7, 0.9], [0.2, -math.inf], [0.4, 0.4], [2.0, -1.0]]],
+        [
+            [[0.3, -0.4], [1.2, 0.1], [-math.inf, 0.5], [0.0, 0.0]],
+            [[-0.7, 0.9], [0.2, -math.inf], [0.4, 0.4], [2.0, -1.0]],
+        ],
         dtype=torch.float64,
         requires_grad=True,
     )
@@ -80,7 +83,8 @@ def test_pairs_are_antithetic() -> None:
     tolerance = z_bound(expected.numel()) * (expected * (1 - expected) / num_pairs).sqrt() + 1e-12
     assert bool(((frequencies - expected).abs() <= tolerance).all()), (frequencies, expected)
     covariance = (b[:, 0] * b[:, 1]).mean() - b[:, 0].mean() * b[:, 1].mean()
-    assert abs(float(covariance)) <= z_bound(1) * float((p[0] * (1 - p[0]) * p[1] * (1 - p[1])).sqrt()) / math.sqrt(num_pairs)
+    standard_error = float((p[0] * (1 - p[0]) * p[1] * (1 - p[1])).sqrt()) / math.sqrt(num_pairs)
+    assert abs(float(covariance)) <= z_bound(1) * standard_error
 
 
 def test_evaluates_its_cost_once_with_autograd_and_is_reproducible() -> None:

@@ -82,7 +82,9 @@ def test_f_must_be_callable() -> None:
 
 
 COUNTS = {
-    "num_samples": [catlog.IndeCateR, catlog.REINFORCE, catlog.GumbelSoftmax, catlog.ReinMax, lambda n: catlog.GumbelRao(n, 1)],
+    "num_samples": [
+        catlog.IndeCateR, catlog.REINFORCE, catlog.GumbelSoftmax, catlog.ReinMax, lambda n: catlog.GumbelRao(n, 1)
+    ],
     "num_pairs": [catlog.DisARM],
     "num_rao_samples": [lambda n: catlog.GumbelRao(1, n)],
 }
