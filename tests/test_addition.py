@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from catlog.cli import main
+from catlog.experiments.cli import main
 from catlog.experiments import addition
 from catlog.experiments.addition import (
     DigitSequences,
@@ -246,7 +246,7 @@ def test_command_line_on_a_tiny_mnist_subset(shared_data_dir, tmp_path, capsys) 
 
 
 def test_mnist_sequences_split_train_and_test(shared_data_dir) -> None:
-    from catlog import data
+    from catlog.experiments import data
 
     train_data, test_data = addition.load_mnist_sequences(12, 0, shared_data_dir, None, None)
     test_images, test_labels = data.load_images("mnist", "test", shared_data_dir)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from catlog import data
+from catlog.experiments import data
 
 # Counts and first labels from ../shared/data/README.md.
 MNIST_LABEL_COUNTS = {

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 import catlog
-from catlog import cli
+from catlog.experiments import cli
 from catlog.experiments import dvae
 from catlog.experiments.dvae_model import (
     DiscreteVAE,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from catlog import cli
+from catlog.experiments import cli
 from catlog.experiments import sweep
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
