@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from catlog.experiments import cli
+from catlog.experiments import cli, commands
 from catlog.experiments import sweep
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -89,7 +89,7 @@ def test_expand_gives_one_run_per_combination(tmp_path: Path) -> None:
     assert len(runs) == 6
     assert [run.name for run in runs[:2]] == ["seed=0_estimator=rloo-s", "seed=0_estimator=a-b"]
     assert runs[1].argv == (
-        sys.executable, "-m", "catlog", "demo", "--threads", "1", "--seed", "0", "--estimator", "a/b",
+        sys.executable, "-m", "catlog.experiments", "demo", "--threads", "1", "--seed", "0", "--estimator", "a/b",
         "--out", str(tmp_path / "seed=0_estimator=a-b"),
     )
     assert sweep.expand(sweep.parse_spec({"command": "demo"}), tmp_path)[0].name == "run"
@@ -229,10 +229,11 @@ def test_real_command_optimise(tmp_path: Path) -> None:
 @pytest.mark.parametrize("spec", sorted(EXAMPLES.glob("sweep_*.toml")), ids=lambda path: path.name)
 def test_example_specs_give_command_lines_catlog_accepts(spec: Path, tmp_path: Path) -> None:
     runs = sweep.expand(sweep.load_spec(spec), tmp_path)
-    parser = cli.build_parser()
+    parser = commands.build_parser()
     subcommands = parser._subparsers._group_actions[0].choices
     command = runs[0].argv[3]
     if command not in subcommands:
         pytest.skip(f"catlog {command} is not registered in this checkout")
     for run in runs:
-        parser.parse_args(list(run.argv[3:]))
+        args = parser.parse_args(list(run.argv[3:]))
+        args.command_object.config(args)  # the typed config accepts the values too

@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 import torch
 
 import catlog
-from catlog.experiments import common, distributed, estimators, run_folder
+from catlog.experiments import common, data, distributed, estimators, run_folder
 from catlog.experiments.dvae_model import DiscreteVAE, encoder_gradients, evaluate_negative_elbo, train_step
 
 DATASETS = ("mnist", "fashion-mnist", "omniglot")
@@ -121,20 +121,14 @@ def make_estimator(
 def load_split(
     dataset: str, data_dir: Path | None, device: torch.device, dtype: torch.dtype, cache_dir: Path | None = None
 ) -> dict[str, torch.Tensor]:
-    """``{"train", "val", "test"}`` targets ``[N, 784]``: binarised at 0.5 for MNIST and Omniglot.
-
-    Every file of the dataset is checked first (:func:`catlog.experiments.data.check_dataset`).
-    """
-    from catlog.experiments.data import binarize, check_dataset, load_images
-
-    data_dir = check_dataset(dataset, data_dir)
+    """``{"train", "val", "test"}`` targets ``[N, 784]``: binarised at 0.5 for MNIST and Omniglot."""
 
     def prepare(images: torch.Tensor) -> torch.Tensor:
         images = images.flatten(1)
-        return (binarize(images) if BINARISED[dataset] else images).to(device=device, dtype=dtype)
+        return (data.binarize(images) if BINARISED[dataset] else images).to(device=device, dtype=dtype)
 
-    train = prepare(load_images(dataset, "train", data_dir, cache=cache_dir)[0])
-    test = prepare(load_images(dataset, "test", data_dir, cache=cache_dir)[0])
+    train = prepare(data.load_images(dataset, "train", data_dir, cache=cache_dir)[0])
+    test = prepare(data.load_images(dataset, "test", data_dir, cache=cache_dir)[0])
     return {
         "train": train,
         "val": test[:VALIDATION_SIZE],
@@ -381,9 +375,7 @@ def run(config: DvaeConfig) -> int:
     ctx = distributed.setup(config.device)
     try:
         common.apply_threads(config.threads)
-        from catlog.experiments.data import check_dataset
-
-        check_dataset(config.dataset, config.data_dir)
+        data.check_dataset(config.dataset, config.data_dir)
         folder = common.default_out(config.out, f"dvae-{config.dataset}-{config.estimator}")
         settings = {**common.config_json(config), "world_size": ctx.world_size}
         run = (
