@@ -128,7 +128,7 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
     """Add ``--out``, ``--overwrite``, ``--device``, ``--seed``, ``--dtype`` and ``--threads`` to ``parser``."""
     group = parser.add_argument_group("common options")
     group.add_argument(
-        "--out", type=Path, default=None, help="run folder (default None: a fresh timestamped folder under results/)"
+        "--out", type=Path, default=None, help="run folder (None: a fresh timestamped folder under results/)"
     )
     group.add_argument(
         "--overwrite", action="store_true", help="delete the results already in --out and start the run again"

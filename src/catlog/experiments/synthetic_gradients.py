@@ -320,21 +320,21 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         default=list(CONFIGS),
         metavar="DxK",
-        help="problem sizes: D variables with K categories each (default: 12x3 6x10 3x100)",
+        help="problem sizes: D variables with K categories each",
     )
     parser.add_argument(
         "--f",
         choices=OBJECTIVES,
         default="separable",
         help="separable: f(x) = sum_d |x_d - b_d| (the paper's; IndeCateR is exact on it); "
-        "nonseparable: f(x) = (sum_d |x_d - b_d|)^2 / D (default: separable)",
+        "nonseparable: f(x) = (sum_d |x_d - b_d|)^2 / D",
     )
-    parser.add_argument("--runs", type=int, default=1000, help="repeated estimates per estimator (default: 1000)")
+    parser.add_argument("--runs", type=int, default=1000, help="repeated estimates per estimator")
     parser.add_argument(
         "--samples", type=int, default=1000, help="N of the baselines (-s: N samples, -f: D*K*N samples)"
     )
     parser.add_argument("--indecater-samples", type=int, default=1, help="N of indecater and indecater-pv")
-    parser.add_argument("--temperature", type=float, default=1.0, help="Gumbel-Softmax temperature (default: 1)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="Gumbel-Softmax temperature")
     parser.add_argument(
         "--estimators",
         nargs="+",
