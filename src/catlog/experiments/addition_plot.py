@@ -78,6 +78,7 @@ def plot_runs(runs: list[tuple[Path, dict[str, Any], list[dict[str, float]]]]) -
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     panels = sorted({config["digits"] for _, config, _ in runs} | set(PANEL_DIGITS))
     fig, axes = plt.subplots(
@@ -87,23 +88,28 @@ def plot_runs(runs: list[tuple[Path, dict[str, Any], list[dict[str, float]]]]) -
         [f"{config['estimator']}, seed {config['seed']}" for _, config, _ in runs], [run for run, _, _ in runs]
     )
     for ax, digits in zip(axes[0], panels):
+        drawn: list[str] = []
         for (_, config, rows), label in zip(runs, labels):
             if config["digits"] != digits:
                 continue
+            name = config["estimator"]
             ax.plot(
                 [row["epoch"] for row in rows],
                 [row["test_sum_accuracy"] for row in rows],
-                color=COLOURS.get(config["estimator"]),
+                color=COLOURS.get(name),
+                linestyle=plotting.LINESTYLES[drawn.count(name) % len(plotting.LINESTYLES)],
                 label=label,
                 **plotting.line_style(len(rows)),
             )
+            drawn.append(name)
         ax.axhline(0.99**digits, color="grey", linestyle="--", linewidth=1, label=f"0.99^{digits} (99% digits)")
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_ylim(0, 1)
         ax.set_title(f"D = {digits}")
         ax.set_xlabel("epochs")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=6, loc="upper left")
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.3))
     axes[0][0].set_ylabel("test sum accuracy")
     fig.tight_layout()
     return fig

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 MARKER_LIMIT = 30
+# Line styles that tell apart runs drawn in one colour (e.g. two seeds of one estimator).
+LINESTYLES: tuple[str, ...] = ("-", (0, (5, 2)), ":", "-.")
 
 
 def line_style(points: int) -> dict[str, Any]:
