@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 import catlog
-from catlog.experiments import common, estimators, run_folder
+from catlog.experiments import common, estimators, plotting, run_folder
 from catlog.experiments.keras_rmsprop import KerasRMSprop
 
 OFFSET = 0.499
@@ -301,11 +301,11 @@ def plot_figure(rows: Sequence[dict[str, Any]], methods: Sequence[str], path: Pa
             (axes[1], time_mean, f_mean, f_se),
             (axes[2], var_iterations, var_mean, var_se),
         ):
-            (line,) = ax.plot(x, y, label=name)
+            (line,) = ax.plot(x, y, label=name, **plotting.line_style(len(x)))
             lower = np.maximum(y - se, y / 10) if ax is axes[2] else y - se
             ax.fill_between(x, lower, y + se, color=line.get_color(), alpha=0.25)
     for ax in axes[:2]:
-        ax.axhline(OPTIMUM, color="grey", linestyle=":", linewidth=1)
+        ax.axhline(OPTIMUM, color="grey", linestyle=":", linewidth=1, label=f"optimum {OPTIMUM:.6f}")
         ax.set_ylabel("E[f]")
     axes[0].set_xlabel("iteration")
     axes[1].set_xlabel("gradient wall time (s), mean over seeds")
