@@ -36,7 +36,11 @@ for the same argv; running the sweep again skips complete runs and reruns the
 others, so an interrupted sweep resumes. With ``resume = FILE``, a rerun whose
 folder holds ``FILE`` (a checkpoint) left by the same command line gets ``--resume``
 appended, so that a run killed half-way (e.g. by a cluster time limit) continues
-instead of restarting. Finally ``OUT/results.csv`` (and
+instead of restarting; any other rerun of a catlog subcommand gets ``--overwrite``
+and starts afresh. The sweep locks ``OUT`` while it runs (a second sweep there stops
+at once), every catlog run locks its own folder, and on Linux each child gets
+SIGTERM when the sweep dies (``PR_SET_PDEATHSIG``), so no run is left orphaned or
+doubled. Finally ``OUT/results.csv`` (and
 ``results.json``) gets one row per run: its grid values, status, times, and the
 scalar entries of the run's result file (nested keys joined by ``.``; lists are
 left out), and the ``[plot]`` command runs with ``{runs}`` replaced by the
