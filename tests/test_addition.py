@@ -9,9 +9,6 @@ import math
 import pytest
 import torch
 
-from catlog.experiments.cli import main
-from catlog.experiments.distributed import DistributedContext
-from catlog.experiments.run_folder import RunFolderError
 from catlog.experiments import addition
 from catlog.experiments.addition import (
     AdditionConfig,
@@ -25,6 +22,9 @@ from catlog.experiments.addition import (
     train,
     train_step,
 )
+from catlog.experiments.cli import main
+from catlog.experiments.distributed import DistributedContext
+from catlog.experiments.run_folder import RunFolderError
 
 
 def synthetic_digits(count: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

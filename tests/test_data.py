@@ -154,7 +154,10 @@ def _copy_mnist(shared_data_dir: Path, tmp_path: Path) -> Path:
 
 def test_truncated_and_corrupted_files_are_named_with_the_fix(shared_data_dir: Path, tmp_path: Path) -> None:
     data_dir = _copy_mnist(shared_data_dir, tmp_path)
-    truncated, flipped = data_dir / "mnist" / "t10k-images-idx3-ubyte.gz", data_dir / "mnist" / "train-labels-idx1-ubyte.gz"
+    truncated, flipped = (
+        data_dir / "mnist" / "t10k-images-idx3-ubyte.gz",
+        data_dir / "mnist" / "train-labels-idx1-ubyte.gz",
+    )
     truncated.write_bytes(truncated.read_bytes()[:1000])
     content = bytearray(flipped.read_bytes())
     content[500] ^= 0xFF
@@ -181,7 +184,9 @@ def test_wrong_data_dir_is_refused_and_never_created(tmp_path: Path) -> None:
     assert not (tmp_path / "typo").exists()
 
 
-def test_command_reports_bad_data_in_one_error_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_command_reports_bad_data_in_one_error_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     from catlog.experiments.cli import main
 
     out = tmp_path / "run"

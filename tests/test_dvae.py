@@ -22,7 +22,6 @@ from catlog.experiments.dvae_model import (
     train_step,
 )
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -180,3 +179,23 @@ def test_command_line_on_mnist_and_plot(shared_data_dir: Path, tmp_path: Path) -
     figure = tmp_path / "dvae.png"
     assert cli.main(["dvae-plot", *map(str, runs), "--output", str(figure)]) == 0
     assert figure.stat().st_size > 10_000
+
+
+@pytest.mark.usefixtures("synthetic_mnist")
+def test_resume_refuses_another_config_and_a_missing_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = _run(tmp_path, "run", "--epochs", "1")
+    argv = ["dvae", "--estimator", "rloo-s", "--latents", "7", "--epochs", "2", "--out", str(out), "--resume"]
+    assert cli.main(argv) == 1
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("catlog dvae: error: --resume:") and "latents: 6 -> 7" in error
+    assert "estimator: 'indecater' -> 'rloo-s'" in error and "epochs" not in error
+    (out / "checkpoint.pt").unlink()
+    assert cli.main(argv) == 1  # the missing checkpoint is reported before any config difference
+    assert "has no checkpoint.pt to continue from" in capsys.readouterr().err
+    assert json.loads((out / "config.json").read_text())["latents"] == 6
+
+
+@pytest.mark.usefixtures("synthetic_mnist")
+def test_time_budget_stop_is_reported_in_the_epoch_it_happened(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    _run(tmp_path, "budget", "--time-budget", "0.05", "--budget-clock", "wall", "--epochs", "100")
+    assert "time budget reached in epoch 1 at iteration" in capsys.readouterr().out

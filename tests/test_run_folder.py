@@ -30,13 +30,17 @@ def test_config_is_written_first_and_the_lock_released_on_close(tmp_path: Path) 
 
 def test_a_second_writer_is_refused_with_the_holders_pid(tmp_path: Path) -> None:
     holder = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(f"""
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
             import sys, time
             from catlog.experiments.run_folder import open_run
             run = open_run({str(tmp_path / "run")!r}, {{"estimator": "rloo-s"}})
             print("locked", flush=True)
             time.sleep(60)
-        """)],
+        """),
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -53,8 +57,22 @@ def test_a_second_writer_is_refused_with_the_holders_pid(tmp_path: Path) -> None
 
 def test_concurrent_commands_one_exits_with_a_clear_error(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    argv = [sys.executable, "-m", "catlog.experiments", "optimise", "--iterations", "1000000", "--seeds", "1",
-            "--num-variables", "4", "--threads", "1", "--out", str(out)]
+    argv = [
+        sys.executable,
+        "-m",
+        "catlog.experiments",
+        "optimise",
+        "--iterations",
+        "1000000",
+        "--seeds",
+        "1",
+        "--num-variables",
+        "4",
+        "--threads",
+        "1",
+        "--out",
+        str(out),
+    ]
     first = subprocess.Popen(argv, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60

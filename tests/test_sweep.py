@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from catlog.experiments import cli, commands
-from catlog.experiments import sweep
+from catlog.experiments import cli, commands, sweep
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -273,7 +272,8 @@ def _wait_for(predicate, seconds: float = 60.0) -> bool:
 def test_children_die_with_the_sweep_and_a_second_sweep_is_refused(tmp_path: Path) -> None:
     (tmp_path / "sleeper.py").write_text(SLEEPER)
     spec = tmp_path / "spec.toml"
-    spec.write_text(f"command = [{json.dumps(sys.executable)}, {json.dumps(str(tmp_path / 'sleeper.py'))}]\n[grid]\nseed = [0]\n")
+    command = [sys.executable, str(tmp_path / "sleeper.py")]
+    spec.write_text(f"command = {json.dumps(command)}\n[grid]\nseed = [0]\n")
     out = tmp_path / "out"
     argv = [sys.executable, "-m", "catlog.experiments", "sweep", str(spec), "--out", str(out)]
     first = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

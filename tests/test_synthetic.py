@@ -12,9 +12,9 @@ import pytest
 import torch
 
 import catlog
-from catlog.experiments.cli import main
 from catlog.experiments import synthetic_gradients as gradients
 from catlog.experiments import synthetic_optimise as optimise
+from catlog.experiments.cli import main
 from catlog.experiments.estimators import Budget
 from catlog.experiments.keras_rmsprop import KerasRMSprop
 
@@ -148,7 +148,9 @@ def test_keras_rmsprop_refuses_bad_settings(argument: str, value: float) -> None
 
 def test_gumbel_temperature_is_annealed_every_20_iterations() -> None:
     method = optimise.Method("gs-st-s", lr=0.01, budget=Budget(4, 5, 2, temperature=0.1))
-    options = optimise.OptimiseConfig(num_variables=5, iterations=40, log_every=20, variance_every=20, variance_repeats=2)
+    options = optimise.OptimiseConfig(
+        num_variables=5, iterations=40, log_every=20, variance_every=20, variance_repeats=2
+    )
     rows, _ = optimise.optimise(method, 0, options)
     temperatures = [row["temperature"] for row in rows]
     assert temperatures == pytest.approx([0.1, 0.1 * math.exp(-0.05), 0.1 * math.exp(-0.1)])
@@ -211,7 +213,10 @@ def test_demo_command_runs_both_experiments(tmp_path: Path, capsys: pytest.Captu
     ("argv", "message"),
     [
         (["gradients", "--runs", "1"], "--runs: expected a value >= 2, got 1"),
-        (["optimise", "--log-every", "5", "--variance-every", "7"], "--variance-every: expected a multiple of --log-every"),
+        (
+            ["optimise", "--log-every", "5", "--variance-every", "7"],
+            "--variance-every: expected a multiple of --log-every",
+        ),
         (["optimise", "--iterations", "0"], "--iterations: expected a value >= 1, got 0"),
     ],
 )

@@ -390,15 +390,23 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     """The options of ``catlog addition`` (without the common ones)."""
     parser.add_argument("--digits", "-D", type=int, default=4, help="digits per sequence, D")
     parser.add_argument(
-        "--estimator", choices=estimators.NAMES, default="indecater", metavar="NAME", help="gradient estimator (names below)"
+        "--estimator",
+        choices=estimators.NAMES,
+        default="indecater",
+        metavar="NAME",
+        help="gradient estimator (names below)",
     )
     parser.add_argument("--samples", type=int, default=DEFAULT_SAMPLES, help="N (K = 10 categories per digit)")
     parser.add_argument("--epochs", type=int, default=1, help="passes over the training sequences")
     parser.add_argument("--batch-size", type=int, default=10, help="sequences per step")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     parser.add_argument("--early-logs", type=int, default=8, help="log-spaced evaluations within the first epoch")
-    parser.add_argument("--train-limit", type=int, default=None, help="use only the first N MNIST train images (None: all)")
-    parser.add_argument("--test-limit", type=int, default=None, help="use only the first N MNIST test images (None: all)")
+    parser.add_argument(
+        "--train-limit", type=int, default=None, help="use only the first N MNIST train images (None: all)"
+    )
+    parser.add_argument(
+        "--test-limit", type=int, default=None, help="use only the first N MNIST test images (None: all)"
+    )
     add_data_option(parser)
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
 
@@ -406,7 +414,10 @@ def add_options(parser: argparse.ArgumentParser) -> None:
 def add_data_option(parser: argparse.ArgumentParser) -> None:
     """``--data-dir``: the folder holding ``mnist/`` (:mod:`catlog.experiments.data`)."""
     parser.add_argument(
-        "--data-dir", type=Path, default=None, help="existing folder holding mnist/ (None: $CATLOG_DATA or ~/.cache/catlog)"
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="existing folder holding mnist/ (None: $CATLOG_DATA or ~/.cache/catlog)",
     )
 
 

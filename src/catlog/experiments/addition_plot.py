@@ -38,8 +38,6 @@ SUMMARY_FIELDS = (
 def load_run(run: Path) -> tuple[dict[str, Any], list[dict[str, float]]]:
     """The ``config.json`` and the ``log.csv`` rows (as floats) of one run folder."""
     config_path, log_path = run / "config.json", run / "log.csv"
-    if not config_path.is_file() or not log_path.is_file():
-        raise ValueError(f"runs: expected a folder with config.json and log.csv from `catlog addition`, got {run}")
     config = json.loads(config_path.read_text())
     with log_path.open(newline="") as handle:
         rows = [{key: float(value) for key, value in row.items()} for row in csv.DictReader(handle)]
@@ -81,9 +79,7 @@ def plot_runs(runs: list[tuple[Path, dict[str, Any], list[dict[str, float]]]]) -
     from matplotlib.ticker import NullFormatter
 
     panels = sorted({config["digits"] for _, config, _ in runs} | set(PANEL_DIGITS))
-    fig, axes = plt.subplots(
-        1, len(panels), figsize=(3.6 * len(panels), 3.4), sharex=True, sharey=True, squeeze=False
-    )
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.4), sharex=True, sharey=True, squeeze=False)
     labels = plotting.run_labels(
         [f"{config['estimator']}, seed {config['seed']}" for _, config, _ in runs], [run for run, _, _ in runs]
     )
@@ -133,6 +129,9 @@ class PlotConfig:
 
     runs: tuple[Path, ...]
     out: Path = Path("addition.png")
+
+    def __post_init__(self) -> None:
+        plotting.check_run_folders(self.runs, "addition")
 
 
 def main(config: PlotConfig) -> int:

@@ -62,7 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in COMMANDS:
         sub = subparsers.add_parser(
-            command.name, help=command.help, description=command.description, epilog=epilog, formatter_class=HelpFormatter
+            command.name,
+            help=command.help,
+            description=command.description,
+            epilog=epilog,
+            formatter_class=HelpFormatter,
         )
         command.add_options(sub)
         if command.common:

@@ -73,7 +73,9 @@ class RunOptions:
             check_at_least("--threads", self.threads, 1)
         device = torch.device(self.device)
         if device.type == "cuda" and not torch.cuda.is_available():
-            raise OptionError("--device", f"expected an available device, got {self.device!r} but CUDA is not available")
+            raise OptionError(
+                "--device", f"expected an available device, got {self.device!r} but CUDA is not available"
+            )
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -136,11 +138,25 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--device", default="cpu", help="torch device to run on, e.g. cpu, cuda, cuda:1")
     group.add_argument("--seed", type=int, default=0, help="random seed")
     group.add_argument(
-        "--dtype", choices=sorted(DTYPES), default="float32", help="floating point precision of parameters and estimates"
+        "--dtype",
+        choices=sorted(DTYPES),
+        default="float32",
+        help="floating point precision of parameters and estimates",
     )
     group.add_argument(
-        "--threads", type=int, default=None, help="torch CPU threads (None: torch's choice); 1 is often fastest for small tensors"
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (None: torch's choice); 1 is often fastest for small tensors",
     )
+
+
+def apply_common_options(args: argparse.Namespace) -> tuple[torch.device, torch.dtype]:
+    """For scripts beside the commands (benchmarks): check the common options of ``args``
+    (:class:`RunOptions`), set the threads and return ``(device, dtype)``."""
+    options = config_from_args(RunOptions, args)
+    apply_threads(options.threads)
+    return torch.device(options.device), options.torch_dtype
 
 
 def apply_threads(threads: int | None) -> None:

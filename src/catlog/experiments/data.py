@@ -148,7 +148,10 @@ def resolve_data_dir(data_dir: Path | str | None) -> Path:
 
 
 def cache_dir(data_dir: Path, explicit: Path | str | None = None) -> Path:
-    """Folder for decoded tensors: ``explicit`` (``--cache-dir``), else ``$CATLOG_CACHE``, else ``<data_dir>/decoded``."""
+    """Folder for decoded tensors: ``explicit`` (``--cache-dir``), else ``$CATLOG_CACHE``, else beside the data.
+
+    Beside the data means ``<data_dir>/decoded``.
+    """
     if explicit is not None:
         return Path(explicit).expanduser()
     env = os.environ.get("CATLOG_CACHE")
@@ -242,7 +245,9 @@ def ensure_files(dataset: str, files: tuple[RemoteFile, ...], data_dir: Path, do
         reason = f"download failed ({'; '.join(failures)})" if failures else ""
         bad = {path: (remote, problem) for path, (remote, _) in bad.items() if (problem := problem_with(remote, path))}
     if bad:
-        listing = "\n".join(f"  {path}: {problem} (get it from {remote.urls[0]})" for path, (remote, problem) in bad.items())
+        listing = "\n".join(
+            f"  {path}: {problem} (get it from {remote.urls[0]})" for path, (remote, problem) in bad.items()
+        )
         raise DataError(
             f"{dataset}: {len(bad)} data file(s) missing or damaged and {reason}:\n{listing}\n"
             "Fix: delete the damaged files and run again with network access to download them, or put good copies "
@@ -370,4 +375,3 @@ def load_images(
 def binarize(images: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
     """``(images > threshold)`` as the images' float dtype: ``[*N, H, W]`` grey levels -> {0, 1}."""
     return (images > threshold).to(images.dtype)
-

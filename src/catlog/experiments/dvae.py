@@ -50,7 +50,16 @@ ESTIMATORS: tuple[str, ...] = ("indecater", "rloo-s", "rloo-f", "gs-st-s", "gs-s
 DEFAULT_SAMPLES = 2
 # Settings a resumed run may change; any other difference from the saved config is refused.
 MAY_CHANGE: tuple[str, ...] = (
-    "epochs", "time_budget", "budget_clock", "device", "threads", "out", "resume", "overwrite", "data_dir", "cache_dir"
+    "epochs",
+    "time_budget",
+    "budget_clock",
+    "device",
+    "threads",
+    "out",
+    "resume",
+    "overwrite",
+    "data_dir",
+    "cache_dir",
 )
 
 
@@ -175,7 +184,9 @@ class Trainer(NamedTuple):
     clock: common.Clock
 
 
-def init(config: DvaeConfig, splits: dict[str, torch.Tensor], out: Path, ctx: distributed.DistributedContext) -> tuple[Trainer, TrainState]:
+def init(
+    config: DvaeConfig, splits: dict[str, torch.Tensor], out: Path, ctx: distributed.DistributedContext
+) -> tuple[Trainer, TrainState]:
     """Build model, optimiser, estimator and generators from ``config``; the state is fresh or, with
     ``config.resume``, the checkpoint's. ``splits``: :func:`load_split`'s, limited by ``--train-limit``
     and ``--eval-limit``."""
@@ -189,7 +200,9 @@ def init(config: DvaeConfig, splits: dict[str, torch.Tensor], out: Path, ctx: di
         ctx=ctx,
         model=model,
         optimizer=torch.optim.Adam(model.parameters(), lr=config.lr),
-        estimator=make_estimator(config.estimator, config.latents, config.categories, config.samples, config.chunk_size),
+        estimator=make_estimator(
+            config.estimator, config.latents, config.categories, config.samples, config.chunk_size
+        ),
         generators={
             "train": distributed.rank_generator(config.seed, ctx, device=device),
             "eval": torch.Generator(device=device).manual_seed(config.seed + 1),
@@ -225,7 +238,8 @@ def load(trainer: Trainer) -> TrainState:
     train_states = saved["generators"]["train"]
     if len(train_states) != trainer.ctx.world_size:
         raise run_folder.RunFolderError(
-            f"--resume: expected the checkpoint's {len(train_states)} processes, got a world size of {trainer.ctx.world_size}"
+            f"--resume: expected the checkpoint's {len(train_states)} processes, "
+            f"got a world size of {trainer.ctx.world_size}"
         )
     trainer.model.load_state_dict(saved["model"])
     trainer.optimizer.load_state_dict(saved["optimizer"])
@@ -235,8 +249,11 @@ def load(trainer: Trainer) -> TrainState:
 
 
 def anneal(trainer: Trainer, state: TrainState) -> TrainState:
-    """Gumbel-Softmax temperature for ``state.epoch``: ``exp(-0.01 * epoch)`` clipped to [0.1, 1]."""
-    if not isinstance(trainer.estimator, catlog.GumbelSoftmax):
+    """Relaxation temperature for ``state.epoch``: ``exp(-0.01 * epoch)`` clipped to [0.1, 1].
+
+    Applies to every estimator with a ``temperature`` (the Gumbel-Softmax family); the others pass.
+    """
+    if not hasattr(trainer.estimator, "temperature"):
         return state
     trainer.estimator.temperature = min(1.0, max(0.1, math.exp(-0.01 * state.epoch)))
     return replace(state, temperature=trainer.estimator.temperature)
@@ -448,7 +465,9 @@ class VarianceConfig:
             common.check_at_least("--threads", self.threads, 1)
         for name in (run_folder.CONFIG, run_folder.CHECKPOINT):
             if not (self.run / name).is_file():
-                raise common.OptionError("run", f"expected a folder of `catlog dvae` holding {name}, got {str(self.run)!r}")
+                raise common.OptionError(
+                    "run", f"expected a folder of `catlog dvae` holding {name}, got {str(self.run)!r}"
+                )
 
 
 def run_variance(config: VarianceConfig) -> int:
@@ -464,8 +483,13 @@ def run_variance(config: VarianceConfig) -> int:
 
 def add_options(parser: argparse.ArgumentParser) -> None:
     """The options of ``catlog dvae`` (without the common ones)."""
-    parser.add_argument("--estimator", choices=estimators.NAMES, default="indecater", metavar="NAME",
-                        help="gradient estimator (names below)")
+    parser.add_argument(
+        "--estimator",
+        choices=estimators.NAMES,
+        default="indecater",
+        metavar="NAME",
+        help="gradient estimator (names below)",
+    )
     parser.add_argument("--dataset", choices=DATASETS, default="mnist", help="training images")
     parser.add_argument("--samples", type=int, default=DEFAULT_SAMPLES, help="N (-f estimators take D*K*N samples)")
     parser.add_argument("--latents", type=int, default=200, help="latent variables D")
@@ -473,38 +497,67 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     length = parser.add_argument_group("length (the first reached stops training; neither given: --epochs 10)")
     length.add_argument("--epochs", type=int, default=None, help="passes over the training images")
     length.add_argument("--time-budget", type=float, default=None, help="training seconds (evaluation excluded)")
-    length.add_argument("--budget-clock", choices=("cpu", "wall"), default="cpu",
-                        help="clock of --time-budget: process CPU time (robust on a shared machine) or wall")
+    length.add_argument(
+        "--budget-clock",
+        choices=("cpu", "wall"),
+        default="cpu",
+        help="clock of --time-budget: process CPU time (robust on a shared machine) or wall",
+    )
     parser.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate")
     parser.add_argument("--batch-size", type=int, default=100, help="images per step")
-    parser.add_argument("--chunk-size", type=int, default=10,
-                        help="IndeCateR: perturbed sample rows per decoder call, each a whole batch (10: "
-                        "1000 latent vectors at batch 100; bounds peak memory at no cost in speed)")
+    parser.add_argument(
+        "--chunk-size",
+        type=int,
+        default=10,
+        help="IndeCateR: perturbed sample rows per decoder call, each a whole batch (10: "
+        "1000 latent vectors at batch 100; bounds peak memory at no cost in speed)",
+    )
     parser.add_argument("--log-every", type=int, default=100, help="iterations between log rows")
-    parser.add_argument("--eval-samples", type=int, default=10,
-                        help="latent samples per image for validation/test -ELBO (the reference used 1000)")
-    parser.add_argument("--variance-every", type=int, default=100,
-                        help="iterations between variance measurements, a multiple of --log-every (0: never)")
+    parser.add_argument(
+        "--eval-samples",
+        type=int,
+        default=10,
+        help="latent samples per image for validation/test -ELBO (the reference used 1000)",
+    )
+    parser.add_argument(
+        "--variance-every",
+        type=int,
+        default=100,
+        help="iterations between variance measurements, a multiple of --log-every (0: never)",
+    )
     parser.add_argument("--variance-repeats", type=int, default=10, help="gradient estimates per variance measurement")
     add_data_options(parser)
-    parser.add_argument("--train-limit", type=int, default=None, help="use only the first N training images (None: all)")
-    parser.add_argument("--eval-limit", type=int, default=None,
-                        help="use only the first N validation and test images (None: all)")
+    parser.add_argument(
+        "--train-limit", type=int, default=None, help="use only the first N training images (None: all)"
+    )
+    parser.add_argument(
+        "--eval-limit", type=int, default=None, help="use only the first N validation and test images (None: all)"
+    )
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint.pt")
 
 
 def add_data_options(parser: argparse.ArgumentParser, default: str = "$CATLOG_DATA or ~/.cache/catlog") -> None:
     """``--data-dir`` and ``--cache-dir`` (:mod:`catlog.experiments.data`)."""
     parser.add_argument("--data-dir", type=Path, default=None, help=f"existing data folder (None: {default})")
-    parser.add_argument("--cache-dir", type=Path, default=None,
-                        help="folder for decoded Omniglot tensors (None: $CATLOG_CACHE, else <data folder>/decoded)")
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="folder for decoded Omniglot tensors (None: $CATLOG_CACHE, else <data folder>/decoded)",
+    )
 
 
 def add_variance_options(parser: argparse.ArgumentParser) -> None:
     """The options of ``catlog dvae-variance``."""
     parser.add_argument("run", type=Path, help="run folder of catlog dvae")
-    parser.add_argument("--estimators", nargs="+", choices=estimators.NAMES, default=list(ESTIMATORS[:5]),
-                        metavar="NAME", help="estimators to measure (names below)")
+    parser.add_argument(
+        "--estimators",
+        nargs="+",
+        choices=estimators.NAMES,
+        default=list(ESTIMATORS[:5]),
+        metavar="NAME",
+        help="estimators to measure (names below)",
+    )
     parser.add_argument("--repeats", type=int, default=10, help="gradient estimates per estimator")
     parser.add_argument("--data-dir", type=Path, default=None, help="existing data folder (None: the run's)")
     parser.add_argument("--seed", type=int, default=0, help="random seed")

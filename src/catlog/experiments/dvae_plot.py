@@ -81,9 +81,7 @@ class PlotConfig:
     x_axis: str = "cpu"
 
     def __post_init__(self) -> None:
-        for run in self.runs:
-            if not (run / "config.json").is_file() or not (run / "log.csv").is_file():
-                raise common.OptionError("runs", f"expected folders of `catlog dvae` with config.json and log.csv, got {str(run)!r}")
+        plotting.check_run_folders(self.runs, "dvae")
 
 
 def run_plot(config: PlotConfig) -> int:
@@ -97,8 +95,9 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     """The options of ``catlog dvae-plot``."""
     parser.add_argument("runs", nargs="+", type=Path, help="run folders of catlog dvae")
     parser.add_argument("--output", type=Path, default=Path("dvae.png"), help="PNG to write")
-    parser.add_argument("--x-axis", choices=tuple(X_COLUMNS), default="cpu",
-                        help="training CPU seconds, wall seconds or iterations")
+    parser.add_argument(
+        "--x-axis", choices=tuple(X_COLUMNS), default="cpu", help="training CPU seconds, wall seconds or iterations"
+    )
 
 
 COMMANDS = (

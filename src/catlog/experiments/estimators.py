@@ -48,15 +48,24 @@ class Method:
 
 # Methods whose name is the whole name: they take N samples.
 METHODS: dict[str, Method] = {
-    "indecater": Method("IndeCateR, N samples shared by all variables", lambda n, b: catlog.IndeCateR(n, chunk_size=b.chunk_size)),
-    "indecater-pv": Method("IndeCateR, N samples per variable", lambda n, b: catlog.IndeCateR(n, per_variable=True, chunk_size=b.chunk_size)),
+    "indecater": Method(
+        "IndeCateR, N samples shared by all variables", lambda n, b: catlog.IndeCateR(n, chunk_size=b.chunk_size)
+    ),
+    "indecater-pv": Method(
+        "IndeCateR, N samples per variable",
+        lambda n, b: catlog.IndeCateR(n, per_variable=True, chunk_size=b.chunk_size),
+    ),
 }
 # Baselines: each gives NAME-s (N samples) and NAME-f (D*K*N samples).
 BASELINES: dict[str, Method] = {
     "reinforce": Method("REINFORCE", lambda n, b: catlog.REINFORCE(n)),
     "rloo": Method("REINFORCE leave-one-out", lambda n, b: catlog.RLOO(n)),
-    "gs": Method("Gumbel-Softmax, relaxed samples", lambda n, b: catlog.GumbelSoftmax(n, b.temperature, straight_through=False)),
-    "gs-st": Method("straight-through Gumbel-Softmax", lambda n, b: catlog.GumbelSoftmax(n, b.temperature, straight_through=True)),
+    "gs": Method(
+        "Gumbel-Softmax, relaxed samples", lambda n, b: catlog.GumbelSoftmax(n, b.temperature, straight_through=False)
+    ),
+    "gs-st": Method(
+        "straight-through Gumbel-Softmax", lambda n, b: catlog.GumbelSoftmax(n, b.temperature, straight_through=True)
+    ),
 }
 RULES: dict[str, tuple[str, Callable[[Budget], int]]] = {
     "s": ("N samples (equal samples)", lambda b: b.samples),

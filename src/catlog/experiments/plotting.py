@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from catlog.experiments.common import OptionError
+
 MARKER_LIMIT = 30
 # Line styles that tell apart runs drawn in one colour (e.g. two seeds of one estimator).
 LINESTYLES: tuple[str, ...] = ("-", (0, (5, 2)), ":", "-.")
@@ -24,3 +26,12 @@ def run_labels(keys: Sequence[str], folders: Sequence[Path]) -> list[str]:
     folder name added where two runs share a key, so that no two runs share a label."""
     counts = Counter(keys)
     return [key if counts[key] == 1 else f"{key} ({Path(folder).name})" for key, folder in zip(keys, folders)]
+
+
+def check_run_folders(runs: Sequence[Path], command: str) -> None:
+    """Raise :class:`OptionError` (``runs``) unless every folder holds ``config.json`` and ``log.csv``."""
+    for run in runs:
+        if not (Path(run) / "config.json").is_file() or not (Path(run) / "log.csv").is_file():
+            raise OptionError(
+                "runs", f"expected folders of `catlog {command}` with config.json and log.csv, got {str(run)!r}"
+            )

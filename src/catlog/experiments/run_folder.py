@@ -88,7 +88,9 @@ def acquire_lock(folder: Path) -> TextIO:
         handle.seek(0)
         holder = handle.read().strip() or "unknown"
         handle.close()
-        raise RunFolderError(f"{folder}: in use by another process (PID {holder}); wait for it or choose another --out") from None
+        raise RunFolderError(
+            f"{folder}: in use by another process (PID {holder}); wait for it or choose another --out"
+        ) from None
     handle.seek(0)
     handle.truncate()
     handle.write(f"{os.getpid()}\n")
@@ -111,7 +113,11 @@ def config_differences(saved: Mapping[str, Any], new: Mapping[str, Any], may_cha
     allowed = set(may_change)
     keys = sorted((set(saved) | set(new)) - allowed)
     missing = "(absent)"
-    return [f"{k}: {saved.get(k, missing)!r} -> {new.get(k, missing)!r}" for k in keys if saved.get(k, missing) != new.get(k, missing)]
+    return [
+        f"{k}: {saved.get(k, missing)!r} -> {new.get(k, missing)!r}"
+        for k in keys
+        if saved.get(k, missing) != new.get(k, missing)
+    ]
 
 
 def open_run(
@@ -163,9 +169,7 @@ def _check_resumable(folder: Path, config: Mapping[str, Any], may_change: Iterab
     saved = json.loads((folder / CONFIG).read_text())
     changed = config_differences(saved, config, may_change)
     if changed:
-        raise RunFolderError(
-            f"--resume: {folder} was run with another config; differing: {'; '.join(changed)}"
-        )
+        raise RunFolderError(f"--resume: {folder} was run with another config; differing: {'; '.join(changed)}")
 
 
 def save_checkpoint(path: Path, state: Mapping[str, Any]) -> Path:

@@ -118,7 +118,8 @@ class GradientsConfig(common.RunOptions):
         common.check_at_least("--indecater-samples", self.indecater_samples, 1)
 
     def estimator(self, name: str, num_variables: int, num_categories: int) -> catlog.Estimator:
-        """Estimator ``name`` on ``D x K``: IndeCateR with ``--indecater-samples``, baselines with ``--samples`` as ``N``."""
+        """Estimator ``name`` on ``D x K``: IndeCateR with ``--indecater-samples``, baselines with ``--samples``
+        as ``N``."""
         samples = self.indecater_samples if name in estimators.METHODS else self.samples
         return estimators.make(name, estimators.Budget(samples, num_variables, num_categories, self.temperature))
 
@@ -284,7 +285,9 @@ def run_gradients(options: GradientsConfig) -> tuple[Path, list[list[dict[str, A
     """
     common.apply_threads(options.threads)
     settings = common.config_json(options)
-    with run_folder.open_run(common.default_out(options.out, "gradients"), settings, overwrite=options.overwrite) as run:
+    with run_folder.open_run(
+        common.default_out(options.out, "gradients"), settings, overwrite=options.overwrite
+    ) as run:
         out = run.path
         tables = []
         for num_variables, num_categories in options.configs:

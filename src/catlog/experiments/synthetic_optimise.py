@@ -91,7 +91,10 @@ class Method:
 
 
 def paper_methods(num_variables: int, samples: int = 2) -> dict[str, Method]:
-    """The paper's four methods with ``N = samples``; ``-f`` methods take ``D * K * N`` samples (800 for ``D = 200, N = 2``)."""
+    """The paper's four methods with ``N = samples``.
+
+    ``-f`` methods take ``D * K * N`` samples (800 for ``D = 200, N = 2``).
+    """
     budget = estimators.Budget(samples, num_variables, NUM_CATEGORIES)
     return {
         "indecater": Method("indecater", 5.0, budget),
@@ -153,7 +156,9 @@ def optimise(
     """
     estimator = method.estimator()
     device, iterations = torch.device(options.device), options.iterations
-    logits = torch.zeros(options.num_variables, NUM_CATEGORIES, device=device, dtype=options.torch_dtype, requires_grad=True)
+    logits = torch.zeros(
+        options.num_variables, NUM_CATEGORIES, device=device, dtype=options.torch_dtype, requires_grad=True
+    )
     optimiser = KerasRMSprop([logits], lr=method.lr, rho=0.9, eps=1e-7)
     train_generator = torch.Generator(device=device).manual_seed(2 * seed)
     variance_generator = torch.Generator(device=device).manual_seed(2 * seed + 1)
@@ -193,7 +198,7 @@ def optimise(
             break
         clock.timed(gradient_step)
         optimiser.step()
-        if isinstance(estimator, catlog.GumbelSoftmax) and (iteration + 1) % method.anneal_every == 0:
+        if hasattr(estimator, "temperature") and (iteration + 1) % method.anneal_every == 0:
             estimator.temperature *= method.anneal_factor
         if bar is not None:
             bar.update()
@@ -256,7 +261,8 @@ def format_table(table: Sequence[dict[str, Any]], methods: dict[str, Method]) ->
     for row in table:
         method = methods[row["method"]]
         lines.append(
-            f"{row['method']:<10}{method.estimator().num_samples:>8}{method.lr:>6g}{row['reached']:>5}/{row['seeds']:<3}"
+            f"{row['method']:<10}{method.estimator().num_samples:>8}{method.lr:>6g}"
+            f"{row['reached']:>5}/{row['seeds']:<3}"
             f"{show(row['median_iterations'], '.0f'):>8}{show(row['median_wall_s'], '.3f'):>11}"
             f"{show(row['median_cpu_s'], '.3f'):>10}{row['final_f_mean']:>12.6f}{row['final_f_se']:>10.2e}"
             f"{row['total_wall_s_mean']:>11.2f}"
