@@ -39,7 +39,7 @@ class Budget:
 
 
 @dataclass(frozen=True)
-class Method:
+class Family:
     """One estimator family: what it is (for ``--help``) and how to build it with ``n`` samples."""
 
     meaning: str
@@ -47,23 +47,23 @@ class Method:
 
 
 # Methods whose name is the whole name: they take N samples.
-METHODS: dict[str, Method] = {
-    "indecater": Method(
+METHODS: dict[str, Family] = {
+    "indecater": Family(
         "IndeCateR, N samples shared by all variables", lambda n, b: catlog.IndeCateR(n, chunk_size=b.chunk_size)
     ),
-    "indecater-pv": Method(
+    "indecater-pv": Family(
         "IndeCateR, N samples per variable",
         lambda n, b: catlog.IndeCateR(n, per_variable=True, chunk_size=b.chunk_size),
     ),
 }
 # Baselines: each gives NAME-s (N samples) and NAME-f (D*K*N samples).
-BASELINES: dict[str, Method] = {
-    "reinforce": Method("REINFORCE", lambda n, b: catlog.REINFORCE(n)),
-    "rloo": Method("REINFORCE leave-one-out", lambda n, b: catlog.RLOO(n)),
-    "gs": Method(
+BASELINES: dict[str, Family] = {
+    "reinforce": Family("REINFORCE", lambda n, b: catlog.REINFORCE(n)),
+    "rloo": Family("REINFORCE leave-one-out", lambda n, b: catlog.RLOO(n)),
+    "gs": Family(
         "Gumbel-Softmax, relaxed samples", lambda n, b: catlog.GumbelSoftmax(n, b.temperature, straight_through=False)
     ),
-    "gs-st": Method(
+    "gs-st": Family(
         "straight-through Gumbel-Softmax", lambda n, b: catlog.GumbelSoftmax(n, b.temperature, straight_through=True)
     ),
 }
