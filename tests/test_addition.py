@@ -24,7 +24,7 @@ from catlog.experiments.addition import (
 )
 from catlog.experiments.cli import main
 from catlog.experiments.distributed import DistributedContext
-from catlog.experiments.run_folder import RunFolderError
+from catlog.experiments.run_folder import RunFolderError, open_on_main
 
 
 def synthetic_digits(count: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -177,8 +177,8 @@ def small_config(**changes: object) -> AdditionConfig:
 
 def train_in(config: AdditionConfig, data: tuple[DigitSequences, DigitSequences]) -> list[dict[str, float]]:
     """Open the run folder ``config.out`` as the command does and train there."""
-    with addition.open_run(config, DistributedContext()) as run:
-        return train(config, *data, run.path)
+    with open_on_main(config, "addition", DistributedContext(), addition.MAY_CHANGE) as out:
+        return train(config, *data, out)
 
 
 def small_data(train_count: int = 130, test_count: int = 50) -> tuple[DigitSequences, DigitSequences]:

@@ -352,24 +352,13 @@ def load_mnist_sequences(
     return splits[0], splits[1]
 
 
-def open_run(config: AdditionConfig, ctx: distributed.DistributedContext) -> run_folder.RunFolder:
-    """The run folder of ``config`` (rank 0 only): locked, config written, resume checked."""
-    folder = common.default_out(config.out, f"addition-d{config.digits}-{config.estimator}")
-    settings = {**common.config_json(config), "world_size": ctx.world_size}
-    return run_folder.open_run(
-        folder, settings, resume=config.resume, overwrite=config.overwrite, may_change=MAY_CHANGE
-    )
-
-
 def run(config: AdditionConfig) -> int:
     """The ``catlog addition`` command (also under ``torchrun``: see docs/scaling.md)."""
     ctx = distributed.setup(config.device)
     try:
         common.apply_threads(config.threads)
         data.check_dataset("mnist", config.data_dir)
-        run = open_run(config, ctx) if ctx.is_main else None
-        try:
-            out = distributed.broadcast_object(run.path if run is not None else None, ctx)
+        with run_folder.open_on_main(config, f"addition-d{config.digits}-{config.estimator}", ctx, MAY_CHANGE) as out:
             dtype, device = config.torch_dtype, ctx.device
             train_data, test_data = load_mnist_sequences(
                 config.digits, config.seed, config.data_dir, config.train_limit, config.test_limit
@@ -378,9 +367,6 @@ def run(config: AdditionConfig) -> int:
             if ctx.is_main:
                 common.write_json(out / "summary.json", {**common.config_json(config), **history[-1]})
                 print(json.dumps({"out": str(out), **history[-1]}, indent=2))
-        finally:
-            if run is not None:
-                run.close()
     finally:
         distributed.teardown()
     return 0

@@ -393,20 +393,9 @@ def run(config: DvaeConfig) -> int:
     try:
         common.apply_threads(config.threads)
         data.check_dataset(config.dataset, config.data_dir)
-        folder = common.default_out(config.out, f"dvae-{config.dataset}-{config.estimator}")
-        settings = {**common.config_json(config), "world_size": ctx.world_size}
-        run = (
-            run_folder.open_run(
-                folder, settings, resume=config.resume, overwrite=config.overwrite, may_change=MAY_CHANGE
-            )
-            if ctx.is_main
-            else None
-        )
-        try:
-            train(config, distributed.broadcast_object(folder, ctx), ctx)
-        finally:
-            if run is not None:
-                run.close()
+        experiment = f"dvae-{config.dataset}-{config.estimator}"
+        with run_folder.open_on_main(config, experiment, ctx, MAY_CHANGE) as out:
+            train(config, out, ctx)
     finally:
         distributed.teardown()
     return 0

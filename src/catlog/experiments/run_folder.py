@@ -22,14 +22,15 @@ import fcntl
 import json
 import os
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 import torch
 
-from catlog.experiments import common
+from catlog.experiments import common, distributed
 
 LOCK = ".lock"
 CONFIG = "config.json"
@@ -170,6 +171,31 @@ def _check_resumable(folder: Path, config: Mapping[str, Any], may_change: Iterab
     changed = config_differences(saved, config, may_change)
     if changed:
         raise RunFolderError(f"--resume: {folder} was run with another config; differing: {'; '.join(changed)}")
+
+
+@contextmanager
+def open_on_main(
+    config: common.RunOptions, experiment: str, ctx: distributed.DistributedContext, may_change: Iterable[str] = ()
+) -> Iterator[Path]:
+    """A training command's run folder: rank 0 opens it (:func:`open_run` with ``config``'s
+    ``out``, ``overwrite`` and ``resume``, and the world size added to the saved config), every
+    rank gets its path; the lock is released on exit.
+
+    ``experiment`` names the default folder, ``results/<experiment>-<time>``.
+    """
+    folder = common.default_out(config.out, experiment)
+    settings = {**common.config_json(config), "world_size": ctx.world_size}
+    resume = bool(getattr(config, "resume", False))
+    run = (
+        open_run(folder, settings, resume=resume, overwrite=config.overwrite, may_change=may_change)
+        if ctx.is_main
+        else None
+    )
+    try:
+        yield distributed.broadcast_object(folder, ctx)
+    finally:
+        if run is not None:
+            run.close()
 
 
 def save_checkpoint(path: Path, state: Mapping[str, Any]) -> Path:
