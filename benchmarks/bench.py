@@ -349,7 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = [run_case(index, options, device, dtype) for index in common.progress(selected, desc="cases")]
     table = format_table(rows)
     print(table)
-    out = common.output_dir(options.out, "bench")
+    out = common.default_out(options.out, "bench")
     common.write_json(
         out / "bench.json",
         {

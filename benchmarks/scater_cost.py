@@ -169,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = [row for size in common.progress(sizes, desc="sizes") for row in run_size(*size, options)]
     table = format_table(rows)
     print(table)
-    out = common.output_dir(options.out, "scater-cost")
+    out = common.default_out(options.out, "scater-cost")
     common.write_json(
         out / "scater_cost.json",
         {
