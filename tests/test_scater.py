@@ -175,7 +175,7 @@ def test_chunking_does_not_change_the_estimate(per_variable: bool) -> None:
     problem = causal_network(2, 20)
     results = [
         problem.gradients(
-            catlog.SCateR(2, per_variable, chunk_size=chunk)(
+            catlog.SCateR(2, per_variable=per_variable, chunk_size=chunk)(
                 problem.f, problem.logits, generator=torch.Generator().manual_seed(1)
             )
         )
@@ -195,7 +195,7 @@ def test_conditional_calls_grow_linearly_in_d(num_variables: int) -> None:
         return (x[..., :d].sum(-1, keepdim=True) * 0.3 + torch.arange(4.0)).sin()
 
     dist = catlog.Autoregressive(conditional, num_variables, 4, (2,))
-    for estimator, expected in ((catlog.SCateR(3), 2 * num_variables - 1), (catlog.SCateR(3, True), 3 * num_variables - 1)):
+    for estimator, expected in ((catlog.SCateR(3), 2 * num_variables - 1), (catlog.SCateR(3, per_variable=True), 3 * num_variables - 1)):
         calls.clear()
         estimator(lambda x: x.sum(-1).float(), dist)
         assert len(calls) == expected, (estimator, calls)
@@ -214,7 +214,7 @@ def test_degenerate_sizes_match_exact(num_variables: int, num_categories: int) -
         return (x.float() - 0.5).pow(2).sum(-1)
 
     for per_variable in (False, True):
-        got = torch.autograd.grad(catlog.SCateR(64, per_variable)(f, dist), weight)[0]
+        got = torch.autograd.grad(catlog.SCateR(64, per_variable=per_variable)(f, dist), weight)[0]
         expected = torch.autograd.grad(catlog.Exact()(f, dist), weight)[0]
         torch.testing.assert_close(got, expected)
 
@@ -295,15 +295,15 @@ def test_bad_arguments_are_refused(kwargs: dict, message: str) -> None:
 def test_estimators_without_autoregressive_support_say_so() -> None:
     dist = catlog.Autoregressive(_constant((4,)), 3, 4)
     for estimator in (catlog.IndeCateR(2), catlog.GumbelSoftmax(2)):
-        with pytest.raises(ValueError, match="logits: .* got an Autoregressive distribution; use SCateR"):
+        with pytest.raises(ValueError, match="dist: .* got an Autoregressive; use SCateR"):
             estimator(lambda x: x.sum(-1).float(), dist)
 
 
 def test_log_prob_refuses_bad_samples() -> None:
     dist = catlog.Autoregressive(_constant((2, 4)), 3, 4, (2,))
-    with pytest.raises(ValueError, match=r"x: expected a LongTensor of shape \[\*S, \*B, D\]"):
+    with pytest.raises(ValueError, match=r"value: expected a LongTensor of shape \[\*S, \*B, D\]"):
         dist.log_prob(torch.zeros(5, 3, 2, dtype=torch.long))
-    with pytest.raises(ValueError, match=r"x: expected categories in \[0, 4\)"):
+    with pytest.raises(ValueError, match=r"value: expected categories in \[0, 4\)"):
         dist.log_prob(torch.full((5, 2, 3), 4))
 
 
@@ -407,7 +407,7 @@ def test_scater_properties_on_bigram_models(
 
     results = []
     for chunk in (None, chunk_size):
-        estimator = catlog.SCateR(num_samples, per_variable, chunk_size=chunk)
+        estimator = catlog.SCateR(num_samples, per_variable=per_variable, chunk_size=chunk)
         value = estimator(f, dist, one_hot=one_hot, generator=torch.Generator().manual_seed(1))
         assert value.shape == batch_shape and value.dtype == logits.dtype and bool(torch.isfinite(value).all())
         (grad,) = torch.autograd.grad(value.sum(), logits)

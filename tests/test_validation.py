@@ -42,8 +42,8 @@ def no_possible_category() -> torch.Tensor:
 
 BAD_LOGITS = {
     "one dimension": (torch.zeros(3), r"shape \[\*B, D, K\].*got shape \(3,\)"),
-    "not a tensor": ([[0.0, 1.0]], "torch.Tensor.*got list"),
-    "integer dtype": (torch.zeros(2, 3, dtype=torch.long), "floating-point.*torch.int64"),
+    "not a tensor": ([[0.0, 1.0]], "logits Tensor.*got list"),
+    "integer dtype": (torch.zeros(2, 3, dtype=torch.long), "floating-point logits.*torch.int64"),
     "nan": (nan_logits(), "1 NaN"),
     "plus inf": (plus_inf_logits(), r"1 \+inf"),
     "variable without a possible category": (no_possible_category(), r"all logits -inf, first at index \(2, 1\)"),
@@ -54,7 +54,7 @@ BAD_LOGITS = {
 @pytest.mark.parametrize("case", sorted(BAD_LOGITS))
 def test_bad_logits(name: str, case: str) -> None:
     logits, message = BAD_LOGITS[case]
-    with pytest.raises(ValueError, match=f"logits: expected .*{message}"):
+    with pytest.raises(ValueError, match=f"dist: expected .*{message}"):
         ESTIMATORS[name]()(good_f, logits)
 
 

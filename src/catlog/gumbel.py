@@ -6,7 +6,7 @@ import torch
 
 from catlog._objective import Objective
 from catlog._sampling import gumbel_noise
-from catlog._validation import check_count, check_positive
+from catlog._validation import check_count, check_flag, check_positive
 from catlog.estimator import Cost, Estimator
 
 
@@ -22,23 +22,23 @@ class GumbelSoftmax(Estimator):
         num_samples: ``N >= 1`` relaxed samples, each evaluated once.
         temperature: ``> 0``; may be reassigned between calls (annealing).
         straight_through: hard forward values, soft gradients.
-        one_hot: see :class:`~catlog.estimator.Estimator`.
-        generator: see :class:`~catlog.estimator.Estimator`.
+        one_hot, generator, validate_args: see :class:`~catlog.estimator.Estimator`.
     """
 
     def __init__(
         self,
         num_samples: int,
         temperature: float = 1.0,
-        straight_through: bool = True,
         *,
+        straight_through: bool = True,
         one_hot: bool = False,
         generator: torch.Generator | None = None,
+        validate_args: bool | None = None,
     ) -> None:
-        super().__init__(one_hot=one_hot, generator=generator)
+        super().__init__(one_hot=one_hot, generator=generator, validate_args=validate_args)
         self.num_samples = check_count("num_samples", num_samples, 1)
         self.temperature = temperature
-        self.straight_through = bool(straight_through)
+        self.straight_through = check_flag("straight_through", straight_through)
 
     @property
     def temperature(self) -> float:
@@ -49,13 +49,7 @@ class GumbelSoftmax(Estimator):
     def temperature(self, value: float) -> None:
         self._temperature = check_positive("temperature", value)
 
-    def __repr__(self) -> str:
-        return (
-            f"GumbelSoftmax(num_samples={self.num_samples}, temperature={self.temperature}, "
-            f"straight_through={self.straight_through})"
-        )
-
-    def cost(self, num_variables: int, num_categories: int) -> Cost:
+    def _cost(self, num_variables: int, num_categories: int) -> Cost:
         """``N`` samples and ``N`` evaluations."""
         return Cost(samples=self.num_samples, evaluations=self.num_samples)
 
