@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Union
+from typing import TYPE_CHECKING, Any, Union
 
 import torch
 from torch.distributions import Categorical, Independent, OneHotCategorical
@@ -10,9 +10,10 @@ from torch.distributions import Categorical, Independent, OneHotCategorical
 from catlog._validation import check_logits
 from catlog.autoregressive import Autoregressive
 
-DistributionLike = Union[torch.Tensor, Independent, Categorical, OneHotCategorical, Autoregressive]
-"""Logits ``[*B, D, K]``, a factorised categorical distribution over ``D`` variables, or an
-:class:`~catlog.autoregressive.Autoregressive`."""
+if TYPE_CHECKING:  # Independent is generic for type checkers, not at run time in every torch >= 2.1
+    DistributionLike = Union[torch.Tensor, Independent[Any], Categorical, OneHotCategorical, Autoregressive]
+    """Logits ``[*B, D, K]``, a factorised categorical distribution over ``D`` variables, or an
+    :class:`~catlog.autoregressive.Autoregressive`."""
 
 EXPECTED = (
     "logits Tensor[*B, D, K], Independent(Categorical(logits=L), 1), Independent(OneHotCategorical(logits=L), 1), "

@@ -89,7 +89,8 @@ class Autoregressive(Distribution):
     @property
     def support(self) -> constraints.Constraint:
         """``{0..K-1}^D``: ``D`` integers in ``[0, K - 1]``."""
-        return constraints.independent(constraints.integer_interval(0, self.num_categories - 1), 1)
+        categories = constraints.integer_interval(0, self.num_categories - 1)  # type: ignore[no-untyped-call]
+        return constraints.independent(categories, 1)  # type: ignore[no-untyped-call]
 
     def sample(self, sample_shape: Sequence[int] = torch.Size(), generator: torch.Generator | None = None) -> torch.Tensor:
         """Ancestral samples ``x_d ~ p(. | x_<d)``, ``d = 0..D-1`` (``D`` calls of ``conditional``).

@@ -5,14 +5,17 @@ from __future__ import annotations
 import abc
 import inspect
 from collections.abc import Callable
-from typing import ClassVar, NamedTuple
+from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
 import torch
 
-from catlog._distributions import DistributionLike, as_logits, resolve_alias
+from catlog._distributions import as_logits, resolve_alias
 from catlog._objective import Objective
 from catlog._validation import check_count, check_flag, check_generator, check_generator_device
 from catlog.autoregressive import Autoregressive
+
+if TYPE_CHECKING:
+    from catlog._distributions import DistributionLike
 
 
 class Cost(NamedTuple):
@@ -112,16 +115,16 @@ class Estimator(abc.ABC):
         Returns:
             ``Tensor[*B]``: the estimate of ``E[f(X)]``, differentiable.
         """
-        dist = resolve_alias(dist, logits)
+        given = resolve_alias(dist, logits)
         one_hot = self.one_hot if one_hot is None else check_flag("one_hot", one_hot)
         generator = self.generator if generator is None else check_generator("generator", generator)
-        if isinstance(dist, Autoregressive):
-            check_generator_device(generator, dist.device, "dist")
+        if isinstance(given, Autoregressive):
+            check_generator_device(generator, given.device, "dist")
             objective = Objective(
-                f, dist.batch_shape, dist.num_categories, dist.dtype, dist.device, one_hot, self._validates
+                f, given.batch_shape, given.num_categories, given.dtype, given.device, one_hot, self._validates
             )
-            return self._estimate_autoregressive(objective, dist, generator)
-        checked = as_logits(dist, self._validates)
+            return self._estimate_autoregressive(objective, given, generator)
+        checked = as_logits(given, self._validates)
         check_generator_device(generator, checked.device, "dist")
         objective = Objective(
             f, checked.shape[:-2], checked.shape[-1], checked.dtype, checked.device, one_hot, self._validates

@@ -71,7 +71,7 @@ class SCateR(IndeCateR):
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.per_variable):
             base, logits = dist._draw(noise)
         if self.per_variable:
-            by_group = base.unflatten(0, (num_samples, groups))
+            by_group = base.view(num_samples, groups, *base.shape[1:])
             logits = torch.stack([dist._logits_at(by_group[:, d].contiguous(), d) for d in range(num_variables)], -2)
             own = by_group.diagonal(dim1=1, dim2=-1)
         else:
@@ -114,7 +114,7 @@ def _completion_values(
     groups = base.shape[0] // num_samples
     sums = logits.new_zeros((*batch_shape, num_samples * num_variables, num_categories + 1), dtype=values.dtype)
     branch = torch.arange(num_samples * num_variables, device=base.device)
-    own_values = values.unflatten(0, (num_samples, groups)).movedim(1, -1).expand(own.shape)
+    own_values = values.view(num_samples, groups, *values.shape[1:]).movedim(1, -1).expand(own.shape)
     scatter_by_category(sums, branch, own.movedim(-1, 1).flatten(0, 1), own_values.movedim(-1, 1).flatten(0, 1))
 
     possible = logits > -math.inf
@@ -138,4 +138,4 @@ def _completion_values(
         active = torch.searchsorted(d[chunk], positions).tolist()
         dist._rollout(x, _follow_noise(noise, row[chunk]), active)
         scatter_by_category(sums, n[chunk] * num_variables + d[chunk], category, objective(x))
-    return sums[..., :num_categories].unflatten(-2, (num_samples, num_variables)).movedim(-3, 0)
+    return sums[..., :num_categories].reshape(*batch_shape, num_samples, num_variables, num_categories).movedim(-3, 0)
