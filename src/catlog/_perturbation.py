@@ -100,7 +100,7 @@ def _means_every_offset(objective: Objective, samples: torch.Tensor, values: tor
     rows = torch.where(eye.view(num_variables, 1, *([1] * len(batch_shape)), num_variables), moved.unsqueeze(-1), own.unsqueeze(2))
     by_offset = values.expand(num_samples, num_variables, *batch_shape).unsqueeze(2)
     if num_categories > 1:
-        perturbed = objective(rows.flatten(0, 2)).view(num_samples, num_variables, num_categories - 1, *batch_shape)
+        perturbed = objective(rows.flatten(0, 2)).reshape(num_samples, num_variables, num_categories - 1, *batch_shape)
         by_offset = torch.cat([by_offset, perturbed], 2)
     offset_of = ((offsets - current.unsqueeze(-1)) % num_categories).movedim((-2, -1), (1, 2))  # [N, D, K, *B]
     means = by_offset.gather(2, offset_of).mean(0).movedim((0, 1), (-2, -1))

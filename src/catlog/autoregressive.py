@@ -11,7 +11,7 @@ from catlog._sampling import gumbel_noise
 from catlog._validation import check_category_logits, check_count, check_device
 
 Conditional = Callable[[torch.Tensor, int], torch.Tensor]
-Choose = Callable[[torch.Tensor, int], torch.Tensor]
+_Choose = Callable[[torch.Tensor, int], torch.Tensor]
 
 
 class Autoregressive(Distribution):
@@ -71,8 +71,9 @@ class Autoregressive(Distribution):
         if isinstance(batch_shape, torch.Tensor) or not isinstance(batch_shape, Sequence):
             raise ValueError(f"batch_shape: expected a sequence of integers >= 0, got {batch_shape!r}")
         sizes = torch.Size(check_count("batch_shape", size, 0) for size in batch_shape)
-        self.device = torch.device("cpu" if device is None else device)
-        check_device("device", self.device)
+        check_device("device", torch.device("cpu" if device is None else device))
+        # with its index ("cuda" -> "cuda:0"), so that it compares equal to the device of tensors made there
+        self.device = torch.empty(0, device=device).device
         self.dtype = torch.get_default_dtype() if dtype is None else dtype
         if not self.dtype.is_floating_point:
             raise ValueError(f"dtype: expected a floating-point dtype, got {self.dtype}")
@@ -142,7 +143,7 @@ class Autoregressive(Distribution):
         x = torch.zeros(noise.shape[:-1], dtype=torch.long, device=self.device)
         return x, self._rollout_logits(x, _follow_noise(noise))
 
-    def _rollout(self, x: torch.Tensor, choose: Choose, active: Sequence[int]) -> None:
+    def _rollout(self, x: torch.Tensor, choose: _Choose, active: Sequence[int]) -> None:
         """Fill ``x`` position by position, in place: ``x[:a_d, ..., d] = choose(conditional(x[:a_d], d), d)``.
 
         One call of ``conditional`` per position ``d`` with ``a_d > 0``.
@@ -158,12 +159,12 @@ class Autoregressive(Distribution):
             if count:
                 self._fill(x[:count], choose, d)
 
-    def _rollout_logits(self, x: torch.Tensor, choose: Choose) -> torch.Tensor:
+    def _rollout_logits(self, x: torch.Tensor, choose: _Choose) -> torch.Tensor:
         """:meth:`_rollout` of every row; returns the logits ``[M, *B, D, K]`` of each position
         (with autograd if it is enabled)."""
         return torch.stack([self._fill(x, choose, d) for d in range(self.num_variables)], -2)
 
-    def _fill(self, x: torch.Tensor, choose: Choose, d: int) -> torch.Tensor:
+    def _fill(self, x: torch.Tensor, choose: _Choose, d: int) -> torch.Tensor:
         """Set ``x[..., d] = choose(conditional(x, d), d)`` in place; returns the logits ``[M, *B, K]``."""
         logits = self._logits_at(x.clone() if torch.is_grad_enabled() else x, d)
         x[..., d] = choose(logits, d)
@@ -187,7 +188,7 @@ class Autoregressive(Distribution):
         return out
 
 
-def _follow_noise(noise: torch.Tensor, rows: torch.Tensor | None = None) -> Choose:
+def _follow_noise(noise: torch.Tensor, rows: torch.Tensor | None = None) -> _Choose:
     """The Gumbel-max choice ``argmax_k log_softmax(logits)_k + noise[r, ..., d, k]``.
 
     Args:

@@ -12,7 +12,7 @@ from catlog.autoregressive import Autoregressive, _sequence_log_prob
 from catlog.estimator import Cost, Estimator
 
 
-def enumerate_states(num_variables: int, num_categories: int, device: torch.device | None = None) -> torch.Tensor:
+def _enumerate_states(num_variables: int, num_categories: int, device: torch.device | None = None) -> torch.Tensor:
     """Every joint state in lexicographic order: ``LongTensor[K**D, D]``."""
     powers = num_categories ** torch.arange(num_variables - 1, -1, -1, device=device)
     return torch.arange(num_categories**num_variables, device=device)[:, None] // powers % num_categories
@@ -56,7 +56,7 @@ class Exact(Estimator):
     def _estimate(self, objective: Objective, logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         num_variables, num_categories = logits.shape[-2:]
         self._check_size(num_variables, num_categories)
-        states = enumerate_states(num_variables, num_categories, logits.device)
+        states = _enumerate_states(num_variables, num_categories, logits.device)
         variables = torch.arange(num_variables, device=logits.device)
         log_probs = logits.log_softmax(-1)[..., variables, states].sum(-1).movedim(-1, 0)
         possible = (logits.detach() > -math.inf)[..., variables, states].movedim(-2, 0)
@@ -68,7 +68,7 @@ class Exact(Estimator):
         self, objective: Objective, dist: Autoregressive, generator: torch.Generator | None
     ) -> torch.Tensor:
         self._check_size(dist.num_variables, dist.num_categories)
-        states = enumerate_states(dist.num_variables, dist.num_categories, dist.device)
+        states = _enumerate_states(dist.num_variables, dist.num_categories, dist.device)
         states = states.view(states.shape[0], *([1] * len(dist.batch_shape)), -1).expand(
             states.shape[0], *dist.batch_shape, -1
         )

@@ -80,7 +80,7 @@ class IndeCateR(Estimator):
         num_variables = logits.shape[-2]
         groups = num_variables if self.per_variable else 1
         samples = sample_categorical(logits.detach().log_softmax(-1), (self.num_samples, groups), generator)
-        values = objective(samples.flatten(0, 1)).view(samples.shape[:-1])
+        values = objective(samples.flatten(0, 1)).reshape(samples.shape[:-1])
         with torch.no_grad():
             possible = logits.detach() > -math.inf
             coefficients = category_means(

@@ -114,7 +114,7 @@ def _completion_values(
     groups = base.shape[0] // num_samples
     sums = logits.new_zeros((*batch_shape, num_samples * num_variables, num_categories + 1), dtype=values.dtype)
     branch = torch.arange(num_samples * num_variables, device=base.device)
-    own_values = values.view(num_samples, groups, *values.shape[1:]).movedim(1, -1).expand(own.shape)
+    own_values = values.reshape(num_samples, groups, *values.shape[1:]).movedim(1, -1).expand(own.shape)
     scatter_by_category(sums, branch, own.movedim(-1, 1).flatten(0, 1), own_values.movedim(-1, 1).flatten(0, 1))
 
     possible = logits > -math.inf
