@@ -417,3 +417,24 @@ def test_scater_properties_on_bigram_models(
 
     for x in seen:
         assert not bool(given_previous(impossible, x).gather(-1, x.unsqueeze(-1)).any())
+
+
+def test_autoregressive_is_a_torch_distribution() -> None:
+    """Shapes, support, sample and log_prob as ``torch.distributions`` has them: on a
+    conditional that ignores its prefix, ``log_prob`` is that of ``Independent(Categorical)``."""
+    table = torch.randn(2, 3, 4, dtype=torch.float64)
+    dist = catlog.Autoregressive(lambda x, d: table[:, d].expand(x.shape[0], 2, 4), 3, 4, (2,), dtype=torch.float64)
+    assert isinstance(dist, torch.distributions.Distribution)
+    assert dist.batch_shape == (2,) and dist.event_shape == (3,)
+    x = dist.sample((5, 7), generator=torch.Generator().manual_seed(0))
+    assert x.shape == (5, 7, 2, 3) and x.dtype == torch.long
+    assert bool(dist.support.check(x).all()) and not bool(dist.support.check(x + 4).any())
+    independent = torch.distributions.Independent(torch.distributions.Categorical(logits=table), 1)
+    torch.testing.assert_close(dist.log_prob(x), independent.log_prob(x))
+
+
+def test_autoregressive_without_validation_does_not_check_conditional_values() -> None:
+    nan = lambda x, d: torch.full((x.shape[0], 4), math.nan)  # noqa: E731
+    with pytest.raises(ValueError, match="conditional: expected finite values or -inf"):
+        catlog.Autoregressive(nan, 3, 4, validate_args=True).sample((2,))
+    catlog.Autoregressive(nan, 3, 4, validate_args=False).sample((2,))
