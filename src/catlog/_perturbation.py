@@ -45,9 +45,11 @@ def category_means(
     num_samples, groups = samples.shape[:2]
     batch_shape, (num_variables, num_categories) = possible.shape[:-2], possible.shape[-2:]
     perturbed_rows = num_samples * num_variables * (num_categories - 1)
-    unchunked = chunk_size is None or chunk_size >= perturbed_rows
-    if unchunked and (not skip_impossible or bool(possible.all())):
-        return _means_every_offset(objective, samples, values, possible)
+    if chunk_size is None or chunk_size >= perturbed_rows:
+        if not skip_impossible:
+            return _means_every_offset(objective, samples, values, num_categories, possible)
+        if bool(possible.all()):
+            return _means_every_offset(objective, samples, values, num_categories, None)
     sums = possible.new_zeros((*batch_shape, num_variables, num_categories + 1), dtype=values.dtype)
 
     own = samples.diagonal(dim1=1, dim2=-1) if groups > 1 else samples[:, 0]
@@ -75,7 +77,9 @@ def category_means(
     return sums[..., :num_categories] / num_samples
 
 
-def _means_every_offset(objective: Objective, samples: torch.Tensor, values: torch.Tensor, possible: torch.Tensor) -> torch.Tensor:
+def _means_every_offset(
+    objective: Objective, samples: torch.Tensor, values: torch.Tensor, num_categories: int, possible: torch.Tensor | None
+) -> torch.Tensor:
     """:func:`category_means` from every offset ``j = 1..K-1``, in at most one call of ``f``.
 
     Row ``(n, d, j)`` is sample ``n`` (of group ``d`` per variable) with ``x_d`` moved to
@@ -86,16 +90,19 @@ def _means_every_offset(objective: Objective, samples: torch.Tensor, values: tor
     offset ``(k - x_d) mod K``.
 
     Shapes: ``samples: LongTensor[N, G, *B, D]``, ``values: [N, G, *B]``,
-    ``possible: BoolTensor[*B, D, K]``; returns ``[*B, D, K]``.
+    ``possible: BoolTensor[*B, D, K]``, or ``None`` when every category is known to be
+    possible (the masking is then skipped); returns ``[*B, D, K]``.
     """
     num_samples, num_variables = samples.shape[0], samples.shape[-1]
-    batch_shape, num_categories = samples.shape[2:-1], possible.shape[-1]
+    batch_shape = samples.shape[2:-1]
     own = samples.expand(num_samples, num_variables, *samples.shape[2:])  # [N, D, *B, D]: perturbed by d
     current = own.diagonal(dim1=1, dim2=-1)  # [N, *B, D]: x_d of the sample d perturbs
     offsets = torch.arange(num_categories, device=samples.device)
     moved = (current.unsqueeze(-1) + offsets[1:]) % num_categories  # [N, *B, D, K-1]
-    allowed = possible.expand(*current.shape, num_categories).gather(-1, moved)
-    moved = torch.where(allowed, moved, current.unsqueeze(-1)).movedim((-2, -1), (1, 2))  # [N, D, K-1, *B]
+    if possible is not None:
+        allowed = possible.expand(*current.shape, num_categories).gather(-1, moved)
+        moved = torch.where(allowed, moved, current.unsqueeze(-1))
+    moved = moved.movedim((-2, -1), (1, 2))  # [N, D, K-1, *B]
     eye = torch.eye(num_variables, dtype=torch.bool, device=samples.device)
     rows = torch.where(eye.view(num_variables, 1, *([1] * len(batch_shape)), num_variables), moved.unsqueeze(-1), own.unsqueeze(2))
     by_offset = values.expand(num_samples, num_variables, *batch_shape).unsqueeze(2)
@@ -104,7 +111,7 @@ def _means_every_offset(objective: Objective, samples: torch.Tensor, values: tor
         by_offset = torch.cat([by_offset, perturbed], 2)
     offset_of = ((offsets - current.unsqueeze(-1)) % num_categories).movedim((-2, -1), (1, 2))  # [N, D, K, *B]
     means = by_offset.gather(2, offset_of).mean(0).movedim((0, 1), (-2, -1))
-    return means.masked_fill(~possible, 0.0)
+    return means if possible is None else means.masked_fill(~possible, 0.0)
 
 
 def offset_pairs(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
