@@ -30,7 +30,11 @@ ESTIMATORS = {
     "reinforce": lambda: catlog.REINFORCE(3, validate_args=False),
     "rloo": lambda: catlog.RLOO(3, validate_args=False),
     "gumbel-softmax": lambda: catlog.GumbelSoftmax(3, validate_args=False),
+    "disarm": lambda: catlog.DisARM(2, validate_args=False),
+    "reinmax": lambda: catlog.ReinMax(2, validate_args=False),
+    "gumbel-rao": lambda: catlog.GumbelRao(2, 3, validate_args=False),
 }
+QUICK = ["indecater", "indecater-per-variable", "reinforce", "rloo", "gumbel-softmax"]
 
 
 def loss_of(estimator: catlog.Estimator):
@@ -43,13 +47,15 @@ def loss_of(estimator: catlog.Estimator):
 
 
 def logits_with(impossible: bool) -> torch.Tensor:
-    logits = torch.randn(4, 5, 3)
+    logits = torch.randn(4, 5, 2)
     if impossible:
-        logits[:, 1:, 2] = -math.inf
+        logits[:, 1:, 1] = -math.inf
     return logits.requires_grad_()
 
 
-CASES = [(name, False) for name in sorted(ESTIMATORS)] + [
+CASES = [(name, False) for name in QUICK] + [
+    pytest.param(name, False, marks=pytest.mark.slow) for name in sorted(set(ESTIMATORS) - set(QUICK))
+] + [
     ("indecater", True),  # every offset is evaluated, impossible rows keep the sample: no branch on the data
     pytest.param("reinforce", True, marks=pytest.mark.slow),
     pytest.param("gumbel-softmax", True, marks=pytest.mark.slow),

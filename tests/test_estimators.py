@@ -17,6 +17,8 @@ SAMPLING = {
     "rloo": lambda: catlog.RLOO(5),
     "gumbel-softmax": lambda: catlog.GumbelSoftmax(5),
     "gumbel-softmax-soft": lambda: catlog.GumbelSoftmax(5, temperature=0.5, straight_through=False),
+    "reinmax": lambda: catlog.ReinMax(5, temperature=2.0),
+    "gumbel-rao": lambda: catlog.GumbelRao(5, 4, temperature=0.5),
 }
 
 

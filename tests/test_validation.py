@@ -16,6 +16,9 @@ ESTIMATORS = {
     "rloo": lambda: catlog.RLOO(2),
     "gumbel-softmax": lambda: catlog.GumbelSoftmax(2),
     "exact": lambda: catlog.Exact(),
+    "disarm": lambda: catlog.DisARM(2),
+    "reinmax": lambda: catlog.ReinMax(2),
+    "gumbel-rao": lambda: catlog.GumbelRao(2, 3),
 }
 
 
@@ -79,11 +82,24 @@ def test_f_must_be_callable() -> None:
         catlog.IndeCateR(1)(3, torch.zeros(2, 2))
 
 
-@pytest.mark.parametrize("make", [catlog.IndeCateR, catlog.REINFORCE, catlog.GumbelSoftmax])
-@pytest.mark.parametrize("num_samples", [0, -3, 2.5, True, "2"])
-def test_bad_num_samples(make, num_samples) -> None:
-    with pytest.raises(ValueError, match="num_samples: expected an integer >= 1"):
-        make(num_samples)
+COUNTS = {
+    "num_samples": [catlog.IndeCateR, catlog.REINFORCE, catlog.GumbelSoftmax, catlog.ReinMax, lambda n: catlog.GumbelRao(n, 1)],
+    "num_pairs": [catlog.DisARM],
+    "num_rao_samples": [lambda n: catlog.GumbelRao(1, n)],
+}
+
+
+@pytest.mark.parametrize("name, make", [(name, make) for name, makers in COUNTS.items() for make in makers])
+@pytest.mark.parametrize("count", [0, -3, 2.5, True, "2"])
+def test_bad_counts(name: str, make, count) -> None:
+    with pytest.raises(ValueError, match=f"{name}: expected an integer >= 1"):
+        make(count)
+
+
+@pytest.mark.parametrize("num_categories", [1, 3])
+def test_disarm_needs_binary_variables(num_categories: int) -> None:
+    with pytest.raises(ValueError, match=f"dist: DisARM expects binary variables.*got K = {num_categories}"):
+        catlog.DisARM(1)(good_f, torch.zeros(4, 2, num_categories))
 
 
 def test_rloo_needs_two_samples() -> None:
@@ -91,10 +107,14 @@ def test_rloo_needs_two_samples() -> None:
         catlog.RLOO(1)
 
 
+@pytest.mark.parametrize("make", [catlog.GumbelSoftmax, catlog.ReinMax, lambda n, **kw: catlog.GumbelRao(n, 1, **kw)])
 @pytest.mark.parametrize("temperature", [0.0, -1.0, math.inf, math.nan])
-def test_bad_temperature(temperature: float) -> None:
+def test_bad_temperature(make, temperature: float) -> None:
     with pytest.raises(ValueError, match="temperature: expected a finite number > 0"):
-        catlog.GumbelSoftmax(1, temperature=temperature)
+        make(1, temperature=temperature)
+    estimator = make(1)
+    with pytest.raises(ValueError, match="temperature: expected a finite number > 0"):
+        estimator.temperature = temperature
 
 
 def test_bad_chunk_size() -> None:
@@ -123,7 +143,7 @@ EVERY_ESTIMATOR = ESTIMATORS | {
 @pytest.mark.parametrize("name", sorted(EVERY_ESTIMATOR))
 @pytest.mark.parametrize("validate", [True, False])
 def test_empty_batch_gives_empty_result(name: str, validate: bool) -> None:
-    logits = torch.zeros(0, 3, 4, requires_grad=True)
+    logits = torch.zeros(0, 3, 2, requires_grad=True)
     estimator = EVERY_ESTIMATOR[name]()
     estimator.validate_args = validate
     value = estimator(good_f, logits)
@@ -171,10 +191,10 @@ def _writes_into_input(x: torch.Tensor) -> torch.Tensor:
     return out
 
 
-@pytest.mark.parametrize("name", sorted(set(EVERY_ESTIMATOR) - {"gumbel-softmax"}))
+@pytest.mark.parametrize("name", sorted(set(EVERY_ESTIMATOR) - {"gumbel-softmax", "reinmax", "gumbel-rao"}))  # relaxed: fresh inputs
 def test_f_writing_into_its_input_is_refused(name: str) -> None:
     with pytest.raises(ValueError, match="f: expected to leave its input unchanged.*x = x.clone()"):
-        EVERY_ESTIMATOR[name]()(_writes_into_input, torch.zeros(2, 3, 4))
+        EVERY_ESTIMATOR[name]()(_writes_into_input, torch.zeros(2, 3, 2))
 
 
 def test_f_writing_into_its_input_is_refused_on_autoregressive() -> None:
@@ -206,7 +226,7 @@ def test_meta_device_is_refused() -> None:
 @pytest.mark.parametrize("name", sorted(EVERY_ESTIMATOR))
 def test_f_output_on_another_device_is_refused(name: str) -> None:
     with pytest.raises(ValueError, match="f: expected output on cpu.*got meta"):
-        EVERY_ESTIMATOR[name]()(lambda x: torch.zeros(x.shape[:2], device="meta"), torch.zeros(2, 3, 4))
+        EVERY_ESTIMATOR[name]()(lambda x: torch.zeros(x.shape[:2], device="meta"), torch.zeros(2, 3, 2))
 
 
 def test_conditional_on_another_device_is_refused() -> None:
@@ -218,7 +238,7 @@ def test_conditional_on_another_device_is_refused() -> None:
 @pytest.mark.parametrize("name", sorted(EVERY_ESTIMATOR))
 def test_complex_output_is_refused(name: str) -> None:
     with pytest.raises(ValueError, match="f: expected real values, got dtype torch.complex64"):
-        EVERY_ESTIMATOR[name]()(lambda x: torch.zeros(x.shape[:2], dtype=torch.complex64), torch.zeros(2, 3, 4))
+        EVERY_ESTIMATOR[name]()(lambda x: torch.zeros(x.shape[:2], dtype=torch.complex64), torch.zeros(2, 3, 2))
 
 
 @pytest.mark.parametrize(

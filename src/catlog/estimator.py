@@ -43,8 +43,8 @@ class Estimator(abc.ABC):
     With validation on, an estimate checks the values of the logits and of ``f``'s
     output (NaN, ``+inf``, a variable with no possible category) and that ``f`` left
     its input unchanged; these checks synchronise with the device. With it off, only
-    shapes, dtypes and devices are checked, and IndeCateR, REINFORCE, RLOO and
-    Gumbel-Softmax make no host synchronisation (``torch.compile(fullgraph=True)``
+    shapes, dtypes and devices are checked, and IndeCateR (unchunked), REINFORCE, RLOO,
+    Gumbel-Softmax, DisARM, ReinMax and GumbelRao make no host synchronisation (``torch.compile(fullgraph=True)``
     compiles an estimate); bad values then give wrong results instead of errors.
 
     Args:
