@@ -175,7 +175,7 @@ def test_catlog_value_is_zero_only_with_a_zero_gradient(per_variable: bool) -> N
     target = torch.tensor([0, 1, 2, 0])
     nonzero = 0
     for seed in range(50):
-        value = catlog.IndeCateR(1, per_variable)(
+        value = catlog.IndeCateR(1, per_variable=per_variable)(
             lambda x: (x == target).all(-1), logits, generator=torch.Generator().manual_seed(seed)
         )
         (grad,) = torch.autograd.grad(value.sum(), logits)

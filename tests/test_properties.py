@@ -98,3 +98,62 @@ def test_indecater_evaluates_exactly_its_cost(
     assert sum(rows) == num_samples * (groups + int((most - 1).sum()))
     if not bool(impossible.any()):
         assert sum(rows) == estimator.cost(num_variables, num_categories).evaluations
+
+
+def _value_and_grad(
+    estimator: catlog.Estimator, logits: torch.Tensor, make_dist, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The estimate on ``make_dist(logits)`` and its gradient to ``logits``, drawn with ``seed``."""
+    leaf = logits.detach().requires_grad_()
+
+    def f(x: torch.Tensor) -> torch.Tensor:
+        return torch.sin(1 + x.to(leaf.dtype).sum(-1))
+
+    value = estimator(f, make_dist(leaf), generator=torch.Generator().manual_seed(seed))
+    (grad,) = torch.autograd.grad(value.sum(), leaf, allow_unused=True)
+    return value.detach(), torch.zeros_like(leaf) if grad is None else grad
+
+
+DISTRIBUTIONS = {
+    "independent-categorical": lambda logits: torch.distributions.Independent(
+        torch.distributions.Categorical(logits=logits), 1
+    ),
+    "independent-one-hot": lambda logits: torch.distributions.Independent(
+        torch.distributions.OneHotCategorical(logits=logits), 1
+    ),
+    "categorical": lambda logits: torch.distributions.Categorical(logits=logits),
+    "one-hot": lambda logits: torch.distributions.OneHotCategorical(logits=logits),
+}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    data=st.data(),
+    name=st.sampled_from(sorted(ESTIMATORS)),
+    kind=st.sampled_from(sorted(DISTRIBUTIONS)),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_distributions_give_what_their_logits_give(data: st.DataObject, name: str, kind: str, seed: int) -> None:
+    """A factorised torch distribution of logits ``L`` gives the result of ``L`` itself, for the same generator."""
+    logits, _ = data.draw(problems(st.just(2) if name in BINARY_ONLY else st.integers(1, 4)))
+    expected = _value_and_grad(ESTIMATORS[name](), logits, lambda leaf: leaf, seed)
+    got = _value_and_grad(ESTIMATORS[name](), logits, DISTRIBUTIONS[kind], seed)
+    tolerance = {"rtol": 1e-4, "atol": 1e-5} if logits.dtype == torch.float32 else {"rtol": 1e-10, "atol": 1e-12}
+    torch.testing.assert_close(got, expected, **tolerance)
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data(), name=st.sampled_from(sorted(ESTIMATORS)), seed=st.integers(0, 2**31 - 1))
+def test_validation_changes_nothing_on_good_input(data: st.DataObject, name: str, seed: int) -> None:
+    """``validate_args=False`` gives the result of ``True``, impossible categories included
+    (IndeCateR then evaluates every offset instead of skipping impossible rows)."""
+    logits, _ = data.draw(problems(st.just(2) if name in BINARY_ONLY else st.integers(1, 4)))
+    on = ESTIMATORS[name]()
+    off = ESTIMATORS[name]()
+    on.validate_args, off.validate_args = True, False
+    tolerance = {"rtol": 1e-5, "atol": 1e-6} if logits.dtype == torch.float32 else {"rtol": 1e-12, "atol": 1e-12}
+    torch.testing.assert_close(
+        _value_and_grad(off, logits, lambda leaf: leaf, seed),
+        _value_and_grad(on, logits, lambda leaf: leaf, seed),
+        **tolerance,
+    )

@@ -40,8 +40,7 @@ class Relaxed(Estimator):
     Args:
         num_samples: ``N >= 1`` samples, each evaluated once.
         temperature: ``> 0``; may be reassigned between calls (annealing).
-        one_hot: see :class:`~catlog.estimator.Estimator`.
-        generator: see :class:`~catlog.estimator.Estimator`.
+        one_hot, generator, validate_args: see :class:`~catlog.estimator.Estimator`.
     """
 
     def __init__(
@@ -51,8 +50,9 @@ class Relaxed(Estimator):
         *,
         one_hot: bool = False,
         generator: torch.Generator | None = None,
+        validate_args: bool | None = None,
     ) -> None:
-        super().__init__(one_hot=one_hot, generator=generator)
+        super().__init__(one_hot=one_hot, generator=generator, validate_args=validate_args)
         self.num_samples = check_count("num_samples", num_samples, 1)
         self.temperature = temperature
 
@@ -65,6 +65,6 @@ class Relaxed(Estimator):
     def temperature(self, value: float) -> None:
         self._temperature = check_positive("temperature", value)
 
-    def cost(self, num_variables: int, num_categories: int) -> Cost:
+    def _cost(self, num_variables: int, num_categories: int) -> Cost:
         """``N`` samples and ``N`` evaluations."""
         return Cost(samples=self.num_samples, evaluations=self.num_samples)

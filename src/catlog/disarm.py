@@ -34,25 +34,28 @@ class DisARM(Estimator):
 
     Args:
         num_pairs: ``P >= 1`` antithetic pairs: ``2 P`` samples, each evaluated once.
-        one_hot: see :class:`~catlog.estimator.Estimator`.
-        generator: see :class:`~catlog.estimator.Estimator`.
+        one_hot, generator, validate_args: see :class:`~catlog.estimator.Estimator`.
     """
 
-    def __init__(self, num_pairs: int, *, one_hot: bool = False, generator: torch.Generator | None = None) -> None:
-        super().__init__(one_hot=one_hot, generator=generator)
+    def __init__(
+        self,
+        num_pairs: int,
+        *,
+        one_hot: bool = False,
+        generator: torch.Generator | None = None,
+        validate_args: bool | None = None,
+    ) -> None:
+        super().__init__(one_hot=one_hot, generator=generator, validate_args=validate_args)
         self.num_pairs = check_count("num_pairs", num_pairs, 1)
 
-    def __repr__(self) -> str:
-        return f"DisARM(num_pairs={self.num_pairs})"
-
-    def cost(self, num_variables: int, num_categories: int) -> Cost:
+    def _cost(self, num_variables: int, num_categories: int) -> Cost:
         """``2 P`` samples and ``2 P`` evaluations."""
         return Cost(samples=2 * self.num_pairs, evaluations=2 * self.num_pairs)
 
     def _estimate(self, objective: Objective, logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         if logits.shape[-1] != 2:
             raise ValueError(
-                f"logits: DisARM expects binary variables, shape [*B, D, 2], got K = {logits.shape[-1]} "
+                f"dist: DisARM expects binary variables, shape [*B, D, 2], got K = {logits.shape[-1]} "
                 f"categories (shape {tuple(logits.shape)}); use IndeCateR or RLOO for K != 2"
             )
         probs = logits.detach().softmax(-1)
@@ -62,7 +65,7 @@ class DisARM(Estimator):
         ).clamp_min_(torch.finfo(logits.dtype).tiny)
         # 1 - u < p_1 written as u > p_0, exact when p_0 = 0
         pairs = torch.stack([uniform < probs[..., 1], uniform > probs[..., 0]])  # [2, P, *B, D]: b, b~
-        values = objective(pairs.flatten(0, 1).long()).unflatten(0, (2, self.num_pairs))
+        values = objective(pairs.flatten(0, 1).long()).reshape(pairs.shape[:-1])
         with torch.no_grad():
             difference = (values[0] - values[1]).unsqueeze(-1)  # [P, *B, 1]
             flips = pairs[0].to(logits.dtype) - pairs[1].to(logits.dtype)  # b_d - b~_d

@@ -7,6 +7,7 @@ import torch
 from catlog._objective import Objective
 from catlog._relaxed import Relaxed, relaxed_estimate
 from catlog._sampling import gumbel_noise
+from catlog._validation import check_flag
 
 
 class GumbelSoftmax(Relaxed):
@@ -21,27 +22,21 @@ class GumbelSoftmax(Relaxed):
         num_samples: ``N >= 1`` relaxed samples, each evaluated once.
         temperature: ``> 0``; may be reassigned between calls (annealing).
         straight_through: hard forward values, soft gradients.
-        one_hot: see :class:`~catlog.estimator.Estimator`.
-        generator: see :class:`~catlog.estimator.Estimator`.
+        one_hot, generator, validate_args: see :class:`~catlog.estimator.Estimator`.
     """
 
     def __init__(
         self,
         num_samples: int,
         temperature: float = 1.0,
-        straight_through: bool = True,
         *,
+        straight_through: bool = True,
         one_hot: bool = False,
         generator: torch.Generator | None = None,
+        validate_args: bool | None = None,
     ) -> None:
-        super().__init__(num_samples, temperature, one_hot=one_hot, generator=generator)
-        self.straight_through = bool(straight_through)
-
-    def __repr__(self) -> str:
-        return (
-            f"GumbelSoftmax(num_samples={self.num_samples}, temperature={self.temperature}, "
-            f"straight_through={self.straight_through})"
-        )
+        super().__init__(num_samples, temperature, one_hot=one_hot, generator=generator, validate_args=validate_args)
+        self.straight_through = check_flag("straight_through", straight_through)
 
     def _estimate(self, objective: Objective, logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         # category first ([K, N, *B, D]): softmax and argmax over K are then fast for small K

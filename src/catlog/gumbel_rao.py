@@ -64,8 +64,7 @@ class GumbelRao(Relaxed):
         num_samples: ``N >= 1`` hard samples, each evaluated once.
         num_rao_samples: ``R >= 1`` draws of the noise per sample (``f`` is not evaluated on them).
         temperature: ``> 0``; may be reassigned between calls (annealing).
-        one_hot: see :class:`~catlog.estimator.Estimator`.
-        generator: see :class:`~catlog.estimator.Estimator`.
+        one_hot, generator, validate_args: see :class:`~catlog.estimator.Estimator`.
     """
 
     def __init__(
@@ -76,15 +75,10 @@ class GumbelRao(Relaxed):
         *,
         one_hot: bool = False,
         generator: torch.Generator | None = None,
+        validate_args: bool | None = None,
     ) -> None:
-        super().__init__(num_samples, temperature, one_hot=one_hot, generator=generator)
+        super().__init__(num_samples, temperature, one_hot=one_hot, generator=generator, validate_args=validate_args)
         self.num_rao_samples = check_count("num_rao_samples", num_rao_samples, 1)
-
-    def __repr__(self) -> str:
-        return (
-            f"GumbelRao(num_samples={self.num_samples}, num_rao_samples={self.num_rao_samples}, "
-            f"temperature={self.temperature})"
-        )
 
     def _estimate(self, objective: Objective, logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         log_probs = logits.log_softmax(-1)

@@ -34,12 +34,8 @@ class ReinMax(Relaxed):
         num_samples: ``N >= 1`` samples, each evaluated once.
         temperature: ``> 0``, of ``softmax(theta / temperature)`` in ``pi1``; the paper
             recommends ``>= 1``. May be reassigned between calls.
-        one_hot: see :class:`~catlog.estimator.Estimator`.
-        generator: see :class:`~catlog.estimator.Estimator`.
+        one_hot, generator, validate_args: see :class:`~catlog.estimator.Estimator`.
     """
-
-    def __repr__(self) -> str:
-        return f"ReinMax(num_samples={self.num_samples}, temperature={self.temperature})"
 
     def _estimate(self, objective: Objective, logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         log_probs = logits.log_softmax(-1)
