@@ -46,6 +46,9 @@ class Family:
     build: Callable[[int, Budget], catlog.Estimator]
 
 
+# Conditional Gumbel vectors per sample that Gumbel-Rao averages its relaxed backward over.
+GUMBEL_RAO_SAMPLES = 10
+
 # Methods whose name is the whole name: they take N samples.
 METHODS: dict[str, Family] = {
     "indecater": Family(
@@ -65,6 +68,12 @@ BASELINES: dict[str, Family] = {
     ),
     "gs-st": Family(
         "straight-through Gumbel-Softmax", lambda n, b: catlog.GumbelSoftmax(n, b.temperature, straight_through=True)
+    ),
+    "disarm": Family("DisARM, N/2 antithetic pairs (K = 2 only)", lambda n, b: catlog.DisARM(max(1, n // 2))),
+    "reinmax": Family("ReinMax straight-through", lambda n, b: catlog.ReinMax(n, b.temperature)),
+    "gumbel-rao": Family(
+        f"Gumbel-Rao straight-through, {GUMBEL_RAO_SAMPLES} Rao samples",
+        lambda n, b: catlog.GumbelRao(n, GUMBEL_RAO_SAMPLES, b.temperature),
     ),
 }
 RULES: dict[str, tuple[str, Callable[[Budget], int]]] = {
