@@ -11,7 +11,7 @@ import argparse
 import importlib
 from collections.abc import Sequence
 
-EXPERIMENT_MODULES: tuple[str, ...] = ("addition", "synthetic_gradients", "synthetic_optimise", "demo", "sweep", "dvae")
+EXPERIMENT_MODULES: tuple[str, ...] = ("addition", "synthetic_gradients", "synthetic_optimise", "demo", "sweep", "dvae", "compare")
 
 
 def build_parser() -> argparse.ArgumentParser:
