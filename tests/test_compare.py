@@ -63,10 +63,13 @@ def test_autoregressive_problem_gradients_average_to_its_exact_gradient(name: st
 
 def test_runner_reports_bias_at_the_noise_floor_for_an_unbiased_estimator() -> None:
     problem = compare_problems.fig1_problem(3, 3, 0, 4000, torch.device("cpu"), torch.float64)
-    runner = compare.Runner(problem, compare.CompareConfig(timing_repeats=1), torch.device("cpu"))
-    measurement = runner.measure("rloo", compare.build_estimators(["rloo"], problem, 1.0, 1)["rloo"], 4)
-    assert measurement.evaluations == 4 and measurement.variance > 0
+    candidates = compare.build_estimators(["indecater", "rloo"], problem, 1.0, 1)
+    config = compare.CompareConfig(timing_repeats=1, timing_seconds=0.0)
+    runner = compare.Runner(problem, config, torch.device("cpu"), candidates["indecater"], 1)
+    measurement = runner.measure("rloo", candidates["rloo"], 4)
+    assert measurement.evaluations == 4 and measurement.variance > 0 and measurement.time_ratio > 0
     assert measurement.sq_bias < 3 * measurement.sq_bias_floor  # expectation: the floor
+    assert runner.measure("indecater", candidates["indecater"], 1).time_ratio == 1.0
 
 
 def _quick_run(problems: list[str], extra: list[str], out, capsys) -> list[dict[str, str]]:

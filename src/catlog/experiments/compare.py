@@ -8,17 +8,19 @@ estimator is measured at three sizes:
   (DisARM: ``N / 2`` pairs; IndeCateR per variable draws ``D N`` samples and has no row);
 - **equal evaluations**: the largest size whose ``cost(D, K).evaluations`` is at most the
   reference's ``N (1 + D (K - 1))``;
-- **equal time**: the size whose measured CPU time per estimate matches the reference's:
-  times are measured on a ladder of sizes (x4 steps from the equal-evaluation size, at
+- **equal time**: the size whose measured CPU time per estimate matches the reference's.
+  Every size is timed in calls that alternate with the reference's, so that both see the
+  same machine load, and only the ratio of the two medians is used (``t/t_ref``); the
+  ratios are measured on a ladder of sizes (x4 steps from the equal-evaluation size, at
   most ``--max-evaluations`` evaluations; rows that reach it are marked ``capped``),
-  interpolated log-log, and the chosen size is then measured like the others.
+  interpolated log-log to ratio 1, and the chosen size is then measured like the others.
 
 Each measurement: ``R`` independent gradient estimates at fixed parameters give the
 variance ``sum_i Var_r g_ri`` (the trace of the covariance: an estimator's variance, not
 the spread of one gradient's entries) and, where the exact gradient is known (enumeration),
 the squared bias ``sum_i (mean_r g_ri - g*_i)^2`` beside its noise floor ``variance / R``
 (what an unbiased estimator shows); the median CPU and wall time of one estimate
-(value and backward pass, separately timed calls); samples and evaluations from
+(value and backward pass, separately timed calls) and its ratio to the reference's; samples and evaluations from
 ``cost()``; and the work-normalised variance ``variance x CPU ms``.
 
 Outputs: ``compare.json``, ``compare.csv``, ``compare.txt`` (the printed tables) and
@@ -31,6 +33,7 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
+import time
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -50,7 +53,7 @@ ESTIMATORS: tuple[str, ...] = (
 SETTINGS: tuple[str, ...] = ("equal samples", "equal evaluations", "equal time")
 COLUMNS: tuple[str, ...] = (
     "problem", "setting", "estimator", "size", "samples", "evaluations", "repeats", "variance",
-    "sq_bias", "sq_bias_floor", "cpu_ms", "wall_ms", "variance_x_cpu_ms", "capped",
+    "sq_bias", "sq_bias_floor", "cpu_ms", "wall_ms", "time_ratio", "variance_x_cpu_ms", "capped",
 )
 ELEMENT_BUDGET = 2_000_000  # rows x D x K per estimator call when repeats are batched
 
@@ -65,6 +68,7 @@ class CompareConfig:
     repeats: int = 200
     model_repeats: int = 30
     timing_repeats: int = 7
+    timing_seconds: float = 0.2
     max_evaluations: int = 20_000
     temperature: float = 1.0
     rao_samples: int = 10
@@ -83,7 +87,7 @@ class CompareConfig:
 
 
 QUICK = {
-    "samples": 2, "repeats": 8, "model_repeats": 3, "timing_repeats": 2, "max_evaluations": 200,
+    "samples": 2, "repeats": 8, "model_repeats": 3, "timing_repeats": 2, "timing_seconds": 0.0, "max_evaluations": 200,
     "fig1": (3, 3), "binary_variables": 4, "dvae_steps": 2, "dvae_batch": 2, "addition_batch": 2,
 }
 
@@ -149,36 +153,65 @@ class Measurement(NamedTuple):
     evaluations: int
     variance: float
     sq_bias: float | None
-    sq_bias_floor: float
+    sq_bias_floor: float | None
     cpu_ms: float
     wall_ms: float
+    time_ratio: float
+
+
+class Timing(NamedTuple):
+    """Median CPU and wall ms of one estimate, and its CPU time over the reference's, timed side by side."""
+
+    cpu_ms: float
+    wall_ms: float
+    ratio: float
 
 
 class Runner:
-    """Measures estimators on one problem, each ``(estimator, size)`` at most once."""
+    """Measures estimators on one problem against a ``reference`` at ``reference_size``,
+    each ``(estimator, size)`` at most once."""
 
-    def __init__(self, problem: Problem, config: CompareConfig, device: torch.device) -> None:
+    def __init__(
+        self, problem: Problem, config: CompareConfig, device: torch.device, reference: Candidate, reference_size: int
+    ) -> None:
         self.problem, self.config, self.device = problem, config, device
+        self.reference = ("indecater", reference, reference_size)
         self.measured: dict[tuple[str, int], Measurement] = {}
-        self.timed: dict[tuple[str, int], tuple[float, float]] = {}
+        self.timed: dict[tuple[str, int], Timing] = {}
 
     def generator(self, name: str, size: int, purpose: str) -> torch.Generator:
         """A generator seeded from ``--seed`` and what it is for (order-independent)."""
         key = zlib.crc32(f"{self.problem.name}/{name}/{size}/{purpose}".encode())
         return torch.Generator(device=self.device).manual_seed(self.config.seed * 1_000_003 + key)
 
-    def time(self, name: str, candidate: Candidate, size: int) -> tuple[float, float]:
-        """Median ``(CPU ms, wall ms)`` of one estimate (value and backward), after one warm-up call."""
+    def time(self, name: str, candidate: Candidate, size: int) -> Timing:
+        """The time of one estimate (value and backward pass), separately timed calls alternating with
+        the reference's (so that both see the same machine load), after one warm-up call each; at least
+        ``timing_repeats`` pairs and until they took ``timing_seconds`` of CPU."""
         if (name, size) not in self.timed:
-            estimator, generator = candidate.make(size), self.generator(name, size, "time")
-            clock = common.Clock(self.device)
-            cpu, wall = [], []
-            for _ in range(self.config.timing_repeats + 1):
-                clock.timed(lambda: self.problem.gradients(estimator, 1, 1, generator))
-                cpu.append(1e3 * clock.last_cpu_s)
-                wall.append(1e3 * clock.last_wall_s)
-            self.timed[name, size] = (statistics.median(cpu[1:]), statistics.median(wall[1:]))
+            contenders = [(name, candidate, size)]
+            if contenders[0] != self.reference:
+                contenders.append(self.reference)
+            calls = [self.estimate_once(*contender) for contender in contenders]
+            clocks = [common.Clock(self.device) for _ in calls]
+            for clock, call in zip(clocks, calls):
+                clock.timed(call)
+                clock.cpu_s = 0.0
+            cpu: list[list[float]] = [[] for _ in calls]
+            wall: list[list[float]] = [[] for _ in calls]
+            while len(cpu[0]) < self.config.timing_repeats or sum(c.cpu_s for c in clocks) < self.config.timing_seconds:
+                for clock, call, cpu_ms, wall_ms in zip(clocks, calls, cpu, wall):
+                    clock.timed(call)
+                    cpu_ms.append(1e3 * clock.last_cpu_s)
+                    wall_ms.append(1e3 * clock.last_wall_s)
+            medians = [statistics.median(times) for times in cpu]
+            self.timed[name, size] = Timing(medians[0], statistics.median(wall[0]), medians[0] / medians[-1])
         return self.timed[name, size]
+
+    def estimate_once(self, name: str, candidate: Candidate, size: int) -> Callable[[], torch.Tensor]:
+        """A call that computes one gradient estimate of ``candidate`` at ``size``."""
+        estimator, generator = candidate.make(size), self.generator(name, size, "time")
+        return lambda: self.problem.gradients(estimator, 1, 1, generator)
 
     def measure(self, name: str, candidate: Candidate, size: int) -> Measurement:
         """Variance, bias (if the exact gradient is known), cost and time of ``candidate`` at ``size``."""
@@ -192,32 +225,31 @@ class Runner:
             grads = grads.double()
             variance = float(grads.var(0).sum())
             sq_bias = None if problem.exact is None else float((grads.mean(0) - problem.exact).square().sum())
-            cpu_ms, wall_ms = self.time(name, candidate, size)
             self.measured[name, size] = Measurement(
-                size, cost.samples, cost.evaluations, variance, sq_bias, variance / problem.repeats, cpu_ms, wall_ms
+                size, cost.samples, cost.evaluations, variance, sq_bias,
+                None if sq_bias is None else variance / problem.repeats, *self.time(name, candidate, size),
             )
         return self.measured[name, size]
 
-    def size_for_time(self, name: str, candidate: Candidate, start: int, target_ms: float) -> tuple[int, bool]:
-        """The size whose CPU time per estimate is about ``target_ms``, and whether ``--max-evaluations`` capped it.
+    def size_for_time(self, name: str, candidate: Candidate, start: int) -> tuple[int, bool]:
+        """The size whose CPU time per estimate is about the reference's (time ratio 1), and whether
+        ``--max-evaluations`` capped it.
 
-        Times a ladder of sizes ``start * 4^j`` (up while faster than the target, down while
-        slower), then interpolates log-log between the two sizes that bracket the target.
+        Times a ladder of sizes ``start * 4^j`` (up while faster than the reference, down while
+        slower), then interpolates log-log between the two sizes that bracket ratio 1.
         """
         cap = largest_size(candidate, self.problem, "evaluations", self.config.max_evaluations) or candidate.min_size
         size = min(start, cap)
-        cpu = self.time(name, candidate, size)[0]
-        if cpu == target_ms:
-            return size, False
-        step = 4 if cpu < target_ms else 1 / 4
+        ratio = self.time(name, candidate, size).ratio
+        step = 4 if ratio < 1 else 1 / 4
         while True:
             following = min(cap, max(candidate.min_size, round(size * step)))
             if following == size:
                 return size, step > 1 and size == cap
-            following_cpu = self.time(name, candidate, following)[0]
-            if (following_cpu >= target_ms) == (step > 1):
-                return interpolate(size, cpu, following, following_cpu, target_ms), False
-            size, cpu = following, following_cpu
+            following_ratio = self.time(name, candidate, following).ratio
+            if (following_ratio >= 1) == (step > 1):
+                return interpolate(size, ratio, following, following_ratio, 1.0), False
+            size, ratio = following, following_ratio
 
 
 def interpolate(size_a: int, time_a: float, size_b: int, time_b: float, target: float) -> int:
@@ -231,12 +263,14 @@ def interpolate(size_a: int, time_a: float, size_b: int, time_b: float, target: 
     return int(min(high, max(low, round(size))))
 
 
-def compare_problem(problem: Problem, config: CompareConfig, device: torch.device) -> list[dict[str, Any]]:
-    """The rows of one problem: every applicable estimator in every setting."""
-    candidates = build_estimators(config.estimators, problem, config.temperature, config.rao_samples)
-    reference = build_estimators(("indecater",), problem, config.temperature, config.rao_samples)["indecater"]
-    runner = Runner(problem, config, device)
-    base = runner.measure("indecater", reference, config.samples)
+def compare_problem(
+    problem: Problem, config: CompareConfig, device: torch.device
+) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """The rows of one problem (every applicable estimator in every setting) and the estimators' labels."""
+    names = dict.fromkeys(("indecater", *config.estimators))  # the reference first, always
+    candidates = build_estimators(list(names), problem, config.temperature, config.rao_samples)
+    runner = Runner(problem, config, device, candidates["indecater"], config.samples)
+    base = runner.measure("indecater", candidates["indecater"], config.samples)
     rows = []
     for name, candidate in common.progress(candidates.items(), desc=problem.name):
         sizes = {
@@ -247,13 +281,13 @@ def compare_problem(problem: Problem, config: CompareConfig, device: torch.devic
             sizes["equal time"], capped = config.samples, False
         else:
             start = sizes["equal evaluations"] or candidate.min_size
-            sizes["equal time"], capped = runner.size_for_time(name, candidate, start, base.cpu_ms)
+            sizes["equal time"], capped = runner.size_for_time(name, candidate, start)
         for setting, size in sizes.items():
             if size is not None:
                 row = row_of(problem, setting, name, runner.measure(name, candidate, size))
                 row["capped"] = capped and setting == "equal time"
                 rows.append(row)
-    return rows
+    return rows, {name: candidate.label for name, candidate in candidates.items()}
 
 
 def row_of(problem: Problem, setting: str, name: str, measurement: Measurement) -> dict[str, Any]:
@@ -264,7 +298,6 @@ def row_of(problem: Problem, setting: str, name: str, measurement: Measurement) 
         "estimator": name,
         **measurement._asdict(),
         "repeats": problem.repeats,
-        "sq_bias_floor": None if measurement.sq_bias is None else measurement.sq_bias_floor,
         "variance_x_cpu_ms": measurement.variance * measurement.cpu_ms,
     }
 
@@ -294,16 +327,18 @@ def format_table(problem: Problem, rows: Sequence[dict[str, Any]], labels: dict[
     """A plain-text table of one problem's rows, grouped by setting."""
     header = (
         f"{'setting':<18}{'estimator':<20}{'size':>6}{'samples':>8}{'evals':>7}{'variance':>11}"
-        f"{'bias^2':>10}{'(floor)':>10}{'cpu ms':>9}{'var x ms':>10}"
+        f"{'bias^2':>10}{'(floor)':>10}{'cpu ms':>9}{'t/t_ref':>8}{'var x ms':>10}"
     )
-    lines = [f"{problem.title}  ({problem.repeats} estimates each)", header, "-" * len(header)]
+    scale = "" if problem.exact is None else f", |exact gradient|^2 = {float(problem.exact.square().sum()):.3g}"
+    lines = [f"{problem.title}  ({problem.repeats} estimates each{scale})", header, "-" * len(header)]
     for row in sorted(rows, key=lambda r: SETTINGS.index(r["setting"])):
         bias = "" if row["sq_bias"] is None else f"{row['sq_bias']:.2e}"
         floor = "" if row["sq_bias_floor"] is None else f"{row['sq_bias_floor']:.2e}"
         label = labels[row["estimator"]] + (" *" if row["capped"] else "")
         lines.append(
             f"{row['setting']:<18}{label:<20}{row['size']:>6}{row['samples']:>8}{row['evaluations']:>7}"
-            f"{row['variance']:>11.3e}{bias:>10}{floor:>10}{row['cpu_ms']:>9.2f}{row['variance_x_cpu_ms']:>10.2e}"
+            f"{row['variance']:>11.3e}{bias:>10}{floor:>10}{row['cpu_ms']:>9.2f}{row['time_ratio']:>8.2f}"
+            f"{row['variance_x_cpu_ms']:>10.2e}"
         )
     return "\n".join(lines)
 
@@ -314,6 +349,7 @@ def plot(problems: Sequence[Problem], rows: Sequence[dict[str, Any]], labels: di
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     markers = dict(zip(SETTINGS, ("o", "s", "^")))
     colours = dict(zip(ESTIMATORS, plt.get_cmap("tab10").colors))
@@ -332,8 +368,11 @@ def plot(problems: Sequence[Problem], rows: Sequence[dict[str, Any]], labels: di
                         label=labels[problem.name][name])
                 for _, x, y, setting in points:
                     ax.plot(x, y, markers[setting], color=colours[name], markersize=5)
+            reference = [row for row in mine if row["estimator"] == "indecater" and row["setting"] == "equal samples"]
+            ax.plot(reference[0][key], reference[0]["variance"], "*", color="black", markersize=11, zorder=0)
             ax.set_xscale("log")
             ax.set_yscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set_xlabel(axis_label)
             ax.grid(True, which="major", alpha=0.3)
             if column == 0:
@@ -341,7 +380,9 @@ def plot(problems: Sequence[Problem], rows: Sequence[dict[str, Any]], labels: di
         axes[0, column].set_title(problem.title, fontsize=8)
         axes[0, column].legend(fontsize=6)
     handles = [plt.Line2D([], [], marker=m, color="grey", linestyle="") for m in markers.values()]
-    fig.legend(handles, list(markers), loc="lower center", ncol=3, fontsize=8)
+    handles.append(plt.Line2D([], [], marker="*", color="black", linestyle="", markersize=9))
+    fig.legend(handles, [*markers, "reference (IndeCateR / SCateR, N = --samples)"], loc="lower center", ncol=4,
+               fontsize=8)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     return common.save_figure(fig, path)
 
@@ -354,18 +395,22 @@ def run(config: CompareConfig, out: Path | None) -> tuple[Path, str]:
     problems, rows, labels, tables = [], [], {}, []
     for name in config.problems:
         problem = make_problem(name, config, device, dtype)
-        candidates = build_estimators(ESTIMATORS, problem, config.temperature, config.rao_samples)
-        labels[name] = {key: candidate.label for key, candidate in candidates.items()}
-        problem_rows = compare_problem(problem, config, device)
+        problem_rows, labels[name] = compare_problem(problem, config, device)
         problems.append(problem)
         rows.extend(problem_rows)
         tables.append(format_table(problem, problem_rows, labels[name]))
         common.write_csv(folder / "compare.csv", rows, COLUMNS)  # partial results survive an interruption
     settings = {key: (str(value) if isinstance(value, Path) else value) for key, value in asdict(config).items()}
-    common.write_json(folder / "compare.json", {"settings": settings, "labels": labels, "results": rows})
-    text = "\n\n".join(tables) + "\n\n* capped at --max-evaluations before reaching the reference's time\n"
-    common.write_text(folder / "compare.txt", text)
     plot(problems, rows, labels, folder / "compare.png")
+    run_cpu_s = time.process_time()
+    common.write_json(
+        folder / "compare.json", {"settings": settings, "labels": labels, "run_cpu_s": run_cpu_s, "results": rows}
+    )
+    text = "\n\n".join(tables) + (
+        "\n\n* capped at --max-evaluations before reaching the reference's time"
+        f"\nprocess CPU time of the whole run: {run_cpu_s:.0f} s\n"
+    )
+    common.write_text(folder / "compare.txt", text)
     return folder, text
 
 
@@ -373,7 +418,8 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     """The options of ``catlog compare`` (without the common ones)."""
     defaults = CompareConfig()
     parser.add_argument("--problems", nargs="+", choices=PROBLEMS, default=list(PROBLEMS), help="(default: all)")
-    parser.add_argument("--estimators", nargs="+", choices=ESTIMATORS, default=list(ESTIMATORS), help="(default: all)")
+    parser.add_argument("--estimators", nargs="+", choices=ESTIMATORS, default=list(ESTIMATORS),
+                        help="(default: all; the reference indecater is always measured)")
     parser.add_argument("--samples", type=int, default=defaults.samples,
                         help="N of the reference IndeCateR/SCateR and of the equal-samples rows (default: 2)")
     parser.add_argument("--repeats", type=int, default=defaults.repeats,
@@ -382,6 +428,8 @@ def add_options(parser: argparse.ArgumentParser) -> None:
                         help="estimates per variance on dvae and addition (default: 30)")
     parser.add_argument("--timing-repeats", type=int, default=defaults.timing_repeats,
                         help="timed single estimates per size, after one warm-up (default: 7)")
+    parser.add_argument("--timing-seconds", type=float, default=defaults.timing_seconds,
+                        help="...and more of them until they took this much CPU (default: 0.2)")
     parser.add_argument("--max-evaluations", type=int, default=defaults.max_evaluations,
                         help="largest evaluations per estimate tried for equal time (default: 20000)")
     parser.add_argument("--temperature", type=float, default=defaults.temperature,
@@ -414,6 +462,8 @@ def config_from_args(args: argparse.Namespace) -> CompareConfig:
          "rao_samples": 1, "binary_variables": 1, "dvae_steps": 0, "dvae_batch": 1, "addition_digits": 1,
          "addition_batch": 1},
     )
+    if args.timing_seconds < 0:
+        raise ValueError(f"--timing-seconds: expected a number >= 0, got {args.timing_seconds}")
     if args.temperature <= 0:
         raise ValueError(f"--temperature: expected a positive number, got {args.temperature}")
     fields = {key: getattr(args, key) for key in CompareConfig.__dataclass_fields__}
