@@ -24,8 +24,8 @@ the squared bias ``sum_i (mean_r g_ri - g*_i)^2`` beside its noise floor ``varia
 ``cost()``; and the work-normalised variance ``variance x CPU ms``.
 
 Outputs: ``compare.json``, ``compare.csv``, ``compare.txt`` (the printed tables) and
-``compare.png`` (variance against evaluations and against CPU time, log-log, one column
-per problem).
+``compare.png`` (variance against evaluations and against CPU time relative to the
+reference, log-log, one column per problem).
 """
 
 from __future__ import annotations
@@ -343,20 +343,24 @@ def format_table(problem: Problem, rows: Sequence[dict[str, Any]], labels: dict[
     return "\n".join(lines)
 
 
-def plot(problems: Sequence[Problem], rows: Sequence[dict[str, Any]], labels: dict[str, dict[str, str]], path: Path) -> Path:
-    """Variance against evaluations (top) and CPU ms (bottom), log-log, one column per problem."""
+def plot(
+    titles: dict[str, str], rows: Sequence[dict[str, Any]], labels: dict[str, dict[str, str]], path: Path
+) -> Path:
+    """Variance against evaluations (top) and against CPU time over the reference's (bottom, measured
+    side by side), log-log, one column per problem (``titles``: problem name -> title)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import NullFormatter
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
     markers = dict(zip(SETTINGS, ("o", "s", "^")))
     colours = dict(zip(ESTIMATORS, plt.get_cmap("tab10").colors))
-    fig, axes = plt.subplots(2, len(problems), figsize=(4.2 * len(problems), 7), squeeze=False)
-    for column, problem in enumerate(problems):
-        mine = [row for row in rows if row["problem"] == problem.name]
-        for top, (key, axis_label) in enumerate((("evaluations", "evaluations of f"), ("cpu_ms", "CPU ms / estimate"))):
+    fig, axes = plt.subplots(2, len(titles), figsize=(4.2 * len(titles), 7), squeeze=False)
+    axis_labels = {"evaluations": "evaluations of f", "time_ratio": "CPU time / reference's (side by side)"}
+    for column, (problem, title) in enumerate(titles.items()):
+        mine = [row for row in rows if row["problem"] == problem]
+        for top, (key, axis_label) in enumerate(axis_labels.items()):
             ax = axes[top, column]
             for name in ESTIMATORS:
                 points = sorted(
@@ -365,19 +369,21 @@ def plot(problems: Sequence[Problem], rows: Sequence[dict[str, Any]], labels: di
                 if not points:
                     continue
                 ax.plot([p[1] for p in points], [p[2] for p in points], "-", color=colours[name], alpha=0.6,
-                        label=labels[problem.name][name])
+                        label=labels[problem][name])
                 for _, x, y, setting in points:
                     ax.plot(x, y, markers[setting], color=colours[name], markersize=5)
             reference = [row for row in mine if row["estimator"] == "indecater" and row["setting"] == "equal samples"]
             ax.plot(reference[0][key], reference[0]["variance"], "*", color="black", markersize=11, zorder=0)
             ax.set_xscale("log")
             ax.set_yscale("log")
+            ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
             ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set_xlabel(axis_label)
             ax.grid(True, which="major", alpha=0.3)
             if column == 0:
                 ax.set_ylabel("variance: sum_i Var(g_i)")
-        axes[0, column].set_title(problem.title, fontsize=8)
+        axes[0, column].set_title(title, fontsize=8)
         axes[0, column].legend(fontsize=6)
     handles = [plt.Line2D([], [], marker=m, color="grey", linestyle="") for m in markers.values()]
     handles.append(plt.Line2D([], [], marker="*", color="black", linestyle="", markersize=9))
@@ -401,10 +407,12 @@ def run(config: CompareConfig, out: Path | None) -> tuple[Path, str]:
         tables.append(format_table(problem, problem_rows, labels[name]))
         common.write_csv(folder / "compare.csv", rows, COLUMNS)  # partial results survive an interruption
     settings = {key: (str(value) if isinstance(value, Path) else value) for key, value in asdict(config).items()}
-    plot(problems, rows, labels, folder / "compare.png")
+    titles = {problem.name: problem.title for problem in problems}
+    plot(titles, rows, labels, folder / "compare.png")
     run_cpu_s = time.process_time()
     common.write_json(
-        folder / "compare.json", {"settings": settings, "labels": labels, "run_cpu_s": run_cpu_s, "results": rows}
+        folder / "compare.json",
+        {"settings": settings, "titles": titles, "labels": labels, "run_cpu_s": run_cpu_s, "results": rows},
     )
     text = "\n\n".join(tables) + (
         "\n\n* capped at --max-evaluations before reaching the reference's time"
