@@ -19,9 +19,9 @@ Each measurement: ``R`` independent gradient estimates at fixed parameters give 
 variance ``sum_i Var_r g_ri`` (the trace of the covariance: an estimator's variance, not
 the spread of one gradient's entries) and, where the exact gradient is known (enumeration),
 the squared bias ``sum_i (mean_r g_ri - g*_i)^2`` beside its noise floor ``variance / R``
-(what an unbiased estimator shows); the median CPU and wall time of one estimate
-(value and backward pass, separately timed calls) and its ratio to the reference's; samples and evaluations from
-``cost()``; and the work-normalised variance ``variance x CPU ms``.
+(what an unbiased estimator shows); the median CPU and wall time of one estimate (value
+and backward pass, separately timed calls) and its ratio to the reference's; samples and
+evaluations from ``cost()``; and the work-normalised variance ``variance x CPU ms``.
 
 Outputs: ``compare.json``, ``compare.csv``, ``compare.txt`` (the printed tables) and
 ``compare.png`` (variance against evaluations and against CPU time relative to the
@@ -363,9 +363,8 @@ def plot(
         for top, (key, axis_label) in enumerate(axis_labels.items()):
             ax = axes[top, column]
             for name in ESTIMATORS:
-                points = sorted(
-                    {(row["size"], row[key], row["variance"], row["setting"]) for row in mine if row["estimator"] == name}
-                )
+                mine_here = [row for row in mine if row["estimator"] == name]
+                points = sorted({(row["size"], row[key], row["variance"], row["setting"]) for row in mine_here})
                 if not points:
                     continue
                 ax.plot([p[1] for p in points], [p[2] for p in points], "-", color=colours[name], alpha=0.6,
