@@ -18,6 +18,7 @@ from catlog.experiments import (
     addition,
     addition_plot,
     addition_variance,
+    compare,
     demo,
     dvae,
     dvae_plot,
@@ -39,6 +40,7 @@ COMMANDS: tuple[Command, ...] = (
     *addition_plot.COMMANDS,
     *dvae.COMMANDS,
     *dvae_plot.COMMANDS,
+    *compare.COMMANDS,
     *sweep.COMMANDS,
 )
 EXIT_RUN_ERROR = 1

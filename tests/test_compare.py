@@ -1,0 +1,114 @@
+"""``catlog compare``: the size matching, the autoregressive problem against enumeration, the command line."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+
+import catlog
+from catlog.experiments import cli, compare, compare_problems
+from helpers import assert_unbiased
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _fig1(num_variables: int = 6, num_categories: int = 10) -> compare_problems.Problem:
+    return compare_problems.fig1_problem(num_variables, num_categories, 0, 4, torch.device("cpu"), torch.float64)
+
+
+def test_sizes_match_the_budget_by_cost() -> None:
+    problem = _fig1()  # IndeCateR(2): 2 (1 + 6 * 9) = 110 evaluations
+    candidates = compare.build_estimators(compare.ESTIMATORS, problem, 1.0)
+    assert set(candidates) == set(compare.ESTIMATORS) - {"disarm"}
+
+    def size(name: str, field: str, budget: int) -> int | None:
+        return compare.largest_size(candidates[name], problem, field, budget)
+
+    assert size("indecater", "evaluations", 110) == 2
+    assert size("indecater", "evaluations", 109) == 1
+    assert size("rloo", "evaluations", 110) == 110
+    assert size("indecater-pv", "evaluations", 110) == 1  # N * D * K = 60
+    assert size("indecater-pv", "samples", 2) is None  # D * N = 6 samples at least
+    assert size("rloo", "samples", 1) is None  # RLOO needs 2
+    assert size("gumbel-rao", "samples", 7) == 7
+
+
+def test_estimators_apply_where_they_can() -> None:
+    binary = compare_problems.binary_problem(4, 0, 4, torch.device("cpu"), torch.float64)
+    disarm = compare.build_estimators(["disarm"], binary, 1.0)["disarm"]
+    size = compare.largest_size(disarm, binary, "samples", 5)  # 2 pairs, 4 samples
+    assert size is not None and disarm.make(size).num_pairs == 2
+    autoregressive = compare_problems.autoregressive_problem(0, 4, torch.device("cpu"), torch.float64)
+    candidates = compare.build_estimators(compare.ESTIMATORS, autoregressive, 1.0)
+    assert set(candidates) == {"indecater", "indecater-pv", "reinforce", "rloo"}
+    assert isinstance(candidates["indecater"].make(1), catlog.SCateR)
+
+
+def test_interpolation_is_exact_on_a_power_law() -> None:
+    assert compare.interpolate(1, 2.0, 16, 32.0, 8.0) == 4  # time = 2 n
+    assert compare.interpolate(4, 1.0, 64, 4.0, 2.0) == 16  # time = sqrt(n) / 2
+    assert compare.interpolate(4, 1.0, 16, 1.0, 3.0) == 4  # flat: the smaller size
+
+
+@pytest.mark.parametrize("name", ["indecater", "rloo"])
+def test_autoregressive_problem_gradients_average_to_its_exact_gradient(name: str) -> None:
+    problem = compare_problems.autoregressive_problem(0, 4, torch.device("cpu"), torch.float64)
+    estimator = compare.build_estimators([name], problem, 1.0)[name].make(2)
+    grads = problem.gradients(estimator, 2000, 1000, torch.Generator().manual_seed(1))
+    assert grads.shape == (2000, problem.exact.numel())
+    assert_unbiased(grads, problem.exact)
+
+
+def test_runner_reports_bias_at_the_noise_floor_for_an_unbiased_estimator() -> None:
+    problem = compare_problems.fig1_problem(3, 3, 0, 4000, torch.device("cpu"), torch.float64)
+    candidates = compare.build_estimators(["indecater", "rloo"], problem, 1.0)
+    config = compare.CompareConfig(timing_repeats=1, timing_seconds=0.0)
+    runner = compare.Runner(problem, config, torch.device("cpu"), candidates["indecater"], 1)
+    measurement = runner.measure("rloo", candidates["rloo"], 4)
+    assert measurement.evaluations == 4 and measurement.variance > 0 and measurement.time_ratio > 0
+    assert measurement.sq_bias < 3 * measurement.sq_bias_floor  # expectation: the floor
+    assert runner.measure("indecater", candidates["indecater"], 1).time_ratio == 1.0
+
+
+def _quick_run(problems: list[str], extra: list[str], out, capsys) -> list[dict[str, str]]:
+    """``catlog compare --quick`` on ``problems``; checks the files and returns the CSV rows."""
+    assert cli.main(["compare", "--quick", "--threads", "1", "--out", str(out), "--problems", *problems, *extra]) == 0
+    assert "equal evaluations" in capsys.readouterr().out
+    with open(out / "compare.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {row["problem"] for row in rows} == set(problems)
+    for problem in problems:
+        mine = [row for row in rows if row["problem"] == problem]
+        assert {row["setting"] for row in mine} == set(compare.SETTINGS)
+        assert all(float(row["variance"]) >= 0 and float(row["cpu_ms"]) > 0 for row in mine)
+        assert all((row["sq_bias"] == "") == (problem in ("dvae", "addition")) for row in mine)
+        assert {int(row["size"]) for row in mine if row["estimator"] == "indecater"} == {2}
+    results = json.loads((out / "compare.json").read_text())
+    assert results["settings"]["samples"] == 2 and len(results["results"]) == len(rows)
+    assert (out / "compare.png").stat().st_size > 0
+    return rows
+
+
+def test_command_line_quick_run_on_the_synthetic_problems(tmp_path, capsys) -> None:
+    rows = _quick_run(["fig1", "binary", "autoregressive"], [], tmp_path, capsys)
+    assert {row["estimator"] for row in rows if row["problem"] == "binary"} == set(compare.ESTIMATORS)
+
+
+@pytest.mark.slow
+def test_command_line_quick_run_on_the_models(shared_data_dir, tmp_path, capsys) -> None:
+    _quick_run(["dvae", "addition"], ["--data-dir", str(shared_data_dir)], tmp_path, capsys)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [(["--repeats", "1"], "--repeats: expected a value >= 2"), (["--temperature", "0"], "--temperature: expected")],
+)
+def test_bad_options_are_one_line_usage_errors(argv: list[str], message: str, tmp_path, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["compare", *argv, "--out", str(tmp_path / "never")])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err.strip().splitlines()[-1]
+    assert not (tmp_path / "never").exists()
