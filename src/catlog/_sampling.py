@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 
@@ -38,11 +36,12 @@ def sample_by_inversion(
 ) -> torch.Tensor:
     """Draw ``X ~ Cat(probs)`` independently per variable by inverting the distribution function.
 
-    ``X = #{k : F_k <= U}`` with ``F = cumsum(probs)`` and ``U ~ Uniform[0, F_{K-1})``:
+    ``X = #{k < K - 1 : F_k <= U}`` with ``F = cumsum(probs)`` and ``U ~ Uniform[0, F_{K-1})``:
     one uniform per sample and variable (:func:`sample_categorical` uses ``K``), so it
     is much cheaper for large ``K``; the same distribution, other draws for a given
-    generator. A category of probability 0 is never drawn (``F`` is flat there, and
-    ``U`` stays strictly below the total ``F_{K-1}``).
+    generator. The count compares ``U`` with every ``F_k`` at once (no search: ``K`` is
+    small next to the samples). A category of probability 0 is never drawn (``F`` is flat
+    there, and ``U`` stays strictly below the total ``F_{K-1}``, so ``F_{K-1}`` is never counted).
 
     Args:
         probs: ``[*B, D, K]`` probabilities (``0`` = impossible); need not sum exactly to 1.
@@ -53,9 +52,7 @@ def sample_by_inversion(
         ``LongTensor[*S, *B, D]``.
     """
     cdf = probs.detach().cumsum(-1)
-    total = cdf[..., -1:]
-    count = math.prod(sample_shape)
-    uniform = torch.rand((*probs.shape[:-1], count), dtype=probs.dtype, device=probs.device, generator=generator)
+    uniform = torch.rand((*sample_shape, *probs.shape[:-1]), dtype=probs.dtype, device=probs.device, generator=generator)
     # u < 1 gives u * total < total in round-to-nearest, so no F_k equal to the total is counted
-    samples = torch.searchsorted(cdf, uniform * total, right=True)
-    return samples.movedim(-1, 0).reshape(*sample_shape, *probs.shape[:-1])
+    threshold = (uniform * cdf[..., -1]).unsqueeze(-1)
+    return (cdf[..., :-1] <= threshold).sum(-1)
