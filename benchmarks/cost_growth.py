@@ -126,13 +126,13 @@ def plot(rows: Sequence[dict[str, Any]], path: Path) -> Path:
             for kind, style in (("step", "o-"), ("floor", "s--")):
                 series = [(v, r[f"{kind}_{key}"]) for v, r in zip(values, own) if r[f"{kind}_{key}"]]
                 if series:
-                    panel.plot(*zip(*series), style, label=f"IndeCateR step" if kind == "step" else "floor: f on the same rows")
+                    panel.plot(*zip(*series), style, label="IndeCateR step" if kind == "step" else "floor: f on the same rows")
             panel.set_xscale("log", base=2)
             panel.set_yscale("log")
             panel.set_xlabel(f"{axis} (others: {', '.join(f'{k}={v}' for k, v in BASE.items() if k != axis)})", fontsize=8)
             panel.set_ylabel(f"{'time' if row == 0 else 'peak memory'} ({unit})")
             panel.grid(True, which="both", alpha=0.3)
-    grid[0][0].legend(fontsize=8)
+    next(panel for panel in grid[0] if panel.lines).legend(fontsize=8)
     figure.suptitle("IndeCateR step against the evaluation floor (one thread, log-log)")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

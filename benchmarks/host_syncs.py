@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/host_syncs.py --device cuda [--config fig2 --config dvae]
+    python benchmarks/host_syncs.py --device cuda [--config fig2 ...]
 
 Runs one step of ``benchmarks/bench.py`` (logits, estimate, loss, ``backward()``) per
 estimator (IndeCateR, REINFORCE, RLOO, Gumbel-Softmax at the config's sample counts),
@@ -57,13 +57,13 @@ def synchronises(problem: bench.Problem, estimator: catlog.Estimator, device: to
 def main(argv: Sequence[str] | None = None) -> int:
     """Check every selected case; print one line each; exit 1 if any step synchronised."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", action="append", choices=list(bench.CONFIGS), help="default: fig2 and dvae")
+    parser.add_argument("--config", action="append", choices=list(bench.CONFIGS), help="default: fig1-12x3, fig2 and dvae")
     common.add_common_options(parser)
     options = parser.parse_args(argv)
     device, dtype = common.apply_common_options(options)
     validated = "off" if validation_off() else "on (this catlog has no set_default_validate_args)"
     print(f"device {device}, argument validation {validated}")
-    configs = options.config or ["fig2", "dvae"]
+    configs = options.config or ["fig1-12x3", "fig2", "dvae"]
     found = 0
     for case in bench.CASES:
         if case.config not in configs or not case.label.startswith(ESTIMATORS):
