@@ -30,7 +30,8 @@ PYTHON="${PYTHON:-python}"
 # --- the command lines (the CLI is being restructured: edit them here only) ---
 DVAE_ESTIMATORS="indecater rloo-s rloo-f gs-f"
 if [ "${DEVICE%%:*}" = cpu ]; then
-    BENCH_SIZE=(--config fig2 --config dvae --min-time 0.05 --min-repeats 2 --max-repeats 3 --no-memory --threads 1)
+    BENCH_SIZE=(--config fig2 --config dvae --estimator "IndeCateR 2" --estimator "RLOO 2"
+                --min-time 0.05 --min-repeats 2 --max-repeats 3 --no-memory --threads 1)
     SYNC_SIZE=(--config fig1-12x3 --config fig2 --threads 1)
     DVAE_SECONDS=3
     DVAE_SIZE=(--train-limit 300 --eval-limit 100 --log-every 1 --threads 1)
