@@ -167,7 +167,13 @@ CASES: tuple[Case, ...] = (
     Case("dvae", "RLOO 800", lambda: catlog.RLOO(800), 970.0, "dvae:RLOO800"),
     Case("dvae", "GS 800", lambda: catlog.GumbelSoftmax(800), 1081.0, "dvae:GS800"),
     Case("addition-4", "IndeCateR 10", lambda: addition.make_estimator("indecater", 4), 3.1, "add4:ICR10"),
-    Case("addition-4", "IndeCateR per variable 10", lambda: addition.make_estimator("indecater-pv", 4), 2.9, "add4:ICRPV10"),
+    Case(
+        "addition-4",
+        "IndeCateR per variable 10",
+        lambda: addition.make_estimator("indecater-pv", 4),
+        2.9,
+        "add4:ICRPV10",
+    ),
     Case("addition-16", "IndeCateR 10", lambda: addition.make_estimator("indecater", 16), 6.9, "add16:ICR10"),
     Case(
         "addition-16",
@@ -202,7 +208,9 @@ def floor_rows(problem: Problem, estimator: catlog.Estimator, device: torch.devi
     return x.to(dtype) if isinstance(estimator, catlog.GumbelSoftmax) else x
 
 
-def timings(run: Callable[[], None], device: torch.device, min_time: float, min_repeats: int, max_repeats: int) -> dict[str, float]:
+def timings(
+    run: Callable[[], None], device: torch.device, min_time: float, min_repeats: int, max_repeats: int
+) -> dict[str, float]:
     """Call ``run`` once (excluded), then repeatedly until ``min_time`` seconds and ``min_repeats``
     calls (or ``max_repeats``); returns median, quartiles (wall, ms) and median CPU time (ms)."""
     run()
@@ -217,7 +225,13 @@ def timings(run: Callable[[], None], device: torch.device, min_time: float, min_
         walls.append((time.perf_counter() - wall) * 1e3)
         cpus.append((time.process_time() - cpu) * 1e3)
     q1, median, q3 = statistics.quantiles(walls, n=4, method="inclusive") if len(walls) > 1 else walls * 3
-    return {"median_ms": median, "q1_ms": q1, "q3_ms": q3, "cpu_median_ms": statistics.median(cpus), "repeats": len(walls)}
+    return {
+        "median_ms": median,
+        "q1_ms": q1,
+        "q3_ms": q3,
+        "cpu_median_ms": statistics.median(cpus),
+        "repeats": len(walls),
+    }
 
 
 def _status_kib(field: str) -> int:
@@ -280,7 +294,9 @@ def run_case(case_index: int, options: argparse.Namespace, device: torch.device,
         with torch.no_grad():
             problem.f(rows)
 
-    step = timings(lambda: gradient_step(problem, estimator), device, options.min_time, options.min_repeats, options.max_repeats)
+    step = timings(
+        lambda: gradient_step(problem, estimator), device, options.min_time, options.min_repeats, options.max_repeats
+    )
     base = timings(floor, device, options.min_time, options.min_repeats, options.max_repeats)
     cost = estimator.cost(problem.num_variables, problem.num_categories)
     return {
@@ -305,7 +321,8 @@ def _number(value: float | None, digits: int = 3) -> str:
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """The results as a Markdown table (times in ms)."""
     header = (
-        "| config | estimator | evals/elem | TF ms | ours ms (IQR) | CPU ms | ours/TF | floor ms | ours/floor | peak MiB |\n"
+        "| config | estimator | evals/elem | TF ms | ours ms (IQR) | CPU ms | ours/TF | floor ms | ours/floor "
+        "| peak MiB |\n"
         "|---|---|---|---|---|---|---|---|---|---|\n"
     )
     lines = [
@@ -320,7 +337,9 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The command line (see the module docstring)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument(
         "--config",
         action="append",
@@ -356,7 +375,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = [run_case(index, options, device, dtype) for index in common.progress(selected, desc="cases")]
     table = format_table(rows)
     print(table)
-    out = common.output_dir(options.out, "bench")
+    out = common.default_out(options.out, "bench")
     common.write_json(
         out / "bench.json",
         {

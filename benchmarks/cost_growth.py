@@ -62,12 +62,12 @@ def make_problem(point: dict[str, int], device: torch.device, dtype: torch.dtype
         code = F.one_hot(x, num_categories).flatten(-2).to(dtype)
         return (code @ hidden_weight + hidden_bias).relu() @ out_weight
 
-    return Problem(
-        lambda estimator: estimator(f, logits).sum(), f, [logits], (batch,), num_variables, num_categories
-    )
+    return Problem(lambda estimator: estimator(f, logits).sum(), f, [logits], (batch,), num_variables, num_categories)
 
 
-def measure_point(axis: str, value: int, options: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
+def measure_point(
+    axis: str, value: int, options: argparse.Namespace, device: torch.device, dtype: torch.dtype
+) -> dict[str, Any]:
     """Step and floor time and memory at ``BASE`` with ``axis = value``; one row of the results."""
     point = {**BASE, axis: value}
     problem, estimator = make_problem(point, device, dtype), catlog.IndeCateR(point["N"])
@@ -77,9 +77,13 @@ def measure_point(axis: str, value: int, options: argparse.Namespace, device: to
         with torch.no_grad():
             problem.f(rows)
 
-    step = timings(lambda: gradient_step(problem, estimator), device, options.min_time, options.min_repeats, options.max_repeats)
+    step = timings(
+        lambda: gradient_step(problem, estimator), device, options.min_time, options.min_repeats, options.max_repeats
+    )
     base = timings(floor, device, options.min_time, options.min_repeats, options.max_repeats)
-    memory = {kind: None if options.no_memory else peak_memory(axis, value, kind, options) for kind in ("step", "floor")}
+    memory = {
+        kind: None if options.no_memory else peak_memory(axis, value, kind, options) for kind in ("step", "floor")
+    }
     return {
         "axis": axis,
         **point,
@@ -126,10 +130,14 @@ def plot(rows: Sequence[dict[str, Any]], path: Path) -> Path:
             for kind, style in (("step", "o-"), ("floor", "s--")):
                 series = [(v, r[f"{kind}_{key}"]) for v, r in zip(values, own) if r[f"{kind}_{key}"]]
                 if series:
-                    panel.plot(*zip(*series), style, label="IndeCateR step" if kind == "step" else "floor: f on the same rows")
+                    panel.plot(
+                        *zip(*series), style, label="IndeCateR step" if kind == "step" else "floor: f on the same rows"
+                    )
             panel.set_xscale("log", base=2)
             panel.set_yscale("log")
-            panel.set_xlabel(f"{axis} (others: {', '.join(f'{k}={v}' for k, v in BASE.items() if k != axis)})", fontsize=8)
+            panel.set_xlabel(
+                f"{axis} (others: {', '.join(f'{k}={v}' for k, v in BASE.items() if k != axis)})", fontsize=8
+            )
             panel.set_ylabel(f"{'time' if row == 0 else 'peak memory'} ({unit})")
             panel.grid(True, which="both", alpha=0.3)
     next(panel for panel in grid[0] if panel.lines).legend(fontsize=8)
@@ -161,13 +169,19 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The command line (see the module docstring)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--axis", action="append", choices=list(AXES), help="axis to sweep; repeat for several (default all)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--axis", action="append", choices=list(AXES), help="axis to sweep; repeat for several (default all)"
+    )
     parser.add_argument("--min-time", type=float, default=0.3, help="seconds of repeats per measurement (default 0.3)")
     parser.add_argument("--min-repeats", type=int, default=3, help="fewest timed repeats (default 3)")
     parser.add_argument("--max-repeats", type=int, default=200, help="most timed repeats (default 200)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
-    parser.add_argument("--figure", type=Path, default=FIGURE, help="PNG to write (default docs/figures/cost_growth.png)")
+    parser.add_argument(
+        "--figure", type=Path, default=FIGURE, help="PNG to write (default docs/figures/cost_growth.png)"
+    )
     parser.add_argument("--memory-probe", nargs=3, default=None, help=argparse.SUPPRESS)
     common.add_common_options(parser)
     return parser.parse_args(argv)
@@ -182,10 +196,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     device, dtype = common.apply_common_options(options)
     points = [(axis, value) for axis in options.axis or AXES for value in AXES[axis]]
-    rows = [measure_point(axis, value, options, device, dtype) for axis, value in common.progress(points, desc="points")]
+    rows = [
+        measure_point(axis, value, options, device, dtype) for axis, value in common.progress(points, desc="points")
+    ]
     table = format_table(rows)
     print(table)
-    out = common.output_dir(options.out, "cost-growth")
+    out = common.default_out(options.out, "cost-growth")
     common.write_json(out / "cost_growth.json", {"base": BASE, "threads": torch.get_num_threads(), "rows": rows})
     common.write_text(out / "cost_growth.md", table)
     print(f"wrote {out / 'cost_growth.json'} and {plot(rows, options.figure)}", file=sys.stderr)

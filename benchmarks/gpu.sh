@@ -44,11 +44,11 @@ fi
 bench_command() { "$PYTHON" benchmarks/bench.py --device "$DEVICE" "${BENCH_SIZE[@]}" --out "$OUT/bench"; }
 sync_command() { "$PYTHON" benchmarks/host_syncs.py --device "$DEVICE" "${SYNC_SIZE[@]}"; }
 dvae_command() {  # $1: estimator name of `catlog dvae --estimator`
-    "$PYTHON" -m catlog dvae --estimator "$1" --time-budget "$DVAE_SECONDS" --budget-clock wall \
+    "$PYTHON" -m catlog.experiments dvae --estimator "$1" --time-budget "$DVAE_SECONDS" --budget-clock wall \
         --variance-every 0 --data-dir "$DATA_DIR" --device "$DEVICE" "${DVAE_SIZE[@]}" --out "$OUT/dvae-$1"
 }
 dvae_plot_command() {
-    "$PYTHON" -m catlog dvae-plot "${@/#/$OUT/dvae-}" --x-axis wall --output "$OUT/dvae-wall.png"
+    "$PYTHON" -m catlog.experiments dvae-plot "${@/#/$OUT/dvae-}" --x-axis wall --output "$OUT/dvae-wall.png"
 }
 # ---------------------------------------------------------------------------
 

@@ -42,7 +42,9 @@ CHUNK_ROWS = 64
 BATCH, HIDDEN = 16, 64
 
 
-def make_problem(num_variables: int, num_categories: int, device: torch.device, dtype: torch.dtype) -> tuple[Problem, list[int]]:
+def make_problem(
+    num_variables: int, num_categories: int, device: torch.device, dtype: torch.dtype
+) -> tuple[Problem, list[int]]:
     """The causal policy and reward for (D, K); the list collects the rows of every ``conditional`` call."""
     generator = torch.Generator().manual_seed(0)
 
@@ -64,7 +66,12 @@ def make_problem(num_variables: int, num_categories: int, device: torch.device, 
 
     dist = catlog.Autoregressive(conditional, num_variables, num_categories, (BATCH,), device=device, dtype=dtype)
     problem = Problem(
-        lambda estimator: estimator(f, dist).sum(), f, [context, embed, position, readout], (BATCH,), num_variables, num_categories
+        lambda estimator: estimator(f, dist).sum(),
+        f,
+        [context, embed, position, readout],
+        (BATCH,),
+        num_variables,
+        num_categories,
     )
     return problem, calls
 
@@ -96,7 +103,10 @@ def run_size(num_variables: int, num_categories: int, options: argparse.Namespac
         problem, calls = make_problem(num_variables, num_categories, device, dtype)
         gradient_step(problem, estimator)
         call_count, row_steps = len(calls), sum(calls)
-        step = timings(lambda: gradient_step(problem, estimator), device, options.min_time, options.min_repeats, options.max_repeats)
+        step = timings(
+            lambda: gradient_step(problem, estimator),  # noqa: B023 (called at once)
+            device, options.min_time, options.min_repeats, options.max_repeats,
+        )
         rows.append(
             {
                 "D": num_variables,
@@ -147,7 +157,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = parser.parse_args(argv)
     device, dtype = common.apply_common_options(options)
     if options.memory_probe is not None:
-        num_variables, num_categories, label = int(options.memory_probe[0]), int(options.memory_probe[1]), options.memory_probe[2]
+        num_variables, num_categories, label = (
+            int(options.memory_probe[0]),
+            int(options.memory_probe[1]),
+            options.memory_probe[2],
+        )
         problem, _ = make_problem(num_variables, num_categories, device, dtype)
         print(peak_memory_here(problem, estimators(num_variables, num_categories)[label], device))
         return 0
@@ -155,10 +169,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = [row for size in common.progress(sizes, desc="sizes") for row in run_size(*size, options)]
     table = format_table(rows)
     print(table)
-    out = common.output_dir(options.out, "scater-cost")
+    out = common.default_out(options.out, "scater-cost")
     common.write_json(
         out / "scater_cost.json",
-        {"device": str(device), "dtype": options.dtype, "threads": torch.get_num_threads(), "torch": torch.__version__, "rows": rows},
+        {
+            "device": str(device),
+            "dtype": options.dtype,
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "rows": rows,
+        },
     )
     common.write_text(out / "scater_cost.md", table)
     return 0

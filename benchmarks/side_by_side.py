@@ -186,12 +186,16 @@ def format_table(rows: Sequence[dict[str, Any]], header: str) -> str:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The command line (see the module docstring)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--tf-python", help="python of a venv with TensorFlow 2.21 (required unless --worker)")
     parser.add_argument("--tools", default=str(SHARED / "reference-tf-tools"), help="folder of worker_tf3.py")
     parser.add_argument("--reference", default=str(SHARED / "reference-tf"), help="the authors' code (CATLOG_REF)")
     parser.add_argument("--tf-threads", type=int, default=1, help="TF intra-op threads (default 1; 0 = TF's choice)")
-    parser.add_argument("--config", action="append", choices=["all", *bench.CONFIGS], help="repeat for several (default all)")
+    parser.add_argument(
+        "--config", action="append", choices=["all", *bench.CONFIGS], help="repeat for several (default all)"
+    )
     parser.add_argument("--estimator", action="append", help="only cases whose estimator label contains this text")
     parser.add_argument("--rounds", type=int, default=7, help="rounds of alternating blocks (default 7)")
     parser.add_argument("--block-seconds", type=float, default=0.4, help="seconds of calls per block (default 0.4)")
@@ -246,7 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     table = format_table(rows, header)
     print(table)
-    out = common.output_dir(options.out, "side-by-side")
+    out = common.default_out(options.out, "side-by-side")
     common.write_csv(out / "side_by_side.csv", rows)
     common.write_json(out / "side_by_side.json", {"settings": settings, "rows": rows})
     common.write_text(out / "side_by_side.md", table)

@@ -9,9 +9,9 @@ import math
 import pytest
 import torch
 
-from catlog.cli import main
 from catlog.experiments import addition
 from catlog.experiments.addition import (
+    AdditionConfig,
     DigitSequences,
     LeNet,
     addition_loss,
@@ -22,6 +22,9 @@ from catlog.experiments.addition import (
     train,
     train_step,
 )
+from catlog.experiments.cli import main
+from catlog.experiments.distributed import DistributedContext
+from catlog.experiments.run_folder import RunFolderError, open_on_main
 
 
 def synthetic_digits(count: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -158,7 +161,7 @@ def test_make_estimator_matches_the_protocol() -> None:
     assert make_estimator("rloo-f", 8).cost(8, 10) == (8 * 10 * 10, 8 * 10 * 10)
     assert make_estimator("indecater-pv", 8).cost(8, 10) == (8 * 10, 8 * 10 * 10)
     assert make_estimator("rloo-s", 8).cost(8, 10) == (10, 10)
-    assert make_estimator("reinforce", 8, 3).cost(8, 10) == (3, 3)
+    assert make_estimator("reinforce-s", 8, 3).cost(8, 10) == (3, 3)
     indecater = make_estimator("indecater", 8).cost(8, 10)
     assert indecater.samples == 10 and indecater.evaluations <= 8 * 10 * 10  # its own samples are reused
     with pytest.raises(ValueError, match="estimator"):
@@ -167,21 +170,15 @@ def test_make_estimator_matches_the_protocol() -> None:
         make_estimator("indecater", 4, 0)
 
 
-def small_config(**changes: object) -> dict[str, object]:
-    config = {
-        "digits": 2,
-        "estimator": "indecater",
-        "samples": 3,
-        "batch_size": 10,
-        "lr": 3e-3,
-        "seed": 0,
-        "epochs": 2,
-        "early_logs": 3,
-        "train_limit": None,
-        "test_limit": None,
-        "dtype": "float32",
-    }
-    return {**config, **changes}
+def small_config(**changes: object) -> AdditionConfig:
+    settings = {"digits": 2, "estimator": "indecater", "samples": 3, "lr": 3e-3, "epochs": 2, "early_logs": 3}
+    return AdditionConfig(**{**settings, **changes})
+
+
+def train_in(config: AdditionConfig, data: tuple[DigitSequences, DigitSequences]) -> list[dict[str, float]]:
+    """Open the run folder ``config.out`` as the command does and train there."""
+    with open_on_main(config, "addition", DistributedContext(), addition.MAY_CHANGE) as out:
+        return train(config, *data, out)
 
 
 def small_data(train_count: int = 130, test_count: int = 50) -> tuple[DigitSequences, DigitSequences]:
@@ -200,25 +197,26 @@ def accuracies(history: list[dict[str, float]]) -> list[tuple[float, ...]]:
 
 
 def test_resume_continues_exactly_where_a_run_stopped(tmp_path) -> None:
-    train_data, test_data = small_data()
-    device = torch.device("cpu")
-    straight = train(small_config(), train_data, test_data, tmp_path / "straight", device)
-    (tmp_path / "split").mkdir()
-    train(small_config(epochs=1), train_data, test_data, tmp_path / "split", device)
-    resumed = train(small_config(), train_data, test_data, tmp_path / "split", device, resume=True)
+    data = small_data()
+    straight = train_in(small_config(out=tmp_path / "straight"), data)
+    train_in(small_config(out=tmp_path / "split", epochs=1), data)
+    resumed = train_in(small_config(out=tmp_path / "split", resume=True), data)
     assert accuracies(resumed) == accuracies(straight)
     assert len(straight) == 2 + len(log_iterations(7, 3))  # 65 sequences in batches of 10: 7 steps
     assert straight[-1]["train_cpu_s"] > 0 and straight[-1]["train_wall_s"] > 0
-    with pytest.raises(ValueError, match="--resume.*digits"):
-        train(small_config(digits=3), train_data, test_data, tmp_path / "split", device, resume=True)
+
+
+def test_resume_with_another_config_names_every_difference(tmp_path) -> None:
+    data = small_data()
+    train_in(small_config(out=tmp_path / "run", epochs=1), data)
+    with pytest.raises(RunFolderError, match="--resume.*differing: digits: 2 -> 3; estimator: 'indecater' -> 'rloo-s'"):
+        train_in(small_config(out=tmp_path / "run", digits=3, estimator="rloo-s", resume=True), data)
 
 
 def test_training_learns_digits_from_sums_alone(tmp_path) -> None:
     """On easy synthetic digits the classifier learns from sums only: far above chance (0.1)."""
     train_data, test_data = small_data(train_count=400, test_count=100)
-    history = train(
-        small_config(epochs=4, early_logs=0, lr=3e-3), train_data, test_data, tmp_path, torch.device("cpu")
-    )
+    history = train_in(small_config(out=tmp_path / "run", epochs=4, early_logs=0), (train_data, test_data))
     assert history[-1]["test_digit_accuracy"] > 0.5
     assert history[-1]["test_digit_accuracy"] > history[0]["test_digit_accuracy"]
 
@@ -246,7 +244,7 @@ def test_command_line_on_a_tiny_mnist_subset(shared_data_dir, tmp_path, capsys) 
 
 
 def test_mnist_sequences_split_train_and_test(shared_data_dir) -> None:
-    from catlog import data
+    from catlog.experiments import data
 
     train_data, test_data = addition.load_mnist_sequences(12, 0, shared_data_dir, None, None)
     test_images, test_labels = data.load_images("mnist", "test", shared_data_dir)

@@ -45,7 +45,12 @@ def test_side_by_side_interleaves_both_workers(tmp_path: Path, load_script) -> N
     assert side_by_side.main([*options, "--out", str(tmp_path / "out")]) == 0
     result = json.loads((tmp_path / "out" / "side_by_side.json").read_text())
     (row,) = result["rows"]
-    assert (row["config"], row["estimator"], row["tf_case"], row["rounds"]) == ("fig1-12x3", "IndeCateR 1", "fig1-12x3:ICR1", 3)
+    assert (row["config"], row["estimator"], row["tf_case"], row["rounds"]) == (
+        "fig1-12x3",
+        "IndeCateR 1",
+        "fig1-12x3:ICR1",
+        3,
+    )
     assert row["tf_ms"] == pytest.approx(2.0)
     assert row["ratio_min"] <= row["ratio_median"] <= row["ratio_max"]
     assert row["ratio_median"] == pytest.approx(row["ours_ms"] / 2.0, rel=1.0)
@@ -66,7 +71,19 @@ def test_every_case_names_a_tf_case_of_its_config(load_script) -> None:
 def test_cost_growth_runs_on_one_axis(tmp_path: Path, load_script) -> None:
     """Rows of ``f`` per point are ``N (1 + D (K - 1)) B`` and the figure is written."""
     cost_growth = load_script("cost_growth")
-    options = ["--axis", "K", "--no-memory", "--min-time", "0", "--min-repeats", "1", "--max-repeats", "1", "--threads", "1"]
+    options = [
+        "--axis",
+        "K",
+        "--no-memory",
+        "--min-time",
+        "0",
+        "--min-repeats",
+        "1",
+        "--max-repeats",
+        "1",
+        "--threads",
+        "1",
+    ]
     assert cost_growth.main([*options, "--figure", str(tmp_path / "growth.png"), "--out", str(tmp_path)]) == 0
     rows = json.loads((tmp_path / "cost_growth.json").read_text())["rows"]
     assert [row["K"] for row in rows] == list(cost_growth.AXES["K"])

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from catlog import data
+from catlog.experiments import data
 
 # Counts and first labels from ../shared/data/README.md.
 MNIST_LABEL_COUNTS = {
@@ -22,7 +22,7 @@ MNIST_MEAN_PIXEL = {"train": 33.318, "test": 33.791}
 FASHION_MEAN_PIXEL = {"train": 72.940, "test": 73.147}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load(data_dir: Path, name: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     return data.load_images(name, split, data_dir, download=False)
 
@@ -71,6 +71,8 @@ def test_omniglot_decoding_and_cache(shared_data_dir: Path, tmp_path: Path, monk
     (data_dir / "omniglot").mkdir(parents=True)
     small = shared_data_dir / "omniglot" / "images_background_small1.zip"
     shutil.copy(small, data_dir / "omniglot" / "images_background.zip")
+    digest = ("sha256", data.file_digest(small, "sha256"))
+    monkeypatch.setitem(data.OMNIGLOT_SOURCES, "train", data.RemoteFile("images_background.zip", (), (digest,)))
     monkeypatch.setenv("CATLOG_CACHE", str(tmp_path / "cache"))
 
     images, labels = data.load_images("omniglot", "train", data_dir, download=False)
@@ -85,6 +87,12 @@ def test_omniglot_decoding_and_cache(shared_data_dir: Path, tmp_path: Path, monk
 
     cached_images, cached_labels = data.load_images("omniglot", "train", data_dir, download=False)
     assert torch.equal(cached_images, images) and torch.equal(cached_labels, labels)
+    # Without $CATLOG_CACHE the cache lives beside the data; --cache-dir (cache=) wins over both.
+    monkeypatch.delenv("CATLOG_CACHE")
+    data.load_images("omniglot", "train", data_dir, download=False)
+    assert len(list((data_dir / "decoded").glob("omniglot-train-*.pt"))) == 1
+    data.load_images("omniglot", "train", data_dir, download=False, cache=tmp_path / "explicit")
+    assert len(list((tmp_path / "explicit").glob("omniglot-train-*.pt"))) == 1
 
 
 def _local_mirror(tmp_path: Path, source: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
@@ -103,6 +111,7 @@ def test_download_checks_digest_and_loads(
     shared_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _local_mirror(tmp_path, shared_data_dir / "mnist", monkeypatch)
+    (tmp_path / "data").mkdir()
     images, labels = data.load_images("mnist", "test", tmp_path / "data")
     assert (tmp_path / "data" / "mnist" / "t10k-images-idx3-ubyte.gz").is_file()
     expected_images, expected_labels = _load(shared_data_dir, "mnist", "test")
@@ -113,7 +122,8 @@ def test_download_rejects_corrupt_file(shared_data_dir: Path, tmp_path: Path, mo
     mirror = _local_mirror(tmp_path, shared_data_dir / "mnist", monkeypatch)
     (mirror / "t10k-labels-idx1-ubyte.gz").chmod(0o644)
     (mirror / "t10k-labels-idx1-ubyte.gz").write_bytes(b"not the labels")
-    with pytest.raises(ValueError, match="expected digest sha256 f7ae60f9"):
+    (tmp_path / "data").mkdir()
+    with pytest.raises(data.DataError, match="expected digest sha256 f7ae60f9"):
         data.load_images("mnist", "test", tmp_path / "data")
     assert not (tmp_path / "data" / "mnist" / "t10k-labels-idx1-ubyte.gz").exists()
     assert not list((tmp_path / "data" / "mnist").glob("*.part"))
@@ -125,12 +135,65 @@ def test_offline_error_names_missing_files(tmp_path: Path, monkeypatch: pytest.M
         for remote in data.IDX_SOURCES["mnist"]["test"]
     )
     monkeypatch.setitem(data.IDX_SOURCES, "mnist", {"test": remotes})
-    with pytest.raises(FileNotFoundError, match="download failed") as error:
+    (tmp_path / "data").mkdir()
+    with pytest.raises(data.DataError, match="download failed") as error:
         data.load_images("mnist", "test", tmp_path / "data")
-    assert str(tmp_path / "data" / "mnist" / "t10k-images-idx3-ubyte.gz") in str(error.value)
-    assert "t10k-labels-idx1-ubyte.gz" in str(error.value)
-    with pytest.raises(FileNotFoundError, match="downloading is disabled"):
+    assert f"{tmp_path / 'data' / 'mnist' / 't10k-images-idx3-ubyte.gz'}: missing" in str(error.value)
+    assert "t10k-labels-idx1-ubyte.gz: missing" in str(error.value)
+    with pytest.raises(data.DataError, match="downloading is disabled"):
         data.load_images("mnist", "test", tmp_path / "data", download=False)
+
+
+def _copy_mnist(shared_data_dir: Path, tmp_path: Path) -> Path:
+    """A writable copy of the MNIST files in ``tmp_path/data/mnist``; returns ``tmp_path/data``."""
+    shutil.copytree(shared_data_dir / "mnist", tmp_path / "data" / "mnist")
+    for path in (tmp_path / "data" / "mnist").iterdir():
+        path.chmod(0o644)
+    return tmp_path / "data"
+
+
+def test_truncated_and_corrupted_files_are_named_with_the_fix(shared_data_dir: Path, tmp_path: Path) -> None:
+    data_dir = _copy_mnist(shared_data_dir, tmp_path)
+    truncated, flipped = (
+        data_dir / "mnist" / "t10k-images-idx3-ubyte.gz",
+        data_dir / "mnist" / "train-labels-idx1-ubyte.gz",
+    )
+    truncated.write_bytes(truncated.read_bytes()[:1000])
+    content = bytearray(flipped.read_bytes())
+    content[500] ^= 0xFF
+    flipped.write_bytes(bytes(content))
+    with pytest.raises(data.DataError) as error:
+        data.check_dataset("mnist", data_dir, download=False)
+    message = str(error.value)
+    for path, size in ((truncated, 1000), (flipped, len(content))):
+        assert f"{path}: damaged: its checksum does not match the published one ({size} bytes" in message
+    assert "Fix: delete the damaged files" in message
+    assert "train-images" not in message  # the good files are not blamed
+
+
+def test_missing_files_of_both_splits_are_listed_at_once(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    with pytest.raises(data.DataError) as error:
+        data.check_dataset("mnist", tmp_path / "data", download=False)
+    assert str(error.value).count(": missing") == 4 and "t10k-labels-idx1-ubyte.gz: missing" in str(error.value)
+
+
+def test_wrong_data_dir_is_refused_and_never_created(tmp_path: Path) -> None:
+    with pytest.raises(data.DataError, match="--data-dir: expected an existing folder"):
+        data.load_images("mnist", "test", tmp_path / "typo")
+    assert not (tmp_path / "typo").exists()
+
+
+def test_command_reports_bad_data_in_one_error_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from catlog.experiments.cli import main
+
+    out = tmp_path / "run"
+    assert main(["addition", "--data-dir", str(tmp_path / "typo"), "--out", str(out)]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("catlog addition: error: --data-dir") and "Traceback" not in error
+    assert not out.exists() and not (tmp_path / "typo").exists()
 
 
 def test_default_data_dir_follows_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,6 +17,8 @@ SAMPLING = {
     "rloo": lambda: catlog.RLOO(5),
     "gumbel-softmax": lambda: catlog.GumbelSoftmax(5),
     "gumbel-softmax-soft": lambda: catlog.GumbelSoftmax(5, temperature=0.5, straight_through=False),
+    "reinmax": lambda: catlog.ReinMax(5, temperature=2.0),
+    "gumbel-rao": lambda: catlog.GumbelRao(5, 4, temperature=0.5),
 }
 
 
@@ -173,7 +175,7 @@ def test_catlog_value_is_zero_only_with_a_zero_gradient(per_variable: bool) -> N
     target = torch.tensor([0, 1, 2, 0])
     nonzero = 0
     for seed in range(50):
-        value = catlog.IndeCateR(1, per_variable)(
+        value = catlog.IndeCateR(1, per_variable=per_variable)(
             lambda x: (x == target).all(-1), logits, generator=torch.Generator().manual_seed(seed)
         )
         (grad,) = torch.autograd.grad(value.sum(), logits)

@@ -49,7 +49,9 @@ class RecordingObjective:
         return self.value(x)
 
 
-def make_logits(batch_shape: tuple[int, ...], num_variables: int, num_categories: int, seed: int, impossible: bool) -> torch.Tensor:
+def make_logits(
+    batch_shape: tuple[int, ...], num_variables: int, num_categories: int, seed: int, impossible: bool
+) -> torch.Tensor:
     """Logits ``[*B, D, K]`` in float64; with ``impossible``, about a third are ``-inf`` (never a whole variable)."""
     generator = torch.Generator().manual_seed(seed)
     logits = torch.randn(*batch_shape, num_variables, num_categories, generator=generator, dtype=torch.float64)
@@ -117,7 +119,7 @@ def test_estimate_matches_naive_evaluation_of_all_rows(
 ):
     logits = make_logits(batch_shape, num_variables, num_categories, seed=1, impossible=impossible)
     objective = RecordingObjective(batch_shape, num_variables, torch.Generator().manual_seed(2))
-    value, grad = estimate(logits, objective, catlog.IndeCateR(num_samples, per_variable), seed=3)
+    value, grad = estimate(logits, objective, catlog.IndeCateR(num_samples, per_variable=per_variable), seed=3)
 
     expected_value, expected_grad = reference(objective, logits, num_samples, per_variable)
     torch.testing.assert_close(value, expected_value, rtol=1e-12, atol=1e-12)
@@ -129,7 +131,7 @@ def test_estimate_matches_naive_evaluation_of_all_rows(
 def test_rows_evaluated_all_finite(batch_shape, num_variables, num_categories, num_samples, per_variable):
     logits = make_logits(batch_shape, num_variables, num_categories, seed=4, impossible=False)
     objective = RecordingObjective(batch_shape, num_variables, torch.Generator().manual_seed(5))
-    estimator = catlog.IndeCateR(num_samples, per_variable)
+    estimator = catlog.IndeCateR(num_samples, per_variable=per_variable)
     estimate(logits, objective, estimator, seed=6)
 
     groups = num_variables if per_variable else 1
@@ -154,7 +156,7 @@ def test_rows_evaluated_skip_impossible_categories(per_variable):
     possible = logits > -math.inf
     num_samples = 3
     objective = RecordingObjective((), 4, torch.Generator().manual_seed(7))
-    estimate(logits, objective, catlog.IndeCateR(num_samples, per_variable), seed=8)
+    estimate(logits, objective, catlog.IndeCateR(num_samples, per_variable=per_variable), seed=8)
 
     groups = 4 if per_variable else 1
     assert objective.base[0].shape[0] == num_samples * groups
@@ -171,9 +173,9 @@ def test_chunked_equals_unchunked_and_bounds_rows_per_call(chunk_size, impossibl
     logits = make_logits(batch_shape, num_variables, num_categories, seed=9, impossible=impossible)
     whole = RecordingObjective(batch_shape, num_variables, torch.Generator().manual_seed(10))
     chunked = RecordingObjective(batch_shape, num_variables, torch.Generator().manual_seed(10))
-    value, grad = estimate(logits, whole, catlog.IndeCateR(num_samples, per_variable), seed=11)
+    value, grad = estimate(logits, whole, catlog.IndeCateR(num_samples, per_variable=per_variable), seed=11)
     value_chunked, grad_chunked = estimate(
-        logits, chunked, catlog.IndeCateR(num_samples, per_variable, chunk_size=chunk_size), seed=11
+        logits, chunked, catlog.IndeCateR(num_samples, per_variable=per_variable, chunk_size=chunk_size), seed=11
     )
 
     torch.testing.assert_close(value_chunked, value, rtol=1e-13, atol=1e-13)

@@ -38,5 +38,7 @@ def test_impossible_categories_are_never_drawn_even_at_the_top_of_the_unit_inter
     assert (probs.expand(20_000, 2, num_categories).gather(-1, samples.unsqueeze(-1)) > 0).all()
 
     largest_uniform = 1 - 2**-24  # the largest float32 below 1
-    monkeypatch.setattr(torch, "rand", lambda shape, **kwargs: torch.full(shape, largest_uniform, dtype=kwargs["dtype"]))
+    monkeypatch.setattr(
+        torch, "rand", lambda shape, **kwargs: torch.full(shape, largest_uniform, dtype=kwargs["dtype"])
+    )
     assert sample_by_inversion(probs, (1,), None).tolist() == [[3, 2]]

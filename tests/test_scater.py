@@ -50,7 +50,9 @@ def causal_network(seed: int, runs: int) -> Problem:
         hidden_state = torch.tanh(context + torch.einsum("mrbk,rkh->mrbh", prefix, embed))
         logits = torch.einsum("mrbh,rhk->mrbk", hidden_state, readout) + position[:, None, d]
         if d > 0:
-            logits = logits.masked_fill((x[..., d - 1] == 0).unsqueeze(-1) & (torch.arange(num_categories) == 2), -math.inf)
+            logits = logits.masked_fill(
+                (x[..., d - 1] == 0).unsqueeze(-1) & (torch.arange(num_categories) == 2), -math.inf
+            )
         return logits
 
     def f(x: torch.Tensor) -> torch.Tensor:
@@ -175,7 +177,7 @@ def test_chunking_does_not_change_the_estimate(per_variable: bool) -> None:
     problem = causal_network(2, 20)
     results = [
         problem.gradients(
-            catlog.SCateR(2, per_variable, chunk_size=chunk)(
+            catlog.SCateR(2, per_variable=per_variable, chunk_size=chunk)(
                 problem.f, problem.logits, generator=torch.Generator().manual_seed(1)
             )
         )
@@ -195,7 +197,10 @@ def test_conditional_calls_grow_linearly_in_d(num_variables: int) -> None:
         return (x[..., :d].sum(-1, keepdim=True) * 0.3 + torch.arange(4.0)).sin()
 
     dist = catlog.Autoregressive(conditional, num_variables, 4, (2,))
-    for estimator, expected in ((catlog.SCateR(3), 2 * num_variables - 1), (catlog.SCateR(3, True), 3 * num_variables - 1)):
+    for estimator, expected in (
+        (catlog.SCateR(3), 2 * num_variables - 1),
+        (catlog.SCateR(3, per_variable=True), 3 * num_variables - 1),
+    ):
         calls.clear()
         estimator(lambda x: x.sum(-1).float(), dist)
         assert len(calls) == expected, (estimator, calls)
@@ -214,7 +219,7 @@ def test_degenerate_sizes_match_exact(num_variables: int, num_categories: int) -
         return (x.float() - 0.5).pow(2).sum(-1)
 
     for per_variable in (False, True):
-        got = torch.autograd.grad(catlog.SCateR(64, per_variable)(f, dist), weight)[0]
+        got = torch.autograd.grad(catlog.SCateR(64, per_variable=per_variable)(f, dist), weight)[0]
         expected = torch.autograd.grad(catlog.Exact()(f, dist), weight)[0]
         torch.testing.assert_close(got, expected)
 
@@ -262,7 +267,10 @@ def _constant(shape):
         (lambda x, d: torch.zeros(x.shape[0], 3, 4, dtype=torch.long), "conditional: expected floating logits"),
         (lambda x, d: torch.full((x.shape[0], 3, 4), math.nan), "conditional: .* NaN"),
         (lambda x, d: torch.zeros(x.shape[0], 3, 4).index_fill(-1, torch.tensor([1]), math.nan), "conditional: .* NaN"),
-        (lambda x, d: torch.full((x.shape[0], 3, 4), -math.inf), "conditional: .*all logits -inf, first at index .* at d="),
+        (
+            lambda x, d: torch.full((x.shape[0], 3, 4), -math.inf),
+            "conditional: .*all logits -inf, first at index .* at d=",
+        ),
         (lambda x, d: [0.0] * 4, "conditional: expected a Tensor"),
     ],
 )
@@ -295,15 +303,15 @@ def test_bad_arguments_are_refused(kwargs: dict, message: str) -> None:
 def test_estimators_without_autoregressive_support_say_so() -> None:
     dist = catlog.Autoregressive(_constant((4,)), 3, 4)
     for estimator in (catlog.IndeCateR(2), catlog.GumbelSoftmax(2)):
-        with pytest.raises(ValueError, match="logits: .* got an Autoregressive distribution; use SCateR"):
+        with pytest.raises(ValueError, match="dist: .* got an Autoregressive; use SCateR"):
             estimator(lambda x: x.sum(-1).float(), dist)
 
 
 def test_log_prob_refuses_bad_samples() -> None:
     dist = catlog.Autoregressive(_constant((2, 4)), 3, 4, (2,))
-    with pytest.raises(ValueError, match=r"x: expected a LongTensor of shape \[\*S, \*B, D\]"):
+    with pytest.raises(ValueError, match=r"value: expected a LongTensor of shape \[\*S, \*B, D\]"):
         dist.log_prob(torch.zeros(5, 3, 2, dtype=torch.long))
-    with pytest.raises(ValueError, match=r"x: expected categories in \[0, 4\)"):
+    with pytest.raises(ValueError, match=r"value: expected categories in \[0, 4\)"):
         dist.log_prob(torch.full((5, 2, 3), 4))
 
 
@@ -367,7 +375,8 @@ def bigram_models(draw: st.DrawFn) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def given_previous(table: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``table[..., d, x_{d-1}, :]`` (``x_{-1} = 0``) for ``table: [*B, D, K, K]``, ``x: [M, *B, D]``; ``[M, *B, D, K]``."""
+    """``table[..., d, x_{d-1}, :]`` (``x_{-1} = 0``) for ``table: [*B, D, K, K]``, ``x: [M, *B, D]``;
+    ``[M, *B, D, K]``."""
     previous = torch.cat([torch.zeros_like(x[..., :1]), x[..., :-1]], -1)
     index = previous[..., None, None].expand(*x.shape, 1, table.shape[-1])
     return table.expand(x.shape[0], *table.shape).gather(-2, index).squeeze(-2)
@@ -377,7 +386,11 @@ def bigram(logits: torch.Tensor) -> catlog.Autoregressive:
     """The Autoregressive of :func:`bigram_models` logits."""
     batch_shape, (num_variables, num_categories) = logits.shape[:-3], logits.shape[-3:-1]
     return catlog.Autoregressive(
-        lambda x, d: given_previous(logits, x)[..., d, :], num_variables, num_categories, batch_shape, dtype=logits.dtype
+        lambda x, d: given_previous(logits, x)[..., d, :],
+        num_variables,
+        num_categories,
+        batch_shape,
+        dtype=logits.dtype,
     )
 
 
@@ -407,7 +420,7 @@ def test_scater_properties_on_bigram_models(
 
     results = []
     for chunk in (None, chunk_size):
-        estimator = catlog.SCateR(num_samples, per_variable, chunk_size=chunk)
+        estimator = catlog.SCateR(num_samples, per_variable=per_variable, chunk_size=chunk)
         value = estimator(f, dist, one_hot=one_hot, generator=torch.Generator().manual_seed(1))
         assert value.shape == batch_shape and value.dtype == logits.dtype and bool(torch.isfinite(value).all())
         (grad,) = torch.autograd.grad(value.sum(), logits)
@@ -417,3 +430,24 @@ def test_scater_properties_on_bigram_models(
 
     for x in seen:
         assert not bool(given_previous(impossible, x).gather(-1, x.unsqueeze(-1)).any())
+
+
+def test_autoregressive_is_a_torch_distribution() -> None:
+    """Shapes, support, sample and log_prob as ``torch.distributions`` has them: on a
+    conditional that ignores its prefix, ``log_prob`` is that of ``Independent(Categorical)``."""
+    table = torch.randn(2, 3, 4, dtype=torch.float64)
+    dist = catlog.Autoregressive(lambda x, d: table[:, d].expand(x.shape[0], 2, 4), 3, 4, (2,), dtype=torch.float64)
+    assert isinstance(dist, torch.distributions.Distribution)
+    assert dist.batch_shape == (2,) and dist.event_shape == (3,)
+    x = dist.sample((5, 7), generator=torch.Generator().manual_seed(0))
+    assert x.shape == (5, 7, 2, 3) and x.dtype == torch.long
+    assert bool(dist.support.check(x).all()) and not bool(dist.support.check(x + 4).any())
+    independent = torch.distributions.Independent(torch.distributions.Categorical(logits=table), 1)
+    torch.testing.assert_close(dist.log_prob(x), independent.log_prob(x))
+
+
+def test_autoregressive_without_validation_does_not_check_conditional_values() -> None:
+    nan = lambda x, d: torch.full((x.shape[0], 4), math.nan)  # noqa: E731
+    with pytest.raises(ValueError, match="conditional: expected finite values or -inf"):
+        catlog.Autoregressive(nan, 3, 4, validate_args=True).sample((2,))
+    catlog.Autoregressive(nan, 3, 4, validate_args=False).sample((2,))

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from catlog import cli
-from catlog.experiments import sweep
+from catlog.experiments import cli, commands, sweep
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -89,7 +90,7 @@ def test_expand_gives_one_run_per_combination(tmp_path: Path) -> None:
     assert len(runs) == 6
     assert [run.name for run in runs[:2]] == ["seed=0_estimator=rloo-s", "seed=0_estimator=a-b"]
     assert runs[1].argv == (
-        sys.executable, "-m", "catlog", "demo", "--threads", "1", "--seed", "0", "--estimator", "a/b",
+        sys.executable, "-m", "catlog.experiments", "demo", "--threads", "1", "--seed", "0", "--estimator", "a/b",
         "--out", str(tmp_path / "seed=0_estimator=a-b"),
     )
     assert sweep.expand(sweep.parse_spec({"command": "demo"}), tmp_path)[0].name == "run"
@@ -229,10 +230,62 @@ def test_real_command_optimise(tmp_path: Path) -> None:
 @pytest.mark.parametrize("spec", sorted(EXAMPLES.glob("sweep_*.toml")), ids=lambda path: path.name)
 def test_example_specs_give_command_lines_catlog_accepts(spec: Path, tmp_path: Path) -> None:
     runs = sweep.expand(sweep.load_spec(spec), tmp_path)
-    parser = cli.build_parser()
+    parser = commands.build_parser()
     subcommands = parser._subparsers._group_actions[0].choices
     command = runs[0].argv[3]
     if command not in subcommands:
         pytest.skip(f"catlog {command} is not registered in this checkout")
     for run in runs:
-        parser.parse_args(list(run.argv[3:]))
+        args = parser.parse_args(list(run.argv[3:]))
+        args.command_object.config(args)  # the typed config accepts the values too
+
+
+SLEEPER = """
+import os, sys, time
+from pathlib import Path
+out = Path(sys.argv[sys.argv.index("--out") + 1])
+out.mkdir(parents=True, exist_ok=True)
+(out / "child.pid").write_text(str(os.getpid()))
+time.sleep(120)
+"""
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie, killed but not yet reaped, counts as dead)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def _wait_for(predicate, seconds: float = 60.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_children_die_with_the_sweep_and_a_second_sweep_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "sleeper.py").write_text(SLEEPER)
+    spec = tmp_path / "spec.toml"
+    command = [sys.executable, str(tmp_path / "sleeper.py")]
+    spec.write_text(f"command = {json.dumps(command)}\n[grid]\nseed = [0]\n")
+    out = tmp_path / "out"
+    argv = [sys.executable, "-m", "catlog.experiments", "sweep", str(spec), "--out", str(out)]
+    first = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pid_file = out / "seed=0" / "child.pid"
+    try:
+        assert _wait_for(pid_file.is_file)
+        child = int(pid_file.read_text())
+        # A rerun while the sweep lives stops at once instead of starting the run a second time.
+        second = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+        assert second.returncode == 1 and f"in use by another process (PID {first.pid})" in second.stderr
+        assert _alive(child)
+    finally:
+        first.kill()  # kill -9: the sweep cannot clean up, the kernel signals the child
+        first.wait()
+    assert _wait_for(lambda: not _alive(child), 30)

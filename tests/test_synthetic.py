@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
@@ -13,9 +12,10 @@ import pytest
 import torch
 
 import catlog
-from catlog.cli import main
 from catlog.experiments import synthetic_gradients as gradients
 from catlog.experiments import synthetic_optimise as optimise
+from catlog.experiments.cli import main
+from catlog.experiments.estimators import Budget
 from catlog.experiments.keras_rmsprop import KerasRMSprop
 
 CPU = torch.device("cpu")
@@ -147,9 +147,11 @@ def test_keras_rmsprop_refuses_bad_settings(argument: str, value: float) -> None
 
 
 def test_gumbel_temperature_is_annealed_every_20_iterations() -> None:
-    method = optimise.Method("gs-f", samples=4, lr=0.01, temperature=0.1)
-    options = optimise_options(log_every=20, variance_every=20, variance_repeats=2)
-    rows, _ = optimise.optimise(method, 5, 40, 0, options, CPU, torch.float32)
+    method = optimise.Method("gs-st-s", lr=0.01, budget=Budget(4, 5, 2, temperature=0.1))
+    options = optimise.OptimiseConfig(
+        num_variables=5, iterations=40, log_every=20, variance_every=20, variance_repeats=2
+    )
+    rows, _ = optimise.optimise(method, 0, options)
     temperatures = [row["temperature"] for row in rows]
     assert temperatures == pytest.approx([0.1, 0.1 * math.exp(-0.05), 0.1 * math.exp(-0.1)])
 
@@ -157,10 +159,6 @@ def test_gumbel_temperature_is_annealed_every_20_iterations() -> None:
 def test_median_counts_never_reached_as_infinite() -> None:
     assert optimise.median_or_none([3, 5, None]) == 5
     assert optimise.median_or_none([3, None, None]) is None
-
-
-def optimise_options(**settings: int) -> argparse.Namespace:
-    return argparse.Namespace(**settings)
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -185,7 +183,7 @@ def test_gradients_command_writes_tables_json_csv_and_figures(tmp_path: Path, ca
     assert len(read_csv(out / "gradients.csv")) == 8
     for name in ("fig1_nonseparable.png", "fig1_nonseparable_3x3.png", "fig1_nonseparable_4x2.png"):
         assert_png(out / name)
-    assert "IndeCateR" in capsys.readouterr().out
+    assert "indecater" in capsys.readouterr().out
     assert not list(out.glob(".*.tmp"))
 
 
@@ -205,14 +203,29 @@ def test_optimise_command_writes_logs_summary_and_figure(tmp_path: Path) -> None
 def test_demo_command_runs_both_experiments(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["demo", "--runs", "3", "--iterations", "5", "--seeds", "1", "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
-    assert "nonseparable f, D = 12, K = 3" in printed and "RLOO-F" in printed
+    assert "nonseparable f, D = 12, K = 3" in printed and "rloo-f" in printed
     for name in ("gradients-separable/fig1_separable_12x3.png", "gradients-nonseparable/fig1_nonseparable_12x3.png"):
         assert_png(tmp_path / name)
     assert_png(tmp_path / "optimise" / "fig2_optimise.png")
 
 
-def test_bad_counts_are_refused(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="--runs"):
-        main(["gradients", "--runs", "1", "--out", str(tmp_path)])
-    with pytest.raises(ValueError, match="--variance-every"):
-        main(["optimise", "--log-every", "5", "--variance-every", "7", "--out", str(tmp_path)])
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["gradients", "--runs", "1"], "--runs: expected a value >= 2, got 1"),
+        (
+            ["optimise", "--log-every", "5", "--variance-every", "7"],
+            "--variance-every: expected a multiple of --log-every",
+        ),
+        (["optimise", "--iterations", "0"], "--iterations: expected a value >= 1, got 0"),
+    ],
+)
+def test_option_errors_are_one_line_usage_errors(
+    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--out", str(tmp_path / "never")])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert message in error[-1] and error[-1].startswith("catlog ") and "Traceback" not in "".join(error)
+    assert not (tmp_path / "never").exists()

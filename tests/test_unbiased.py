@@ -12,7 +12,7 @@ import pytest
 
 import catlog
 from helpers import assert_unbiased, total_variance
-from problems import PROBLEMS, estimates, exact
+from problems import BINARY_PROBLEMS, PROBLEMS, estimates, exact
 
 RUNS = 4000
 
@@ -28,10 +28,26 @@ UNBIASED = {
 @pytest.mark.parametrize("name", sorted(UNBIASED))
 @pytest.mark.parametrize("seed", [1, 2])
 def test_gradient_and_value_match_enumeration(name: str, make, seed: int) -> None:
+    check_against_enumeration(UNBIASED[name](), make, seed)
+
+
+def check_against_enumeration(estimator: catlog.Estimator, make, seed: int) -> None:
+    """The mean of ``RUNS`` estimates of problem ``make(seed)`` against its exact gradient and value."""
     exact_value, exact_grad = exact(make, seed)
-    values, grads = estimates(make, UNBIASED[name](), RUNS, seed, sample_seed=10 + seed)
+    values, grads = estimates(make, estimator, RUNS, seed, sample_seed=10 + seed)
     assert_unbiased(grads, exact_grad)
     assert_unbiased(values, exact_value)
+
+
+BINARY = {**UNBIASED, "disarm": lambda: catlog.DisARM(2), "disarm-one-pair": lambda: catlog.DisARM(1)}
+
+
+@pytest.mark.parametrize("make", BINARY_PROBLEMS, ids=lambda p: p.__name__)
+@pytest.mark.parametrize("name", sorted(BINARY))
+@pytest.mark.parametrize("seed", [1, 2])
+def test_binary_gradient_and_value_match_enumeration(name: str, make, seed: int) -> None:
+    """Problems with ``K = 2``, where DisARM applies, for it and every other unbiased estimator."""
+    check_against_enumeration(BINARY[name](), make, seed)
 
 
 @pytest.mark.parametrize("make", PROBLEMS, ids=lambda p: p.__name__)

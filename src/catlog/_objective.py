@@ -6,7 +6,6 @@ import math
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 
 
 class Objective:
@@ -18,7 +17,11 @@ class Objective:
         batch_shape: ``B``, the batch dimensions of the distribution.
         num_categories: ``K``, the size of the last logits dimension.
         dtype: floating dtype of the logits; ``f``'s output and one-hot inputs take it.
+        device: the logits' device; ``f``'s output must be on it.
         one_hot: whether ``f`` takes one-hot vectors instead of category indices.
+        validate: also check that the values ``f`` returns are finite (a host
+            synchronisation) and that ``f`` leaves its input unchanged (by the input's
+            version counter). Shapes, dtype and device are always checked.
     """
 
     def __init__(
@@ -27,20 +30,38 @@ class Objective:
         batch_shape: torch.Size,
         num_categories: int,
         dtype: torch.dtype,
+        device: torch.device,
         one_hot: bool,
+        validate: bool,
     ) -> None:
         if not callable(f):
-            raise ValueError(f"f: expected a callable taking samples and returning Tensor[M, *B], got {type(f).__name__}")
+            raise ValueError(
+                f"f: expected a callable taking samples and returning Tensor[M, *B], got {type(f).__name__}"
+            )
         self.f = f
         self.batch_shape = torch.Size(batch_shape)
         self.num_categories = num_categories
         self.dtype = dtype
+        self.device = device
         self.one_hot = one_hot
+        self.validate = validate
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """``f(x)`` for samples ``x: LongTensor[M, *B, D]``; returns ``Tensor[M, *B]``."""
-        inputs = F.one_hot(x, self.num_categories).to(self.dtype) if self.one_hot else x
-        return self._checked(self.f(inputs), x.shape[0])
+        if self.one_hot:
+            categories = torch.arange(self.num_categories, device=x.device)
+            # a comparison, not F.one_hot: that checks the range of x, a host synchronisation
+            return self._checked(self.f((x.unsqueeze(-1) == categories).to(self.dtype)), x.shape[0])
+        if not self.validate or x.is_inference():
+            return self._checked(self.f(x), x.shape[0])
+        version = x._version
+        out = self.f(x)
+        if x._version != version:
+            raise ValueError(
+                "f: expected to leave its input unchanged (catlog reuses the samples), got an f that wrote "
+                "into it in place; write into a copy (x = x.clone()) instead"
+            )
+        return self._checked(out, x.shape[0])
 
     def relaxed(self, inputs: torch.Tensor) -> torch.Tensor:
         """``f`` on relaxed samples; returns ``Tensor[M, *B]``.
@@ -60,10 +81,14 @@ class Objective:
                 f"f: expected output of shape {expected} (one value per sample row and batch element), "
                 f"got shape {tuple(out.shape)}"
             )
+        if out.is_complex():
+            raise ValueError(f"f: expected real values, got dtype {out.dtype}")
+        if out.device != self.device:
+            raise ValueError(f"f: expected output on {self.device} (the distribution's device), got {out.device}")
         out = out.to(self.dtype)
         detached = out.detach()
         # amax propagates NaN: one reduction and one sync instead of isfinite's four ops and all()
-        if detached.numel() and not math.isfinite(detached.abs().amax()):
+        if self.validate and detached.numel() and not math.isfinite(detached.abs().amax()):
             bad = int((~torch.isfinite(out.detach())).sum())
             raise ValueError(f"f: expected finite values, got {bad} NaN or infinite of {out.numel()}")
         return out

@@ -10,7 +10,9 @@ COMPARE_MAX_CATEGORIES = 8
 """Up to this ``K``, :func:`sample_by_inversion` compares ``U`` with every ``F_k``; above, it searches."""
 
 
-def gumbel_noise(shape: torch.Size | tuple[int, ...], like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+def gumbel_noise(
+    shape: torch.Size | tuple[int, ...], like: torch.Tensor, generator: torch.Generator | None
+) -> torch.Tensor:
     """Standard Gumbel noise ``G = -log(-log U)``, ``U ~ Uniform(0, 1)``, of ``shape``.
 
     Uses the dtype and device of ``like``; ``U`` is clamped away from 0 so ``G`` is finite.
@@ -59,11 +61,12 @@ def sample_by_inversion(
         ``LongTensor[*S, *B, D]``.
     """
     cdf = probs.detach().cumsum(-1)
-    like = {"dtype": probs.dtype, "device": probs.device, "generator": generator}
+    compare = probs.shape[-1] <= COMPARE_MAX_CATEGORIES
+    shape = (*sample_shape, *probs.shape[:-1]) if compare else (*probs.shape[:-1], math.prod(sample_shape))
+    uniform = torch.rand(shape, dtype=probs.dtype, device=probs.device, generator=generator)
     # u < 1 gives u * total < total in round-to-nearest, so no F_k equal to the total is counted
-    if probs.shape[-1] <= COMPARE_MAX_CATEGORIES:
-        threshold = torch.rand((*sample_shape, *probs.shape[:-1]), **like) * cdf[..., -1]
+    if compare:
+        threshold = uniform * cdf[..., -1]
         return (cdf[..., :-1] <= threshold.unsqueeze(-1)).sum(-1)
-    threshold = torch.rand((*probs.shape[:-1], math.prod(sample_shape)), **like) * cdf[..., -1:]
-    samples = torch.searchsorted(cdf, threshold, right=True)
+    samples = torch.searchsorted(cdf, uniform * cdf[..., -1:], right=True)
     return samples.movedim(-1, 0).reshape(*sample_shape, *probs.shape[:-1])

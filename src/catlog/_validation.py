@@ -9,24 +9,55 @@ import numbers
 import torch
 
 
-def check_logits(logits: object) -> torch.Tensor:
+def check_logits(logits: torch.Tensor, name: str, validate: bool) -> torch.Tensor:
     """Check ``logits: Tensor[*B, D, K]`` and return it.
 
-    Expected: a floating-point tensor with at least two dimensions, no NaN and no
-    ``+inf``, and at least one finite entry along ``K`` for every variable
-    (``-inf`` marks an impossible category).
+    Always (metadata only, no host synchronisation): a floating-point tensor with
+    at least two dimensions, ``D, K >= 1``, not on the meta device. With ``validate``
+    also its values: no NaN and no ``+inf``, and at least one finite entry along
+    ``K`` for every variable (``-inf`` marks an impossible category).
     """
-    if not isinstance(logits, torch.Tensor):
-        raise ValueError(f"logits: expected a torch.Tensor of shape [*B, D, K], got {type(logits).__name__}")
     if not logits.is_floating_point():
-        raise ValueError(f"logits: expected a floating-point tensor, got dtype {logits.dtype}")
+        raise ValueError(f"{name}: expected floating-point logits, got dtype {logits.dtype}")
     if logits.ndim < 2 or logits.shape[-1] == 0 or logits.shape[-2] == 0:
         raise ValueError(
-            "logits: expected shape [*B, D, K] with at least two dimensions and D, K >= 1, "
+            f"{name}: expected logits of shape [*B, D, K] with at least two dimensions and D, K >= 1, "
             f"got shape {tuple(logits.shape)}"
         )
-    check_category_logits(logits.detach(), "logits", "of [*B, D]")
+    check_device(name, logits.device)
+    if validate:
+        check_category_logits(logits.detach(), name, "of [*B, D]")
     return logits
+
+
+def check_device(name: str, device: torch.device) -> None:
+    """Refuse the meta device: its tensors hold no values to sample from."""
+    if device.type == "meta":
+        raise ValueError(f"{name}: expected a device holding data (cpu, cuda, ...), got the meta device")
+
+
+def check_flag(name: str, value: object) -> bool:
+    """Check that ``value`` is a ``bool`` (not merely truthy) and return it."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name}: expected True or False, got {value!r} of type {type(value).__name__}")
+    return value
+
+
+def check_generator(name: str, generator: object) -> torch.Generator | None:
+    """Check that ``generator`` is ``None`` or a ``torch.Generator`` and return it."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ValueError(
+            f"{name}: expected a torch.Generator or None, got {generator!r} of type {type(generator).__name__}"
+        )
+    return generator
+
+
+def check_generator_device(generator: torch.Generator | None, device: torch.device, where: str) -> None:
+    """Check that ``generator`` draws on ``device`` (the device of ``where``)."""
+    if generator is not None and generator.device.type != device.type:
+        raise ValueError(
+            f"generator: expected a generator on {device.type} (the device of {where}), got one on {generator.device}"
+        )
 
 
 def check_category_logits(values: torch.Tensor, name: str, where: str) -> None:

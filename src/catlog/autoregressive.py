@@ -5,26 +5,31 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
+from torch.distributions import Distribution, constraints
 
 from catlog._sampling import gumbel_noise
-from catlog._validation import check_category_logits, check_count
+from catlog._validation import check_category_logits, check_count, check_device
 
 Conditional = Callable[[torch.Tensor, int], torch.Tensor]
-Choose = Callable[[torch.Tensor, int], torch.Tensor]
+_Choose = Callable[[torch.Tensor, int], torch.Tensor]
 
 
-class Autoregressive:
+class Autoregressive(Distribution):
     """A distribution over ``D`` categorical variables, ``p(x) = prod_d p(x_d | x_<d)``.
 
-    ``conditional(x, d)`` returns the logits of ``X_d`` given the prefix ``x[..., :d]``:
+    A ``torch.distributions.Distribution`` with ``batch_shape = B``, ``event_shape = [D]``
+    and integer support ``{0..K-1}^D``; :meth:`sample` and :meth:`log_prob` take
+    ``D`` calls of ``conditional`` each. ``conditional(x, d)`` returns the logits of
+    ``X_d`` given the prefix ``x[..., :d]``:
 
     - ``x`` is a ``LongTensor[M, *B, D]`` (catlog always passes exactly one leading
       sample dimension ``M``); entries at positions ``>= d`` are placeholders holding
       arbitrary valid categories and **must be ignored**. Reading them does not raise
       (it cannot be detected in general) but makes every estimate wrong.
-    - it returns ``Tensor[M, *B, K]`` (floating point) of unnormalised
+    - it returns ``Tensor[M, *B, K]`` (floating point, on ``device``) of unnormalised
       log-probabilities; ``-inf`` marks a category that is impossible given the
-      prefix; at least one category must be possible; NaN and ``+inf`` are refused.
+      prefix; at least one category must be possible; NaN and ``+inf`` are refused
+      while ``validate_args`` is on.
     - its parameters (shared across positions or not) receive gradients from the
       estimators; whenever autograd records, ``x`` is a fresh tensor that catlog does
       not modify afterwards, so ``conditional`` may save it for backward.
@@ -37,7 +42,12 @@ class Autoregressive:
         device: where samples are created (default CPU); ``conditional`` must accept it.
         dtype: floating dtype that ``f``'s values and one-hot inputs take (default:
             torch's default dtype).
+        validate_args: check the values ``conditional`` returns and those handed to
+            :meth:`log_prob` (host synchronisations); ``None`` follows
+            ``torch.distributions.Distribution``'s class-wide default.
     """
+
+    arg_constraints: dict[str, constraints.Constraint] = {}
 
     def __init__(
         self,
@@ -48,6 +58,7 @@ class Autoregressive:
         *,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        validate_args: bool | None = None,
     ) -> None:
         if not callable(conditional):
             raise ValueError(
@@ -59,34 +70,47 @@ class Autoregressive:
         self.num_categories = check_count("num_categories", num_categories, 1)
         if isinstance(batch_shape, torch.Tensor) or not isinstance(batch_shape, Sequence):
             raise ValueError(f"batch_shape: expected a sequence of integers >= 0, got {batch_shape!r}")
-        self.batch_shape = torch.Size(check_count("batch_shape", size, 0) for size in batch_shape)
-        self.device = torch.device("cpu" if device is None else device)
+        sizes = torch.Size(check_count("batch_shape", size, 0) for size in batch_shape)
+        check_device("device", torch.device("cpu" if device is None else device))
+        # with its index ("cuda" -> "cuda:0"), so that it compares equal to the device of tensors made there
+        self.device = torch.empty(0, device=device).device
         self.dtype = torch.get_default_dtype() if dtype is None else dtype
         if not self.dtype.is_floating_point:
             raise ValueError(f"dtype: expected a floating-point dtype, got {self.dtype}")
+        if validate_args is not None and not isinstance(validate_args, bool):
+            raise ValueError(f"validate_args: expected True, False or None, got {validate_args!r}")
+        super().__init__(sizes, torch.Size([self.num_variables]), validate_args=validate_args)
 
     def __repr__(self) -> str:
         return (
             f"Autoregressive(num_variables={self.num_variables}, num_categories={self.num_categories}, "
-            f"batch_shape={tuple(self.batch_shape)})"
+            f"batch_shape={tuple(self.batch_shape)}, device={str(self.device)!r}, dtype={self.dtype})"
         )
 
-    def sample(self, sample_shape: Sequence[int] = (), generator: torch.Generator | None = None) -> torch.Tensor:
+    @property
+    def support(self) -> constraints.Constraint:
+        """``{0..K-1}^D``: ``D`` integers in ``[0, K - 1]``."""
+        categories = constraints.integer_interval(0, self.num_categories - 1)  # type: ignore[no-untyped-call]
+        return constraints.independent(categories, 1)  # type: ignore[no-untyped-call]
+
+    def sample(
+        self, sample_shape: Sequence[int] = torch.Size(), generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """Ancestral samples ``x_d ~ p(. | x_<d)``, ``d = 0..D-1`` (``D`` calls of ``conditional``).
 
         Returns:
             ``LongTensor[*S, *B, D]``; no autograd graph is built.
         """
-        sample_shape = torch.Size(sample_shape)
+        shape = torch.Size(sample_shape)
         with torch.no_grad():
-            x, _ = self.draw(self.gumbel(sample_shape.numel(), generator), record=False)
-        return x.reshape(*sample_shape, *x.shape[1:])
+            x, _ = self._draw(self._gumbel(shape.numel(), generator))
+        return x.reshape(*shape, *x.shape[1:])
 
-    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         """``log p(x) = sum_d log softmax(conditional(x, d))[x_d]`` (``D`` calls of ``conditional``).
 
         Args:
-            x: ``LongTensor[*S, *B, D]``.
+            value: ``x: LongTensor[*S, *B, D]``.
 
         Returns:
             ``[*S, *B]``, differentiable in the conditional's parameters; ``-inf`` where
@@ -94,41 +118,42 @@ class Autoregressive:
             called on the later prefixes of ``x`` and must return a possible category).
         """
         tail = (*self.batch_shape, self.num_variables)
-        if not isinstance(x, torch.Tensor) or x.dtype != torch.long or tuple(x.shape[x.ndim - len(tail) :]) != tail:
-            got = f"{x.dtype} of shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"x: expected a LongTensor of shape [*S, *B, D] = [*S, *{list(tail)}], got {got}")
-        if bool(((x < 0) | (x >= self.num_categories)).any()):
-            raise ValueError(f"x: expected categories in [0, {self.num_categories}), got values outside")
-        flat = x.reshape(-1, *tail)
-        logits = self.rollout(flat.clone(), lambda logits, d: flat[:, ..., d], record=True)
-        return sequence_log_prob(logits, flat).reshape(x.shape[:-1])
+        if (
+            not isinstance(value, torch.Tensor)
+            or value.dtype != torch.long
+            or tuple(value.shape[value.ndim - len(tail) :]) != tail
+        ):
+            got = (
+                f"{value.dtype} of shape {tuple(value.shape)}"
+                if isinstance(value, torch.Tensor)
+                else type(value).__name__
+            )
+            raise ValueError(f"value: expected a LongTensor of shape [*S, *B, D] = [*S, *{list(tail)}], got {got}")
+        if self._validate_args and bool(((value < 0) | (value >= self.num_categories)).any()):
+            raise ValueError(f"value: expected categories in [0, {self.num_categories}), got values outside")
+        flat = value.reshape(-1, *tail)
+        logits = self._rollout_logits(flat.clone(), lambda logits, d: flat[:, ..., d])
+        return _sequence_log_prob(logits, flat).reshape(value.shape[:-1])
 
-    def gumbel(self, num_rows: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Standard Gumbel noise ``[M, *B, D, K]`` that :meth:`draw` turns into ``M`` samples."""
+    def _gumbel(self, num_rows: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Standard Gumbel noise ``[M, *B, D, K]`` that :meth:`_draw` turns into ``M`` samples."""
         like = torch.empty((), dtype=self.dtype, device=self.device)
         return gumbel_noise((num_rows, *self.batch_shape, self.num_variables, self.num_categories), like, generator)
 
-    def draw(self, noise: torch.Tensor, record: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _draw(self, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Ancestral samples driven by Gumbel noise: ``x_d = argmax_k log p(k | x_<d) + noise_dk``.
 
         Args:
-            noise: ``[M, *B, D, K]``, e.g. from :meth:`gumbel`.
-            record: also return the conditional logits (built with autograd if enabled).
+            noise: ``[M, *B, D, K]``, e.g. from :meth:`_gumbel`.
 
         Returns:
             ``x: LongTensor[M, *B, D]`` and ``logits: [M, *B, D, K]`` of ``X_d`` given
-            ``x_<d`` (``None`` unless ``record``). ``D`` calls of ``conditional``.
+            ``x_<d`` (built with autograd if enabled). ``D`` calls of ``conditional``.
         """
-        x = self.placeholder(noise.shape[0])
-        return x, self.rollout(x, follow_noise(noise), record=record)
+        x = torch.zeros(noise.shape[:-1], dtype=torch.long, device=self.device)
+        return x, self._rollout_logits(x, _follow_noise(noise))
 
-    def placeholder(self, num_rows: int) -> torch.Tensor:
-        """All-zero samples ``LongTensor[M, *B, D]`` to be filled by :meth:`rollout`."""
-        return torch.zeros((num_rows, *self.batch_shape, self.num_variables), dtype=torch.long, device=self.device)
-
-    def rollout(
-        self, x: torch.Tensor, choose: Choose, *, active: Sequence[int] | None = None, record: bool = False
-    ) -> torch.Tensor | None:
+    def _rollout(self, x: torch.Tensor, choose: _Choose, active: Sequence[int]) -> None:
         """Fill ``x`` position by position, in place: ``x[:a_d, ..., d] = choose(conditional(x[:a_d], d), d)``.
 
         One call of ``conditional`` per position ``d`` with ``a_d > 0``.
@@ -137,28 +162,25 @@ class Autoregressive:
             x: ``LongTensor[M, *B, D]``; rows past ``a_d`` keep their ``x[..., d]``.
             choose: maps the checked logits ``[a_d, *B, K]`` and ``d`` to ``LongTensor[a_d, *B]``
                 of possible categories.
-            active: ``a_d``, how many leading rows to fill at each position (default: all
-                ``M``); rows sorted by the position at which they start to be filled
-                make each ``a_d`` a prefix.
-            record: return the logits of every position; needs every row active.
-
-        Returns:
-            ``[M, *B, D, K]`` logits if ``record`` (with autograd if it is enabled), else ``None``.
+            active: ``a_d``, how many leading rows to fill at each position; rows sorted
+                by the position at which they start to be filled make each ``a_d`` a prefix.
         """
-        rows = x.shape[0]
-        active = [rows] * self.num_variables if active is None else active
-        if record and any(count != rows for count in active):
-            raise ValueError(f"active: record=True needs every row active, got {list(active)} for {rows} rows")
-        recorded = []
         for d, count in enumerate(active):
-            if count == 0:
-                continue
-            logits = self.logits_at(x[:count].clone() if torch.is_grad_enabled() else x[:count], d)
-            x[:count, ..., d] = choose(logits, d)
-            recorded.append(logits)
-        return torch.stack(recorded, -2) if record else None
+            if count:
+                self._fill(x[:count], choose, d)
 
-    def logits_at(self, x: torch.Tensor, d: int) -> torch.Tensor:
+    def _rollout_logits(self, x: torch.Tensor, choose: _Choose) -> torch.Tensor:
+        """:meth:`_rollout` of every row; returns the logits ``[M, *B, D, K]`` of each position
+        (with autograd if it is enabled)."""
+        return torch.stack([self._fill(x, choose, d) for d in range(self.num_variables)], -2)
+
+    def _fill(self, x: torch.Tensor, choose: _Choose, d: int) -> torch.Tensor:
+        """Set ``x[..., d] = choose(conditional(x, d), d)`` in place; returns the logits ``[M, *B, K]``."""
+        logits = self._logits_at(x.clone() if torch.is_grad_enabled() else x, d)
+        x[..., d] = choose(logits, d)
+        return logits
+
+    def _logits_at(self, x: torch.Tensor, d: int) -> torch.Tensor:
         """``conditional(x, d)``, checked: the logits ``[M, *B, K]`` of ``X_d`` given ``x[..., :d]``."""
         out = self.conditional(x, d)
         expected = (x.shape[0], *self.batch_shape, self.num_categories)
@@ -169,11 +191,14 @@ class Autoregressive:
                 f"conditional: expected floating logits of shape {expected} = [M, *B, K] at d={d}, "
                 f"got {out.dtype} of shape {tuple(out.shape)}"
             )
-        check_category_logits(out.detach(), "conditional", f"of [M, *B] at d={d}")
+        if out.device.type != self.device.type:
+            raise ValueError(f"conditional: expected logits on {self.device} at d={d}, got {out.device}")
+        if self._validate_args:
+            check_category_logits(out.detach(), "conditional", f"of [M, *B] at d={d}")
         return out
 
 
-def follow_noise(noise: torch.Tensor, rows: torch.Tensor | None = None) -> Choose:
+def _follow_noise(noise: torch.Tensor, rows: torch.Tensor | None = None) -> _Choose:
     """The Gumbel-max choice ``argmax_k log_softmax(logits)_k + noise[r, ..., d, k]``.
 
     Args:
@@ -189,6 +214,6 @@ def follow_noise(noise: torch.Tensor, rows: torch.Tensor | None = None) -> Choos
     return choose
 
 
-def sequence_log_prob(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+def _sequence_log_prob(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """``sum_d log softmax(logits[..., d, :])[x_d]``: ``logits [*S, *B, D, K]``, ``x [*S, *B, D]`` -> ``[*S, *B]``."""
     return logits.log_softmax(-1).gather(-1, x.unsqueeze(-1)).squeeze(-1).sum(-1)

@@ -1,16 +1,21 @@
-"""The shape every estimator shares: ``est(f, logits) -> Tensor[*B]``."""
+"""The shape every estimator shares: ``est(f, dist) -> Tensor[*B]``."""
 
 from __future__ import annotations
 
 import abc
+import inspect
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
 import torch
 
+from catlog._distributions import as_logits, resolve_alias
 from catlog._objective import Objective
-from catlog._validation import check_logits
+from catlog._validation import check_count, check_flag, check_generator, check_generator_device
 from catlog.autoregressive import Autoregressive
+
+if TYPE_CHECKING:
+    from catlog._distributions import DistributionLike
 
 
 class Cost(NamedTuple):
@@ -26,123 +31,138 @@ class Cost(NamedTuple):
 
 
 class Estimator(abc.ABC):
-    """A gradient estimator for ``E_{X ~ Cat(softmax(logits))}[f(X)]``.
+    """A gradient estimator for ``E_{X ~ p}[f(X)]``, ``p`` a distribution over ``D`` categorical variables.
 
     Calling it returns ``value: Tensor[*B]``, a Monte-Carlo (or exact) estimate of
     ``E[f(X)]`` whose gradient is the estimator's: the logits receive the estimator's
     score or relaxation term, and parameters that ``f`` uses receive the pathwise
     term ``E[grad f]``.
 
+    Validation works as in ``torch.distributions``: ``validate_args=None`` follows
+    the class-wide default (:meth:`set_default_validate_args`, initially ``True``).
+    With validation on, an estimate checks the values of the logits and of ``f``'s
+    output (NaN, ``+inf``, a variable with no possible category) and that ``f`` left
+    its input unchanged; these checks synchronise with the device. With it off, only
+    shapes, dtypes and devices are checked, and IndeCateR (unchunked), REINFORCE, RLOO,
+    Gumbel-Softmax, DisARM, ReinMax and GumbelRao make no host synchronisation (``torch.compile(fullgraph=True)``
+    compiles an estimate); bad values then give wrong results instead of errors.
+
     Args:
         one_hot: hand ``f`` float one-hot vectors ``[M, *B, D, K]`` instead of
             category indices ``LongTensor[M, *B, D]``; a call may override it.
         generator: default torch generator for the samples; a call may override it.
+        validate_args: check values (see above); ``None`` follows the class default.
+
+    A subclass implements :meth:`_estimate` (and :meth:`_estimate_autoregressive` if
+    it supports an :class:`~catlog.autoregressive.Autoregressive`) and :meth:`_cost`;
+    its ``__init__`` stores every argument under the argument's name (``repr`` shows them).
     """
 
-    def __init__(self, *, one_hot: bool = False, generator: torch.Generator | None = None) -> None:
-        self.one_hot = bool(one_hot)
-        self.generator = generator
+    _default_validate_args: ClassVar[bool] = True
+
+    def __init__(
+        self, *, one_hot: bool = False, generator: torch.Generator | None = None, validate_args: bool | None = None
+    ) -> None:
+        self.one_hot = check_flag("one_hot", one_hot)
+        self.generator = check_generator("generator", generator)
+        self.validate_args = None if validate_args is None else check_flag("validate_args", validate_args)
+
+    @staticmethod
+    def set_default_validate_args(value: bool) -> None:
+        """Turn value checks on or off for every estimator built with ``validate_args=None``."""
+        Estimator._default_validate_args = check_flag("value", value)
+
+    @property
+    def _validates(self) -> bool:
+        """Whether this estimator checks values now: ``validate_args``, else the class default."""
+        return Estimator._default_validate_args if self.validate_args is None else self.validate_args
+
+    def __repr__(self) -> str:
+        arguments = inspect.signature(type(self).__init__).parameters
+        shown = (f"{name}={_argument_repr(getattr(self, name))}" for name in list(arguments)[1:])
+        return f"{type(self).__name__}({', '.join(shown)})"
 
     def __call__(
         self,
         f: Callable[[torch.Tensor], torch.Tensor],
-        logits: torch.Tensor | Autoregressive,
+        dist: DistributionLike | None = None,
         *,
+        logits: torch.Tensor | None = None,
         one_hot: bool | None = None,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """Estimate ``E[f(X)]``, ``X_d ~ Cat(softmax(logits[..., d, :]))`` independent,
-        or ``X ~ logits`` when it is an :class:`~catlog.autoregressive.Autoregressive`.
+        """Estimate ``E[f(X)]`` for ``X ~ dist``.
 
         Args:
             f: maps samples ``LongTensor[M, *B, D]`` (one-hot ``[M, *B, D, K]`` if
                 ``one_hot``) to ``Tensor[M, *B]``; ``M`` is the estimator's number of
-                sample rows. Bool and integer outputs are cast to the logits' dtype.
-            logits: ``[*B, D, K]`` unnormalised log-probabilities; ``-inf`` marks
-                an impossible category. Or an ``Autoregressive`` distribution, for the
-                estimators that support one (SCateR, REINFORCE, RLOO, Exact).
+                sample rows. Bool and integer outputs are cast to the logits' dtype;
+                complex ones are refused. ``f`` must not write into its input.
+            dist: ``D`` independent categorical variables, as
+                - logits ``[*B, D, K]`` (unnormalised log-probabilities; ``-inf`` marks
+                  an impossible category),
+                - ``Independent(Categorical(logits=L), 1)`` or
+                  ``Independent(OneHotCategorical(logits=L), 1)`` (batch ``B``, event ``[D]``),
+                - a plain ``Categorical`` or ``OneHotCategorical`` of batch shape
+                  ``[*B, D]`` (its last batch dimension is taken as the variables);
+                the same result as ``L`` for the same generator. Or an
+                :class:`~catlog.autoregressive.Autoregressive`, for the estimators that
+                support one (SCateR, REINFORCE, RLOO, Exact).
+            logits: the old name of ``dist``, still accepted as a keyword.
             one_hot: overrides the estimator's ``one_hot`` for this call.
             generator: overrides the estimator's generator for this call.
 
         Returns:
             ``Tensor[*B]``: the estimate of ``E[f(X)]``, differentiable.
         """
-        one_hot = self.one_hot if one_hot is None else one_hot
-        generator = self.generator if generator is None else generator
-        if isinstance(logits, Autoregressive):
-            objective = Objective(f, logits.batch_shape, logits.num_categories, logits.dtype, one_hot)
-            return self._estimate_autoregressive(objective, logits, generator)
-        logits = check_logits(logits)
+        given = resolve_alias(dist, logits)
+        one_hot = self.one_hot if one_hot is None else check_flag("one_hot", one_hot)
+        generator = self.generator if generator is None else check_generator("generator", generator)
+        if isinstance(given, Autoregressive):
+            check_generator_device(generator, given.device, "dist")
+            objective = Objective(
+                f, given.batch_shape, given.num_categories, given.dtype, given.device, one_hot, self._validates
+            )
+            return self._estimate_autoregressive(objective, given, generator)
+        checked = as_logits(given, self._validates)
+        check_generator_device(generator, checked.device, "dist")
         objective = Objective(
-            f,
-            batch_shape=logits.shape[:-2],
-            num_categories=logits.shape[-1],
-            dtype=logits.dtype,
-            one_hot=one_hot,
+            f, checked.shape[:-2], checked.shape[-1], checked.dtype, checked.device, one_hot, self._validates
         )
-        return self._estimate(objective, logits, generator)
+        return self._estimate(objective, checked, generator)
 
     @abc.abstractmethod
-    def _estimate(
-        self, objective: Objective, logits: torch.Tensor, generator: torch.Generator | None
-    ) -> torch.Tensor:
-        """The estimate for validated ``logits: [*B, D, K]``; returns ``Tensor[*B]``."""
+    def _estimate(self, objective: Objective, logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """The estimate for checked ``logits: [*B, D, K]``; returns ``Tensor[*B]``.
+
+        ``objective`` is ``f`` wrapped (checks its output; see ``catlog._objective``).
+        With validation off (``self._validates`` false) it must make no host
+        synchronisation.
+        """
 
     def _estimate_autoregressive(
         self, objective: Objective, dist: Autoregressive, generator: torch.Generator | None
     ) -> torch.Tensor:
         """The estimate for an autoregressive ``dist``; returns ``Tensor[*B]``. Refused unless overridden."""
         raise ValueError(
-            f"logits: {type(self).__name__} expects a Tensor[*B, D, K] of logits, got an Autoregressive "
-            "distribution; use SCateR, REINFORCE, RLOO or Exact for those"
+            f"dist: {type(self).__name__} expects independent variables (logits [*B, D, K] or a factorised "
+            "categorical distribution), got an Autoregressive; use SCateR, REINFORCE, RLOO or Exact for those"
+        )
+
+    def cost(self, num_variables: int, num_categories: int) -> Cost:
+        """Samples drawn and rows of ``f`` evaluated per batch element for ``D >= 1``
+        variables of ``K >= 1`` categories, when every category is possible."""
+        return self._cost(
+            check_count("num_variables", num_variables, 1), check_count("num_categories", num_categories, 1)
         )
 
     @abc.abstractmethod
-    def cost(self, num_variables: int, num_categories: int) -> Cost:
-        """Samples drawn and rows of ``f`` evaluated per batch element for ``D``, ``K``
-        when every category is possible."""
+    def _cost(self, num_variables: int, num_categories: int) -> Cost:
+        """:meth:`cost` for checked ``D``, ``K``."""
 
 
-def scatter_by_category(
-    out: torch.Tensor, variables: torch.Tensor, categories: torch.Tensor, values: torch.Tensor
-) -> torch.Tensor:
-    """Add ``values`` into ``out`` at (variable, category), in place: ``out[b, v_m, c_mb] += values_mb``.
-
-    Args:
-        out: ``[*B, D, C]`` accumulator.
-        variables: ``LongTensor[M]``, the variable of each row.
-        categories: ``LongTensor[M, *B]``, the category of each row and batch element.
-        values: ``[M, *B]``, added where the indices point.
-
-    Returns:
-        ``out``.
-    """
-    num_columns = out.shape[-1]
-    flat_out = out.view(-1, out.shape[-2] * num_columns)
-    rows = variables.shape[0]
-    index = (variables.view(rows, *([1] * (categories.ndim - 1))) * num_columns + categories).reshape(rows, -1)
-    flat_out.scatter_add_(1, index.T, values.reshape(rows, -1).T)
-    return out
-
-
-def catlog_estimate(sample_mean: torch.Tensor, probs: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
-    """The value and gradient of the CatLog-Derivative estimators (IndeCateR, SCateR).
-
-    Args:
-        sample_mean: ``[*B]``, the mean of ``f`` over the drawn samples, with autograd
-            (its gradient is the pathwise term ``E[grad f]``).
-        probs: ``[*L, *B, D, K]``, ``p_d(k)`` (or ``p(k | x_<d)``) with autograd.
-        coefficients: ``[*L, *B, D, K]``, ``c_dk``: the mean of ``f`` with ``X_d = k``
-            (no autograd); ``L`` are leading sample dimensions to average over.
-
-    Returns:
-        ``[*B]`` whose value is the Rao-Blackwellised estimate
-        ``mean_L 1/D sum_d sum_k p_d(k) c_dk`` of ``E[f]`` (each ``d`` gives an
-        unbiased estimate that sums ``X_d`` out; for ``f >= 0`` it is zero only when
-        every ``c_dk`` is, and then so is the score term), and whose gradient is
-        ``grad sample_mean + mean_L sum_{d,k} c_dk grad p_d(k)``.
-    """
-    weighted = (coefficients * probs).reshape(-1, *sample_mean.shape, *probs.shape[-2:])
-    value = weighted.detach().sum(-1).mean(-1).mean(0)
-    score = weighted.sum((-2, -1)).mean(0)
-    return value + (sample_mean - sample_mean.detach()) + (score - score.detach())
+def _argument_repr(value: object) -> str:
+    """``repr`` of a constructor argument; a generator by its device (its state is not shown)."""
+    if isinstance(value, torch.Generator):
+        return f"torch.Generator(device={str(value.device)!r})"
+    return repr(value)

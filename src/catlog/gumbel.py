@@ -5,12 +5,12 @@ from __future__ import annotations
 import torch
 
 from catlog._objective import Objective
+from catlog._relaxed import Relaxed, relaxed_estimate
 from catlog._sampling import gumbel_noise
-from catlog._validation import check_count, check_positive
-from catlog.estimator import Cost, Estimator
+from catlog._validation import check_flag
 
 
-class GumbelSoftmax(Estimator):
+class GumbelSoftmax(Relaxed):
     """Gumbel-Softmax: ``1/N sum_n f(y_n)``, ``y_n = softmax((log p + G_n) / temperature)``.
 
     Biased. With ``straight_through`` the forward pass uses the hard one-hot
@@ -22,42 +22,21 @@ class GumbelSoftmax(Estimator):
         num_samples: ``N >= 1`` relaxed samples, each evaluated once.
         temperature: ``> 0``; may be reassigned between calls (annealing).
         straight_through: hard forward values, soft gradients.
-        one_hot: see :class:`~catlog.estimator.Estimator`.
-        generator: see :class:`~catlog.estimator.Estimator`.
+        one_hot, generator, validate_args: see :class:`~catlog.estimator.Estimator`.
     """
 
     def __init__(
         self,
         num_samples: int,
         temperature: float = 1.0,
-        straight_through: bool = True,
         *,
+        straight_through: bool = True,
         one_hot: bool = False,
         generator: torch.Generator | None = None,
+        validate_args: bool | None = None,
     ) -> None:
-        super().__init__(one_hot=one_hot, generator=generator)
-        self.num_samples = check_count("num_samples", num_samples, 1)
-        self.temperature = temperature
-        self.straight_through = bool(straight_through)
-
-    @property
-    def temperature(self) -> float:
-        """The relaxation temperature, ``> 0``."""
-        return self._temperature
-
-    @temperature.setter
-    def temperature(self, value: float) -> None:
-        self._temperature = check_positive("temperature", value)
-
-    def __repr__(self) -> str:
-        return (
-            f"GumbelSoftmax(num_samples={self.num_samples}, temperature={self.temperature}, "
-            f"straight_through={self.straight_through})"
-        )
-
-    def cost(self, num_variables: int, num_categories: int) -> Cost:
-        """``N`` samples and ``N`` evaluations."""
-        return Cost(samples=self.num_samples, evaluations=self.num_samples)
+        super().__init__(num_samples, temperature, one_hot=one_hot, generator=generator, validate_args=validate_args)
+        self.straight_through = check_flag("straight_through", straight_through)
 
     def _estimate(self, objective: Objective, logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         # category first ([K, N, *B, D]): softmax and argmax over K are then fast for small K
@@ -66,12 +45,5 @@ class GumbelSoftmax(Estimator):
         noise = gumbel_noise((num_categories, self.num_samples, *logits.shape[:-1]), logits, generator)
         scores = (noise + log_probs) / self.temperature
         soft = scores.softmax(0)
-        hard = scores.detach().max(0).indices
-        categories = torch.arange(num_categories, dtype=soft.dtype, device=soft.device).view(-1, *([1] * (soft.ndim - 1)))
-        if objective.one_hot:
-            relaxed = (categories == hard).to(soft.dtype) + (soft - soft.detach()) if self.straight_through else soft
-            return objective.relaxed(relaxed.movedim(0, -1)).mean(0)
-        values = (soft * categories).sum(0)
-        if self.straight_through:
-            values = hard.to(soft.dtype) + (values - values.detach())
-        return objective.relaxed(values).mean(0)
+        hard = scores.detach().max(0).indices if self.straight_through else None
+        return relaxed_estimate(objective, soft, hard)

@@ -7,9 +7,10 @@ import math
 import torch
 
 from catlog._objective import Objective
-from catlog.autoregressive import Autoregressive, follow_noise
-from catlog.estimator import catlog_estimate, scatter_by_category
-from catlog.indecater import IndeCateR, offset_pairs, perturb
+from catlog._perturbation import offset_pairs, perturb
+from catlog._surrogate import catlog_estimate, scatter_by_category
+from catlog.autoregressive import Autoregressive, _follow_noise
+from catlog.indecater import IndeCateR
 
 
 class SCateR(IndeCateR):
@@ -37,7 +38,7 @@ class SCateR(IndeCateR):
     3. The value is the Rao-Blackwellised ``1/(N D) sum_{n,d,k} p(k | x_<d^(n)) c_ndk``;
        its gradient is the pathwise term of the mean of ``f`` over the base samples
        (``f``'s parameters) plus the score term ``1/N sum_{n,d,k} c_ndk grad p(k | x_<d^(n))``
-       (:func:`~catlog.estimator.catlog_estimate`).
+       (the surrogate of ``catlog._surrogate.catlog_estimate``).
 
     Why reuse the base noise: ``G[n, >d]`` is independent of the prefix, which is a
     function of ``G[n, <d]``, so every completion is an exact draw from
@@ -58,39 +59,32 @@ class SCateR(IndeCateR):
         chunk_size: roll out and evaluate at most this many completion rows (each
             holding the whole batch ``*B``) at a time, to bound peak memory; ``None``
             does them all at once. The result does not depend on it.
-        one_hot: see :class:`~catlog.estimator.Estimator`.
-        generator: see :class:`~catlog.estimator.Estimator`.
+        one_hot, generator, validate_args: see :class:`~catlog.estimator.Estimator`.
     """
-
-    def __repr__(self) -> str:
-        return (
-            f"SCateR(num_samples={self.num_samples}, per_variable={self.per_variable}, "
-            f"chunk_size={self.chunk_size})"
-        )
 
     def _estimate_autoregressive(
         self, objective: Objective, dist: Autoregressive, generator: torch.Generator | None
     ) -> torch.Tensor:
         num_samples, num_variables = self.num_samples, dist.num_variables
         groups = num_variables if self.per_variable else 1
-        noise = dist.gumbel(num_samples * groups, generator)
+        noise = dist._gumbel(num_samples * groups, generator)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.per_variable):
-            base, logits = dist.draw(noise, record=not self.per_variable)
+            base, logits = dist._draw(noise)
         if self.per_variable:
-            by_group = base.unflatten(0, (num_samples, groups))
-            logits = torch.stack([dist.logits_at(by_group[:, d].contiguous(), d) for d in range(num_variables)], -2)
+            by_group = base.view(num_samples, groups, *base.shape[1:])
+            logits = torch.stack([dist._logits_at(by_group[:, d].contiguous(), d) for d in range(num_variables)], -2)
             own = by_group.diagonal(dim1=1, dim2=-1)
         else:
             own = base
         values = objective(base)
         with torch.no_grad():
-            coefficients = completion_values(
+            coefficients = _completion_values(
                 objective, dist, base, noise, values.detach(), own, logits.detach(), self.chunk_size
             )
         return catlog_estimate(values.mean(0), logits.softmax(-1), coefficients)
 
 
-def completion_values(
+def _completion_values(
     objective: Objective,
     dist: Autoregressive,
     base: torch.Tensor,
@@ -120,7 +114,7 @@ def completion_values(
     groups = base.shape[0] // num_samples
     sums = logits.new_zeros((*batch_shape, num_samples * num_variables, num_categories + 1), dtype=values.dtype)
     branch = torch.arange(num_samples * num_variables, device=base.device)
-    own_values = values.unflatten(0, (num_samples, groups)).movedim(1, -1).expand(own.shape)
+    own_values = values.reshape(num_samples, groups, *values.shape[1:]).movedim(1, -1).expand(own.shape)
     scatter_by_category(sums, branch, own.movedim(-1, 1).flatten(0, 1), own_values.movedim(-1, 1).flatten(0, 1))
 
     possible = logits > -math.inf
@@ -142,6 +136,6 @@ def completion_values(
             by_rank[n[chunk], d[chunk]],
         )
         active = torch.searchsorted(d[chunk], positions).tolist()
-        dist.rollout(x, follow_noise(noise, row[chunk]), active=active)
+        dist._rollout(x, _follow_noise(noise, row[chunk]), active)
         scatter_by_category(sums, n[chunk] * num_variables + d[chunk], category, objective(x))
-    return sums[..., :num_categories].unflatten(-2, (num_samples, num_variables)).movedim(-3, 0)
+    return sums[..., :num_categories].reshape(*batch_shape, num_samples, num_variables, num_categories).movedim(-3, 0)

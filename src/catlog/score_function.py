@@ -8,9 +8,10 @@ import torch
 
 from catlog._objective import Objective
 from catlog._sampling import sample_by_inversion
+from catlog._surrogate import scatter_by_category
 from catlog._validation import check_count
-from catlog.autoregressive import Autoregressive, sequence_log_prob
-from catlog.estimator import Cost, Estimator, scatter_by_category
+from catlog.autoregressive import Autoregressive, _sequence_log_prob
+from catlog.estimator import Cost, Estimator
 
 
 class REINFORCE(Estimator):
@@ -21,26 +22,27 @@ class REINFORCE(Estimator):
 
     Args:
         num_samples: ``N >= 1`` joint samples, each evaluated once.
-        one_hot: see :class:`~catlog.estimator.Estimator`.
-        generator: see :class:`~catlog.estimator.Estimator`.
+        one_hot, generator, validate_args: see :class:`~catlog.estimator.Estimator`.
     """
 
     min_samples = 1
 
     def __init__(
-        self, num_samples: int, *, one_hot: bool = False, generator: torch.Generator | None = None
+        self,
+        num_samples: int,
+        *,
+        one_hot: bool = False,
+        generator: torch.Generator | None = None,
+        validate_args: bool | None = None,
     ) -> None:
-        super().__init__(one_hot=one_hot, generator=generator)
+        super().__init__(one_hot=one_hot, generator=generator, validate_args=validate_args)
         self.num_samples = check_count("num_samples", num_samples, self.min_samples)
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(num_samples={self.num_samples})"
-
-    def cost(self, num_variables: int, num_categories: int) -> Cost:
+    def _cost(self, num_variables: int, num_categories: int) -> Cost:
         """``N`` samples and ``N`` evaluations."""
         return Cost(samples=self.num_samples, evaluations=self.num_samples)
 
-    def weights(self, values: torch.Tensor) -> torch.Tensor:
+    def _weights(self, values: torch.Tensor) -> torch.Tensor:
         """The weight of each sample's score ``grad log p(x_n)``: ``f(x_n)``. Shapes ``[N, *B]``."""
         return values
 
@@ -49,7 +51,7 @@ class REINFORCE(Estimator):
         samples = sample_by_inversion(log_probs.detach().exp(), (self.num_samples,), generator)
         values = objective(samples)
         with torch.no_grad():
-            weights = self.weights(values.detach()) / self.num_samples
+            weights = self._weights(values.detach()) / self.num_samples
             num_variables = logits.shape[-2]
             per_category = scatter_by_category(
                 logits.new_zeros(logits.shape),
@@ -64,10 +66,10 @@ class REINFORCE(Estimator):
         self, objective: Objective, dist: Autoregressive, generator: torch.Generator | None
     ) -> torch.Tensor:
         """``1/N sum_n w_n grad log p(x_n)``, ``log p(x) = sum_d log p(x_d | x_<d)`` from ``D`` calls."""
-        samples, logits = dist.draw(dist.gumbel(self.num_samples, generator))
+        samples, logits = dist._draw(dist._gumbel(self.num_samples, generator))
         values = objective(samples)
-        log_p = sequence_log_prob(logits, samples)
-        weights = self.weights(values.detach()) / self.num_samples
+        log_p = _sequence_log_prob(logits, samples)
+        weights = self._weights(values.detach()) / self.num_samples
         return values.mean(0) + (weights * (log_p - log_p.detach())).sum(0)
 
 
@@ -76,13 +78,12 @@ class RLOO(REINFORCE):
 
     Args:
         num_samples: ``N >= 2`` joint samples, each evaluated once.
-        one_hot: see :class:`~catlog.estimator.Estimator`.
-        generator: see :class:`~catlog.estimator.Estimator`.
+        one_hot, generator, validate_args: see :class:`~catlog.estimator.Estimator`.
     """
 
     min_samples = 2
 
-    def weights(self, values: torch.Tensor) -> torch.Tensor:
+    def _weights(self, values: torch.Tensor) -> torch.Tensor:
         """``N/(N-1) * (f(x_n) - mean_m f(x_m))``, so that the mean over ``n`` is the RLOO sum."""
         num = values.shape[0]
         return (values - values.mean(0)) * (num / (num - 1))

@@ -28,12 +28,45 @@ from typing import Any
 import torch
 from torch import nn
 
-from catlog.experiments import common, distributed
+import catlog
+from catlog.experiments import common, data, distributed, estimators, run_folder
 
 NUM_CLASSES = 10
 LOSS_EPSILON = 1e-8
-ESTIMATORS: tuple[str, ...] = ("indecater", "indecater-pv", "rloo-s", "rloo-f", "reinforce")
+ESTIMATORS: tuple[str, ...] = ("indecater", "indecater-pv", "rloo-s", "rloo-f", "reinforce-s")
 DEFAULT_SAMPLES = 10
+# Settings a resumed run may change; any other difference from the saved config is refused.
+MAY_CHANGE: tuple[str, ...] = ("epochs", "early_logs", "device", "threads", "out", "resume", "overwrite", "data_dir")
+
+
+@dataclass(frozen=True, kw_only=True)
+class AdditionConfig(common.RunOptions):
+    """Settings of ``catlog addition`` (see :func:`add_options` for their meaning)."""
+
+    digits: int = 4
+    estimator: str = "indecater"
+    samples: int = DEFAULT_SAMPLES
+    epochs: int = 1
+    batch_size: int = 10
+    lr: float = 1e-3
+    early_logs: int = 8
+    train_limit: int | None = None
+    test_limit: int | None = None
+    data_dir: Path | None = None
+    resume: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for option in ("digits", "samples", "epochs", "batch_size"):
+            common.check_at_least("--" + option.replace("_", "-"), getattr(self, option), 1)
+        if self.estimator.startswith("rloo"):
+            common.check_at_least("--samples", self.samples, 2)
+        common.check_at_least("--early-logs", self.early_logs, 0)
+        for option in ("train_limit", "test_limit"):
+            if getattr(self, option) is not None:
+                common.check_at_least("--" + option.replace("_", "-"), getattr(self, option), 1)
+        if self.resume and self.out is None:
+            raise common.OptionError("--resume", "expected --out naming the run folder to resume, got none")
 
 
 @dataclass(frozen=True)
@@ -155,28 +188,15 @@ def addition_loss(estimate: torch.Tensor) -> torch.Tensor:
     return -torch.log(estimate + LOSS_EPSILON).mean()
 
 
-def make_estimator(name: str, digits: int, samples: int | None = None) -> Any:
-    """The protocol's estimator ``name`` for sequences of ``digits`` digits.
+def make_estimator(name: str, digits: int, samples: int = DEFAULT_SAMPLES) -> catlog.Estimator:
+    """The estimator ``name`` of the vocabulary (:mod:`catlog.experiments.estimators`) for ``digits`` digits.
 
-    ``samples = N`` (default 10) sets the samples of ``indecater``, of
-    ``indecater-pv`` (``N`` per variable), of ``rloo-s`` and of ``reinforce``;
-    ``rloo-f`` takes ``D * 10 * N`` samples, the function evaluations of IndeCateR with ``N``.
+    ``N = samples``; ``K = 10``: ``rloo-f`` takes ``D * 10 * N`` samples, the function
+    evaluations of IndeCateR with ``N``; ``indecater-pv`` draws ``N`` per variable.
     """
-    import catlog
-
-    n = DEFAULT_SAMPLES if samples is None else samples
-    if n < 1:
-        raise ValueError(f"samples: expected a positive integer, got {n}")
-    factories: dict[str, Callable[[], Any]] = {
-        "indecater": lambda: catlog.IndeCateR(n),
-        "indecater-pv": lambda: catlog.IndeCateR(n, per_variable=True),
-        "rloo-s": lambda: catlog.RLOO(n),
-        "rloo-f": lambda: catlog.RLOO(digits * NUM_CLASSES * n),
-        "reinforce": lambda: catlog.REINFORCE(n),
-    }
-    if name not in factories:
-        raise ValueError(f"estimator: expected one of {', '.join(ESTIMATORS)}, got {name!r}")
-    return factories[name]()
+    if samples < 1:
+        raise ValueError(f"samples: expected a positive integer, got {samples}")
+    return estimators.make(name, estimators.Budget(samples, digits, NUM_CLASSES))
 
 
 def train_step(
@@ -241,27 +261,19 @@ def log_iterations(steps_per_epoch: int, points: int) -> set[int]:
     return {round(ratio**i) for i in range(points)} - {0}
 
 
-RESUME_KEYS = (
-    "digits", "estimator", "samples", "batch_size", "lr", "seed", "train_limit", "test_limit", "dtype", "world_size"
-)
-
-
 def train(
-    config: dict[str, Any],
+    config: AdditionConfig,
     train_data: DigitSequences,
     test_data: DigitSequences,
     out: Path,
-    device: torch.device,
-    resume: bool = False,
     ctx: distributed.DistributedContext | None = None,
 ) -> list[dict[str, Any]]:
     """Train the classifier on the sums; writes ``log.csv``, ``log.json`` and ``checkpoint.pt`` into ``out``.
 
-    ``config`` holds ``digits, estimator, samples, batch_size, lr, seed, epochs,
-    early_logs`` (and the data options that :data:`RESUME_KEYS` check on resume).
-    A log row is written at about ``early_logs`` log-spaced iterations of the
+    A log row is written at about ``config.early_logs`` log-spaced iterations of the
     first epoch and at the end of every epoch; a checkpoint after every epoch.
-    With ``resume`` the run continues from ``out/checkpoint.pt`` up to ``epochs``.
+    With ``config.resume`` the run continues from ``out/checkpoint.pt`` up to ``config.epochs``
+    (:func:`open_run` has checked that the checkpoint is there and the config the same).
 
     Returns:
         The log rows: ``epoch`` (fractional), ``iteration``, ``test_sum_accuracy``,
@@ -269,41 +281,37 @@ def train(
         trained on since the previous row, ``train_wall_s`` and ``train_cpu_s`` (cumulative, training
         steps only, evaluation excluded).
     """
-    ctx = distributed.DistributedContext(device=device) if ctx is None else ctx
-    torch.manual_seed(config["seed"])
+    ctx = distributed.DistributedContext(device=torch.device(config.device)) if ctx is None else ctx
+    device = ctx.device
+    torch.manual_seed(config.seed)
     model = LeNet().to(device, train_data.images.dtype)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config["lr"])
-    estimator = make_estimator(config["estimator"], config["digits"], config["samples"])
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    estimator = make_estimator(config.estimator, config.digits, config.samples)
     clock, history, epoch = common.Clock(device), [], 0
-    checkpoint_path = out / "checkpoint.pt"
-    if resume:
-        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
-        changed = [key for key in RESUME_KEYS if state["config"].get(key) != config.get(key)]
-        if changed:
-            raise ValueError(f"--resume: expected the checkpoint's settings, got different {', '.join(changed)}")
+    checkpoint_path = out / run_folder.CHECKPOINT
+    if config.resume:
+        state = run_folder.load_checkpoint(checkpoint_path, device)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         clock.wall_s, clock.cpu_s = state["clock"]
         history, epoch = state["history"], state["epoch"]
     net = distributed.wrap_model(model, ctx)
-    main_only = distributed.main_only(ctx)
-    main_only(common.write_json)(out / "config.json", config)
 
-    size, batch, seed = len(train_data), config["batch_size"], config["seed"]
+    size, batch, seed = len(train_data), config.batch_size, config.seed
     steps = len(distributed.shard(size, batch, ctx, seed, 0))
-    early = log_iterations(steps, config["early_logs"])
-    for epoch in range(epoch, config["epochs"]):
+    early = log_iterations(steps, config.early_logs)
+    for epoch in range(epoch, config.epochs):  # noqa: B020 (resumes from the checkpoint's epoch)
         generator = distributed.rank_generator(seed, ctx, epoch=epoch, device=device)
         estimates = []
         bar = common.progress(
             distributed.shard(size, batch, ctx, seed, epoch),
-            desc=f"epoch {epoch + 1}/{config['epochs']}",
+            desc=f"epoch {epoch + 1}/{config.epochs}",
             disable=not ctx.is_main,
         )
         for step, part in enumerate(bar):
             images, sums = train_data.batch(part.indices.to(device))
             estimates.append(
-                clock.timed(lambda: train_step(net, optimizer, estimator, images, sums, generator, part.weight))
+                clock.timed(lambda: train_step(net, optimizer, estimator, images, sums, generator, part.weight))  # noqa: B023 (called at once)
             )
             iteration = epoch * steps + step + 1
             if step + 1 == steps or iteration in early:
@@ -325,137 +333,98 @@ def train(
                     common.write_csv(out / "log.csv", history)
         if ctx.is_main:
             state = {
-                "config": config,
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
-                "clock": (clock.wall_s, clock.cpu_s),
+                "clock": [clock.wall_s, clock.cpu_s],
                 "history": history,
                 "epoch": epoch + 1,
             }
-            common.write_torch(checkpoint_path, state)
-            common.write_json(out / "log.json", {"config": config, "history": history})
+            run_folder.save_checkpoint(checkpoint_path, state)
+            common.write_json(out / "log.json", {"config": common.config_json(config), "history": history})
     return history
-
 
 
 def load_mnist_sequences(
     digits: int, seed: int, data_dir: Path | None, train_limit: int | None, test_limit: int | None
 ) -> tuple[DigitSequences, DigitSequences]:
     """Train and test sequences of MNIST digits (the first ``*_limit`` images of each split, if given)."""
-    from catlog import data
-
     generator = torch.Generator().manual_seed(seed)
     splits = []
     for split, limit in (("train", train_limit), ("test", test_limit)):
         images, labels = data.load_images("mnist", split, data_dir)
         if limit is not None:
-            if limit < 1:
-                raise ValueError(f"--{split}-limit: expected a positive number of images, got {limit}")
             images, labels = images[:limit], labels[:limit]
         splits.append(digit_sequences(images, labels, digits, generator))
     return splits[0], splits[1]
 
 
-def run(args: argparse.Namespace) -> int:
+def run(config: AdditionConfig) -> int:
     """The ``catlog addition`` command (also under ``torchrun``: see docs/scaling.md)."""
-    ctx = distributed.setup(args.device)
+    ctx = distributed.setup(config.device)
     try:
-        return _run(args, ctx)
+        common.apply_threads(config.threads)
+        data.check_dataset("mnist", config.data_dir)
+        with run_folder.open_on_main(config, f"addition-d{config.digits}-{config.estimator}", ctx, MAY_CHANGE) as out:
+            dtype, device = config.torch_dtype, ctx.device
+            train_data, test_data = load_mnist_sequences(
+                config.digits, config.seed, config.data_dir, config.train_limit, config.test_limit
+            )
+            history = train(config, train_data.to(device, dtype), test_data.to(device, dtype), out, ctx)
+            if ctx.is_main:
+                common.write_json(out / "summary.json", {**common.config_json(config), **history[-1]})
+                print(json.dumps({"out": str(out), **history[-1]}, indent=2))
     finally:
         distributed.teardown()
-
-
-def _run(args: argparse.Namespace, ctx: distributed.DistributedContext) -> int:
-    _, dtype = common.apply_common_options(args)
-    device = ctx.device
-    if args.resume and args.out is None:
-        raise ValueError("--resume: expected --out naming the run folder to resume, got none")
-    for name in ("epochs", "batch_size"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')}: expected a positive integer, got {getattr(args, name)}")
-    out = distributed.broadcast_object(
-        common.output_dir(args.out, f"addition-d{args.digits}-{args.estimator}") if ctx.is_main else None, ctx
-    )
-    config = {
-        "digits": args.digits,
-        "estimator": args.estimator,
-        "samples": args.samples,
-        "batch_size": args.batch_size,
-        "lr": args.lr,
-        "seed": args.seed,
-        "epochs": args.epochs,
-        "early_logs": args.early_logs,
-        "train_limit": args.train_limit,
-        "test_limit": args.test_limit,
-        "dtype": args.dtype,
-        "device": str(device),
-        "threads": torch.get_num_threads(),
-        "world_size": ctx.world_size,
-    }
-    train_data, test_data = load_mnist_sequences(
-        args.digits, args.seed, args.data_dir, args.train_limit, args.test_limit
-    )
-    history = train(
-        config, train_data.to(device, dtype), test_data.to(device, dtype), out, device, resume=args.resume, ctx=ctx
-    )
-    if ctx.is_main:
-        common.write_json(out / "summary.json", {**config, **history[-1]})
-        print(json.dumps({"out": str(out), **history[-1]}, indent=2))
     return 0
 
 
-def run_plot(args: argparse.Namespace) -> int:
-    """The ``catlog addition-plot`` command."""
-    from catlog.experiments import addition_plot
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """The options of ``catlog addition`` (without the common ones)."""
+    parser.add_argument("--digits", "-D", type=int, default=4, help="digits per sequence, D")
+    parser.add_argument(
+        "--estimator",
+        choices=estimators.NAMES,
+        default="indecater",
+        metavar="NAME",
+        help="gradient estimator (names below)",
+    )
+    parser.add_argument("--samples", type=int, default=DEFAULT_SAMPLES, help="N (K = 10 categories per digit)")
+    parser.add_argument("--epochs", type=int, default=1, help="passes over the training sequences")
+    parser.add_argument("--batch-size", type=int, default=10, help="sequences per step")
+    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    parser.add_argument("--early-logs", type=int, default=8, help="log-spaced evaluations within the first epoch")
+    parser.add_argument(
+        "--train-limit", type=int, default=None, help="use only the first N MNIST train images (None: all)"
+    )
+    parser.add_argument(
+        "--test-limit", type=int, default=None, help="use only the first N MNIST test images (None: all)"
+    )
+    add_data_option(parser)
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
 
-    return addition_plot.main(args)
+
+def add_data_option(parser: argparse.ArgumentParser) -> None:
+    """``--data-dir``: the folder holding ``mnist/`` (:mod:`catlog.experiments.data`)."""
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="existing folder holding mnist/ (None: $CATLOG_DATA or ~/.cache/catlog)",
+    )
 
 
-def register(subparsers: Any) -> None:
-    """Add the ``addition``, ``addition-plot`` and ``addition-variance`` subcommands."""
-    from catlog.experiments import addition_variance
+def build_config(args: argparse.Namespace) -> AdditionConfig:
+    """The config of the parsed ``catlog addition`` options."""
+    return common.config_from_args(AdditionConfig, args)
 
-    parser = subparsers.add_parser(
+
+COMMANDS = (
+    common.Command(
         "addition",
         help="MNIST addition of D digits (paper figure 4)",
-        description="Train a digit classifier from the sums of D MNIST digits alone (paper section 6.4).",
-    )
-    parser.add_argument("--digits", "-D", type=int, default=4, help="digits per sequence, D (default: 4)")
-    parser.add_argument("--estimator", choices=ESTIMATORS, default="indecater", help="gradient estimator")
-    parser.add_argument(
-        "--samples",
-        type=int,
-        default=None,
-        help="N (default 10): samples of indecater, rloo-s, reinforce; per variable for indecater-pv; "
-        "rloo-f takes D*10*N",
-    )
-    parser.add_argument("--epochs", type=int, default=1, help="passes over the training sequences (default: 1)")
-    parser.add_argument("--batch-size", type=int, default=10, help="sequences per step (default: 10)")
-    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: 1e-3)")
-    parser.add_argument(
-        "--early-logs", type=int, default=8, help="log-spaced evaluations within the first epoch (default: 8)"
-    )
-    parser.add_argument(
-        "--train-limit", type=int, default=None, help="use only the first N MNIST train images (default: all)"
-    )
-    parser.add_argument(
-        "--test-limit", type=int, default=None, help="use only the first N MNIST test images (default: all)"
-    )
-    parser.add_argument(
-        "--data-dir", type=Path, default=None, help="folder holding mnist/ (default: catlog.data's default)"
-    )
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    common.add_common_options(parser)
-    parser.set_defaults(func=run)
-
-    plot = subparsers.add_parser(
-        "addition-plot",
-        help="figure 4 and a summary table from addition runs",
-        description="Test sum accuracy against epochs, one panel per D, one line per estimator.",
-    )
-    plot.add_argument("runs", nargs="+", type=Path, help="run folders written by `catlog addition`")
-    plot.add_argument(
-        "--out", type=Path, default=Path("addition.png"), help="PNG to write; a summary CSV goes beside it"
-    )
-    plot.set_defaults(func=run_plot)
-    addition_variance.register_parser(subparsers)
+        description=__doc__,
+        add_options=add_options,
+        config=build_config,
+        run=run,
+    ),
+)

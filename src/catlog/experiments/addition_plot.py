@@ -6,10 +6,11 @@ import argparse
 import csv
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from catlog.experiments import common
+from catlog.experiments import common, plotting
 
 PANEL_DIGITS: tuple[int, ...] = (4, 8, 12, 16)
 COLOURS = {
@@ -17,7 +18,7 @@ COLOURS = {
     "indecater-pv": "tab:orange",
     "rloo-s": "tab:green",
     "rloo-f": "tab:red",
-    "reinforce": "tab:purple",
+    "reinforce-s": "tab:purple",
 }
 SUMMARY_FIELDS = (
     "digits",
@@ -37,8 +38,6 @@ SUMMARY_FIELDS = (
 def load_run(run: Path) -> tuple[dict[str, Any], list[dict[str, float]]]:
     """The ``config.json`` and the ``log.csv`` rows (as floats) of one run folder."""
     config_path, log_path = run / "config.json", run / "log.csv"
-    if not config_path.is_file() or not log_path.is_file():
-        raise ValueError(f"runs: expected a folder with config.json and log.csv from `catlog addition`, got {run}")
     config = json.loads(config_path.read_text())
     with log_path.open(newline="") as handle:
         rows = [{key: float(value) for key, value in row.items()} for row in csv.DictReader(handle)]
@@ -65,24 +64,28 @@ def summary_row(run: Path, config: dict[str, Any], rows: list[dict[str, float]])
     }
 
 
-def plot_runs(runs: list[tuple[dict[str, Any], list[dict[str, float]]]]) -> Any:
-    """Figure 4: one panel per D (those of :data:`PANEL_DIGITS` and any other present), a line per run.
+def plot_runs(runs: list[tuple[Path, dict[str, Any], list[dict[str, float]]]]) -> Any:
+    """Figure 4: one panel per D (those of :data:`PANEL_DIGITS` and any other present), one line per run.
 
     x: epochs (log scale); y: test sum accuracy; dashed grey: ``0.99^D``, the sum
-    accuracy of a hypothetical 99%-accurate digit classifier.
+    accuracy of a hypothetical 99%-accurate digit classifier. Every run has its own
+    legend entry (estimator and seed, plus the folder name where those repeat);
+    runs of one estimator share its colour, and short runs show their points.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
-    panels = sorted({config["digits"] for config, _ in runs} | set(PANEL_DIGITS))
-    fig, axes = plt.subplots(
-        1, len(panels), figsize=(3.2 * len(panels), 3.0), sharex=True, sharey=True, squeeze=False
+    panels = sorted({config["digits"] for _, config, _ in runs} | set(PANEL_DIGITS))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.4), sharex=True, sharey=True, squeeze=False)
+    labels = plotting.run_labels(
+        [f"{config['estimator']}, seed {config['seed']}" for _, config, _ in runs], [run for run, _, _ in runs]
     )
     for ax, digits in zip(axes[0], panels):
-        labelled: set[str] = set()
-        for config, rows in runs:
+        drawn: list[str] = []
+        for (_, config, rows), label in zip(runs, labels):
             if config["digits"] != digits:
                 continue
             name = config["estimator"]
@@ -90,22 +93,21 @@ def plot_runs(runs: list[tuple[dict[str, Any], list[dict[str, float]]]]) -> Any:
                 [row["epoch"] for row in rows],
                 [row["test_sum_accuracy"] for row in rows],
                 color=COLOURS.get(name),
-                label=None if name in labelled else name,
-                marker=".",
-                markersize=3,
-                linewidth=1.2,
+                linestyle=plotting.LINESTYLES[drawn.count(name) % len(plotting.LINESTYLES)],
+                label=label,
+                **plotting.line_style(len(rows)),
             )
-            labelled.add(name)
-        ax.axhline(0.99**digits, color="grey", linestyle="--", linewidth=1)
+            drawn.append(name)
+        ax.axhline(0.99**digits, color="grey", linestyle="--", linewidth=1, label=f"0.99^{digits} (99% digits)")
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_ylim(0, 1)
         ax.set_title(f"D = {digits}")
         ax.set_xlabel("epochs")
         ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.3))
     axes[0][0].set_ylabel("test sum accuracy")
-    handles = {label: h for ax in axes[0] for h, label in zip(*ax.get_legend_handles_labels())}
-    if handles:
-        fig.legend(handles.values(), handles.keys(), loc="upper center", ncol=len(handles), bbox_to_anchor=(0.5, -0.03))
+    fig.tight_layout()
     return fig
 
 
@@ -116,14 +118,56 @@ def markdown_table(rows: list[dict[str, Any]], fields: Sequence[str] = SUMMARY_F
     return "\n".join(lines) + "\n"
 
 
-def main(args: argparse.Namespace) -> int:
-    """Write figure 4 to ``args.out`` and the summary to ``<out>.csv`` and ``<out>.md``; print the table."""
-    runs = [(run, *load_run(run)) for run in args.runs]
+@dataclass(frozen=True)
+class PlotConfig:
+    """Settings of ``catlog addition-plot``.
+
+    Attributes:
+        runs: run folders written by ``catlog addition``.
+        out: the PNG to write; the summary goes beside it (``.csv`` and ``.md``).
+    """
+
+    runs: tuple[Path, ...]
+    out: Path = Path("addition.png")
+
+    def __post_init__(self) -> None:
+        plotting.check_run_folders(self.runs, "addition")
+
+
+def main(config: PlotConfig) -> int:
+    """Write figure 4 to ``config.out`` and the summary to ``<out>.csv`` and ``<out>.md``; print the table."""
+    runs = [(run, *load_run(run)) for run in config.runs]
     runs.sort(key=lambda item: (item[1]["digits"], item[1]["estimator"], item[1]["seed"]))
-    table = [summary_row(run, config, rows) for run, config, rows in runs]
-    common.save_figure(plot_runs([(config, rows) for _, config, rows in runs]), args.out)
-    common.write_csv(args.out.with_suffix(".csv"), table, SUMMARY_FIELDS)
+    table = [summary_row(run, run_config, rows) for run, run_config, rows in runs]
+    common.save_figure(plot_runs(runs), config.out)
+    common.write_csv(config.out.with_suffix(".csv"), table, SUMMARY_FIELDS)
     text = markdown_table(table)
-    common.write_text(args.out.with_suffix(".md"), text)
+    common.write_text(config.out.with_suffix(".md"), text)
     print(text, end="")
     return 0
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """The options of ``catlog addition-plot``."""
+    parser.add_argument("runs", nargs="+", type=Path, help="run folders written by `catlog addition`")
+    parser.add_argument(
+        "--out", type=Path, default=Path("addition.png"), help="PNG to write; a summary CSV and markdown go beside it"
+    )
+
+
+def build_config(args: argparse.Namespace) -> PlotConfig:
+    """The config of the parsed ``catlog addition-plot`` options."""
+    return PlotConfig(tuple(args.runs), args.out)
+
+
+COMMANDS = (
+    common.Command(
+        "addition-plot",
+        help="figure 4 and a summary table from addition runs",
+        description="Test sum accuracy against epochs, one panel per D, one line per run.",
+        add_options=add_options,
+        config=build_config,
+        run=main,
+        common=False,
+    ),
+)

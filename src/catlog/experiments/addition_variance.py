@@ -18,12 +18,13 @@ taken at these fixed logits. Reported per row:
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from catlog.experiments import addition, common
+from catlog.experiments import addition, common, data, estimators, run_folder
 from catlog.experiments.addition_plot import markdown_table
 
 ROW_FIELDS = (
@@ -81,27 +82,50 @@ def variance_row(
     }
 
 
-def run(args: argparse.Namespace) -> int:
+@dataclass(frozen=True, kw_only=True)
+class VarianceConfig(common.RunOptions):
+    """Settings of ``catlog addition-variance`` (see :func:`add_options` for their meaning)."""
+
+    digits: tuple[int, ...] = (4, 8, 12, 16)
+    estimators: tuple[str, ...] = addition.ESTIMATORS[:4]
+    samples: int = addition.DEFAULT_SAMPLES
+    repeats: int = 200
+    block: int = 20
+    batch_size: int = 10
+    data_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        common.check_at_least("--repeats", self.repeats, 2)
+        for option in ("block", "batch_size", "samples"):
+            common.check_at_least("--" + option.replace("_", "-"), getattr(self, option), 1)
+        for digits in self.digits:
+            common.check_at_least("--digits", digits, 1)
+
+
+def run(config: VarianceConfig) -> int:
     """The ``catlog addition-variance`` command: writes ``variance.csv`` and ``variance.md``."""
-    common.check_at_least(args, {"repeats": 2, "block": 1, "batch_size": 1})
-    device, dtype = common.apply_common_options(args)
-    out = common.output_dir(args.out, "addition-variance")
-    rows = []
-    for digits in args.digits:
-        _, test = addition.load_mnist_sequences(digits, args.seed, args.data_dir, 1, args.batch_size * digits)
-        torch.manual_seed(args.seed)
-        model = addition.LeNet().to(device, dtype)
-        images, sums = test.to(device, dtype).batch(torch.arange(min(args.batch_size, len(test)), device=device))
-        with torch.no_grad():
-            logits = model(images)
-        for name in args.estimators:
-            estimator = addition.make_estimator(name, digits, args.samples)
-            generator = torch.Generator(device=device).manual_seed(args.seed)
-            outputs = repeated_gradients(estimator, logits, sums, args.repeats, args.block, generator)
-            rows.append(variance_row(name, digits, estimator, *outputs))
-    common.write_csv(out / "variance.csv", rows, ROW_FIELDS)
-    table = markdown_table(rows, ROW_FIELDS)
-    common.write_text(out / "variance.md", table)
+    common.apply_threads(config.threads)
+    device, dtype = torch.device(config.device), config.torch_dtype
+    data.check_dataset("mnist", config.data_dir)
+    folder = common.default_out(config.out, "addition-variance")
+    with run_folder.open_run(folder, common.config_json(config), overwrite=config.overwrite) as run:
+        rows = []
+        for digits in config.digits:
+            _, test = addition.load_mnist_sequences(digits, config.seed, config.data_dir, 1, config.batch_size * digits)
+            torch.manual_seed(config.seed)
+            model = addition.LeNet().to(device, dtype)
+            images, sums = test.to(device, dtype).batch(torch.arange(min(config.batch_size, len(test)), device=device))
+            with torch.no_grad():
+                logits = model(images)
+            for name in config.estimators:
+                estimator = addition.make_estimator(name, digits, config.samples)
+                generator = torch.Generator(device=device).manual_seed(config.seed)
+                outputs = repeated_gradients(estimator, logits, sums, config.repeats, config.block, generator)
+                rows.append(variance_row(name, digits, estimator, *outputs))
+        common.write_csv(run.path / "variance.csv", rows, ROW_FIELDS)
+        table = markdown_table(rows, ROW_FIELDS)
+        common.write_text(run.path / "variance.md", table)
     print(table, end="")
     return 0
 
@@ -110,22 +134,32 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     """The options of ``catlog addition-variance``."""
     parser.add_argument("--digits", "-D", type=int, nargs="+", default=[4, 8, 12, 16], help="values of D")
     parser.add_argument(
-        "--estimators", nargs="+", choices=addition.ESTIMATORS, default=list(addition.ESTIMATORS[:4])
+        "--estimators",
+        nargs="+",
+        choices=estimators.NAMES,
+        default=list(addition.ESTIMATORS[:4]),
+        metavar="NAME",
+        help="estimators to measure (names below)",
     )
-    parser.add_argument("--samples", type=int, default=None, help="N, as for `catlog addition` (default: 10)")
-    parser.add_argument("--repeats", type=int, default=200, help="independent estimates R (default: 200)")
-    parser.add_argument("--block", type=int, default=20, help="repeats per estimator call (default: 20)")
-    parser.add_argument("--batch-size", type=int, default=10, help="test sequences B (default: 10)")
-    parser.add_argument("--data-dir", type=Path, default=None, help="folder holding mnist/ (default: catlog.data's)")
+    parser.add_argument("--samples", type=int, default=addition.DEFAULT_SAMPLES, help="N, as for `catlog addition`")
+    parser.add_argument("--repeats", type=int, default=200, help="independent estimates R")
+    parser.add_argument("--block", type=int, default=20, help="repeats per estimator call")
+    parser.add_argument("--batch-size", type=int, default=10, help="test sequences B")
+    addition.add_data_option(parser)
 
 
-def register_parser(subparsers: Any) -> None:
-    """Add the ``addition-variance`` subcommand."""
-    common.add_subcommand(
-        subparsers,
+def build_config(args: argparse.Namespace) -> VarianceConfig:
+    """The config of the parsed ``catlog addition-variance`` options."""
+    return common.config_from_args(VarianceConfig, args)
+
+
+COMMANDS = (
+    common.Command(
         "addition-variance",
         help="estimator variance and zero estimates on MNIST addition at the untrained classifier",
         description=__doc__,
         add_options=add_options,
-        func=run,
-    )
+        config=build_config,
+        run=run,
+    ),
+)

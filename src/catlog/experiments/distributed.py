@@ -287,7 +287,7 @@ def main_only(ctx: DistributedContext) -> Callable[[Callable[..., T]], Callable[
 
 def broadcast_object(obj: T, ctx: DistributedContext) -> T:
     """Rank 0's ``obj`` on every rank (any picklable object), e.g. the output folder that
-    ``common.output_dir`` time-stamped on rank 0. Every rank must call it."""
+    ``common.default_out`` time-stamped on rank 0. Every rank must call it."""
     if not ctx.is_distributed:
         return obj
     box = [obj]

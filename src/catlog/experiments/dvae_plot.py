@@ -6,11 +6,13 @@ validation negative ELBO and estimator variance (log scale), one curve per run.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
-from catlog.experiments import common
+from catlog.experiments import common, plotting
 
 X_COLUMNS = {"cpu": "train_cpu_s", "wall": "train_wall_s", "iteration": "iteration"}
 X_LABELS = {"cpu": "training CPU time (s)", "wall": "training wall time (s)", "iteration": "iteration"}
@@ -29,9 +31,11 @@ def read_run(run: Path) -> tuple[dict, list[dict[str, str]]]:
 
 
 def plot_runs(runs: list[Path], output: Path, x_axis: str = "cpu") -> Path:
-    """Plot the runs' logs into the PNG ``output``.
+    """Plot the runs' logs into the PNG ``output``, one line and one legend entry per run.
 
     ``x_axis`` is ``"cpu"`` or ``"wall"`` (training seconds), or ``"iteration"`` (log scale).
+    A run's label is its dataset, estimator and seed (plus its folder name where those
+    repeat); series with few points show markers, so a one-row log is still visible.
     """
     import matplotlib
 
@@ -40,16 +44,19 @@ def plot_runs(runs: list[Path], output: Path, x_axis: str = "cpu") -> Path:
 
     if x_axis not in X_COLUMNS:
         raise ValueError(f"x_axis: expected one of {tuple(X_COLUMNS)}, got {x_axis!r}")
-    fig, axes = plt.subplots(1, len(PANELS), figsize=(4.2 * len(PANELS), 3.4))
-    datasets = set()
-    for run in runs:
-        config, rows = read_run(Path(run))
-        datasets.add(config["dataset"])
+    fig, axes = plt.subplots(1, len(PANELS), figsize=(4.4 * len(PANELS), 3.6))
+    loaded = [read_run(Path(run)) for run in runs]
+    labels = plotting.run_labels(
+        [f"{c['dataset']}, {c['estimator']}, seed {c['seed']}" for c, _ in loaded], [Path(run) for run in runs]
+    )
+    for (_, rows), label in zip(loaded, labels):
+        colour = None
         for ax, (column, _, _) in zip(axes, PANELS):
             points = [(float(r[X_COLUMNS[x_axis]]), float(r[column])) for r in rows if r[column] != ""]
             if points:
                 xs, ys = zip(*points)
-                ax.plot(xs, ys, label=config["estimator"], linewidth=1.2)
+                (line,) = ax.plot(xs, ys, label=label, color=colour, **plotting.line_style(len(points)))
+                colour = line.get_color()
     for ax, (_, title, log_scale) in zip(axes, PANELS):
         ax.set_title(title)
         ax.set_xlabel(X_LABELS[x_axis])
@@ -58,6 +65,49 @@ def plot_runs(runs: list[Path], output: Path, x_axis: str = "cpu") -> Path:
         if x_axis == "iteration":
             ax.set_xscale("log")
         ax.grid(alpha=0.3)
-    axes[0].legend()
-    fig.suptitle(f"Discrete VAE, {', '.join(sorted(datasets))}", y=1.03)
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="upper center", ncol=min(len(names), 3), bbox_to_anchor=(0.5, 0.0), fontsize=8)
+    fig.suptitle("Discrete VAE", y=1.02)
+    fig.tight_layout()
     return common.save_figure(fig, Path(output))
+
+
+@dataclass(frozen=True)
+class PlotConfig:
+    """Settings of ``catlog dvae-plot``: run folders, the PNG to write and the x axis."""
+
+    runs: tuple[Path, ...]
+    output: Path = Path("dvae.png")
+    x_axis: str = "cpu"
+
+    def __post_init__(self) -> None:
+        plotting.check_run_folders(self.runs, "dvae")
+
+
+def run_plot(config: PlotConfig) -> int:
+    """The ``catlog dvae-plot`` command."""
+    path = plot_runs(list(config.runs), config.output, x_axis=config.x_axis)
+    print(f"figure written to {path}")
+    return 0
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """The options of ``catlog dvae-plot``."""
+    parser.add_argument("runs", nargs="+", type=Path, help="run folders of catlog dvae")
+    parser.add_argument("--output", type=Path, default=Path("dvae.png"), help="PNG to write")
+    parser.add_argument(
+        "--x-axis", choices=tuple(X_COLUMNS), default="cpu", help="training CPU seconds, wall seconds or iterations"
+    )
+
+
+COMMANDS = (
+    common.Command(
+        "dvae-plot",
+        help="figure 3 row: train/validation -ELBO and variance of dvae runs",
+        description=__doc__,
+        add_options=add_options,
+        config=lambda args: common.config_from_args(PlotConfig, args),
+        run=run_plot,
+        common=False,
+    ),
+)

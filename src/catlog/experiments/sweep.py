@@ -36,7 +36,11 @@ for the same argv; running the sweep again skips complete runs and reruns the
 others, so an interrupted sweep resumes. With ``resume = FILE``, a rerun whose
 folder holds ``FILE`` (a checkpoint) left by the same command line gets ``--resume``
 appended, so that a run killed half-way (e.g. by a cluster time limit) continues
-instead of restarting. Finally ``OUT/results.csv`` (and
+instead of restarting; any other rerun of a catlog subcommand gets ``--overwrite``
+and starts afresh. The sweep locks ``OUT`` while it runs (a second sweep there stops
+at once), every catlog run locks its own folder, and on Linux each child gets
+SIGTERM when the sweep dies (``PR_SET_PDEATHSIG``), so no run is left orphaned or
+doubled. Finally ``OUT/results.csv`` (and
 ``results.json``) gets one row per run: its grid values, status, times, and the
 scalar entries of the run's result file (nested keys joined by ``.``; lists are
 left out), and the ``[plot]`` command runs with ``{runs}`` replaced by the
@@ -51,10 +55,12 @@ once) and waits for them; ``submitit-local`` uses submitit's local executor
 from __future__ import annotations
 
 import argparse
+import ctypes
 import itertools
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -64,9 +70,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from catlog.experiments import common
+from catlog.experiments import common, run_folder
 
-RECORD = "sweep-run.json"
+RECORD = run_folder.SWEEP_RECORD
+PR_SET_PDEATHSIG = 1  # prctl option, linux/prctl.h
 DEFAULT_COLLECT = ("summary.json", "final.json")
 BACKENDS = ("local", "submitit", "submitit-local")
 SPEC_KEYS = {"command", "nproc_per_node", "collect", "fixed", "grid", "plot", "resume", "submitit"}
@@ -82,6 +89,7 @@ class Run:
         argv: the whole command line, ending with ``--out <folder>``.
         folder: where it writes.
         resume: a file name; when the folder holds it, ``--resume`` is appended to ``argv``.
+        catlog: ``argv`` runs a catlog subcommand (a rerun not resumed gets ``--overwrite``).
     """
 
     name: str
@@ -89,6 +97,7 @@ class Run:
     argv: tuple[str, ...]
     folder: Path
     resume: str | None = None
+    catlog: bool = False
 
 
 @dataclass(frozen=True)
@@ -103,6 +112,7 @@ class SweepSpec:
         plot: program and arguments to run after the runs, or empty.
         resume: file whose presence in a run folder makes a rerun pass ``--resume``, or ``None``.
         submitit: parameters for ``submitit.AutoExecutor.update_parameters``.
+        catlog: ``command`` is a catlog subcommand.
     """
 
     command: tuple[str, ...]
@@ -112,16 +122,17 @@ class SweepSpec:
     plot: tuple[str, ...] = ()
     resume: str | None = None
     submitit: Mapping[str, Any] = field(default_factory=dict)
+    catlog: bool = False
 
 
 def program(command: str | Sequence[str], nproc_per_node: int = 1) -> tuple[str, ...]:
-    """The argv prefix for ``command``: a catlog subcommand (``python -m catlog NAME``, under
+    """The argv prefix for ``command``: a catlog subcommand (``python -m catlog.experiments NAME``, under
     ``torchrun --standalone --nproc-per-node N`` when ``N > 1``) or a list taken as it is."""
     if nproc_per_node < 1:
         raise ValueError(f"nproc_per_node: expected a positive integer, got {nproc_per_node}")
     if isinstance(command, str):
         launcher = ("-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc_per_node}")
-        return (sys.executable, *(launcher if nproc_per_node > 1 else ()), "-m", "catlog", command)
+        return (sys.executable, *(launcher if nproc_per_node > 1 else ()), "-m", "catlog.experiments", command)
     if not command or not all(isinstance(word, str) for word in command):
         raise ValueError(f"command: expected a catlog subcommand or a non-empty list of strings, got {command!r}")
     if nproc_per_node > 1:
@@ -163,6 +174,7 @@ def parse_spec(raw: Mapping[str, Any]) -> SweepSpec:
         plot=(*program(plot["command"]), *map(str, plot.get("args", []))) if plot else (),
         resume=resume,
         submitit=dict(raw.get("submitit", {})),
+        catlog=isinstance(raw["command"], str),
     )
 
 
@@ -218,7 +230,7 @@ def expand(spec: SweepSpec, out: Path) -> list[Run]:
         name = "_".join(f"{key}={_slug(value)}" for key, value in values.items()) or "run"
         folder = out / name
         argv = (*spec.command, *option_argv(spec.fixed), *option_argv(values), "--out", str(folder))
-        runs.append(Run(name, values, argv, folder, spec.resume))
+        runs.append(Run(name, values, argv, folder, spec.resume, spec.catlog))
     names = [run.name for run in runs]
     if len(set(names)) != len(names):
         raise ValueError(f"grid: expected values that give distinct folder names, got repeats among {names}")
@@ -239,24 +251,36 @@ def is_complete(run: Run) -> bool:
     return record is not None and record.get("returncode") == 0 and tuple(record.get("argv", ())) == run.argv
 
 
+def die_with_parent() -> None:
+    """In a child before ``exec``: ask Linux to send SIGTERM when the sweep dies (even by ``kill -9``).
+
+    Elsewhere this does nothing; the run folder's lock still keeps a rerun from doubling a run.
+    """
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def execute(run: Run) -> dict[str, Any]:
     """Run ``run`` to its end (logs into its folder), write its record atomically and return it.
 
     The record holds ``argv`` (the run's, without ``--resume``), ``resumed``,
     ``returncode``, ``wall_s`` and ``cpu_s`` (user plus system seconds of the run and
-    the processes it waited for; of this last execution). POSIX only (``os.wait4``).
+    the processes it waited for; of this last execution). The child gets SIGTERM when
+    the sweep dies (:func:`die_with_parent`). A catlog run that is neither complete nor
+    resumed is started afresh (``--overwrite``). POSIX only (``os.wait4``).
     """
     run.folder.mkdir(parents=True, exist_ok=True)
     previous = read_record(run)
-    resumed = (
-        run.resume is not None
-        and (run.folder / run.resume).is_file()
-        and (previous is None or tuple(previous.get("argv", ())) == run.argv)
-    )
+    same_argv = previous is None or tuple(previous.get("argv", ())) == run.argv
+    resumed = run.resume is not None and (run.folder / run.resume).is_file() and same_argv
+    extra = ("--resume",) if resumed else ("--overwrite",) if run.catlog else ()
     start = time.perf_counter()
-    with open(run.folder / "stdout.log", "ab") as stdout, open(run.folder / "stderr.log", "ab") as stderr:
-        argv = (*run.argv, "--resume") if resumed else run.argv
-        process = subprocess.Popen(argv, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL)
+    stdout_log, stderr_log = (run.folder / name for name in run_folder.SWEEP_LOGS)
+    with open(stdout_log, "ab") as stdout, open(stderr_log, "ab") as stderr:
+        process = subprocess.Popen(
+            (*run.argv, *extra), stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent
+        )
         _, status, usage = os.wait4(process.pid, 0)
     process.returncode = os.waitstatus_to_exitcode(status)
     record = {
@@ -370,51 +394,86 @@ def plot(spec: SweepSpec, runs: Sequence[Run], out: Path) -> int:
     return subprocess.run(argv, check=False).returncode
 
 
-def sweep(args: argparse.Namespace) -> int:
-    """The ``catlog sweep`` command; exit status 1 when a run is not complete at the end."""
-    if args.jobs < 1:
-        raise ValueError(f"--jobs: expected a positive integer, got {args.jobs}")
-    spec = load_spec(args.spec)
+@dataclass(frozen=True)
+class SweepConfig:
+    """Settings of ``catlog sweep`` (see :func:`add_options`); ``spec`` is the parsed spec file."""
+
+    spec_path: Path
+    spec: SweepSpec
+    out: Path
+    jobs: int = 1
+    backend: str = "local"
+    dry_run: bool = False
+    collect_only: bool = False
+
+
+def build_config(args: argparse.Namespace) -> SweepConfig:
+    """The config of the parsed ``catlog sweep`` options, with the spec read and checked."""
+    common.check_at_least("--jobs", args.jobs, 1)
+    try:
+        spec = load_spec(args.spec)
+    except (ValueError, OSError) as error:
+        raise common.OptionError("spec", str(error)) from None
     out = args.out if args.out is not None else Path("results") / f"sweep-{args.spec.stem}"
+    return SweepConfig(args.spec, spec, out, args.jobs, args.backend, args.dry_run, args.collect_only)
+
+
+def sweep(config: SweepConfig) -> int:
+    """The ``catlog sweep`` command; exit status 1 when a run is not complete at the end.
+
+    The sweep folder is locked while the sweep runs, so a second sweep into it stops at once.
+    """
+    spec, out = config.spec, config.out
     runs = expand(spec, out.resolve())
     pending = [run for run in runs if not is_complete(run)]
     print(f"{len(runs)} runs, {len(runs) - len(pending)} complete, {len(pending)} to run; output in {out}")
-    if args.dry_run:
+    if config.dry_run:
         for run in pending:
             print(" ".join(run.argv))
         return 0
     out.mkdir(parents=True, exist_ok=True)
-    plan = [{"name": run.name, "values": dict(run.values), "argv": list(run.argv)} for run in runs]
-    common.write_json(out / "sweep.json", plan)
-    if pending and not args.collect_only:
-        if args.backend == "local":
-            run_local(pending, args.jobs)
-        else:
-            run_submitit(pending, args.jobs, out / "submitit", spec.submitit, local=args.backend == "submitit-local")
-    rows = collect(runs, spec.collect)
-    table = write_table(rows, out)
-    incomplete = [run.name for run in runs if not is_complete(run)]
-    plot_status = plot(spec, runs, out)
+    lock = run_folder.acquire_lock(out)
+    try:
+        plan = [{"name": run.name, "values": dict(run.values), "argv": list(run.argv)} for run in runs]
+        common.write_json(out / "sweep.json", plan)
+        if pending and not config.collect_only:
+            if config.backend == "local":
+                run_local(pending, config.jobs)
+            else:
+                local = config.backend == "submitit-local"
+                run_submitit(pending, config.jobs, out / "submitit", spec.submitit, local=local)
+        rows = collect(runs, spec.collect)
+        table = write_table(rows, out)
+        incomplete = [run.name for run in runs if not is_complete(run)]
+        plot_status = plot(spec, runs, out)
+    finally:
+        lock.close()
     print(f"table: {table}; {len(runs) - len(incomplete)}/{len(runs)} runs complete")
     for name in incomplete:
-        print(f"not complete: {name} (see {out / name / 'stderr.log'})", file=sys.stderr)
+        print(f"not complete: {name} (see {out / name / run_folder.SWEEP_LOGS[1]})", file=sys.stderr)
     return 1 if incomplete or plot_status else 0
 
 
-def register(subparsers: Any) -> None:
-    """Add the ``sweep`` subcommand."""
-    parser = subparsers.add_parser(
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """The options of ``catlog sweep``."""
+    parser.add_argument("spec", type=Path, help="sweep spec, .toml (or .yaml with PyYAML)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="sweep folder (None: results/sweep-<spec name>, so reruns resume)"
+    )
+    parser.add_argument("--jobs", "-j", type=int, default=1, help="runs at once")
+    parser.add_argument("--backend", choices=BACKENDS, default="local", help="where runs execute")
+    parser.add_argument("--dry-run", action="store_true", help="print the command lines of the runs to do and stop")
+    parser.add_argument("--collect-only", action="store_true", help="run nothing: collect the table and plot")
+
+
+COMMANDS = (
+    common.Command(
         "sweep",
         help="run a grid of experiment runs (resumable) and collect one table",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("spec", type=Path, help="sweep spec, .toml (or .yaml with PyYAML)")
-    parser.add_argument(
-        "--out", type=Path, default=None, help="sweep folder (default: results/sweep-<spec name>, so reruns resume)"
-    )
-    parser.add_argument("--jobs", "-j", type=int, default=1, help="runs at once (default: 1)")
-    parser.add_argument("--backend", choices=BACKENDS, default="local", help="where runs execute (default: local)")
-    parser.add_argument("--dry-run", action="store_true", help="print the command lines of the runs to do and stop")
-    parser.add_argument("--collect-only", action="store_true", help="run nothing: collect the table and plot")
-    parser.set_defaults(func=sweep)
+        add_options=add_options,
+        config=build_config,
+        run=sweep,
+        common=False,
+    ),
+)

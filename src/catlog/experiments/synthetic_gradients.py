@@ -31,16 +31,10 @@ from typing import Any
 import torch
 
 import catlog
-from catlog.experiments import common
+from catlog.experiments import common, estimators, run_folder
 
 CONFIGS: tuple[tuple[int, int], ...] = ((12, 3), (6, 10), (3, 100))
-ESTIMATORS: tuple[str, ...] = ("indecater", "reinforce", "rloo", "gumbel-softmax")
-LABELS: dict[str, str] = {
-    "indecater": "IndeCateR",
-    "reinforce": "REINFORCE",
-    "rloo": "RLOO",
-    "gumbel-softmax": "Gumbel-Softmax",
-}
+ESTIMATORS: tuple[str, ...] = ("indecater", "reinforce-s", "rloo-s", "gs-st-s")
 OBJECTIVES: tuple[str, ...] = ("separable", "nonseparable")
 COLUMNS: tuple[str, ...] = (
     "objective",
@@ -105,17 +99,29 @@ def exact_gradient(problem: Problem) -> torch.Tensor:
     return grad.flatten()
 
 
-def make_estimator(name: str, samples: int, indecater_samples: int, temperature: float) -> catlog.Estimator:
-    """The estimator called ``name`` (one of :data:`ESTIMATORS`)."""
-    if name == "indecater":
-        return catlog.IndeCateR(indecater_samples)
-    if name == "reinforce":
-        return catlog.REINFORCE(samples)
-    if name == "rloo":
-        return catlog.RLOO(samples)
-    if name == "gumbel-softmax":
-        return catlog.GumbelSoftmax(samples, temperature=temperature)
-    raise ValueError(f"estimator: expected one of {ESTIMATORS}, got {name!r}")
+@dataclass(frozen=True, kw_only=True)
+class GradientsConfig(common.RunOptions):
+    """Settings of ``catlog gradients`` (see :func:`add_options` for their meaning)."""
+
+    configs: tuple[tuple[int, int], ...] = CONFIGS
+    f: str = "separable"
+    runs: int = 1000
+    samples: int = 1000
+    indecater_samples: int = 1
+    temperature: float = 1.0
+    estimators: tuple[str, ...] = ESTIMATORS
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        common.check_at_least("--runs", self.runs, 2)
+        common.check_at_least("--samples", self.samples, 2 if any(n.startswith("rloo") for n in self.estimators) else 1)
+        common.check_at_least("--indecater-samples", self.indecater_samples, 1)
+
+    def estimator(self, name: str, num_variables: int, num_categories: int) -> catlog.Estimator:
+        """Estimator ``name`` on ``D x K``: IndeCateR with ``--indecater-samples``, baselines with ``--samples``
+        as ``N``."""
+        samples = self.indecater_samples if name in estimators.METHODS else self.samples
+        return estimators.make(name, estimators.Budget(samples, num_variables, num_categories, self.temperature))
 
 
 def repeated_estimates(
@@ -171,16 +177,15 @@ def error_statistics(gradients: torch.Tensor, exact: torch.Tensor) -> dict[str, 
 def compare_config(
     num_variables: int,
     num_categories: int,
-    options: argparse.Namespace,
-    device: torch.device,
-    dtype: torch.dtype,
+    options: GradientsConfig,
 ) -> list[dict[str, Any]]:
     """One table: every estimator of ``options.estimators`` on one ``(D, K)`` problem."""
+    device, dtype = torch.device(options.device), options.torch_dtype
     problem = make_problem(num_variables, num_categories, options.f, options.seed, device, dtype)
     exact = exact_gradient(problem)
     rows = []
     for index, name in enumerate(options.estimators):
-        estimator = make_estimator(name, options.samples, options.indecater_samples, options.temperature)
+        estimator = options.estimator(name, num_variables, num_categories)
         cost = estimator.cost(num_variables, num_categories)
         gradients, wall, cpu = repeated_estimates(
             estimator,
@@ -216,7 +221,7 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     lines = [header, "-" * len(header)]
     for row in rows:
         lines.append(
-            f"{LABELS[row['estimator']]:<15}{row['samples']:>8}{row['evaluations']:>7}"
+            f"{row['estimator']:<15}{row['samples']:>8}{row['evaluations']:>7}"
             f"{row['bias_cos']:>11.3e}{row['variance_cos']:>11.3e}{row['sq_bias_sum']:>12.3e}"
             f"{row['sq_bias_floor']:>11.3e}{row['variance_sum']:>11.3e}"
             f"{row['median_wall_ms']:>9.3f}{row['median_cpu_ms']:>9.3f}"
@@ -255,7 +260,7 @@ def draw_config(ax: Any, rows: Sequence[dict[str, Any]]) -> None:
         axis.set_ylabel(name, color=colour)
         axis.bar_label(bars, labels=[f"{v:.1e}" for v in values], fontsize=6, rotation=90, padding=2)
         axis.set_ylim(floor, max(max(values), floor) * 1e4)
-    ax.set_xticks(list(positions), [f"{LABELS[r['estimator']]}\n{r['samples']} smp" for r in rows], fontsize=7)
+    ax.set_xticks(list(positions), [f"{r['estimator']}\n{r['samples']} smp" for r in rows], fontsize=7)
     ax.set_title(table_title(rows), fontsize=9)
 
 
@@ -273,27 +278,29 @@ def plot_configs(tables: Sequence[Sequence[dict[str, Any]]], path: Path) -> Path
     return common.save_figure(fig, path)
 
 
-def run_gradients(options: argparse.Namespace) -> tuple[Path, list[list[dict[str, Any]]]]:
+def run_gradients(options: GradientsConfig) -> tuple[Path, list[list[dict[str, Any]]]]:
     """Run every config of ``options.configs``; write tables, JSON, CSV and PNGs; returns ``(folder, tables)``.
 
     PNGs: ``fig1_<f>_<D>x<K>.png`` per config and, with several configs, ``fig1_<f>.png`` with all of them.
     """
-    device, dtype = common.apply_common_options(options)
-    out = common.output_dir(options.out, "gradients")
-    tables = []
-    for num_variables, num_categories in options.configs:
-        rows = compare_config(num_variables, num_categories, options, device, dtype)
-        tables.append(rows)
-        plot_configs([rows], out / f"fig1_{options.f}_{num_variables}x{num_categories}.png")
-    if len(tables) > 1:
-        plot_configs(tables, out / f"fig1_{options.f}.png")
-    flat = [row for rows in tables for row in rows]
-    settings = {key: value for key, value in vars(options).items() if key not in ("func", "out")}
-    settings["configs"] = [list(config) for config in options.configs]
-    common.write_json(out / "gradients.json", {"settings": settings, "results": flat})
-    common.write_csv(out / "gradients.csv", flat, COLUMNS)
-    text = "\n\n".join(f"{table_title(rows)}\n{format_table(rows)}" for rows in tables)
-    common.write_text(out / "gradients.txt", text + "\n")
+    common.apply_threads(options.threads)
+    settings = common.config_json(options)
+    with run_folder.open_run(
+        common.default_out(options.out, "gradients"), settings, overwrite=options.overwrite
+    ) as run:
+        out = run.path
+        tables = []
+        for num_variables, num_categories in options.configs:
+            rows = compare_config(num_variables, num_categories, options)
+            tables.append(rows)
+            plot_configs([rows], out / f"fig1_{options.f}_{num_variables}x{num_categories}.png")
+        if len(tables) > 1:
+            plot_configs(tables, out / f"fig1_{options.f}.png")
+        flat = [row for rows in tables for row in rows]
+        common.write_json(out / "gradients.json", {"settings": settings, "results": flat})
+        common.write_csv(out / "gradients.csv", flat, COLUMNS)
+        text = "\n\n".join(f"{table_title(rows)}\n{format_table(rows)}" for rows in tables)
+        common.write_text(out / "gradients.txt", text + "\n")
     return out, tables
 
 
@@ -316,41 +323,33 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         default=list(CONFIGS),
         metavar="DxK",
-        help="problem sizes: D variables with K categories each (default: 12x3 6x10 3x100)",
+        help="problem sizes: D variables with K categories each",
     )
     parser.add_argument(
         "--f",
         choices=OBJECTIVES,
         default="separable",
         help="separable: f(x) = sum_d |x_d - b_d| (the paper's; IndeCateR is exact on it); "
-        "nonseparable: f(x) = (sum_d |x_d - b_d|)^2 / D (default: separable)",
+        "nonseparable: f(x) = (sum_d |x_d - b_d|)^2 / D",
     )
-    parser.add_argument("--runs", type=int, default=1000, help="repeated estimates per estimator (default: 1000)")
+    parser.add_argument("--runs", type=int, default=1000, help="repeated estimates per estimator")
     parser.add_argument(
-        "--samples", type=int, default=1000, help="samples of REINFORCE, RLOO, Gumbel-Softmax (default: 1000)"
+        "--samples", type=int, default=1000, help="N of the baselines (-s: N samples, -f: D*K*N samples)"
     )
-    parser.add_argument("--indecater-samples", type=int, default=1, help="samples of IndeCateR (default: 1)")
-    parser.add_argument("--temperature", type=float, default=1.0, help="Gumbel-Softmax temperature (default: 1)")
+    parser.add_argument("--indecater-samples", type=int, default=1, help="N of indecater and indecater-pv")
+    parser.add_argument("--temperature", type=float, default=1.0, help="Gumbel-Softmax temperature")
     parser.add_argument(
         "--estimators",
         nargs="+",
-        choices=ESTIMATORS,
+        choices=estimators.NAMES,
         default=list(ESTIMATORS),
-        help="estimators to compare (default: all)",
+        metavar="NAME",
+        help="estimators to compare (names below)",
     )
 
 
-def check_options(options: argparse.Namespace) -> None:
-    """Raise ``ValueError`` for counts that cannot work."""
-    if options.runs < 2:
-        raise ValueError(f"--runs: expected at least 2 repeated estimates (for a variance), got {options.runs}")
-    if options.samples < 2 and "rloo" in options.estimators:
-        raise ValueError(f"--samples: expected at least 2 (RLOO needs 2), got {options.samples}")
-
-
-def main(options: argparse.Namespace) -> int:
+def main(options: GradientsConfig) -> int:
     """``catlog gradients``: run, print the tables and where the files went."""
-    check_options(options)
     out, tables = run_gradients(options)
     for rows in tables:
         print(f"\n{table_title(rows)}  ({options.runs} estimates each)\n{format_table(rows)}")
@@ -358,13 +357,18 @@ def main(options: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: Any) -> None:
-    """Add ``catlog gradients``."""
-    common.add_subcommand(
-        subparsers,
+def build_config(args: argparse.Namespace) -> GradientsConfig:
+    """The config of the parsed ``catlog gradients`` options."""
+    return common.config_from_args(GradientsConfig, args)
+
+
+COMMANDS = (
+    common.Command(
         "gradients",
         help="figure 1: bias and variance against the exact gradient",
         description=__doc__,
         add_options=add_options,
-        func=main,
-    )
+        config=build_config,
+        run=main,
+    ),
+)

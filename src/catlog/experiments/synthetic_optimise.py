@@ -8,10 +8,10 @@ what the logs report. The optimiser, RMSprop as Keras has it (``rho = 0.9``,
 ``eps = 1e-7`` inside the square root, no momentum: :class:`KerasRMSprop`),
 minimises ``-estimate``.
 
-Methods (the paper's hyper-parameters, ``N`` = IndeCateR's samples, ``K = 2``):
-IndeCateR ``N = 2``, lr 5; RLOO-F ``D*K*N = 800`` samples, lr 5; RLOO-S ``N``
-samples, lr 1; GS-F ``D*K*N`` samples, lr 0.01, straight-through Gumbel-Softmax
-at temperature 0.1 multiplied by ``exp(-0.05)`` every 20 iterations.
+Methods (the paper's hyper-parameters, ``N = --samples``, ``K = 2``):
+``indecater`` (``N = 2``), lr 5; ``rloo-f`` (``D*K*N = 800`` samples), lr 5; ``rloo-s``
+(``N`` samples), lr 1; ``gs-st-f`` (``D*K*N`` samples), lr 0.01, straight-through
+Gumbel-Softmax at temperature 0.1 multiplied by ``exp(-0.05)`` every 20 iterations.
 
 Logged every ``--log-every`` iterations: ``E[f]`` and the cumulative wall and
 CPU time of the gradient computations (estimate and backward pass; not the
@@ -24,6 +24,7 @@ logits, one call), ``mean_i Var_r g_ri`` over the ``2 D`` logits.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,14 +35,13 @@ import numpy as np
 import torch
 
 import catlog
-from catlog.experiments import common
+from catlog.experiments import common, estimators, plotting, run_folder
 from catlog.experiments.keras_rmsprop import KerasRMSprop
 
 OFFSET = 0.499
 OPTIMUM = (1 - OFFSET) ** 2
 NUM_CATEGORIES = 2
-METHODS: tuple[str, ...] = ("indecater", "rloo-f", "rloo-s", "gs-f")
-LABELS: dict[str, str] = {"indecater": "IndeCateR", "rloo-f": "RLOO-F", "rloo-s": "RLOO-S", "gs-f": "GS-F"}
+METHODS: tuple[str, ...] = ("indecater", "rloo-f", "rloo-s", "gs-st-f")
 LOG_COLUMNS: tuple[str, ...] = (
     "method",
     "seed",
@@ -69,42 +69,65 @@ def expected_value(logits: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class Method:
-    """One curve of figure 2: an estimator and its learning rate.
+    """One curve of figure 2: an estimator of the vocabulary, its budget and its learning rate.
 
     Attributes:
-        name: one of :data:`METHODS`.
-        samples: samples per estimate.
+        name: one of :data:`catlog.experiments.estimators.NAMES`.
         lr: RMSprop learning rate.
-        temperature: initial Gumbel-Softmax temperature (``None`` for the others).
-        anneal_every, anneal_factor: multiply the temperature by ``anneal_factor`` every
-            ``anneal_every`` iterations.
+        budget: ``N``, ``D``, ``K = 2`` and the initial Gumbel-Softmax temperature.
+        anneal_every, anneal_factor: a Gumbel-Softmax temperature is multiplied by
+            ``anneal_factor`` every ``anneal_every`` iterations.
     """
 
     name: str
-    samples: int
     lr: float
-    temperature: float | None = None
+    budget: estimators.Budget
     anneal_every: int = 20
     anneal_factor: float = math.exp(-0.05)
 
     def estimator(self) -> catlog.Estimator:
         """A fresh estimator (Gumbel-Softmax at its initial temperature)."""
-        if self.name == "indecater":
-            return catlog.IndeCateR(self.samples)
-        if self.name.startswith("rloo"):
-            return catlog.RLOO(self.samples)
-        return catlog.GumbelSoftmax(self.samples, temperature=self.temperature, straight_through=True)
+        return estimators.make(self.name, self.budget)
 
 
-def paper_methods(num_variables: int, indecater_samples: int = 2) -> dict[str, Method]:
-    """The paper's four methods; ``-F`` methods take ``D * K * N`` samples (800 for ``D = 200, N = 2``)."""
-    matched = num_variables * NUM_CATEGORIES * indecater_samples
+def paper_methods(num_variables: int, samples: int = 2) -> dict[str, Method]:
+    """The paper's four methods with ``N = samples``.
+
+    ``-f`` methods take ``D * K * N`` samples (800 for ``D = 200, N = 2``).
+    """
+    budget = estimators.Budget(samples, num_variables, NUM_CATEGORIES)
     return {
-        "indecater": Method("indecater", indecater_samples, 5.0),
-        "rloo-f": Method("rloo-f", matched, 5.0),
-        "rloo-s": Method("rloo-s", indecater_samples, 1.0),
-        "gs-f": Method("gs-f", matched, 0.01, temperature=0.1),
+        "indecater": Method("indecater", 5.0, budget),
+        "rloo-f": Method("rloo-f", 5.0, budget),
+        "rloo-s": Method("rloo-s", 1.0, budget),
+        "gs-st-f": Method("gs-st-f", 0.01, dataclasses.replace(budget, temperature=0.1)),
     }
+
+
+@dataclass(frozen=True, kw_only=True)
+class OptimiseConfig(common.RunOptions):
+    """Settings of ``catlog optimise`` (see :func:`add_options` for their meaning)."""
+
+    iterations: int = 2000
+    seeds: int = 10
+    num_variables: int = 200
+    samples: int = 2
+    methods: tuple[str, ...] = METHODS
+    log_every: int = 5
+    variance_every: int = 50
+    variance_repeats: int = 20
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for option in ("iterations", "seeds", "num_variables", "samples", "log_every", "variance_every"):
+            common.check_at_least("--" + option.replace("_", "-"), getattr(self, option), 1)
+        common.check_at_least("--variance-repeats", self.variance_repeats, 2)
+        if "rloo-s" in self.methods:
+            common.check_at_least("--samples", self.samples, 2)
+        if self.variance_every % self.log_every:
+            raise common.OptionError(
+                "--variance-every", f"expected a multiple of --log-every ({self.log_every}), got {self.variance_every}"
+            )
 
 
 def estimator_variance(
@@ -123,23 +146,19 @@ def estimator_variance(
 
 
 def optimise(
-    method: Method,
-    num_variables: int,
-    iterations: int,
-    seed: int,
-    options: argparse.Namespace,
-    device: torch.device,
-    dtype: torch.dtype,
-    bar: Any = None,
+    method: Method, seed: int, options: OptimiseConfig, bar: Any = None
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """One run of ``method`` from zero logits; returns ``(log rows, summary)``.
+    """One run of ``method`` from zero logits for ``options.iterations`` steps; returns ``(log rows, summary)``.
 
     The summary holds the first iteration at which ``E[f]`` closes
     :data:`GAP_FRACTION` of the gap from its start to :data:`OPTIMUM`, and the
     cumulative gradient wall and CPU seconds at that iteration (``None`` if never).
     """
     estimator = method.estimator()
-    logits = torch.zeros(num_variables, NUM_CATEGORIES, device=device, dtype=dtype, requires_grad=True)
+    device, iterations = torch.device(options.device), options.iterations
+    logits = torch.zeros(
+        options.num_variables, NUM_CATEGORIES, device=device, dtype=options.torch_dtype, requires_grad=True
+    )
     optimiser = KerasRMSprop([logits], lr=method.lr, rho=0.9, eps=1e-7)
     train_generator = torch.Generator(device=device).manual_seed(2 * seed)
     variance_generator = torch.Generator(device=device).manual_seed(2 * seed + 1)
@@ -179,7 +198,7 @@ def optimise(
             break
         clock.timed(gradient_step)
         optimiser.step()
-        if method.temperature is not None and (iteration + 1) % method.anneal_every == 0:
+        if hasattr(estimator, "temperature") and (iteration + 1) % method.anneal_every == 0:
             estimator.temperature *= method.anneal_factor
         if bar is not None:
             bar.update()
@@ -242,7 +261,8 @@ def format_table(table: Sequence[dict[str, Any]], methods: dict[str, Method]) ->
     for row in table:
         method = methods[row["method"]]
         lines.append(
-            f"{LABELS[row['method']]:<10}{method.samples:>8}{method.lr:>6g}{row['reached']:>5}/{row['seeds']:<3}"
+            f"{row['method']:<10}{method.estimator().num_samples:>8}{method.lr:>6g}"
+            f"{row['reached']:>5}/{row['seeds']:<3}"
             f"{show(row['median_iterations'], '.0f'):>8}{show(row['median_wall_s'], '.3f'):>11}"
             f"{show(row['median_cpu_s'], '.3f'):>10}{row['final_f_mean']:>12.6f}{row['final_f_se']:>10.2e}"
             f"{row['total_wall_s_mean']:>11.2f}"
@@ -265,7 +285,9 @@ def mean_and_se(rows: Sequence[dict[str, Any]], method: str, key: str) -> tuple[
 
 
 def plot_figure(rows: Sequence[dict[str, Any]], methods: Sequence[str], path: Path) -> Path:
-    """Figure 2: ``E[f]`` against iterations and gradient wall time, variance against iterations.
+    """Figure 2: ``E[f]`` against iterations and gradient CPU time, variance against iterations.
+
+    CPU time, not wall time: on a shared machine the wall clock counts the other processes too.
 
     Bands are +- one standard error over seeds; on the logarithmic variance axis the
     lower band is clipped at a tenth of the mean, and zero variances are not drawn.
@@ -280,21 +302,21 @@ def plot_figure(rows: Sequence[dict[str, Any]], methods: Sequence[str], path: Pa
         iterations, f_mean, f_se = mean_and_se(rows, name, "expected_f")
         if iterations.size == 0:
             continue
-        _, time_mean, _ = mean_and_se(rows, name, "grad_wall_s")
+        _, time_mean, _ = mean_and_se(rows, name, "grad_cpu_s")
         var_iterations, var_mean, var_se = mean_and_se(rows, name, "variance")
         for ax, x, y, se in (
             (axes[0], iterations, f_mean, f_se),
             (axes[1], time_mean, f_mean, f_se),
             (axes[2], var_iterations, var_mean, var_se),
         ):
-            (line,) = ax.plot(x, y, label=LABELS[name])
+            (line,) = ax.plot(x, y, label=name, **plotting.line_style(len(x)))
             lower = np.maximum(y - se, y / 10) if ax is axes[2] else y - se
             ax.fill_between(x, lower, y + se, color=line.get_color(), alpha=0.25)
     for ax in axes[:2]:
-        ax.axhline(OPTIMUM, color="grey", linestyle=":", linewidth=1)
+        ax.axhline(OPTIMUM, color="grey", linestyle=":", linewidth=1, label=f"optimum {OPTIMUM:.6f}")
         ax.set_ylabel("E[f]")
     axes[0].set_xlabel("iteration")
-    axes[1].set_xlabel("gradient wall time (s), mean over seeds")
+    axes[1].set_xlabel("gradient CPU time (s), mean over seeds")
     axes[1].set_xscale("symlog", linthresh=1e-2)
     axes[1].set_xlim(left=0)
     axes[2].set_xlabel("iteration")
@@ -310,7 +332,7 @@ def write_results(
     rows: Sequence[dict[str, Any]],
     summaries: Sequence[dict[str, Any]],
     methods: dict[str, Method],
-    options: argparse.Namespace,
+    options: OptimiseConfig,
     figure: bool,
 ) -> list[dict[str, Any]]:
     """Write the log CSV, summary JSON and text of the runs so far, and figure 2 if ``figure``.
@@ -318,13 +340,13 @@ def write_results(
     Returns the summary table.
     """
     table = summarise(summaries, options.methods)
-    settings = {key: value for key, value in vars(options).items() if key not in ("func", "out")}
+    settings = common.config_json(options)
     common.write_csv(out / "optimise_log.csv", rows, LOG_COLUMNS)
     common.write_json(
         out / "optimise.json",
         {
             "settings": settings,
-            "methods": {name: vars(methods[name]) for name in options.methods},
+            "methods": {name: dataclasses.asdict(methods[name]) for name in options.methods},
             "optimum": OPTIMUM,
             "seeds_done": len({run["seed"] for run in summaries}),
             "summary": table,
@@ -337,97 +359,70 @@ def write_results(
     return table
 
 
-def run_optimise(options: argparse.Namespace) -> tuple[Path, list[dict[str, Any]], dict[str, Method]]:
+def run_optimise(options: OptimiseConfig) -> tuple[Path, list[dict[str, Any]], dict[str, Method]]:
     """Every seed of every method; returns ``(folder, summary table, methods)``.
 
     Seeds are the outer loop and the log and summaries are rewritten after each seed,
     so a run stopped early leaves complete results for the seeds it finished;
     figure 2 is drawn at the end.
     """
-    device, dtype = common.apply_common_options(options)
-    out = common.output_dir(options.out, "optimise")
-    methods = paper_methods(options.num_variables, options.indecater_samples)
-    rows: list[dict[str, Any]] = []
-    summaries: list[dict[str, Any]] = []
-    total = len(options.methods) * options.seeds * options.iterations
-    with common.progress(total=total, desc="optimise", leave=True) as bar:
-        for seed in range(options.seed, options.seed + options.seeds):
-            for name in options.methods:
-                bar.set_postfix_str(f"seed {seed} {name}")
-                run_rows, summary = optimise(
-                    methods[name], options.num_variables, options.iterations, seed, options, device, dtype, bar
-                )
-                rows += run_rows
-                summaries.append(summary)
-            last = seed == options.seed + options.seeds - 1
-            table = write_results(out, rows, summaries, methods, options, figure=last)
-    return out, table, methods
+    common.apply_threads(options.threads)
+    methods = paper_methods(options.num_variables, options.samples)
+    folder = common.default_out(options.out, "optimise")
+    with run_folder.open_run(folder, common.config_json(options), overwrite=options.overwrite) as run:
+        rows: list[dict[str, Any]] = []
+        summaries: list[dict[str, Any]] = []
+        total = len(options.methods) * options.seeds * options.iterations
+        with common.progress(total=total, desc="optimise", leave=True) as bar:
+            for seed in range(options.seed, options.seed + options.seeds):
+                for name in options.methods:
+                    bar.set_postfix_str(f"seed {seed} {name}")
+                    run_rows, summary = optimise(methods[name], seed, options, bar)
+                    rows += run_rows
+                    summaries.append(summary)
+                last = seed == options.seed + options.seeds - 1
+                table = write_results(run.path, rows, summaries, methods, options, figure=last)
+    return run.path, table, methods
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:
     """The options of ``catlog optimise`` (without the common ones)."""
-    parser.add_argument("--iterations", type=int, default=2000, help="RMSprop steps per run (default: 2000)")
+    parser.add_argument("--iterations", type=int, default=2000, help="RMSprop steps per run")
+    parser.add_argument("--seeds", type=int, default=10, help="runs per method, seeds --seed .. --seed + SEEDS - 1")
+    parser.add_argument("--num-variables", type=int, default=200, help="D, binary variables")
     parser.add_argument(
-        "--seeds", type=int, default=10, help="runs per method, seeds --seed .. --seed + SEEDS - 1 (default: 10)"
+        "--samples", type=int, default=2, help="N: samples of indecater and rloo-s; rloo-f and gs-st-f take D*2*N"
     )
-    parser.add_argument("--num-variables", type=int, default=200, help="D, binary variables (default: 200)")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="methods to run")
+    parser.add_argument("--log-every", type=int, default=5, help="log E[f] and time every this many iterations")
     parser.add_argument(
-        "--indecater-samples",
-        type=int,
-        default=2,
-        help="N, IndeCateR's and RLOO-S's samples; RLOO-F and GS-F take D*2*N (default: 2)",
-    )
-    parser.add_argument(
-        "--methods", nargs="+", choices=METHODS, default=list(METHODS), help="methods to run (default: all)"
+        "--variance-every", type=int, default=50, help="measure the estimator variance every this many iterations"
     )
     parser.add_argument(
-        "--log-every", type=int, default=5, help="log E[f] and time every this many iterations (default: 5)"
-    )
-    parser.add_argument(
-        "--variance-every",
-        type=int,
-        default=50,
-        help="measure the estimator variance every this many iterations (default: 50)",
-    )
-    parser.add_argument(
-        "--variance-repeats",
-        type=int,
-        default=20,
-        help="R, independent estimates per variance measurement (default: 20)",
+        "--variance-repeats", type=int, default=20, help="R, independent estimates per variance measurement"
     )
 
 
-def check_options(options: argparse.Namespace) -> None:
-    """Raise ``ValueError`` for settings that cannot work."""
-    for name in ("iterations", "seeds", "num_variables", "indecater_samples", "log_every", "variance_every"):
-        if getattr(options, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')}: expected a positive integer, got {getattr(options, name)}")
-    if options.variance_repeats < 2:
-        raise ValueError(f"--variance-repeats: expected at least 2, got {options.variance_repeats}")
-    if options.indecater_samples < 2 and "rloo-s" in options.methods:
-        raise ValueError(f"--indecater-samples: expected at least 2 when RLOO-S runs, got {options.indecater_samples}")
-    if options.variance_every % options.log_every:
-        raise ValueError(
-            f"--variance-every: expected a multiple of --log-every ({options.log_every}), got {options.variance_every}"
-        )
-
-
-def main(options: argparse.Namespace) -> int:
+def main(options: OptimiseConfig) -> int:
     """``catlog optimise``: run, print the summary and where the files went."""
-    check_options(options)
     out, table, methods = run_optimise(options)
     print("\n" + format_table(table, methods))
     print(f"\nresults in {out}/ (optimise_log.csv, optimise.json, fig2_optimise.png)")
     return 0
 
 
-def register(subparsers: Any) -> None:
-    """Add ``catlog optimise``."""
-    common.add_subcommand(
-        subparsers,
+def build_config(args: argparse.Namespace) -> OptimiseConfig:
+    """The config of the parsed ``catlog optimise`` options."""
+    return common.config_from_args(OptimiseConfig, args)
+
+
+COMMANDS = (
+    common.Command(
         "optimise",
         help="figure 2: maximise E[mean_i (X_i - 0.499)^2] over 200 binary variables",
         description=__doc__,
         add_options=add_options,
-        func=main,
-    )
+        config=build_config,
+        run=main,
+    ),
+)

@@ -7,11 +7,16 @@ Files are read from a data folder laid out as follows::
     <data_dir>/omniglot/images_background.zip        (train split)
     <data_dir>/omniglot/images_evaluation.zip        (test split)
 
-Missing files are downloaded from the canonical sources (checked against their
-published digests, with a progress bar) when the network allows; offline, a
-``FileNotFoundError`` says which files to put where. Omniglot PNGs are decoded
-once and the 28x28 tensors cached in a writable folder (:func:`cache_dir`),
-because the data folder may be read-only.
+The data folder is ``--data-dir`` when given (it must exist: nothing is created on a
+mistyped path), else ``$CATLOG_DATA``, else ``~/.cache/catlog``. Every file is checked
+against its published digest when it is loaded and when it is downloaded. Missing or
+damaged files are downloaded again from the canonical sources when the network allows;
+otherwise a :class:`DataError` names every bad file, what is wrong with it and the fix.
+
+Decode cache: Omniglot's PNGs are decoded once and the 28x28 tensors kept in
+``omniglot-<split>-<zip digest>.pt`` files in the cache folder (:func:`cache_dir`):
+``--cache-dir`` when given, else ``$CATLOG_CACHE``, else ``<data folder>/decoded``
+(beside the data). An unwritable cache folder only costs decoding again.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from catlog.experiments.common import progress, write_torch
 
 DATASETS: tuple[str, ...] = ("mnist", "fashion-mnist", "omniglot")
 SPLITS: tuple[str, ...] = ("train", "test")
@@ -107,6 +114,10 @@ OMNIGLOT_SOURCES: dict[str, RemoteFile] = {
 }
 
 
+class DataError(ValueError):
+    """Data files that are missing or damaged, or a data folder that does not exist."""
+
+
 def _user_cache() -> Path:
     """``$XDG_CACHE_HOME/catlog``, else ``~/.cache/catlog``."""
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
@@ -119,10 +130,32 @@ def default_data_dir() -> Path:
     return Path(env).expanduser() if env else _user_cache()
 
 
-def cache_dir() -> Path:
-    """Writable folder for decoded tensors: ``$CATLOG_CACHE`` if set, else ``~/.cache/catlog/decoded``."""
+def resolve_data_dir(data_dir: Path | str | None) -> Path:
+    """The data folder: ``data_dir`` if given (it must exist), else :func:`default_data_dir`.
+
+    Raises:
+        DataError: ``data_dir`` is given but is not a folder (a mistyped path is never created).
+    """
+    if data_dir is None:
+        return default_data_dir()
+    data_dir = Path(data_dir).expanduser()
+    if not data_dir.is_dir():
+        raise DataError(
+            f"--data-dir: expected an existing folder, got {str(data_dir)!r}, which does not exist; "
+            "check the path, or create the folder to have the data downloaded into it"
+        )
+    return data_dir
+
+
+def cache_dir(data_dir: Path, explicit: Path | str | None = None) -> Path:
+    """Folder for decoded tensors: ``explicit`` (``--cache-dir``), else ``$CATLOG_CACHE``, else beside the data.
+
+    Beside the data means ``<data_dir>/decoded``.
+    """
+    if explicit is not None:
+        return Path(explicit).expanduser()
     env = os.environ.get("CATLOG_CACHE")
-    return Path(env).expanduser() if env else _user_cache() / "decoded"
+    return Path(env).expanduser() if env else Path(data_dir) / "decoded"
 
 
 def file_digest(path: Path, algorithm: str) -> str:
@@ -141,8 +174,6 @@ def _fetch(remote: RemoteFile, target: Path) -> None:
         OSError: no URL answered (offline).
         ValueError: a download did not match any accepted digest.
     """
-    from catlog.experiments.common import progress
-
     target.parent.mkdir(parents=True, exist_ok=True)
     errors = []
     for url in remote.urls:
@@ -171,33 +202,81 @@ def _fetch(remote: RemoteFile, target: Path) -> None:
     raise OSError("; ".join(errors))
 
 
+_VERIFIED: dict[tuple[Path, int, int], bool] = {}
+
+
+def problem_with(remote: RemoteFile, path: Path) -> str | None:
+    """What is wrong with ``path`` as the file ``remote`` (missing, or a digest mismatch); ``None`` if nothing.
+
+    A digest is computed once per (path, size, modification time) in a process.
+    """
+    if not path.is_file():
+        return "missing"
+    stat = path.stat()
+    key = (path.resolve(), stat.st_size, stat.st_mtime_ns)
+    if key not in _VERIFIED:
+        _VERIFIED[key] = any(file_digest(path, algorithm) == want for algorithm, want in remote.digests)
+    if _VERIFIED[key]:
+        return None
+    return f"damaged: its checksum does not match the published one ({stat.st_size} bytes; truncated or corrupted)"
+
+
 def ensure_files(dataset: str, files: tuple[RemoteFile, ...], data_dir: Path, download: bool = True) -> list[Path]:
-    """Paths of ``files`` in ``<data_dir>/<dataset>/``, downloading the missing ones if ``download``.
+    """Paths of ``files`` in ``<data_dir>/<dataset>/``, each checked against its digest.
+
+    Missing or damaged files are downloaded again when ``download`` (a damaged file is
+    replaced only by a download that passes the digest check).
 
     Raises:
-        FileNotFoundError: a file is missing and could not be downloaded; the message names
-            every missing file, the folder it belongs in and where to get it.
-        ValueError: a downloaded file failed its digest check.
+        DataError: some files are still missing or damaged; the message names every one of
+            them, what is wrong with it, where to get it and how to fix it.
     """
     folder = Path(data_dir) / dataset
     paths = [folder / remote.name for remote in files]
-    missing = [(remote, path) for remote, path in zip(files, paths) if not path.is_file()]
+    bad = {path: (remote, problem) for remote, path in zip(files, paths) if (problem := problem_with(remote, path))}
     reason = "downloading is disabled"
-    if download:
-        try:
-            for remote, path in missing:
+    if bad and download:
+        failures = []
+        for path, (remote, _) in bad.items():
+            try:
                 _fetch(remote, path)
-            return paths
-        except OSError as error:
-            reason = f"download failed ({error})"
-            missing = [(remote, path) for remote, path in missing if not path.is_file()]
-    if missing:
-        listing = "\n".join(f"  {path}  (from {remote.urls[0]})" for remote, path in missing)
-        raise FileNotFoundError(
-            f"{dataset}: missing data files and {reason}. Put these files there "
-            f"(or point --data-dir / $CATLOG_DATA at a folder that has them):\n{listing}"
+            except (OSError, ValueError) as error:
+                failures.append(str(error))
+        reason = f"download failed ({'; '.join(failures)})" if failures else ""
+        bad = {path: (remote, problem) for path, (remote, _) in bad.items() if (problem := problem_with(remote, path))}
+    if bad:
+        listing = "\n".join(
+            f"  {path}: {problem} (get it from {remote.urls[0]})" for path, (remote, problem) in bad.items()
+        )
+        raise DataError(
+            f"{dataset}: {len(bad)} data file(s) missing or damaged and {reason}:\n{listing}\n"
+            "Fix: delete the damaged files and run again with network access to download them, or put good copies "
+            "there (or point --data-dir / $CATLOG_DATA at a folder that has them)."
         )
     return paths
+
+
+def dataset_files(name: str) -> tuple[RemoteFile, ...]:
+    """Every file of dataset ``name`` (both splits)."""
+    if name == "omniglot":
+        return tuple(OMNIGLOT_SOURCES[split] for split in SPLITS)
+    return tuple(remote for split in SPLITS for remote in IDX_SOURCES[name][split])
+
+
+def check_dataset(name: str, data_dir: Path | str | None = None, *, download: bool = True) -> Path:
+    """Check (and download when missing) every file of dataset ``name``; returns the data folder.
+
+    Experiments call it before they create their run folder, so that a missing test file
+    is reported together with the train files and nothing is written on bad data.
+
+    Raises:
+        DataError: see :func:`ensure_files` and :func:`resolve_data_dir`.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"name: expected one of {DATASETS}, got {name!r}")
+    folder = resolve_data_dir(data_dir)
+    ensure_files(name, dataset_files(name), folder, download)
+    return folder
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -237,17 +316,17 @@ def decode_omniglot(zip_path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     return images.squeeze(1).clamp_(0.0, 1.0), labels
 
 
-def _load_omniglot(split: str, data_dir: Path, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _load_omniglot(
+    split: str, data_dir: Path, download: bool, cache: Path | str | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Omniglot ``split`` from its zip, through the decoded-tensor cache keyed by the zip's sha256."""
     (zip_path,) = ensure_files("omniglot", (OMNIGLOT_SOURCES[split],), data_dir, download)
-    cached = cache_dir() / f"omniglot-{split}-{file_digest(zip_path, 'sha256')[:16]}.pt"
+    cached = cache_dir(data_dir, cache) / f"omniglot-{split}-{file_digest(zip_path, 'sha256')[:16]}.pt"
     if cached.is_file():
         data = torch.load(cached, weights_only=True)
         return data["images"], data["labels"]
     images, labels = decode_omniglot(zip_path)
     try:
-        from catlog.experiments.common import write_torch
-
         write_torch(cached, {"images": images, "labels": labels})
     except OSError:
         pass  # an unwritable cache only costs decoding again next time
@@ -255,7 +334,12 @@ def _load_omniglot(split: str, data_dir: Path, download: bool) -> tuple[torch.Te
 
 
 def load_images(
-    name: str, split: str, data_dir: Path | str | None = None, *, download: bool = True
+    name: str,
+    split: str,
+    data_dir: Path | str | None = None,
+    *,
+    download: bool = True,
+    cache: Path | str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Load a dataset split as grey-level images and labels.
 
@@ -263,7 +347,8 @@ def load_images(
         name: ``"mnist"``, ``"fashion-mnist"`` or ``"omniglot"``.
         split: ``"train"`` or ``"test"`` (Omniglot: ``images_background`` / ``images_evaluation``).
         data_dir: folder laid out as the module docstring says; default :func:`default_data_dir`.
-        download: fetch missing files from the canonical sources.
+        download: fetch missing or damaged files from the canonical sources.
+        cache: the decode cache folder (Omniglot only); default :func:`cache_dir`.
 
     Returns:
         ``images``: float32 ``[N, 28, 28]`` with values in [0, 1] (pixel / 255; Omniglot ink = 1);
@@ -273,9 +358,9 @@ def load_images(
         raise ValueError(f"name: expected one of {DATASETS}, got {name!r}")
     if split not in SPLITS:
         raise ValueError(f"split: expected one of {SPLITS}, got {split!r}")
-    data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
+    data_dir = resolve_data_dir(data_dir)
     if name == "omniglot":
-        return _load_omniglot(split, data_dir, download)
+        return _load_omniglot(split, data_dir, download, cache)
     image_path, label_path = ensure_files(name, IDX_SOURCES[name][split], data_dir, download)
     images = torch.from_numpy(read_idx(image_path).astype(np.float32) / 255.0)
     labels = torch.from_numpy(read_idx(label_path).astype(np.int64))
@@ -290,4 +375,3 @@ def load_images(
 def binarize(images: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
     """``(images > threshold)`` as the images' float dtype: ``[*N, H, W]`` grey levels -> {0, 1}."""
     return (images > threshold).to(images.dtype)
-

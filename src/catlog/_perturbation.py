@@ -1,0 +1,183 @@
+"""IndeCateR's coefficients: ``f`` on every sample with one variable moved to each other category."""
+
+from __future__ import annotations
+
+import torch
+
+from catlog._objective import Objective
+from catlog._surrogate import scatter_by_category
+
+
+def category_means(
+    objective: Objective,
+    samples: torch.Tensor,
+    values: torch.Tensor,
+    possible: torch.Tensor,
+    chunk_size: int | None,
+    skip_impossible: bool,
+) -> torch.Tensor:
+    """The IndeCateR coefficients ``c[b, d, k] = 1/N sum_n f(x_{!=d}^(n), k)``.
+
+    Args:
+        objective: the wrapped ``f``.
+        samples: ``LongTensor[N, G, *B, D]``; group ``g`` holds the samples used for
+            variable ``d = g`` when ``G = D`` (sampling per variable), or for all
+            variables when ``G = 1``.
+        values: ``[N, G, *B]``, ``f`` at ``samples``.
+        possible: ``BoolTensor[*B, D, K]``, false where the logit is ``-inf``.
+        chunk_size: most sample rows per call of ``f``, or ``None``.
+        skip_impossible: look whether some category is impossible (a host
+            synchronisation) and, if so, evaluate no row that only serves one. Without
+            it, and without chunks, every offset ``1..K-1`` is evaluated in one call
+            of ``f`` with no host synchronisation (see :func:`_means_every_offset`).
+
+    Returns:
+        ``[*B, D, K]``; zero at impossible categories.
+
+    For variable ``d`` with ``K_d`` possible categories (ranked ``0..K_d-1``), the
+    perturbation with offset ``j`` moves ``x_d`` from rank ``r`` to rank
+    ``(r + j) mod K_d``; offset 0 is the sample itself. Offsets ``1..max_b K_d - 1``
+    are evaluated; for batch elements with fewer possible categories the extra
+    offsets keep ``x_d`` (a valid input) and their value is discarded.
+    """
+    num_samples, groups = samples.shape[:2]
+    batch_shape, (num_variables, num_categories) = possible.shape[:-2], possible.shape[-2:]
+    perturbed_rows = num_samples * num_variables * (num_categories - 1)
+    if chunk_size is None or chunk_size >= perturbed_rows:
+        if not skip_impossible:
+            return _means_every_offset(objective, samples, values, num_categories, possible)
+        if bool(possible.all()):
+            return _means_every_offset(objective, samples, values, num_categories, None)
+    sums = possible.new_zeros((*batch_shape, num_variables, num_categories + 1), dtype=values.dtype)
+
+    own = samples.diagonal(dim1=1, dim2=-1) if groups > 1 else samples[:, 0]
+    own_values = values.movedim(1, -1) if groups > 1 else values[:, 0, ..., None]
+    variables = torch.arange(num_variables, device=samples.device)
+    scatter_by_category(
+        sums,
+        variables.repeat(num_samples),
+        own.movedim(-1, 1).flatten(0, 1),
+        own_values.expand(own.shape).movedim(-1, 1).flatten(0, 1),
+    )
+
+    counts = possible.sum(-1)
+    ranks = possible.cumsum(-1) - 1
+    by_rank = torch.argsort((~possible).to(torch.uint8), dim=-1, stable=True)
+    row_variable, row_offset = offset_pairs(counts)
+    num_rows = num_samples * row_variable.shape[0]
+    step = max(num_rows, 1) if chunk_size is None else chunk_size
+    for start in range(0, num_rows, step):
+        rows = torch.arange(start, min(start + step, num_rows), device=samples.device)
+        n, r = rows // row_variable.shape[0], rows % row_variable.shape[0]
+        d, j = row_variable[r], row_offset[r]
+        x = samples[n, d if groups > 1 else torch.zeros_like(d)]
+        _perturb_and_add(objective, x, d, j, counts, ranks, by_rank, sums)
+    return sums[..., :num_categories] / num_samples
+
+
+def _means_every_offset(
+    objective: Objective,
+    samples: torch.Tensor,
+    values: torch.Tensor,
+    num_categories: int,
+    possible: torch.Tensor | None,
+) -> torch.Tensor:
+    """:func:`category_means` from every offset ``j = 1..K-1``, in at most one call of ``f``.
+
+    Row ``(n, d, j)`` is sample ``n`` (of group ``d`` per variable) with ``x_d`` moved to
+    ``k = (x_d + j) mod K``, or kept where ``k`` is impossible (a valid input whose
+    value is discarded): the rows of the general path, in its order, built by one
+    broadcast ``where`` without the rank bookkeeping and without host synchronisation.
+    Offset ``j = 0`` is the sample itself, whose value is ``values``; category ``k`` is
+    offset ``(k - x_d) mod K``.
+
+    Shapes: ``samples: LongTensor[N, G, *B, D]``, ``values: [N, G, *B]``,
+    ``possible: BoolTensor[*B, D, K]``, or ``None`` when every category is known to be
+    possible (the masking is then skipped); returns ``[*B, D, K]``.
+    """
+    num_samples, num_variables = samples.shape[0], samples.shape[-1]
+    batch_shape = samples.shape[2:-1]
+    own = samples.expand(num_samples, num_variables, *samples.shape[2:])  # [N, D, *B, D]: perturbed by d
+    current = own.diagonal(dim1=1, dim2=-1)  # [N, *B, D]: x_d of the sample d perturbs
+    offsets = torch.arange(num_categories, device=samples.device)
+    moved = (current.unsqueeze(-1) + offsets[1:]) % num_categories  # [N, *B, D, K-1]
+    if possible is not None:
+        allowed = possible.expand(*current.shape, num_categories).gather(-1, moved)
+        moved = torch.where(allowed, moved, current.unsqueeze(-1))
+    moved = moved.movedim((-2, -1), (1, 2))  # [N, D, K-1, *B]
+    eye = torch.eye(num_variables, dtype=torch.bool, device=samples.device)
+    rows = torch.where(
+        eye.view(num_variables, 1, *([1] * len(batch_shape)), num_variables), moved.unsqueeze(-1), own.unsqueeze(2)
+    )
+    by_offset = values.expand(num_samples, num_variables, *batch_shape).unsqueeze(2)
+    if num_categories > 1:
+        perturbed = objective(rows.flatten(0, 2)).reshape(num_samples, num_variables, num_categories - 1, *batch_shape)
+        by_offset = torch.cat([by_offset, perturbed], 2)
+    offset_of = ((offsets - current.unsqueeze(-1)) % num_categories).movedim((-2, -1), (1, 2))  # [N, D, K, *B]
+    means = by_offset.gather(2, offset_of).mean(0).movedim((0, 1), (-2, -1))
+    return means if possible is None else means.masked_fill(~possible, 0.0)
+
+
+def offset_pairs(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The perturbations to evaluate: every (variable ``d``, offset ``1 <= j < max K_d``).
+
+    Args:
+        counts: ``LongTensor[..., D]``, the number of possible categories of each variable.
+
+    Returns:
+        ``variable, offset: LongTensor[R]``, sorted by variable, then offset.
+    """
+    num_variables = counts.shape[-1]
+    if counts.numel() == 0:
+        return counts.new_zeros(0), counts.new_zeros(0)
+    most = counts.reshape(-1, num_variables).amax(0)
+    offsets = torch.arange(1, int(most.max()), device=counts.device)
+    variable, offset = (offsets < most[:, None]).nonzero(as_tuple=True)
+    return variable, offsets[offset]
+
+
+def perturb(
+    x: torch.Tensor, d: torch.Tensor, j: torch.Tensor, count: torch.Tensor, ranks: torch.Tensor, by_rank: torch.Tensor
+) -> torch.Tensor:
+    """Move ``x[m, ..., d_m]`` by ``j_m`` possible categories (in rank order, cyclically), in place.
+
+    Args:
+        x: ``LongTensor[M, *B, D]`` (a copy, modified in place).
+        d, j: ``LongTensor[M]``, the variable and offset of each row.
+        count: ``LongTensor[M, *B]``, how many categories of ``X_{d_m}`` are possible.
+        ranks: ``LongTensor[M, *B, K]``, the rank of each category among the possible ones.
+        by_rank: ``LongTensor[M, *B, K]``, the possible categories in rank order.
+
+    Returns:
+        ``LongTensor[M, *B]``: the new category, or ``K`` where ``j_m >= count`` (``x`` is
+        then left unchanged and the row is to be discarded).
+    """
+    rows, num_categories = x.shape[0], ranks.shape[-1]
+    where = d.view(rows, *([1] * (x.ndim - 1))).expand(*x.shape[:-1], 1)
+    current = x.gather(-1, where).squeeze(-1)
+    rank = ranks.gather(-1, current.unsqueeze(-1)).squeeze(-1)
+    shift = j.view(rows, *([1] * (x.ndim - 2)))
+    moved = by_rank.gather(-1, ((rank + shift) % count).unsqueeze(-1)).squeeze(-1)
+    valid = shift < count
+    x.scatter_(-1, where, torch.where(valid, moved, current).unsqueeze(-1))
+    return torch.where(valid, moved, num_categories)
+
+
+def _perturb_and_add(
+    objective: Objective,
+    x: torch.Tensor,
+    d: torch.Tensor,
+    j: torch.Tensor,
+    counts: torch.Tensor,
+    ranks: torch.Tensor,
+    by_rank: torch.Tensor,
+    sums: torch.Tensor,
+) -> None:
+    """Move ``x[m, ..., d_m]`` by ``j_m`` possible categories, evaluate ``f`` and add into ``sums``.
+
+    Shapes: ``x: [M, *B, D]`` (a copy, modified in place), ``d, j: [M]``, ``counts: [*B, D]``,
+    ``ranks, by_rank: [*B, D, K]``, ``sums: [*B, D, K + 1]`` (column ``K`` collects
+    the discarded rows).
+    """
+    category = perturb(x, d, j, counts.movedim(-1, 0)[d], ranks.movedim(-2, 0)[d], by_rank.movedim(-2, 0)[d])
+    scatter_by_category(sums, d, category, objective(x))

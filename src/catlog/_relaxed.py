@@ -1,0 +1,70 @@
+"""The relaxed estimators' shared parts: what they hand ``f`` (soft samples, or hard ones with a
+soft backward pass), their sample count, temperature and cost."""
+
+from __future__ import annotations
+
+import torch
+
+from catlog._objective import Objective
+from catlog._validation import check_count, check_positive
+from catlog.estimator import Cost, Estimator
+
+
+def relaxed_estimate(objective: Objective, soft: torch.Tensor, hard: torch.Tensor | None) -> torch.Tensor:
+    """The mean over rows of ``f`` on relaxed samples; returns ``Tensor[*B]``.
+
+    Without ``hard``, ``f`` receives ``soft`` itself. With ``hard`` (straight-through),
+    it receives the hard one-hot ``y = onehot(hard)`` forward, exactly, and ``soft``'s
+    gradient backward: ``y + soft - stopgrad(soft)``. Unless ``objective.one_hot``,
+    ``f`` receives the relaxed category value ``sum_k k * y_k`` instead of ``y``.
+
+    Args:
+        objective: the wrapped ``f``.
+        soft: ``[K, M, *B, D]``, category first: the relaxed one-hot vectors, with autograd.
+        hard: ``LongTensor[M, *B, D]``, the categories of the forward values, or ``None``.
+    """
+    categories = torch.arange(soft.shape[0], dtype=soft.dtype, device=soft.device).view(-1, *([1] * (soft.ndim - 1)))
+    if objective.one_hot:
+        relaxed = soft if hard is None else (categories == hard).to(soft.dtype) + (soft - soft.detach())
+        return objective.relaxed(relaxed.movedim(0, -1)).mean(0)
+    values = (soft * categories).sum(0)
+    if hard is not None:
+        values = hard.to(soft.dtype) + (values - values.detach())
+    return objective.relaxed(values).mean(0)
+
+
+class Relaxed(Estimator):
+    """What the relaxed estimators share: ``f`` is evaluated once, on ``N`` samples
+    relaxed at a ``temperature`` (their forward values, their backward pass or both).
+
+    Args:
+        num_samples: ``N >= 1`` samples, each evaluated once.
+        temperature: ``> 0``; may be reassigned between calls (annealing).
+        one_hot, generator, validate_args: see :class:`~catlog.estimator.Estimator`.
+    """
+
+    def __init__(
+        self,
+        num_samples: int,
+        temperature: float = 1.0,
+        *,
+        one_hot: bool = False,
+        generator: torch.Generator | None = None,
+        validate_args: bool | None = None,
+    ) -> None:
+        super().__init__(one_hot=one_hot, generator=generator, validate_args=validate_args)
+        self.num_samples = check_count("num_samples", num_samples, 1)
+        self.temperature = temperature
+
+    @property
+    def temperature(self) -> float:
+        """The relaxation temperature, ``> 0``; checked on every assignment (annealing too)."""
+        return self._temperature
+
+    @temperature.setter
+    def temperature(self, value: float) -> None:
+        self._temperature = check_positive("temperature", value)
+
+    def _cost(self, num_variables: int, num_categories: int) -> Cost:
+        """``N`` samples and ``N`` evaluations."""
+        return Cost(samples=self.num_samples, evaluations=self.num_samples)

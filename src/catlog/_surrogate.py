@@ -1,0 +1,55 @@
+"""The shared machinery of the CatLog-Derivative estimators: accumulation by category and the surrogate."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def scatter_by_category(
+    out: torch.Tensor, variables: torch.Tensor, categories: torch.Tensor, values: torch.Tensor
+) -> torch.Tensor:
+    """Add ``values`` into ``out`` at (variable, category), in place: ``out[b, v_m, c_mb] += values_mb``.
+
+    Args:
+        out: ``[*B, D, C]`` accumulator.
+        variables: ``LongTensor[M]``, the variable of each row.
+        categories: ``LongTensor[M, *B]``, the category of each row and batch element.
+        values: ``[M, *B]``, added where the indices point.
+
+    Returns:
+        ``out``.
+    """
+    num_columns = out.shape[-1]
+    batch = math.prod(out.shape[:-2])
+    flat_out = out.view(batch, out.shape[-2] * num_columns)
+    rows = variables.shape[0]
+    index = (variables.view(rows, *([1] * (categories.ndim - 1))) * num_columns + categories).reshape(rows, batch)
+    flat_out.scatter_add_(1, index.T, values.reshape(rows, batch).T)
+    return out
+
+
+def catlog_estimate(sample_mean: torch.Tensor, probs: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
+    """The value and gradient of the CatLog-Derivative estimators (IndeCateR, SCateR).
+
+    Args:
+        sample_mean: ``[*B]``, the mean of ``f`` over the drawn samples, with autograd
+            (its gradient is the pathwise term ``E[grad f]``).
+        probs: ``[*L, *B, D, K]``, ``p_d(k)`` (or ``p(k | x_<d)``) with autograd.
+        coefficients: ``[*L, *B, D, K]``, ``c_dk``: the mean of ``f`` with ``X_d = k``
+            (no autograd); ``L`` are leading sample dimensions to average over.
+
+    Returns:
+        ``[*B]`` whose value is the Rao-Blackwellised estimate
+        ``mean_L 1/D sum_d sum_k p_d(k) c_dk`` of ``E[f]`` (each ``d`` gives an
+        unbiased estimate that sums ``X_d`` out; for ``f >= 0`` it is zero only when
+        every ``c_dk`` is, and then so is the score term), and whose gradient is
+        ``grad sample_mean + mean_L sum_{d,k} c_dk grad p_d(k)``.
+    """
+    weighted = coefficients * probs
+    leading = math.prod(weighted.shape[: weighted.ndim - sample_mean.ndim - 2])
+    weighted = weighted.reshape(leading, *sample_mean.shape, *probs.shape[-2:])
+    value = weighted.detach().sum(-1).mean(-1).mean(0)
+    score = weighted.sum((-2, -1)).mean(0)
+    return value + (sample_mean - sample_mean.detach()) + (score - score.detach())

@@ -1,0 +1,5 @@
+"""``python -m catlog.experiments`` runs the ``catlog`` command-line tool."""
+
+from catlog.experiments.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,37 @@
+"""What every experiment figure shares: a label per run and lines readable at any length."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from catlog.experiments.common import OptionError
+
+MARKER_LIMIT = 30
+# Line styles that tell apart runs drawn in one colour (e.g. two seeds of one estimator).
+LINESTYLES: tuple[str, ...] = ("-", (0, (5, 2)), ":", "-.")
+
+
+def line_style(points: int) -> dict[str, Any]:
+    """``ax.plot`` keywords for a series of ``points`` points: markers when there are few (one point stays visible)."""
+    if points <= MARKER_LIMIT:
+        return {"marker": "o", "markersize": 3.5, "linewidth": 1.2}
+    return {"linewidth": 1.2}
+
+
+def run_labels(keys: Sequence[str], folders: Sequence[Path]) -> list[str]:
+    """One legend label per run: ``keys[i]`` (e.g. ``"mnist, indecater, seed 0"``), with the run's
+    folder name added where two runs share a key, so that no two runs share a label."""
+    counts = Counter(keys)
+    return [key if counts[key] == 1 else f"{key} ({Path(folder).name})" for key, folder in zip(keys, folders)]
+
+
+def check_run_folders(runs: Sequence[Path], command: str) -> None:
+    """Raise :class:`OptionError` (``runs``) unless every folder holds ``config.json`` and ``log.csv``."""
+    for run in runs:
+        if not (Path(run) / "config.json").is_file() or not (Path(run) / "log.csv").is_file():
+            raise OptionError(
+                "runs", f"expected folders of `catlog {command}` with config.json and log.csv, got {str(run)!r}"
+            )

@@ -1,0 +1,208 @@
+"""The folder one run writes into: config first, one writer at a time, one checkpoint format.
+
+:func:`open_run` is the only way an experiment gets its folder. It
+
+1. takes an exclusive lock (``fcntl.flock`` on ``.lock``, which names the holder's PID),
+   so a second process writing the same folder stops with an error naming that PID;
+2. removes temporary files left by a process killed during an atomic write;
+3. refuses a folder that already holds results unless ``resume`` (continue from its
+   checkpoint) or ``overwrite`` (delete its results and start again) is set;
+4. on ``resume``, compares the saved ``config.json`` with the new config and names
+   every key that differs (keys in ``may_change`` may differ, e.g. ``epochs``), and
+   says plainly when there is no checkpoint to resume from;
+5. writes ``config.json`` before anything else.
+
+Checkpoints are plain containers of tensors, numbers, strings, lists and dicts written
+with :func:`save_checkpoint` and read with ``torch.load(..., weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import torch
+
+from catlog.experiments import common, distributed
+
+LOCK = ".lock"
+CONFIG = "config.json"
+CHECKPOINT = "checkpoint.pt"
+# Files the sweep runner keeps in a run's folder; they do not make the folder "used".
+SWEEP_RECORD = "sweep-run.json"
+SWEEP_LOGS: tuple[str, str] = ("stdout.log", "stderr.log")
+SWEEP_FILES: tuple[str, ...] = (SWEEP_RECORD, *SWEEP_LOGS)
+
+
+class RunFolderError(RuntimeError):
+    """A run folder cannot be used as asked: locked, already used, or not resumable."""
+
+
+@dataclass
+class RunFolder:
+    """An open, locked run folder. Close it (or use it as a context manager) to release the lock.
+
+    Attributes:
+        path: the folder.
+        resumed: True when a checkpoint is there to continue from.
+    """
+
+    path: Path
+    resumed: bool
+    _lock: TextIO
+
+    @property
+    def checkpoint(self) -> Path:
+        """``<path>/checkpoint.pt``."""
+        return self.path / CHECKPOINT
+
+    def close(self) -> None:
+        """Release the lock."""
+        if not self._lock.closed:
+            fcntl.flock(self._lock, fcntl.LOCK_UN)
+            self._lock.close()
+
+    def __enter__(self) -> RunFolder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def acquire_lock(folder: Path) -> TextIO:
+    """Lock ``folder`` for this process (non-blocking) and write our PID into its ``.lock``.
+
+    Raises:
+        RunFolderError: another live process holds the lock; the message names its PID.
+    """
+    handle = open(folder / LOCK, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise RunFolderError(
+            f"{folder}: in use by another process (PID {holder}); wait for it or choose another --out"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+def remove_stale_temporaries(folder: Path) -> None:
+    """Delete the temporary files of atomic writes (``.*.tmp``) that a killed process left in ``folder``."""
+    for stale in folder.glob(f".*{common.TEMPORARY_SUFFIX}"):
+        stale.unlink(missing_ok=True)
+
+
+def _results(folder: Path) -> list[Path]:
+    return [p for p in folder.iterdir() if p.name != LOCK and p.name not in SWEEP_FILES]
+
+
+def config_differences(saved: Mapping[str, Any], new: Mapping[str, Any], may_change: Iterable[str]) -> list[str]:
+    """``"key: saved -> new"`` for every key (of either config) whose values differ, outside ``may_change``."""
+    allowed = set(may_change)
+    keys = sorted((set(saved) | set(new)) - allowed)
+    missing = "(absent)"
+    return [
+        f"{k}: {saved.get(k, missing)!r} -> {new.get(k, missing)!r}"
+        for k in keys
+        if saved.get(k, missing) != new.get(k, missing)
+    ]
+
+
+def open_run(
+    folder: Path,
+    config: Mapping[str, Any],
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    may_change: Iterable[str] = (),
+) -> RunFolder:
+    """Create or reopen the run folder ``folder`` for a run with ``config`` (JSON-able); see the module docstring.
+
+    Raises:
+        RunFolderError: the folder is locked, holds results and neither ``resume`` nor
+            ``overwrite`` is set, or ``resume`` finds another config or no checkpoint.
+    """
+    if resume and overwrite:
+        raise RunFolderError("--resume, --overwrite: expected at most one of them, got both")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = acquire_lock(folder)
+    try:
+        remove_stale_temporaries(folder)
+        used = _results(folder)
+        if resume:
+            _check_resumable(folder, config, may_change)
+        elif used and not overwrite:
+            raise RunFolderError(
+                f"{folder}: already holds results ({', '.join(sorted(p.name for p in used)[:4])}); "
+                "pass --resume to continue it, --overwrite to start it again, or choose another --out"
+            )
+        elif used:
+            for path in used:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+        common.write_json(folder / CONFIG, dict(config))
+    except BaseException:
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        lock.close()
+        raise
+    return RunFolder(folder, resume, lock)
+
+
+def _check_resumable(folder: Path, config: Mapping[str, Any], may_change: Iterable[str]) -> None:
+    if not (folder / CHECKPOINT).is_file():
+        raise RunFolderError(
+            f"--resume: {folder} has no {CHECKPOINT} to continue from (the run stopped before its first "
+            "checkpoint); run again with --overwrite to start it afresh"
+        )
+    saved = json.loads((folder / CONFIG).read_text())
+    changed = config_differences(saved, config, may_change)
+    if changed:
+        raise RunFolderError(f"--resume: {folder} was run with another config; differing: {'; '.join(changed)}")
+
+
+@contextmanager
+def open_on_main(
+    config: common.RunOptions, experiment: str, ctx: distributed.DistributedContext, may_change: Iterable[str] = ()
+) -> Iterator[Path]:
+    """A training command's run folder: rank 0 opens it (:func:`open_run` with ``config``'s
+    ``out``, ``overwrite`` and ``resume``, and the world size added to the saved config), every
+    rank gets its path; the lock is released on exit.
+
+    ``experiment`` names the default folder, ``results/<experiment>-<time>``.
+    """
+    folder = common.default_out(config.out, experiment)
+    settings = {**common.config_json(config), "world_size": ctx.world_size}
+    resume = bool(getattr(config, "resume", False))
+    run = (
+        open_run(folder, settings, resume=resume, overwrite=config.overwrite, may_change=may_change)
+        if ctx.is_main
+        else None
+    )
+    try:
+        yield distributed.broadcast_object(folder, ctx)
+    finally:
+        if run is not None:
+            run.close()
+
+
+def save_checkpoint(path: Path, state: Mapping[str, Any]) -> Path:
+    """Write ``state`` (tensors, numbers, strings, lists, dicts) to the checkpoint ``path`` atomically."""
+    return common.write_torch(path, dict(state))
+
+
+def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """The checkpoint at ``path``, loaded with ``weights_only=True`` onto ``device``."""
+    return torch.load(path, map_location=device, weights_only=True)

@@ -1,0 +1,80 @@
+"""With validation off, an estimate makes no host synchronisation: ``torch.compile(fullgraph=True)``
+captures the function from logits to the loss in one graph, and AOTAutograd its backward.
+
+The ``aot_eager`` backend traces exactly as inductor does (a graph break or a data-dependent
+branch fails ``fullgraph=True`` the same way) without compiling C++, so the test stays quick;
+``benchmarks/compile.py`` times inductor against eager.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import catlog
+
+
+@pytest.fixture(autouse=True)
+def _restore_distribution_validation():
+    """Dynamo turns ``torch.distributions`` validation off for good on its first compile
+    (``Distribution.set_default_validate_args(False)``): restore it for the other tests."""
+    default = torch.distributions.Distribution._validate_args
+    yield
+    torch.distributions.Distribution.set_default_validate_args(default)
+
+
+ESTIMATORS = {
+    "indecater": lambda: catlog.IndeCateR(2, validate_args=False),
+    "indecater-per-variable": lambda: catlog.IndeCateR(2, per_variable=True, validate_args=False),
+    "reinforce": lambda: catlog.REINFORCE(3, validate_args=False),
+    "rloo": lambda: catlog.RLOO(3, validate_args=False),
+    "gumbel-softmax": lambda: catlog.GumbelSoftmax(3, validate_args=False),
+    "disarm": lambda: catlog.DisARM(2, validate_args=False),
+    "reinmax": lambda: catlog.ReinMax(2, validate_args=False),
+    "gumbel-rao": lambda: catlog.GumbelRao(2, 3, validate_args=False),
+}
+QUICK = ["indecater", "indecater-per-variable", "reinforce", "rloo", "gumbel-softmax"]
+
+
+def loss_of(estimator: catlog.Estimator):
+    """The loss ``mean_b estimate_b`` of ``f(x) = mean_d (x_d - 0.499)^2`` as a function of logits."""
+
+    def loss(logits: torch.Tensor) -> torch.Tensor:
+        return estimator(lambda x: (x.to(logits.dtype) - 0.499).pow(2).mean(-1), logits).mean()
+
+    return loss
+
+
+def logits_with(impossible: bool) -> torch.Tensor:
+    logits = torch.randn(4, 5, 2)
+    if impossible:
+        logits[:, 1:, 1] = -math.inf
+    return logits.requires_grad_()
+
+
+CASES = [(name, False) for name in QUICK] + [
+    pytest.param(name, False, marks=pytest.mark.slow) for name in sorted(set(ESTIMATORS) - set(QUICK))
+] + [
+    ("indecater", True),  # every offset is evaluated, impossible rows keep the sample: no branch on the data
+    pytest.param("reinforce", True, marks=pytest.mark.slow),
+    pytest.param("gumbel-softmax", True, marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.parametrize(("name", "impossible"), CASES)
+def test_estimate_compiles_into_one_graph_with_its_backward(name: str, impossible: bool) -> None:
+    torch._dynamo.reset()
+    logits = logits_with(impossible)
+    compiled = torch.compile(loss_of(ESTIMATORS[name]()), fullgraph=True, backend="aot_eager")
+    compiled(logits).backward()
+    assert logits.grad is not None and bool(torch.isfinite(logits.grad).all())
+
+
+def test_with_validation_on_the_graph_breaks() -> None:
+    """The check that the test above can fail: value checks synchronise, so fullgraph refuses."""
+    torch._dynamo.reset()
+    compiled = torch.compile(loss_of(catlog.IndeCateR(2, validate_args=True)), fullgraph=True, backend="aot_eager")
+    with pytest.raises(Exception, match="(?i)graph break|data-dependent|Unsupported"):
+        compiled(logits_with(False))
