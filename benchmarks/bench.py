@@ -64,12 +64,17 @@ class Problem:
 
 @dataclass(frozen=True)
 class Case:
-    """An estimator at a config, with the TensorFlow reference time (ms) when the issue gives one."""
+    """An estimator at a config, with the TensorFlow reference time (ms) when the issue gives one.
+
+    ``tf_case`` names the same step in the authors' code for the TF worker of
+    ``../shared/reference-tf-tools`` (``benchmarks/side_by_side.py``).
+    """
 
     config: str
     label: str
     make: Callable[[], catlog.Estimator]
     tf_ms: float | None
+    tf_case: str
 
 
 def leaf_problem(logits: torch.Tensor, f: Callable[[torch.Tensor], torch.Tensor]) -> Problem:
@@ -134,33 +139,49 @@ CONFIGS: dict[str, Callable[[torch.device, torch.dtype], Problem]] = {
 DVAE_CHUNK_ROWS = 50
 
 CASES: tuple[Case, ...] = (
-    Case("fig1-12x3", "IndeCateR 1", lambda: catlog.IndeCateR(1), 0.29),
-    Case("fig1-12x3", "REINFORCE 1000", lambda: catlog.REINFORCE(1000), 1.05),
-    Case("fig1-12x3", "RLOO 1000", lambda: catlog.RLOO(1000), 1.10),
-    Case("fig1-12x3", "GS 1000", lambda: catlog.GumbelSoftmax(1000), 0.88),
-    Case("fig1-6x10", "IndeCateR 1", lambda: catlog.IndeCateR(1), 0.27),
-    Case("fig1-6x10", "REINFORCE 1000", lambda: catlog.REINFORCE(1000), 0.99),
-    Case("fig1-3x100", "IndeCateR 1", lambda: catlog.IndeCateR(1), 0.27),
-    Case("fig1-3x100", "REINFORCE 1000", lambda: catlog.REINFORCE(1000), 1.25),
-    Case("fig1-3x100", "GS 1000", lambda: catlog.GumbelSoftmax(1000), 1.83),
-    Case("fig2", "IndeCateR 2", lambda: catlog.IndeCateR(2), 0.45),
-    Case("fig2", "RLOO 2", lambda: catlog.RLOO(2), 0.30),
-    Case("fig2", "RLOO 800", lambda: catlog.RLOO(800), 5.3),
-    Case("fig2", "GS 800", lambda: catlog.GumbelSoftmax(800, temperature=0.1), 4.5),
-    Case("dvae", "IndeCateR 2", lambda: catlog.IndeCateR(2), 445.0),
+    Case("fig1-12x3", "IndeCateR 1", lambda: catlog.IndeCateR(1), 0.29, "fig1-12x3:ICR1"),
+    Case("fig1-12x3", "REINFORCE 1000", lambda: catlog.REINFORCE(1000), 1.05, "fig1-12x3:REINFORCE1000"),
+    Case("fig1-12x3", "RLOO 1000", lambda: catlog.RLOO(1000), 1.10, "fig1-12x3:RLOO1000"),
+    Case("fig1-12x3", "GS 1000", lambda: catlog.GumbelSoftmax(1000), 0.88, "fig1-12x3:GS1000"),
+    Case("fig1-6x10", "IndeCateR 1", lambda: catlog.IndeCateR(1), 0.27, "fig1-6x10:ICR1"),
+    Case("fig1-6x10", "REINFORCE 1000", lambda: catlog.REINFORCE(1000), 0.99, "fig1-6x10:REINFORCE1000"),
+    Case("fig1-6x10", "RLOO 1000", lambda: catlog.RLOO(1000), None, "fig1-6x10:RLOO1000"),
+    Case("fig1-6x10", "GS 1000", lambda: catlog.GumbelSoftmax(1000), None, "fig1-6x10:GS1000"),
+    Case("fig1-3x100", "IndeCateR 1", lambda: catlog.IndeCateR(1), 0.27, "fig1-3x100:ICR1"),
+    Case("fig1-3x100", "REINFORCE 1000", lambda: catlog.REINFORCE(1000), 1.25, "fig1-3x100:REINFORCE1000"),
+    Case("fig1-3x100", "RLOO 1000", lambda: catlog.RLOO(1000), None, "fig1-3x100:RLOO1000"),
+    Case("fig1-3x100", "GS 1000", lambda: catlog.GumbelSoftmax(1000), 1.83, "fig1-3x100:GS1000"),
+    Case("fig2", "IndeCateR 2", lambda: catlog.IndeCateR(2), 0.45, "fig2:ICR2"),
+    Case("fig2", "RLOO 2", lambda: catlog.RLOO(2), 0.30, "fig2:RLOO2"),
+    Case("fig2", "RLOO 800", lambda: catlog.RLOO(800), 5.3, "fig2:RLOO800"),
+    Case("fig2", "GS 800", lambda: catlog.GumbelSoftmax(800, temperature=0.1), 4.5, "fig2:GS800"),
+    Case("dvae", "IndeCateR 2", lambda: catlog.IndeCateR(2), 445.0, "dvae:ICR2"),
     Case(
         "dvae",
         f"IndeCateR 2, chunks of {DVAE_CHUNK_ROWS}",
         lambda: catlog.IndeCateR(2, chunk_size=DVAE_CHUNK_ROWS),
         None,
+        "dvae:ICR2",
     ),
-    Case("dvae", "RLOO 2", lambda: catlog.RLOO(2), 5.4),
-    Case("dvae", "RLOO 800", lambda: catlog.RLOO(800), 970.0),
-    Case("dvae", "GS 800", lambda: catlog.GumbelSoftmax(800), 1081.0),
-    Case("addition-4", "IndeCateR 10", lambda: addition.make_estimator("indecater", 4), 3.1),
-    Case("addition-4", "IndeCateR per variable 10", lambda: addition.make_estimator("indecater-pv", 4), 2.9),
-    Case("addition-16", "IndeCateR 10", lambda: addition.make_estimator("indecater", 16), 6.9),
-    Case("addition-16", "IndeCateR per variable 10", lambda: addition.make_estimator("indecater-pv", 16), 8.1),
+    Case("dvae", "RLOO 2", lambda: catlog.RLOO(2), 5.4, "dvae:RLOO2"),
+    Case("dvae", "RLOO 800", lambda: catlog.RLOO(800), 970.0, "dvae:RLOO800"),
+    Case("dvae", "GS 800", lambda: catlog.GumbelSoftmax(800), 1081.0, "dvae:GS800"),
+    Case("addition-4", "IndeCateR 10", lambda: addition.make_estimator("indecater", 4), 3.1, "add4:ICR10"),
+    Case(
+        "addition-4",
+        "IndeCateR per variable 10",
+        lambda: addition.make_estimator("indecater-pv", 4),
+        2.9,
+        "add4:ICRPV10",
+    ),
+    Case("addition-16", "IndeCateR 10", lambda: addition.make_estimator("indecater", 16), 6.9, "add16:ICR10"),
+    Case(
+        "addition-16",
+        "IndeCateR per variable 10",
+        lambda: addition.make_estimator("indecater-pv", 16),
+        8.1,
+        "add16:ICRPV10",
+    ),
 )
 
 
@@ -221,19 +242,24 @@ def _status_kib(field: str) -> int:
     raise RuntimeError(f"{field} missing from /proc/self/status")
 
 
-def peak_memory_here(problem: Problem, estimator: catlog.Estimator, device: torch.device) -> float:
-    """Peak memory (MiB) that one first estimate adds, measured in this process (see module doc)."""
+def peak_memory_of(run: Callable[[], object], device: torch.device) -> float:
+    """Peak memory (MiB) that one first call of ``run`` adds, measured in this process (see module doc)."""
     if device.type == "cuda":
         synchronise(device)
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)
-        gradient_step(problem, estimator)
+        run()
         synchronise(device)
         return (torch.cuda.max_memory_allocated(device) - before) / 2**20
     Path("/proc/self/clear_refs").write_text("5")
     before = _status_kib("VmRSS")
-    gradient_step(problem, estimator)
+    run()
     return (_status_kib("VmHWM") - before) / 1024
+
+
+def peak_memory_here(problem: Problem, estimator: catlog.Estimator, device: torch.device) -> float:
+    """Peak memory (MiB) that one first estimate adds, measured in this process (see module doc)."""
+    return peak_memory_of(lambda: gradient_step(problem, estimator), device)
 
 
 def run_memory_probe(script: str, probe: Sequence[str], options: argparse.Namespace) -> float | None:

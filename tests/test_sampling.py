@@ -4,30 +4,38 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
-from catlog._sampling import sample_by_inversion
+from catlog._sampling import COMPARE_MAX_CATEGORIES, sample_by_inversion
+
+# K on each side of the switch from comparing with every F_k to a binary search
+BOTH_PATHS = pytest.mark.parametrize("num_categories", [7, COMPARE_MAX_CATEGORIES + 3])
 
 
-def test_frequencies_match_probabilities_within_standard_errors():
+@BOTH_PATHS
+def test_frequencies_match_probabilities_within_standard_errors(num_categories: int):
     generator = torch.Generator().manual_seed(0)
-    logits = torch.randn(2, 3, 7, generator=generator, dtype=torch.float64)
-    logits[0, 1, [0, 3, 6]] = -math.inf
+    logits = torch.randn(2, 3, num_categories, generator=generator, dtype=torch.float64)
+    logits[0, 1, [0, 3, num_categories - 1]] = -math.inf
     probs = logits.softmax(-1)
     draws = 40_000
     samples = sample_by_inversion(probs, (100, draws // 100), generator)
     assert samples.shape == (100, draws // 100, 2, 3)
-    frequencies = torch.nn.functional.one_hot(samples.flatten(0, 1), 7).double().mean(0)
+    frequencies = torch.nn.functional.one_hot(samples.flatten(0, 1), num_categories).double().mean(0)
     standard_error = (probs * (1 - probs) / draws).sqrt()
-    # 42 cells, 5 standard errors each: a false alarm about once in 10^5 runs
+    # 6 K cells, 5 standard errors each: a false alarm about once in 10^4 runs
     assert ((frequencies - probs).abs() <= 5 * standard_error + 1e-12).all()
 
 
-def test_impossible_categories_are_never_drawn_even_at_the_top_of_the_unit_interval(monkeypatch):
+@BOTH_PATHS
+def test_impossible_categories_are_never_drawn_even_at_the_top_of_the_unit_interval(monkeypatch, num_categories: int):
     # float32 probabilities whose sums round; leading, inner and trailing impossible categories
-    probs = torch.tensor([[0.0, 0.3, 0.0, 0.7, 0.0, 0.0], [1 / 3, 1 / 3, 1 / 3, 0.0, 0.0, 0.0]])
+    probs = torch.zeros(2, num_categories)
+    probs[0, [1, 3]] = torch.tensor([0.3, 0.7])
+    probs[1, :3] = 1 / 3
     samples = sample_by_inversion(probs, (20_000,), torch.Generator().manual_seed(1))
-    assert (probs.expand(20_000, 2, 6).gather(-1, samples.unsqueeze(-1)) > 0).all()
+    assert (probs.expand(20_000, 2, num_categories).gather(-1, samples.unsqueeze(-1)) > 0).all()
 
     largest_uniform = 1 - 2**-24  # the largest float32 below 1
     monkeypatch.setattr(

@@ -6,6 +6,9 @@ import math
 
 import torch
 
+COMPARE_MAX_CATEGORIES = 8
+"""Up to this ``K``, :func:`sample_by_inversion` compares ``U`` with every ``F_k``; above, it searches."""
+
 
 def gumbel_noise(
     shape: torch.Size | tuple[int, ...], like: torch.Tensor, generator: torch.Generator | None
@@ -43,8 +46,11 @@ def sample_by_inversion(
     ``X = #{k : F_k <= U}`` with ``F = cumsum(probs)`` and ``U ~ Uniform[0, F_{K-1})``:
     one uniform per sample and variable (:func:`sample_categorical` uses ``K``), so it
     is much cheaper for large ``K``; the same distribution, other draws for a given
-    generator. A category of probability 0 is never drawn (``F`` is flat there, and
-    ``U`` stays strictly below the total ``F_{K-1}``).
+    generator. Up to :data:`COMPARE_MAX_CATEGORIES` categories the count compares ``U``
+    with every ``F_k`` at once; above, a binary search (``searchsorted``) finds it (the
+    two give the same ``X`` for the same ``U``, but draw ``U`` in another order). A
+    category of probability 0 is never drawn (``F`` is flat there, and ``U`` stays
+    strictly below the total ``F_{K-1}``, which is therefore never counted).
 
     Args:
         probs: ``[*B, D, K]`` probabilities (``0`` = impossible); need not sum exactly to 1.
@@ -55,9 +61,12 @@ def sample_by_inversion(
         ``LongTensor[*S, *B, D]``.
     """
     cdf = probs.detach().cumsum(-1)
-    total = cdf[..., -1:]
-    count = math.prod(sample_shape)
-    uniform = torch.rand((*probs.shape[:-1], count), dtype=probs.dtype, device=probs.device, generator=generator)
+    compare = probs.shape[-1] <= COMPARE_MAX_CATEGORIES
+    shape = (*sample_shape, *probs.shape[:-1]) if compare else (*probs.shape[:-1], math.prod(sample_shape))
+    uniform = torch.rand(shape, dtype=probs.dtype, device=probs.device, generator=generator)
     # u < 1 gives u * total < total in round-to-nearest, so no F_k equal to the total is counted
-    samples = torch.searchsorted(cdf, uniform * total, right=True)
+    if compare:
+        threshold = uniform * cdf[..., -1]
+        return (cdf[..., :-1] <= threshold.unsqueeze(-1)).sum(-1)
+    samples = torch.searchsorted(cdf, uniform * cdf[..., -1:], right=True)
     return samples.movedim(-1, 0).reshape(*sample_shape, *probs.shape[:-1])

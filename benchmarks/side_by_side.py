@@ -1,0 +1,262 @@
+"""Our gradient step against the authors' TensorFlow step, timed side by side in one run.
+
+Usage::
+
+    python benchmarks/side_by_side.py --tf-python TF_VENV/bin/python [--tools DIR] [--reference DIR]
+        [--config fig2 ...] [--rounds 7] [--block-seconds 0.4] [--out DIR]
+
+Absolute times move twofold between machines, days and loads, so only ratios
+measured together mean anything. Both sides run in persistent worker processes:
+
+- ours: this script with ``--worker``, at ``--threads`` torch threads (default 1),
+  running the steps of ``benchmarks/bench.py`` (``bench.CASES``: logits, estimate,
+  loss, ``backward()``);
+- TF: ``worker_tf3.py`` of ``--tools`` (default ``../shared/reference-tf-tools``)
+  under ``--tf-python``, with ``CATLOG_REF`` = ``--reference`` (default
+  ``../shared/reference-tf``) and ``--tf-threads`` intra-op threads (default 1).
+
+Each worker builds a case and warms it up (3 calls) before the first timed block.
+A round times one block of calls of every case on each side, the side that goes
+first alternating from round to round and from case to case; a block's time is
+the median of its calls, a round's ratio is ours/TF of the block medians. The
+table gives per case the median of the round ratios with their min-max range, the
+median block times, and the load average before and after; ``side_by_side.{csv,json,md}``
+go into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import bench
+from catlog.experiments import common
+
+HERE = Path(__file__).resolve().parent
+SHARED = HERE.parent.parent / "shared"
+WARM_UP_CALLS = 3
+
+
+class Worker:
+    """A persistent timing process that answers ``{"case": ..., "n": ...}`` JSON lines with the per-call seconds."""
+
+    def __init__(self, name: str, command: Sequence[str], env: dict[str, str]) -> None:
+        self.name = name
+        self.process = subprocess.Popen(
+            list(command), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, bufsize=1
+        )
+        self.ready = self._answer()
+
+    def _answer(self) -> Any:
+        line = self.process.stdout.readline() if self.process.stdout else ""
+        if not line:
+            raise RuntimeError(f"{self.name} worker exited (code {self.process.poll()}) without an answer")
+        return json.loads(line)
+
+    def times(self, case: str | int, calls: int) -> list[float]:
+        """Seconds of each of ``calls`` consecutive calls of ``case`` (built and warmed up on first use)."""
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps({"case": case, "n": calls}) + "\n")
+        self.process.stdin.flush()
+        return self._answer()
+
+    def close(self) -> None:
+        """End the worker (closing its input ends its loop)."""
+        if self.process.stdin:
+            self.process.stdin.close()
+        self.process.wait(timeout=60)
+
+
+def serve_ours(options: argparse.Namespace) -> int:
+    """The ``--worker`` loop: time ``bench.CASES[case]`` steps on request (see :class:`Worker`)."""
+    device, dtype = common.apply_common_options(options)
+    torch.manual_seed(options.seed)
+    steps: dict[int, Any] = {}
+    print(json.dumps({"ready": True, "threads": torch.get_num_threads(), "torch": torch.__version__}), flush=True)
+    for line in sys.stdin:
+        request = json.loads(line)
+        index = int(request["case"])
+        if index not in steps:
+            case = bench.CASES[index]
+            problem, estimator = bench.CONFIGS[case.config](device, dtype), case.make()
+            steps[index] = lambda problem=problem, estimator=estimator: bench.gradient_step(problem, estimator)
+            for _ in range(WARM_UP_CALLS):
+                steps[index]()
+            bench.synchronise(device)
+        walls = []
+        for _ in range(int(request["n"])):
+            started = time.perf_counter()
+            steps[index]()
+            bench.synchronise(device)
+            walls.append(time.perf_counter() - started)
+        print(json.dumps(walls), flush=True)
+    return 0
+
+
+def start_workers(options: argparse.Namespace) -> tuple[Worker, Worker]:
+    """Our worker (this script, ``--worker``) and the TF worker (``worker_tf3.py``)."""
+    ours_command = [sys.executable, str(Path(__file__).resolve()), "--worker", "--device", options.device]
+    ours_command += ["--dtype", options.dtype, "--seed", str(options.seed), "--threads", str(options.threads)]
+    ours_env = {**os.environ, "OMP_NUM_THREADS": str(options.threads)}
+    tf_env = {
+        **os.environ,
+        "CATLOG_REF": str(Path(options.reference).resolve()),
+        "OMP_NUM_THREADS": str(options.tf_threads),
+        "TF_NUM_INTRAOP_THREADS": str(options.tf_threads),
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+    tf_command = [options.tf_python, str(Path(options.tools).resolve() / "worker_tf3.py"), str(options.tf_threads)]
+    return Worker("ours", ours_command, ours_env), Worker("TF", tf_command, tf_env)
+
+
+def block_calls(seconds_per_call: float, block_seconds: float, most: int) -> int:
+    """Calls per block: about ``block_seconds`` of work, at least 1 and at most ``most``."""
+    return max(1, min(most, round(block_seconds / max(seconds_per_call, 1e-6))))
+
+
+def measure(selected: Sequence[int], ours: Worker, tf: Worker, options: argparse.Namespace) -> list[dict[str, Any]]:
+    """Interleaved rounds over ``selected`` case indices; one result row per case (see module doc)."""
+    calls: dict[int, tuple[int, int]] = {}
+    for index in common.progress(selected, desc="warm-up"):
+        case = bench.CASES[index]
+        ours_call = statistics.median(ours.times(index, 3))
+        tf_call = statistics.median(tf.times(case.tf_case, 3))
+        calls[index] = (
+            block_calls(ours_call, options.block_seconds, options.max_calls),
+            block_calls(tf_call, options.block_seconds, options.max_calls),
+        )
+    blocks: dict[int, list[tuple[float, float]]] = {index: [] for index in selected}
+    for round_index in common.progress(range(options.rounds), desc="rounds"):
+        for position, index in enumerate(selected):
+            ours_first = (round_index + position) % 2 == 0
+            sides = [("ours", ours), ("tf", tf)] if ours_first else [("tf", tf), ("ours", ours)]
+            medians = {}
+            for side, worker in sides:
+                case_key: str | int = index if side == "ours" else bench.CASES[index].tf_case
+                medians[side] = statistics.median(worker.times(case_key, calls[index][side == "tf"]))
+            blocks[index].append((medians["ours"], medians["tf"]))
+    rows = []
+    for index in selected:
+        case = bench.CASES[index]
+        ratios = [ours_s / tf_s for ours_s, tf_s in blocks[index]]
+        rows.append(
+            {
+                "config": case.config,
+                "estimator": case.label,
+                "tf_case": case.tf_case,
+                "ours_ms": statistics.median(o for o, _ in blocks[index]) * 1e3,
+                "tf_ms": statistics.median(t for _, t in blocks[index]) * 1e3,
+                "ratio_median": statistics.median(ratios),
+                "ratio_min": min(ratios),
+                "ratio_max": max(ratios),
+                "rounds": len(ratios),
+                "ours_calls_per_block": calls[index][0],
+                "tf_calls_per_block": calls[index][1],
+            }
+        )
+    return rows
+
+
+def format_table(rows: Sequence[dict[str, Any]], header: str) -> str:
+    """The rows as a Markdown table after a ``header`` paragraph (times in ms)."""
+    lines = [
+        header,
+        "",
+        "| config | estimator | ours ms | TF ms | ours/TF median | min-max over rounds |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['config']} | {r['estimator']} | {r['ours_ms']:.3g} | {r['tf_ms']:.3g} | "
+        f"{r['ratio_median']:.2f} | {r['ratio_min']:.2f}-{r['ratio_max']:.2f} |"
+        for r in rows
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line (see the module docstring)."""
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--tf-python", help="python of a venv with TensorFlow 2.21 (required unless --worker)")
+    parser.add_argument("--tools", default=str(SHARED / "reference-tf-tools"), help="folder of worker_tf3.py")
+    parser.add_argument("--reference", default=str(SHARED / "reference-tf"), help="the authors' code (CATLOG_REF)")
+    parser.add_argument("--tf-threads", type=int, default=1, help="TF intra-op threads (default 1; 0 = TF's choice)")
+    parser.add_argument(
+        "--config", action="append", choices=["all", *bench.CONFIGS], help="repeat for several (default all)"
+    )
+    parser.add_argument("--estimator", action="append", help="only cases whose estimator label contains this text")
+    parser.add_argument("--rounds", type=int, default=7, help="rounds of alternating blocks (default 7)")
+    parser.add_argument("--block-seconds", type=float, default=0.4, help="seconds of calls per block (default 0.4)")
+    parser.add_argument("--max-calls", type=int, default=200, help="most calls per block (default 200)")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    common.add_common_options(parser)
+    parser.set_defaults(threads=1)
+    options = parser.parse_args(argv)
+    if not options.worker and not options.tf_python:
+        parser.error("--tf-python: expected the python of a TensorFlow venv, got nothing")
+    return options
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the selected cases side by side, print the table, write ``side_by_side.{csv,json,md}``."""
+    options = parse_args(argv)
+    if options.worker:
+        return serve_ours(options)
+    configs = set(bench.CONFIGS) if not options.config or "all" in options.config else set(options.config)
+    selected = [
+        index
+        for index, case in enumerate(bench.CASES)
+        if case.config in configs and (not options.estimator or any(text in case.label for text in options.estimator))
+    ]
+    load_before = os.getloadavg()
+    ours, tf = start_workers(options)
+    try:
+        rows = measure(selected, ours, tf, options)
+    finally:
+        ours.close()
+        tf.close()
+    load_after = os.getloadavg()
+    settings = {
+        "ours_threads": ours.ready["threads"],
+        "torch": ours.ready["torch"],
+        "tf_intra_op_threads": tf.ready["intra"],
+        "tensorflow": tf.ready["tf"],
+        "device": options.device,
+        "machine": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "load_average_before": list(load_before),
+        "load_average_after": list(load_after),
+        "rounds": options.rounds,
+        "block_seconds": options.block_seconds,
+    }
+    header = (
+        f"torch {settings['torch']} at {settings['ours_threads']} thread(s) on {options.device}; "
+        f"TF {settings['tensorflow']} at {settings['tf_intra_op_threads']} intra-op thread(s); "
+        f"{os.cpu_count()} CPUs ({settings['machine']}); load average (1, 5, 15 min) "
+        f"{', '.join(f'{x:.2f}' for x in load_before)} before, {', '.join(f'{x:.2f}' for x in load_after)} after; "
+        f"{options.rounds} rounds of ~{options.block_seconds} s blocks."
+    )
+    table = format_table(rows, header)
+    print(table)
+    out = common.default_out(options.out, "side-by-side")
+    common.write_csv(out / "side_by_side.csv", rows)
+    common.write_json(out / "side_by_side.json", {"settings": settings, "rows": rows})
+    common.write_text(out / "side_by_side.md", table)
+    print(f"wrote {out / 'side_by_side.json'}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

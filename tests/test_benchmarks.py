@@ -1,0 +1,99 @@
+"""Smoke tests of the scripts in ``benchmarks/`` on tiny settings (they time nothing that is asserted)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+FAKE_TF_WORKER = """
+import json, sys
+print(json.dumps({"ready": True, "intra": int(sys.argv[1]), "tf": "fake"}), flush=True)
+for line in sys.stdin:
+    request = json.loads(line)
+    print(json.dumps([0.002] * request["n"]), flush=True)
+"""
+
+
+@pytest.fixture
+def load_script(monkeypatch: pytest.MonkeyPatch):
+    """Import a script of ``benchmarks/`` as a module (with ``benchmarks/`` on ``sys.path`` for ``import bench``)."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+
+    def load(name: str) -> ModuleType:
+        spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
+
+
+def test_side_by_side_interleaves_both_workers(tmp_path: Path, load_script) -> None:
+    """Our worker runs the bench.py step; a fake TF worker answers 2 ms per call, so the ratio is ours / 2 ms."""
+    (tmp_path / "tools").mkdir()
+    (tmp_path / "tools" / "worker_tf3.py").write_text(FAKE_TF_WORKER)
+    side_by_side = load_script("side_by_side")
+    options = ["--tf-python", sys.executable, "--tools", str(tmp_path / "tools"), "--reference", str(tmp_path)]
+    options += ["--config", "fig1-12x3", "--estimator", "IndeCateR", "--rounds", "3", "--block-seconds", "0"]
+    assert side_by_side.main([*options, "--out", str(tmp_path / "out")]) == 0
+    result = json.loads((tmp_path / "out" / "side_by_side.json").read_text())
+    (row,) = result["rows"]
+    assert (row["config"], row["estimator"], row["tf_case"], row["rounds"]) == (
+        "fig1-12x3",
+        "IndeCateR 1",
+        "fig1-12x3:ICR1",
+        3,
+    )
+    assert row["tf_ms"] == pytest.approx(2.0)
+    assert row["ratio_min"] <= row["ratio_median"] <= row["ratio_max"]
+    assert row["ratio_median"] == pytest.approx(row["ours_ms"] / 2.0, rel=1.0)
+    assert result["settings"]["ours_threads"] == 1 and result["settings"]["tf_intra_op_threads"] == 1
+    assert (tmp_path / "out" / "side_by_side.csv").read_text().startswith("config,estimator,tf_case,")
+
+
+def test_every_case_names_a_tf_case_of_its_config(load_script) -> None:
+    """The TF worker's case names: ``<config>:<estimator><samples>`` with the worker's config names."""
+    bench = load_script("bench")
+    tf_config = {"addition-4": "add4", "addition-16": "add16"}
+    for case in bench.CASES:
+        config, estimator = case.tf_case.split(":")
+        assert config == tf_config.get(case.config, case.config)
+        assert estimator.rstrip("0123456789") in {"ICR", "ICRPV", "REINFORCE", "RLOO", "GS"}
+
+
+def test_cost_growth_runs_on_one_axis(tmp_path: Path, load_script) -> None:
+    """Rows of ``f`` per point are ``N (1 + D (K - 1)) B`` and the figure is written."""
+    cost_growth = load_script("cost_growth")
+    options = [
+        "--axis",
+        "K",
+        "--no-memory",
+        "--min-time",
+        "0",
+        "--min-repeats",
+        "1",
+        "--max-repeats",
+        "1",
+        "--threads",
+        "1",
+    ]
+    assert cost_growth.main([*options, "--figure", str(tmp_path / "growth.png"), "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "cost_growth.json").read_text())["rows"]
+    assert [row["K"] for row in rows] == list(cost_growth.AXES["K"])
+    assert all(row["rows"] == row["N"] * (1 + row["D"] * (row["K"] - 1)) * row["B"] for row in rows)
+    assert (tmp_path / "growth.png").stat().st_size > 0
+
+
+def test_host_syncs_runs_on_cpu(load_script, capsys: pytest.CaptureFixture[str]) -> None:
+    """On CPU the check only runs the four estimators' steps (the sync check needs CUDA)."""
+    host_syncs = load_script("host_syncs")
+    assert host_syncs.main(["--config", "fig1-12x3", "--threads", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[1] for line in lines[1:]] == ["IndeCateR", "REINFORCE", "RLOO", "GS"]
