@@ -9,8 +9,8 @@ import torch
 from catlog._objective import Objective
 from catlog._perturbation import category_means
 from catlog._sampling import sample_categorical
-from catlog._surrogate import catlog_estimate
-from catlog._validation import check_count, check_flag
+from catlog._surrogate import PATHWISE, Pathwise, catlog_estimate
+from catlog._validation import check_choice, check_count, check_flag
 from catlog.estimator import Cost, Estimator
 
 
@@ -57,6 +57,7 @@ class IndeCateR(Estimator):
         *,
         per_variable: bool = False,
         chunk_size: int | None = None,
+        pathwise: Pathwise = "samples",
         one_hot: bool = False,
         generator: torch.Generator | None = None,
         validate_args: bool | None = None,
@@ -65,6 +66,7 @@ class IndeCateR(Estimator):
         self.num_samples = check_count("num_samples", num_samples, 1)
         self.per_variable = check_flag("per_variable", per_variable)
         self.chunk_size = None if chunk_size is None else check_count("chunk_size", chunk_size, 1)
+        self.pathwise = check_choice("pathwise", pathwise, PATHWISE)
 
     def _cost(self, num_variables: int, num_categories: int) -> Cost:
         """``N`` samples (``D * N`` per variable) and ``N * (1 + D * (K - 1))`` evaluations
@@ -81,9 +83,7 @@ class IndeCateR(Estimator):
         groups = num_variables if self.per_variable else 1
         samples = sample_categorical(logits.detach().log_softmax(-1), (self.num_samples, groups), generator)
         values = objective(samples.flatten(0, 1)).reshape(samples.shape[:-1])
-        with torch.no_grad():
-            possible = logits.detach() > -math.inf
-            coefficients = category_means(
-                objective, samples, values.detach(), possible, self.chunk_size, self._validates
-            )
-        return catlog_estimate(values.mean((0, 1)), probs, coefficients)
+        possible = logits.detach() > -math.inf
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.pathwise == "all"):
+            coefficients = category_means(objective, samples, values, possible, self.chunk_size, self._validates)
+        return catlog_estimate(values.mean((0, 1)), probs, coefficients, self.pathwise)

@@ -7,7 +7,7 @@ import math
 import torch
 
 from catlog._objective import Objective
-from catlog._perturbation import offset_pairs, perturb
+from catlog._perturbation import evaluate_rows, offset_pairs, perturb
 from catlog._surrogate import catlog_estimate, scatter_by_category
 from catlog.autoregressive import Autoregressive, _follow_noise
 from catlog.indecater import IndeCateR
@@ -77,11 +77,11 @@ class SCateR(IndeCateR):
         else:
             own = base
         values = objective(base)
-        with torch.no_grad():
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.pathwise == "all"):
             coefficients = _completion_values(
-                objective, dist, base, noise, values.detach(), own, logits.detach(), self.chunk_size
+                objective, dist, base, noise, values, own, logits.detach(), self.chunk_size
             )
-        return catlog_estimate(values.mean(0), logits.softmax(-1), coefficients)
+        return catlog_estimate(values.mean(0), logits.softmax(-1), coefficients, self.pathwise)
 
 
 def _completion_values(
@@ -127,15 +127,18 @@ def _completion_values(
     n = torch.arange(num_samples, device=base.device).repeat(pair_variable.shape[0])
     row = n * groups + (d if groups > 1 else 0)
     positions = torch.arange(num_variables, device=base.device)
+
+    def build(n: torch.Tensor, d: torch.Tensor, j: torch.Tensor, row: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = base[row]
+        category = perturb(x, d, j, counts.movedim(-1, 1)[n, d], ranks[n, d], by_rank[n, d])
+        dist._rollout(x, _follow_noise(noise, row), torch.searchsorted(d, positions).tolist())
+        return x, category
+
     step = max(d.shape[0], 1) if chunk_size is None else chunk_size
     for start in range(0, d.shape[0], step):
         chunk = slice(start, start + step)
-        x = base[row[chunk]]
-        category = perturb(
-            x, d[chunk], j[chunk], counts.movedim(-1, 1)[n[chunk], d[chunk]], ranks[n[chunk], d[chunk]],
-            by_rank[n[chunk], d[chunk]],
+        category, completed = evaluate_rows(
+            objective, build, n[chunk], d[chunk], j[chunk], row[chunk], recompute=chunk_size is not None
         )
-        active = torch.searchsorted(d[chunk], positions).tolist()
-        dist._rollout(x, _follow_noise(noise, row[chunk]), active)
-        scatter_by_category(sums, n[chunk] * num_variables + d[chunk], category, objective(x))
+        scatter_by_category(sums, n[chunk] * num_variables + d[chunk], category, completed)
     return sums[..., :num_categories].reshape(*batch_shape, num_samples, num_variables, num_categories).movedim(-3, 0)
