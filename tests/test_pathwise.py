@@ -13,12 +13,12 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_properties import problems
-from test_scater import causal_network
 
 import catlog
 from helpers import assert_variance_smaller
 from problems import Problem, ProblemMaker, binary_parametrised_f, mixed_cardinalities, parametrised_f
+from test_properties import problems
+from test_scater import causal_network
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

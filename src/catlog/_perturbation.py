@@ -28,14 +28,16 @@ def category_means(
             variables when ``G = 1``.
         values: ``[N, G, *B]``, ``f`` at ``samples``.
         possible: ``BoolTensor[*B, D, K]``, false where the logit is ``-inf``.
-        chunk_size: most sample rows per call of ``f``, or ``None``.
+        chunk_size: most sample rows per call of ``f``, or ``None``. With autograd on,
+            chunks are recomputed in the backward pass (see :func:`evaluate_rows`).
         skip_impossible: look whether some category is impossible (a host
             synchronisation) and, if so, evaluate no row that only serves one. Without
             it, and without chunks, every offset ``1..K-1`` is evaluated in one call
             of ``f`` with no host synchronisation (see :func:`_means_every_offset`).
 
     Returns:
-        ``[*B, D, K]``; zero at impossible categories.
+        ``[*B, D, K]``; zero at impossible categories. With autograd on (``pathwise="all"``)
+        its graph reaches ``f``'s parameters through ``values`` and every perturbed row.
 
     For variable ``d`` with ``K_d`` possible categories (ranked ``0..K_d-1``), the
     perturbation with offset ``j`` moves ``x_d`` from rank ``r`` to rank
