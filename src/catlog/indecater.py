@@ -49,8 +49,8 @@ class IndeCateR(Estimator):
         chunk_size: evaluate the perturbed rows at most this many rows (each holding
             the whole batch ``*B``) per call of ``f``, to bound peak memory; ``None``
             evaluates them in one call. The result does not depend on it.
-        pathwise: the gradient reaching parameters that ``f`` uses (the logits' gradient
-            and the value are the same, bit for bit, in both modes):
+        pathwise: the gradient reaching parameters that ``f`` uses (the value and the
+            score term, the logits' gradient, are the same bit for bit in both modes):
 
             - ``"samples"``: ``1/N sum_n grad f(x^(n))``, through the ``N`` samples only;
             - ``"all"``: the gradient of the Rao-Blackwellised value with ``p_d(k)``
@@ -60,12 +60,13 @@ class IndeCateR(Estimator):
               ``"samples"`` on the test problems with parameters in ``f``. Same
               evaluations (:meth:`cost`), but ``f``'s backward pass runs on all of them:
               on the DVAE step (``D = 200``, ``K = 2``, ``N = 2``, batch 100, one
-              thread) TIMEFACTOR the time of ``"samples"`` and MEMALL MiB peak
-              against MEMSAMPLES. With ``chunk_size`` the graph of ``f`` on the
+              thread) 2.3-2.5x the CPU time of ``"samples"``, and a peak of 490-504 MiB
+              against 434-452 MiB. With ``chunk_size`` the graph of ``f`` on the
               perturbed rows is not kept: each chunk is rebuilt and evaluated again in
               the backward pass (``torch.utils.checkpoint``), so peak memory stays
-              that of one chunk (MEMCHUNK MiB at chunks of 50 there) for a second
-              forward pass over the rows (CHUNKFACTOR the time).
+              that of a chunk (123 MiB at chunks of 50 there, against 70-83 MiB for
+              ``"samples"``) for a second forward pass over the rows (3.1-4.4x the CPU
+              time of chunked ``"samples"``; see ``docs/performance.md``).
         one_hot, generator, validate_args: see :class:`~catlog.estimator.Estimator`.
     """
 
