@@ -71,15 +71,39 @@ def assert_variance_not_larger(first: torch.Tensor, second: torch.Tensor, false_
     the total variances: it fails with probability at most ``false_failure_rate`` when
     the variance of ``first`` is no larger.
     """
+    excess, standard_error = _spread_excess(first, second)
+    z = NormalDist().inv_cdf(1 - false_failure_rate)
+    assert excess <= z * standard_error, (
+        f"total variance {total_variance(first):.4g} exceeds {total_variance(second):.4g} by {excess:.3g}, "
+        f"more than {z:.2f} standard errors ({standard_error:.3g})"
+    )
+    return total_variance(first) / total_variance(second)
+
+
+def assert_variance_smaller(first: torch.Tensor, second: torch.Tensor, false_pass_rate: float = 1e-4) -> float:
+    """Check that the total variance of independent ``first: [R1, *P]`` is significantly smaller
+    than that of ``second: [R2, *P]``; returns their ratio.
+
+    The one-sided z-test of :func:`assert_variance_not_larger` the other way round: it
+    passes with probability at most ``false_pass_rate`` when the variance of ``first`` is
+    no smaller. Its false-failure rate depends on the true difference: ``Phi(z - delta)``
+    for a difference of ``delta`` standard errors (the message reports the observed one).
+    """
+    excess, standard_error = _spread_excess(first, second)
+    z = NormalDist().inv_cdf(1 - false_pass_rate)
+    assert -excess > z * standard_error, (
+        f"total variance {total_variance(first):.4g} is below {total_variance(second):.4g} by {-excess:.3g}, "
+        f"not more than {z:.2f} standard errors ({standard_error:.3g})"
+    )
+    return total_variance(first) / total_variance(second)
+
+
+def _spread_excess(first: torch.Tensor, second: torch.Tensor) -> tuple[float, float]:
+    """Total variance of ``first`` minus that of ``second``, estimated as the difference of the
+    mean per-run squared distances ``|x_r - mean|^2``, and its standard error."""
     first_spread = (first - first.mean(0)).flatten(1).pow(2).sum(1)
     second_spread = (second - second.mean(0)).flatten(1).pow(2).sum(1)
     standard_error = math.sqrt(
         float(first_spread.var()) / first_spread.numel() + float(second_spread.var()) / second_spread.numel()
     )
-    excess = float(first_spread.mean() - second_spread.mean())
-    z = NormalDist().inv_cdf(1 - false_failure_rate)
-    assert excess <= z * standard_error, (
-        f"total variance {float(first_spread.mean()):.4g} exceeds {float(second_spread.mean()):.4g} "
-        f"by {excess:.3g}, more than {z:.2f} standard errors ({standard_error:.3g})"
-    )
-    return total_variance(first) / total_variance(second)
+    return float(first_spread.mean() - second_spread.mean()), standard_error

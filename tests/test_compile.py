@@ -28,6 +28,7 @@ def _restore_distribution_validation():
 ESTIMATORS = {
     "indecater": lambda: catlog.IndeCateR(2, validate_args=False),
     "indecater-per-variable": lambda: catlog.IndeCateR(2, per_variable=True, validate_args=False),
+    "indecater-all-rows": lambda: catlog.IndeCateR(2, pathwise="all", validate_args=False),
     "reinforce": lambda: catlog.REINFORCE(3, validate_args=False),
     "rloo": lambda: catlog.RLOO(3, validate_args=False),
     "gumbel-softmax": lambda: catlog.GumbelSoftmax(3, validate_args=False),

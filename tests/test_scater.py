@@ -95,6 +95,8 @@ UNBIASED = {
     "scater": lambda: catlog.SCateR(2),
     "scater-per-variable": lambda: catlog.SCateR(1, per_variable=True),
     "scater-chunked": lambda: catlog.SCateR(2, chunk_size=5),
+    "scater-all-rows": lambda: catlog.SCateR(2, pathwise="all"),
+    "scater-all-rows-per-variable-chunked": lambda: catlog.SCateR(1, per_variable=True, chunk_size=5, pathwise="all"),
     "reinforce": lambda: catlog.REINFORCE(3),
     "rloo": lambda: catlog.RLOO(3),
 }
@@ -401,16 +403,23 @@ def bigram(logits: torch.Tensor) -> catlog.Autoregressive:
     per_variable=st.booleans(),
     chunk_size=st.sampled_from([1, 3]),
     one_hot=st.booleans(),
+    pathwise=st.sampled_from(["samples", "all"]),
 )
 def test_scater_properties_on_bigram_models(
-    model: tuple[torch.Tensor, torch.Tensor], num_samples: int, per_variable: bool, chunk_size: int, one_hot: bool
+    model: tuple[torch.Tensor, torch.Tensor],
+    num_samples: int,
+    per_variable: bool,
+    chunk_size: int,
+    one_hot: bool,
+    pathwise: str,
 ) -> None:
-    """Shapes, dtypes, finite values and gradients (zero at impossible entries), no impossible
-    sequence handed to ``f``, and chunking that leaves the estimate unchanged."""
+    """Shapes, dtypes, finite values and gradients (zero at impossible entries; ``f``'s
+    weights finite), no impossible sequence handed to ``f``, and chunking that leaves the
+    estimate and every gradient unchanged, in both pathwise modes."""
     logits, impossible = model
     dist = bigram(logits)
     batch_shape, num_categories = dist.batch_shape, dist.num_categories
-    weights = torch.randn(dist.num_variables, num_categories, dtype=logits.dtype)
+    weights = torch.randn(dist.num_variables, num_categories, dtype=logits.dtype, requires_grad=True)
     seen: list[torch.Tensor] = []
 
     def f(x: torch.Tensor) -> torch.Tensor:
@@ -420,12 +429,13 @@ def test_scater_properties_on_bigram_models(
 
     results = []
     for chunk in (None, chunk_size):
-        estimator = catlog.SCateR(num_samples, per_variable=per_variable, chunk_size=chunk)
+        estimator = catlog.SCateR(num_samples, per_variable=per_variable, chunk_size=chunk, pathwise=pathwise)
         value = estimator(f, dist, one_hot=one_hot, generator=torch.Generator().manual_seed(1))
         assert value.shape == batch_shape and value.dtype == logits.dtype and bool(torch.isfinite(value).all())
-        (grad,) = torch.autograd.grad(value.sum(), logits)
+        grad, weights_grad = torch.autograd.grad(value.sum(), (logits, weights))
         assert bool(torch.isfinite(grad).all()) and bool((grad[impossible] == 0).all())
-        results.append((value.detach(), grad))
+        assert bool(torch.isfinite(weights_grad).all())
+        results.append((value.detach(), grad, weights_grad))
     torch.testing.assert_close(results[1], results[0])
 
     for x in seen:

@@ -19,6 +19,10 @@ RUNS = 4000
 UNBIASED = {
     "indecater": lambda: catlog.IndeCateR(2),
     "indecater-per-variable": lambda: catlog.IndeCateR(2, per_variable=True),
+    "indecater-all-rows": lambda: catlog.IndeCateR(2, pathwise="all"),
+    "indecater-all-rows-per-variable-chunked": lambda: catlog.IndeCateR(
+        1, per_variable=True, chunk_size=2, pathwise="all"
+    ),
     "reinforce": lambda: catlog.REINFORCE(4),
     "rloo": lambda: catlog.RLOO(4),
 }

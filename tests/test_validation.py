@@ -128,6 +128,13 @@ def test_bad_chunk_size() -> None:
         catlog.IndeCateR(1, chunk_size=0)
 
 
+@pytest.mark.parametrize("make", [catlog.IndeCateR, catlog.SCateR])
+@pytest.mark.parametrize("pathwise", ["every", "All", None, 1])
+def test_bad_pathwise(make, pathwise: object) -> None:
+    with pytest.raises(ValueError, match=rf"pathwise: expected one of 'samples', 'all', got {pathwise!r}$"):
+        make(1, pathwise=pathwise)
+
+
 def test_exact_refuses_too_many_states_and_says_how_many() -> None:
     with pytest.raises(ValueError, match=r"K\*\*D = 3\*\*12 = 531441 states.*max_states=1000"):
         catlog.Exact(max_states=1000)(good_f, torch.zeros(12, 3))
@@ -143,6 +150,8 @@ EVERY_ESTIMATOR = ESTIMATORS | {
     "indecater-chunked": lambda: catlog.IndeCateR(2, chunk_size=3),
     "indecater-per-variable": lambda: catlog.IndeCateR(2, per_variable=True),
     "scater": lambda: catlog.SCateR(2),
+    "indecater-all-rows": lambda: catlog.IndeCateR(2, pathwise="all"),
+    "scater-all-rows-chunked": lambda: catlog.SCateR(2, chunk_size=3, pathwise="all"),
 }
 
 

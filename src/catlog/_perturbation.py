@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
+from torch.utils.checkpoint import checkpoint
 
 from catlog._objective import Objective
 from catlog._surrogate import scatter_by_category
@@ -25,14 +28,16 @@ def category_means(
             variables when ``G = 1``.
         values: ``[N, G, *B]``, ``f`` at ``samples``.
         possible: ``BoolTensor[*B, D, K]``, false where the logit is ``-inf``.
-        chunk_size: most sample rows per call of ``f``, or ``None``.
+        chunk_size: most sample rows per call of ``f``, or ``None``. With autograd on,
+            chunks are recomputed in the backward pass (see :func:`evaluate_rows`).
         skip_impossible: look whether some category is impossible (a host
             synchronisation) and, if so, evaluate no row that only serves one. Without
             it, and without chunks, every offset ``1..K-1`` is evaluated in one call
             of ``f`` with no host synchronisation (see :func:`_means_every_offset`).
 
     Returns:
-        ``[*B, D, K]``; zero at impossible categories.
+        ``[*B, D, K]``; zero at impossible categories. With autograd on (``pathwise="all"``)
+        its graph reaches ``f``'s parameters through ``values`` and every perturbed row.
 
     For variable ``d`` with ``K_d`` possible categories (ranked ``0..K_d-1``), the
     perturbation with offset ``j`` moves ``x_d`` from rank ``r`` to rank
@@ -66,12 +71,17 @@ def category_means(
     row_variable, row_offset = offset_pairs(counts)
     num_rows = num_samples * row_variable.shape[0]
     step = max(num_rows, 1) if chunk_size is None else chunk_size
+
+    def build(n: torch.Tensor, d: torch.Tensor, j: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = samples[n, d if groups > 1 else torch.zeros_like(d)]
+        return x, perturb(x, d, j, counts.movedim(-1, 0)[d], ranks.movedim(-2, 0)[d], by_rank.movedim(-2, 0)[d])
+
     for start in range(0, num_rows, step):
         rows = torch.arange(start, min(start + step, num_rows), device=samples.device)
         n, r = rows // row_variable.shape[0], rows % row_variable.shape[0]
         d, j = row_variable[r], row_offset[r]
-        x = samples[n, d if groups > 1 else torch.zeros_like(d)]
-        _perturb_and_add(objective, x, d, j, counts, ranks, by_rank, sums)
+        category, perturbed = evaluate_rows(objective, build, n, d, j, recompute=chunk_size is not None)
+        scatter_by_category(sums, d, category, perturbed)
     return sums[..., :num_categories] / num_samples
 
 
@@ -163,21 +173,31 @@ def perturb(
     return torch.where(valid, moved, num_categories)
 
 
-def _perturb_and_add(
+def evaluate_rows(
     objective: Objective,
-    x: torch.Tensor,
-    d: torch.Tensor,
-    j: torch.Tensor,
-    counts: torch.Tensor,
-    ranks: torch.Tensor,
-    by_rank: torch.Tensor,
-    sums: torch.Tensor,
-) -> None:
-    """Move ``x[m, ..., d_m]`` by ``j_m`` possible categories, evaluate ``f`` and add into ``sums``.
+    build: Callable[..., tuple[torch.Tensor, torch.Tensor]],
+    *indices: torch.Tensor,
+    recompute: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(categories, f(rows))`` for ``rows, categories = build(*indices)``, the rows built without autograd.
 
-    Shapes: ``x: [M, *B, D]`` (a copy, modified in place), ``d, j: [M]``, ``counts: [*B, D]``,
-    ``ranks, by_rank: [*B, D, K]``, ``sums: [*B, D, K + 1]`` (column ``K`` collects
-    the discarded rows).
+    ``f`` runs with autograd when it is on (``pathwise="all"``). With ``recompute`` its
+    graph is then not kept: ``torch.utils.checkpoint`` keeps ``indices`` and, in the
+    backward pass, builds the rows and runs ``f`` again, one call at a time, so that
+    chunked evaluations keep their peak memory at one chunk's graph (for the price of
+    a second forward pass over the rows). ``build`` must be a function of ``indices``
+    and of tensors that stay unchanged until the backward pass.
+
+    Shapes: ``rows: [M, *B, D]`` (``f``'s input), ``categories: [M, *B]``; returns
+    ``categories`` and ``[M, *B]``.
     """
-    category = perturb(x, d, j, counts.movedim(-1, 0)[d], ranks.movedim(-2, 0)[d], by_rank.movedim(-2, 0)[d])
-    scatter_by_category(sums, d, category, objective(x))
+
+    def run(*chunk: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            rows, categories = build(*chunk)
+        return categories, objective(rows)
+
+    if recompute and torch.is_grad_enabled():
+        categories, values = checkpoint(run, *indices, use_reentrant=False)
+        return categories, values
+    return run(*indices)

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
+
+Pathwise = Literal["samples", "all"]
+PATHWISE: tuple[Pathwise, ...] = ("samples", "all")
 
 
 def scatter_by_category(
@@ -30,26 +34,42 @@ def scatter_by_category(
     return out
 
 
-def catlog_estimate(sample_mean: torch.Tensor, probs: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
+def catlog_estimate(
+    sample_mean: torch.Tensor, probs: torch.Tensor, coefficients: torch.Tensor, pathwise: Pathwise
+) -> torch.Tensor:
     """The value and gradient of the CatLog-Derivative estimators (IndeCateR, SCateR).
 
     Args:
-        sample_mean: ``[*B]``, the mean of ``f`` over the drawn samples, with autograd
-            (its gradient is the pathwise term ``E[grad f]``).
+        sample_mean: ``[*B]``, the mean of ``f`` over the drawn samples, with autograd.
         probs: ``[*L, *B, D, K]``, ``p_d(k)`` (or ``p(k | x_<d)``) with autograd.
-        coefficients: ``[*L, *B, D, K]``, ``c_dk``: the mean of ``f`` with ``X_d = k``
-            (no autograd); ``L`` are leading sample dimensions to average over.
+        coefficients: ``[*L, *B, D, K]``, ``c_dk``: the mean of ``f`` with ``X_d = k``;
+            ``L`` are leading sample dimensions to average over. With autograd through
+            ``f`` when ``pathwise`` is ``"all"``; its gradient is not used otherwise.
+        pathwise: where the pathwise term (the gradient reaching ``f``'s parameters)
+            comes from: ``"samples"``, the gradient of ``sample_mean``; ``"all"``, that of
+            the Rao-Blackwellised value below with ``p_d(k)`` held constant,
+            ``mean_L 1/D sum_{d,k} p_d(k) grad c_dk``.
 
     Returns:
         ``[*B]`` whose value is the Rao-Blackwellised estimate
         ``mean_L 1/D sum_d sum_k p_d(k) c_dk`` of ``E[f]`` (each ``d`` gives an
         unbiased estimate that sums ``X_d`` out; for ``f >= 0`` it is zero only when
         every ``c_dk`` is, and then so is the score term), and whose gradient is
-        ``grad sample_mean + mean_L sum_{d,k} c_dk grad p_d(k)``.
+        the pathwise term plus the score term ``mean_L sum_{d,k} c_dk grad p_d(k)``.
     """
-    weighted = coefficients * probs
+    weighted = coefficients.detach() * probs
     leading = math.prod(weighted.shape[: weighted.ndim - sample_mean.ndim - 2])
     weighted = weighted.reshape(leading, *sample_mean.shape, *probs.shape[-2:])
-    value = weighted.detach().sum(-1).mean(-1).mean(0)
+    value = _rao_blackwellised(weighted.detach())
     score = weighted.sum((-2, -1)).mean(0)
-    return value + (sample_mean - sample_mean.detach()) + (score - score.detach())
+    pathwise_mean = (
+        _rao_blackwellised((coefficients * probs.detach()).reshape(weighted.shape))
+        if pathwise == "all"
+        else sample_mean
+    )
+    return value + (pathwise_mean - pathwise_mean.detach()) + (score - score.detach())
+
+
+def _rao_blackwellised(weighted: torch.Tensor) -> torch.Tensor:
+    """``mean_L 1/D sum_{d,k} w_ldk`` of ``weighted: [L, *B, D, K]``; returns ``[*B]``."""
+    return weighted.sum(-1).mean(-1).mean(0)

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import math
 import numbers
+from typing import TypeVar
 
 import torch
+
+Choice = TypeVar("Choice", bound=str)
 
 
 def check_logits(logits: torch.Tensor, name: str, validate: bool) -> torch.Tensor:
@@ -98,3 +101,10 @@ def check_positive(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name}: expected a finite number > 0, got {value!r}")
     return float(value)
+
+
+def check_choice(name: str, value: object, allowed: tuple[Choice, ...]) -> Choice:
+    """Check that ``value`` is one of the strings ``allowed`` and return it."""
+    if not isinstance(value, str) or value not in allowed:
+        raise ValueError(f"{name}: expected one of {', '.join(map(repr, allowed))}, got {value!r}")
+    return allowed[allowed.index(value)]
