@@ -160,7 +160,7 @@ def build_estimators(names: Sequence[str], problem: Problem, temperature: float)
     """The estimators of ``names`` that apply to ``problem``, as size -> estimator factories.
 
     The baselines come from the experiments' vocabulary (:data:`catlog.experiments.estimators.BASELINES`,
-    size = samples; DisARM draws ``size // 2`` pairs). DisARM needs ``K = 2`` and independent
+    size = samples; DisARM's size is its number of pairs). DisARM needs ``K = 2`` and independent
     logits; relaxed estimators need independent logits and an ``f`` that accepts relaxed
     values; on an autoregressive problem ``indecater`` is SCateR.
     """
@@ -174,7 +174,9 @@ def build_estimators(names: Sequence[str], problem: Problem, temperature: float)
 
     def baseline(name: str) -> Candidate:
         build = estimators.BASELINES[name].build
-        return Candidate(LABELS[name], lambda n: build(n, budget), {"rloo": 2, "disarm": 2}.get(name, 1))
+        if name == "disarm":  # its size is the number of antithetic pairs
+            return Candidate(LABELS[name], lambda n: build(2 * n, budget), 1)
+        return Candidate(LABELS[name], lambda n: build(n, budget), 2 if name == "rloo" else 1)
 
     table = {
         "indecater": Candidate(prefix, family, 1),
