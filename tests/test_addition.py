@@ -280,3 +280,16 @@ def test_variance_command_on_real_digits(shared_data_dir, tmp_path) -> None:
         rows = list(csv.DictReader(handle))
     assert [row["estimator"] for row in rows] == ["indecater", "rloo-s"]
     assert all(float(row["grad_variance"]) > 0 for row in rows)
+
+
+def test_legend_labels_are_unique_within_a_panel_only() -> None:
+    from catlog.experiments import plotting
+
+    keys = ["indecater, seed 0", "indecater, seed 0", "indecater, seed 0"]
+    folders = [Path("d4-a"), Path("d8-a"), Path("d8-b")]
+    assert plotting.run_labels(keys, folders, [4, 8, 8]) == [
+        "indecater, seed 0",
+        "indecater, seed 0 (d8-a)",
+        "indecater, seed 0 (d8-b)",
+    ]
+    assert plotting.run_labels(keys[:2], folders[:2]) == ["indecater, seed 0 (d4-a)", "indecater, seed 0 (d8-a)"]

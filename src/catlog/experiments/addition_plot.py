@@ -81,7 +81,9 @@ def plot_runs(runs: list[tuple[Path, dict[str, Any], list[dict[str, float]]]]) -
     panels = sorted({config["digits"] for _, config, _ in runs} | set(PANEL_DIGITS))
     fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.4), sharex=True, sharey=True, squeeze=False)
     labels = plotting.run_labels(
-        [f"{config['estimator']}, seed {config['seed']}" for _, config, _ in runs], [run for run, _, _ in runs]
+        [f"{config['estimator']}, seed {config['seed']}" for _, config, _ in runs],
+        [run for run, _, _ in runs],
+        [config["digits"] for _, config, _ in runs],
     )
     for ax, digits in zip(axes[0], panels):
         drawn: list[str] = []

@@ -21,11 +21,16 @@ def line_style(points: int) -> dict[str, Any]:
     return {"linewidth": 1.2}
 
 
-def run_labels(keys: Sequence[str], folders: Sequence[Path]) -> list[str]:
+def run_labels(keys: Sequence[str], folders: Sequence[Path], panels: Sequence[object] | None = None) -> list[str]:
     """One legend label per run: ``keys[i]`` (e.g. ``"mnist, indecater, seed 0"``), with the run's
-    folder name added where two runs share a key, so that no two runs share a label."""
-    counts = Counter(keys)
-    return [key if counts[key] == 1 else f"{key} ({Path(folder).name})" for key, folder in zip(keys, folders)]
+    folder name added where two runs drawn in the same panel (``panels[i]``; one panel if ``None``)
+    share a key, so that no two lines of a legend share a label."""
+    panel_of = list(panels) if panels is not None else [None] * len(keys)
+    counts = Counter(zip(panel_of, keys))
+    return [
+        key if counts[(panel, key)] == 1 else f"{key} ({Path(folder).name})"
+        for key, folder, panel in zip(keys, folders, panel_of)
+    ]
 
 
 def check_run_folders(runs: Sequence[Path], command: str) -> None:
