@@ -399,18 +399,8 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--test-limit", type=int, default=None, help="use only the first N MNIST test images (None: all)"
     )
-    add_data_option(parser)
+    data.add_data_options(parser, cache=False)
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-
-
-def add_data_option(parser: argparse.ArgumentParser) -> None:
-    """``--data-dir``: the folder holding ``mnist/`` (:mod:`catlog.experiments.data`)."""
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        default=None,
-        help="existing folder holding mnist/ (None: $CATLOG_DATA or ~/.cache/catlog)",
-    )
 
 
 def build_config(args: argparse.Namespace) -> AdditionConfig:

@@ -145,7 +145,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=200, help="independent estimates R")
     parser.add_argument("--block", type=int, default=20, help="repeats per estimator call")
     parser.add_argument("--batch-size", type=int, default=10, help="test sequences B")
-    addition.add_data_option(parser)
+    data.add_data_options(parser, cache=False)
 
 
 def build_config(args: argparse.Namespace) -> VarianceConfig:

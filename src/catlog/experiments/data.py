@@ -21,6 +21,7 @@ Decode cache: Omniglot's PNGs are decoded once and the 28x28 tensors kept in
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import hashlib
 import io
@@ -156,6 +157,21 @@ def cache_dir(data_dir: Path, explicit: Path | str | None = None) -> Path:
         return Path(explicit).expanduser()
     env = os.environ.get("CATLOG_CACHE")
     return Path(env).expanduser() if env else Path(data_dir) / "decoded"
+
+
+def add_data_options(parser: argparse.ArgumentParser, *, cache: bool) -> None:
+    """``--data-dir`` (an existing folder; default :func:`default_data_dir`) and, with ``cache``,
+    ``--cache-dir`` (where decoded Omniglot tensors go; default :func:`cache_dir`)."""
+    parser.add_argument(
+        "--data-dir", type=Path, default=None, help="existing data folder (None: $CATLOG_DATA or ~/.cache/catlog)"
+    )
+    if cache:
+        parser.add_argument(
+            "--cache-dir",
+            type=Path,
+            default=None,
+            help="folder for decoded Omniglot tensors (None: $CATLOG_CACHE, else <data folder>/decoded)",
+        )
 
 
 def file_digest(path: Path, algorithm: str) -> str:

@@ -537,7 +537,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         help="iterations between variance measurements, a multiple of --log-every (0: never)",
     )
     parser.add_argument("--variance-repeats", type=int, default=10, help="gradient estimates per variance measurement")
-    add_data_options(parser)
+    data.add_data_options(parser, cache=True)
     parser.add_argument(
         "--train-limit", type=int, default=None, help="use only the first N training images (None: all)"
     )
@@ -545,17 +545,6 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         "--eval-limit", type=int, default=None, help="use only the first N validation and test images (None: all)"
     )
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint.pt")
-
-
-def add_data_options(parser: argparse.ArgumentParser, default: str = "$CATLOG_DATA or ~/.cache/catlog") -> None:
-    """``--data-dir`` and ``--cache-dir`` (:mod:`catlog.experiments.data`)."""
-    parser.add_argument("--data-dir", type=Path, default=None, help=f"existing data folder (None: {default})")
-    parser.add_argument(
-        "--cache-dir",
-        type=Path,
-        default=None,
-        help="folder for decoded Omniglot tensors (None: $CATLOG_CACHE, else <data folder>/decoded)",
-    )
 
 
 def add_variance_options(parser: argparse.ArgumentParser) -> None:
