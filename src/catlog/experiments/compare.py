@@ -449,7 +449,9 @@ def plot(titles: dict[str, str], rows: Sequence[dict[str, Any]], labels: dict[st
             ax.plot(reference[0][key], reference[0]["variance"], "*", color="black", markersize=11, zorder=0)
             ax.set_xscale("log")
             ax.set_yscale("log")
-            ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            low, high = ax.get_xlim()
+            # 1-2-5 ticks over up to two decades; decades only beyond, where 1-2-5 labels collide.
+            ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0) if high / low <= 100 else (1.0,)))
             ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
             ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set_xlabel(axis_label)
@@ -460,8 +462,15 @@ def plot(titles: dict[str, str], rows: Sequence[dict[str, Any]], labels: dict[st
         axes[0, column].legend(fontsize=6)
     handles = [plt.Line2D([], [], marker=m, color="grey", linestyle="") for m in markers.values()]
     handles.append(plt.Line2D([], [], marker="*", color="black", linestyle="", markersize=9))
+    reference_samples = next(
+        row["samples"] for row in rows if row["estimator"] == "indecater" and row["setting"] == "equal samples"
+    )
     fig.legend(
-        handles, [*markers, "reference (IndeCateR / SCateR, N = --samples)"], loc="lower center", ncol=4, fontsize=8
+        handles,
+        [*markers, f"reference (IndeCateR / SCateR, N = {reference_samples})"],
+        loc="lower center",
+        ncol=4,
+        fontsize=8,
     )
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     return common.save_figure(fig, path)
