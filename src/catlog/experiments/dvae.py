@@ -437,7 +437,7 @@ def variance_at_checkpoint(
     model = DiscreteVAE(config["latents"], config["categories"]).to(dtype=dtype)
     model.load_state_dict(run_folder.load_checkpoint(run / run_folder.CHECKPOINT)["model"])
     data_dir = data_dir if data_dir is not None else config["data_dir"] and Path(config["data_dir"])
-    cache_dir = config["cache_dir"] and Path(config["cache_dir"])
+    cache_dir = config.get("cache_dir") and Path(config["cache_dir"])  # absent from older runs
     split = load_split(config["dataset"], data_dir, torch.device("cpu"), dtype, cache_dir)
     images = split["train"][: config["train_limit"]][: config["batch_size"]]
     generator = torch.Generator().manual_seed(seed)
