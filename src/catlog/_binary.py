@@ -43,11 +43,14 @@ def flip_means(
     own = samples.expand(num_samples, num_variables, *samples.shape[2:])  # [N, D, *B, D]: the sample d perturbs
     eye = torch.eye(num_variables, dtype=torch.bool, device=samples.device)
     flips = eye.view(num_variables, *([1] * len(batch_shape)), num_variables) & possible.all(-1)  # [D, *B, D]
-    rows = (own ^ flips).flatten(0, 1)
-    if chunk_size is None or chunk_size >= rows.shape[0]:
-        flipped = objective(rows)
-    else:
-        flipped = torch.cat([objective(part) for part in rows.split(chunk_size)])
+    total = num_samples * num_variables
+    if chunk_size is None or chunk_size >= total:
+        flipped = objective((own ^ flips).flatten(0, 1))
+    else:  # each chunk's rows built on their own: a cache-sized copy instead of all N * D rows at once
+        rows = torch.arange(total, device=samples.device).split(chunk_size)
+        flipped = torch.cat(
+            [objective(own[row // num_variables, row % num_variables] ^ flips[row % num_variables]) for row in rows]
+        )
     flipped = flipped.reshape(num_samples, num_variables, *batch_shape)
     kept = values.expand(num_samples, num_variables, *batch_shape)
     ones = own.diagonal(dim1=1, dim2=-1).movedim(-1, 1).bool()  # [N, D, *B]: x_d == 1
