@@ -87,8 +87,10 @@ class DiscreteVAE(nn.Module):
 
         def loss(x: torch.Tensor) -> torch.Tensor:
             z = x[..., 1:].flatten(-2) if self.one_hot else x
-            hidden = self.decoder_hidden(z.to(weight.dtype))
-            return F.softplus(self.decoder_out(hidden)).sum(-1) - ((hidden * projected).sum(-1) + offset)
+            rows = z.shape[:-1]  # [M, B]; the decoder runs on a 2-D [M * B, D(K-1)] (fewer copies in backward)
+            hidden = self.decoder_hidden(z.reshape(-1, z.shape[-1]).to(weight.dtype))
+            agreement = (hidden.view(*rows, -1) * projected).sum(-1) + offset
+            return F.softplus(self.decoder_out(hidden)).sum(-1).view(rows) - agreement
 
         return loss
 
