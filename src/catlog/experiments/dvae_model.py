@@ -47,7 +47,9 @@ class DiscreteVAE(nn.Module):
         self.encoder = nn.Sequential(
             nn.Linear(IMAGE_DIM, 384), nn.ReLU(), nn.Linear(384, 256), nn.ReLU(), nn.Linear(256, code)
         )
-        self.decoder_hidden = nn.Sequential(nn.Linear(code, 256), nn.ReLU(inplace=True), nn.Linear(256, 384), nn.ReLU(inplace=True))
+        self.decoder_hidden = nn.Sequential(
+            nn.Linear(code, 256), nn.ReLU(inplace=True), nn.Linear(256, 384), nn.ReLU(inplace=True)
+        )
         self.decoder_out = nn.Linear(384, IMAGE_DIM)
 
     @property
@@ -114,7 +116,8 @@ def negative_elbo(
     the KL is analytic.
     """
     logits = model.logits(images)
-    return estimator(model.reconstruction_loss(images), logits, one_hot=model.one_hot, generator=generator) + kl_to_uniform(logits)
+    loss = model.reconstruction_loss(images)
+    return estimator(loss, logits, one_hot=model.one_hot, generator=generator) + kl_to_uniform(logits)
 
 
 def train_step(
