@@ -42,6 +42,7 @@ import torch
 
 import catlog
 from catlog.experiments import addition, common, dvae_model, synthetic_gradients, synthetic_optimise
+from catlog.experiments.dvae import DvaeConfig
 
 
 @dataclass
@@ -139,7 +140,8 @@ CONFIGS: dict[str, Callable[[torch.device, torch.dtype], Problem]] = {
     "addition-16": lambda device, dtype: mnist_addition(16, device, dtype),
 }
 
-DVAE_CHUNK_ROWS = 50
+DVAE_CHUNK_ROWS = DvaeConfig.chunk_size
+"""IndeCateR's perturbed rows per decoder call in the DVAE case: the default of ``catlog dvae``."""
 
 CASES: tuple[Case, ...] = (
     Case("fig1-12x3", "IndeCateR 1", lambda: catlog.IndeCateR(1), 0.29, "fig1-12x3:ICR1"),

@@ -9,8 +9,10 @@ estimator (IndeCateR, REINFORCE, RLOO, Gumbel-Softmax at the config's sample cou
 warmed up once outside the check, with argument validation off (validation reads
 values back to the host on purpose). On CUDA every step runs with the sync debug mode
 at ``"error"``, so the first synchronising call raises, and the line reports its
-message; on CPU there is no device to wait for, so the steps only run (a smoke test
-of the script). Exits 1 when a step synchronised.
+message. On CPU there is no device to wait for; the step runs under a dispatch mode
+that counts the ATen ops which read a tensor's value back to the host
+(:data:`READS_BACK`: what synchronises on CUDA) and reports the first. Exits 1 when a
+step synchronised.
 """
 
 from __future__ import annotations
@@ -20,21 +22,39 @@ import sys
 from collections.abc import Sequence
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import bench
 import catlog
 from catlog.experiments import common
 
 ESTIMATORS = ("IndeCateR", "REINFORCE", "RLOO", "GS")
+READS_BACK = frozenset({"_local_scalar_dense", "nonzero", "masked_select", "unique", "_unique2", "repeat_interleave"})
+"""ATen ops whose result needs a value (or a size) from the device: a host sync on CUDA."""
+
+
+class ReadBacks(TorchDispatchMode):
+    """Records the ATen ops of :data:`READS_BACK` dispatched while active (``self.found``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        name = func.overloadpacket.__name__
+        if name in READS_BACK:
+            self.found.append(name)
+        return func(*args, **(kwargs or {}))
 
 
 def synchronises(problem: bench.Problem, estimator: catlog.Estimator, device: torch.device) -> str | None:
-    """The message of the first host sync of one step on CUDA, ``None`` if there was none (or on CPU)."""
+    """The message of the first host sync of one step (on CPU: the ops that read back), ``None`` if none."""
     bench.gradient_step(problem, estimator)  # warm-up: first-call allocations may sync legitimately
     bench.synchronise(device)
     if device.type != "cuda":
-        bench.gradient_step(problem, estimator)
-        return None
+        with ReadBacks() as reads:
+            bench.gradient_step(problem, estimator)
+        return f"reads back: {', '.join(reads.found)}" if reads.found else None
     torch.cuda.set_sync_debug_mode("error")
     try:
         bench.gradient_step(problem, estimator)
@@ -64,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 continue
             message = synchronises(bench.CONFIGS[case.config](device, dtype), case.make(), device)
             found += message is not None
-            status = "no sync" if device.type == "cuda" else "ran (sync check needs CUDA)"
+            status = "no sync" if device.type == "cuda" else "no read-back op"
             print(f"{case.config:12s} {case.label:28s} {message or status}")
     finally:
         catlog.Estimator.set_default_validate_args(True)  # the library's initial default

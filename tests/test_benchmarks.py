@@ -9,6 +9,9 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+import torch
+
+import catlog
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -92,8 +95,13 @@ def test_cost_growth_runs_on_one_axis(tmp_path: Path, load_script) -> None:
 
 
 def test_host_syncs_runs_on_cpu(load_script, capsys: pytest.CaptureFixture[str]) -> None:
-    """On CPU the check only runs the four estimators' steps (the sync check needs CUDA)."""
+    """On CPU the check counts the ops that read back: none in the four estimators' steps
+    with validation off, and it finds the ones that validation makes."""
     host_syncs = load_script("host_syncs")
     assert host_syncs.main(["--config", "fig1-12x3", "--threads", "1"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[1] for line in lines[1:]] == ["IndeCateR", "REINFORCE", "RLOO", "GS"]
+    assert all(line.endswith("no read-back op") for line in lines[1:])
+    problem = host_syncs.bench.CONFIGS["fig2"](torch.device("cpu"), torch.float32)
+    message = host_syncs.synchronises(problem, catlog.IndeCateR(2, validate_args=True), torch.device("cpu"))
+    assert message is not None and "_local_scalar_dense" in message

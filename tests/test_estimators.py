@@ -183,3 +183,20 @@ def test_catlog_value_is_zero_only_with_a_zero_gradient(per_variable: bool) -> N
         assert bool((value[hit] > 0).all())
         nonzero += int(hit.sum())
     assert nonzero > 0
+
+
+@pytest.mark.parametrize("batch_shape", [(), (3,), (2, 4)])
+def test_sum_by_category_contraction_equals_scatter(batch_shape) -> None:
+    """The ``K = 2`` contraction collects the same weights as the scatter it replaces."""
+    from catlog._surrogate import scatter_by_category, sum_by_category
+
+    generator = torch.Generator().manual_seed(12)
+    samples = torch.randint(2, (5, *batch_shape, 7), generator=generator)
+    weights = torch.randn(5, *batch_shape, generator=generator, dtype=torch.float64)
+    scattered = scatter_by_category(
+        torch.zeros(*batch_shape, 7, 2, dtype=torch.float64),
+        torch.arange(7).repeat(5),
+        samples.movedim(-1, 1).flatten(0, 1),
+        weights.unsqueeze(-1).expand(samples.shape).movedim(-1, 1).flatten(0, 1),
+    )
+    torch.testing.assert_close(sum_by_category(samples, weights, 2), scattered, rtol=1e-13, atol=1e-13)

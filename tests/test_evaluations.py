@@ -16,6 +16,10 @@ import pytest
 import torch
 
 import catlog
+from catlog._binary import flip_means
+from catlog._objective import Objective
+from catlog._perturbation import category_means
+from catlog._sampling import sample_categorical
 
 CASES = [
     # batch shape, D, K, N
@@ -184,3 +188,56 @@ def test_chunked_equals_unchunked_and_bounds_rows_per_call(chunk_size, impossibl
     rows = sum(x.shape[0] for x in whole.perturbed)
     assert sum(x.shape[0] for x in chunked.perturbed) == rows
     assert len(chunked.perturbed) == math.ceil(rows / chunk_size)
+
+
+@pytest.mark.parametrize("chunk_size", [None, 1, 7, 1000])
+@pytest.mark.parametrize("one_hot", [False, True], ids=["indices", "one-hot"])
+@pytest.mark.parametrize("impossible", [False, True], ids=["finite", "with-inf"])
+@pytest.mark.parametrize("per_variable", [False, True], ids=["shared", "per-variable"])
+@pytest.mark.parametrize("batch_shape, num_variables", [((), 1), ((), 6), ((3,), 4), ((2, 3), 5)])
+def test_flip_means_equals_general_path(batch_shape, num_variables, per_variable, impossible, one_hot, chunk_size):
+    """The fused ``K = 2`` coefficients equal both general paths (ranked offsets and every offset)
+    on the same samples, and call ``f`` on the same number of rows per call."""
+    num_samples, seed = 3, 20 + num_variables
+    logits = make_logits(batch_shape, num_variables, 2, seed=seed, impossible=impossible)
+    recording = RecordingObjective(batch_shape, num_variables, torch.Generator().manual_seed(seed))
+    f = (lambda x: recording(x[..., 1])) if one_hot else recording
+    objective = Objective(f, logits.shape[:-2], 2, logits.dtype, logits.device, one_hot, validate=True)
+    groups = num_variables if per_variable else 1
+    samples = sample_categorical(logits.log_softmax(-1), (num_samples, groups), torch.Generator().manual_seed(seed))
+    values = objective(samples.flatten(0, 1)).reshape(samples.shape[:-1])
+    possible = logits > -math.inf
+
+    recording.perturbed.clear()
+    with torch.no_grad():
+        fused = flip_means(objective, samples, values, possible, chunk_size)
+    fused_calls = [x.shape[0] for x in recording.perturbed]
+    recording.perturbed.clear()
+    with torch.no_grad():
+        ranked = category_means(objective, samples, values, possible, chunk_size, skip_impossible=True)
+        every_offset = category_means(objective, samples, values, possible, None, skip_impossible=False)
+
+    torch.testing.assert_close(fused, ranked, rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(fused, every_offset, rtol=1e-13, atol=1e-13)
+    assert sum(fused_calls) == num_samples * num_variables
+    if not impossible:
+        assert fused_calls == [x.shape[0] for x in recording.perturbed[: len(fused_calls)]]
+
+
+@pytest.mark.parametrize("validate", [False, True], ids=["unchecked", "validated"])
+@pytest.mark.parametrize("impossible", [False, True], ids=["finite", "with-inf"])
+@pytest.mark.parametrize("per_variable", [False, True], ids=["shared", "per-variable"])
+def test_two_categories_match_naive_evaluation(per_variable, impossible, validate):
+    """Through the estimator (the fused path where it applies): value and gradient of eq. 4.1."""
+    batch_shape, num_variables, num_samples = (2, 3), 5, 4
+    logits = make_logits(batch_shape, num_variables, 2, seed=30, impossible=impossible)
+    objective = RecordingObjective(batch_shape, num_variables, torch.Generator().manual_seed(31))
+    estimator = catlog.IndeCateR(num_samples, per_variable=per_variable, validate_args=validate)
+    value, grad = estimate(logits, objective, estimator, seed=32)
+
+    expected_value, expected_grad = reference(objective, logits, num_samples, per_variable)
+    torch.testing.assert_close(value, expected_value, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-10, atol=1e-12)
+    possible = logits > -math.inf
+    for x in objective.perturbed:
+        assert possible.expand(x.shape[0], *possible.shape).gather(-1, x.unsqueeze(-1)).all()

@@ -176,3 +176,12 @@ def test_every_command_shows_defaults_and_the_estimator_vocabulary(capsys: pytes
     for option in ("--dataset", "--estimator", "--lr", "--batch-size", "--data-dir", "--cache-dir"):
         block = dvae_help.split("\noptions:", 1)[1].split(f"  {option} ", 1)[1].split("\n  --", 1)[0]
         assert "(default: " in " ".join(block.split()), option
+
+
+def test_keep_freed_memory_takes_on_glibc() -> None:
+    import platform
+
+    from catlog.experiments import allocator
+
+    expected = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert allocator.keep_freed_memory() is expected

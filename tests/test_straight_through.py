@@ -48,3 +48,27 @@ def test_reprs() -> None:
         "GumbelRao(num_samples=5, num_rao_samples=7, temperature=1.0, "
         "one_hot=False, generator=None, validate_args=None)"
     )
+
+
+@pytest.mark.parametrize("temperature", [0.3, 1.0])
+def test_binary_gumbel_softmax_has_the_law_of_the_general_one(temperature: float) -> None:
+    """For ``K = 2`` the relaxed sample comes from logistic noise; its first two moments and
+    the hard sample's mean match ``softmax((log p + G) / temperature)`` with Gumbel ``G``."""
+    from catlog._sampling import gumbel_noise
+
+    runs = 200_000
+    logits = torch.tensor([[0.3, -0.4], [1.5, 0.2], [-2.0, 0.0]], dtype=torch.float64)
+    soft = catlog.GumbelSoftmax(runs, temperature, straight_through=False, generator=torch.Generator().manual_seed(1))
+    binary = []
+    soft(lambda y: binary.append(y.detach()) or y.sum(-1), logits)
+    noise = gumbel_noise((runs, *logits.shape), logits, torch.Generator().manual_seed(2))
+    general = ((logits.log_softmax(-1) + noise) / temperature).softmax(-1)[..., 1]
+    for moment in (1, 2):
+        a, b = binary[0] ** moment, general**moment
+        error = ((a.var(0) + b.var(0)) / runs).sqrt()
+        assert ((a.mean(0) - b.mean(0)).abs() < 4.5 * error).all(), (a.mean(0), b.mean(0), error)
+    hard = []
+    straight = catlog.GumbelSoftmax(runs, temperature, generator=torch.Generator().manual_seed(3))
+    straight(lambda y: hard.append(y.detach()) or y.sum(-1), logits)
+    p = logits.softmax(-1)[:, 1]
+    assert ((hard[0].mean(0) - p).abs() < 4.5 * (p * (1 - p) / runs).sqrt()).all()

@@ -21,6 +21,18 @@ def gumbel_noise(
     return uniform.clamp_min_(torch.finfo(like.dtype).tiny).log_().neg_().log_().neg_()
 
 
+def logistic_noise(
+    shape: torch.Size | tuple[int, ...], like: torch.Tensor, generator: torch.Generator | None
+) -> torch.Tensor:
+    """Standard logistic noise ``L = logit(U)``, ``U ~ Uniform(0, 1)``, of ``shape``: the law of
+    ``G_1 - G_0`` for independent standard Gumbel ``G_0, G_1``.
+
+    Uses the dtype and device of ``like``; ``U`` is clamped away from 0 so ``L`` is finite.
+    """
+    uniform = torch.rand(shape, dtype=like.dtype, device=like.device, generator=generator)
+    return uniform.clamp_min_(torch.finfo(like.dtype).tiny).logit_()
+
+
 def sample_categorical(
     log_probs: torch.Tensor, sample_shape: tuple[int, ...], generator: torch.Generator | None
 ) -> torch.Tensor:

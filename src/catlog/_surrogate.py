@@ -34,6 +34,33 @@ def scatter_by_category(
     return out
 
 
+def sum_by_category(samples: torch.Tensor, weights: torch.Tensor, num_categories: int) -> torch.Tensor:
+    """``w[b, d, k] = sum_n weights[n, b] 1[samples[n, b, d] = k]``, the weight each category collects.
+
+    For ``K = 2`` a contraction: ``w[b, d, 1] = sum_n weights[n, b] x[n, b, d]`` (one matrix
+    product) and ``w[b, d, 0] = sum_n weights[n, b] - w[b, d, 1]``; for larger ``K``
+    :func:`scatter_by_category`.
+
+    Args:
+        samples: ``LongTensor[N, *B, D]``.
+        weights: ``[N, *B]``.
+        num_categories: ``K``.
+
+    Returns:
+        ``[*B, D, K]`` in the dtype of ``weights``.
+    """
+    if num_categories == 2:
+        ones = torch.einsum("n...d,n...->...d", samples.to(weights.dtype), weights)
+        return torch.stack([weights.sum(0).unsqueeze(-1) - ones, ones], -1)
+    num_samples, num_variables = samples.shape[0], samples.shape[-1]
+    return scatter_by_category(
+        weights.new_zeros((*samples.shape[1:], num_categories)),
+        torch.arange(num_variables, device=samples.device).repeat(num_samples),
+        samples.movedim(-1, 1).flatten(0, 1),
+        weights.unsqueeze(-1).expand(samples.shape).movedim(-1, 1).flatten(0, 1),
+    )
+
+
 def catlog_estimate(
     sample_mean: torch.Tensor, probs: torch.Tensor, coefficients: torch.Tensor, pathwise: Pathwise
 ) -> torch.Tensor:

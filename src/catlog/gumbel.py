@@ -6,7 +6,7 @@ import torch
 
 from catlog._objective import Objective
 from catlog._relaxed import Relaxed, relaxed_estimate
-from catlog._sampling import gumbel_noise
+from catlog._sampling import gumbel_noise, logistic_noise
 from catlog._validation import check_flag
 
 
@@ -41,9 +41,23 @@ class GumbelSoftmax(Relaxed):
     def _estimate(self, objective: Objective, logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         # category first ([K, N, *B, D]): softmax and argmax over K are then fast for small K
         num_categories = logits.shape[-1]
+        if num_categories == 2:
+            return self._estimate_binary(objective, logits, generator)
         log_probs = logits.log_softmax(-1).movedim(-1, 0).unsqueeze(1)
         noise = gumbel_noise((num_categories, self.num_samples, *logits.shape[:-1]), logits, generator)
         scores = (noise + log_probs) / self.temperature
         soft = scores.softmax(0)
         hard = scores.detach().max(0).indices if self.straight_through else None
         return relaxed_estimate(objective, soft, hard)
+
+    def _estimate_binary(
+        self, objective: Objective, logits: torch.Tensor, generator: torch.Generator | None
+    ) -> torch.Tensor:
+        """:meth:`_estimate` for ``K = 2``: ``y_1 = sigmoid((l_1 - l_0 + L) / temperature)`` with
+        logistic ``L`` (the law of ``G_1 - G_0``), one uniform per variable instead of two Gumbels;
+        the same distribution of ``y`` and of the hard sample ``1[y_1 > 1/2]``, other draws."""
+        noise = logistic_noise((self.num_samples, *logits.shape[:-1]), logits, generator)
+        scores = (logits[..., 1] - logits[..., 0] + noise) / self.temperature
+        one = scores.sigmoid()
+        hard = (scores.detach() > 0).long() if self.straight_through else None
+        return relaxed_estimate(objective, torch.stack([1 - one, one]), hard)

@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from catlog._binary import flip_means
 from catlog._objective import Objective
 from catlog._perturbation import category_means
 from catlog._sampling import sample_categorical
@@ -34,12 +35,15 @@ class IndeCateR(Estimator):
     than the plain sample mean, and, for ``f >= 0``, zero only when the score term is
     zero too, so a loss such as ``-log(value)`` never divides a non-zero gradient by zero.
 
-    With ``validate_args`` off and no chunks, an estimate makes no host
-    synchronisation (it compiles with ``torch.compile(fullgraph=True)``); ``f`` is then
-    evaluated on all ``N * D * (K - 1)`` perturbed rows whether or not some
+    With ``validate_args`` off and no chunks (or any chunks when ``K = 2``), an estimate
+    makes no host synchronisation (it compiles with ``torch.compile(fullgraph=True)``);
+    ``f`` is then evaluated on all ``N * D * (K - 1)`` perturbed rows whether or not some
     categories are impossible: a row that would hold an impossible category holds
     the sample itself and its value is discarded. With validation on (the default),
     one host synchronisation looks for impossible categories and skips their rows.
+    For ``K = 2`` with every category possible (or validation off) the perturbed row
+    is the sample with one variable flipped, and a fused path builds and scores the
+    rows in a handful of ops (:func:`catlog._binary.flip_means`).
 
     Args:
         num_samples: ``N >= 1`` samples (per variable if ``per_variable``).
@@ -104,5 +108,16 @@ class IndeCateR(Estimator):
         values = objective(samples.flatten(0, 1)).reshape(samples.shape[:-1])
         possible = logits.detach() > -math.inf
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.pathwise == "all"):
-            coefficients = category_means(objective, samples, values, possible, self.chunk_size, self._validates)
+            coefficients = self._coefficients(objective, samples, values, possible)
         return catlog_estimate(values.mean((0, 1)), probs, coefficients, self.pathwise)
+
+    def _coefficients(
+        self, objective: Objective, samples: torch.Tensor, values: torch.Tensor, possible: torch.Tensor
+    ) -> torch.Tensor:
+        """``c[b, d, k]`` (see :func:`~catlog._perturbation.category_means`): for ``K = 2`` by flipping
+        each variable (:func:`~catlog._binary.flip_means`), unless validation may skip impossible rows
+        or the rows must carry autograd (``pathwise="all"``)."""
+        binary = possible.shape[-1] == 2 and self.pathwise == "samples"
+        if binary and (not self._validates or bool(possible.all())):
+            return flip_means(objective, samples, values.detach(), possible, self.chunk_size)
+        return category_means(objective, samples, values, possible, self.chunk_size, self._validates)

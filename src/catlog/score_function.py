@@ -8,7 +8,7 @@ import torch
 
 from catlog._objective import Objective
 from catlog._sampling import sample_by_inversion
-from catlog._surrogate import scatter_by_category
+from catlog._surrogate import sum_by_category
 from catlog._validation import check_count
 from catlog.autoregressive import Autoregressive, _sequence_log_prob
 from catlog.estimator import Cost, Estimator
@@ -52,13 +52,7 @@ class REINFORCE(Estimator):
         values = objective(samples)
         with torch.no_grad():
             weights = self._weights(values.detach()) / self.num_samples
-            num_variables = logits.shape[-2]
-            per_category = scatter_by_category(
-                logits.new_zeros(logits.shape),
-                torch.arange(num_variables, device=logits.device).repeat(self.num_samples),
-                samples.movedim(-1, 1).flatten(0, 1),
-                weights.unsqueeze(-1).expand(samples.shape).movedim(-1, 1).flatten(0, 1),
-            )
+            per_category = sum_by_category(samples, weights, logits.shape[-1])
         centred = (log_probs - log_probs.detach()).masked_fill(logits.detach() == -math.inf, 0.0)
         return values.mean(0) + (per_category * centred).sum((-2, -1))
 

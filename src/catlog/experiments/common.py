@@ -25,6 +25,8 @@ from typing import Any, TypeVar
 
 import torch
 
+from catlog.experiments import allocator
+
 T = TypeVar("T")
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64}
 TEMPORARY_SUFFIX = ".tmp"
@@ -160,7 +162,9 @@ def apply_common_options(args: argparse.Namespace) -> tuple[torch.device, torch.
 
 
 def apply_threads(threads: int | None) -> None:
-    """Set torch's CPU threads to ``threads``; ``None`` keeps torch's choice."""
+    """The process settings of every command: torch's CPU threads (``None`` keeps torch's
+    choice), and freed memory kept for reuse (:func:`catlog.experiments.allocator.keep_freed_memory`)."""
+    allocator.keep_freed_memory()
     if threads is not None:
         torch.set_num_threads(threads)
 

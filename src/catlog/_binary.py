@@ -1,0 +1,58 @@
+"""IndeCateR's coefficients for two categories: ``f`` on every sample with one variable flipped."""
+
+from __future__ import annotations
+
+import torch
+
+from catlog._objective import Objective
+
+
+def flip_means(
+    objective: Objective,
+    samples: torch.Tensor,
+    values: torch.Tensor,
+    possible: torch.Tensor,
+    chunk_size: int | None,
+) -> torch.Tensor:
+    """The IndeCateR coefficients ``c[b, d, k] = 1/N sum_n f(x_{!=d}^(n), k)`` for ``K = 2``.
+
+    With two categories the only perturbed row of sample ``n`` and variable ``d`` is the
+    sample with ``x_d`` flipped, ``x ^ e_d``, so
+
+    ``c[b, d, x_d] += f(x)`` and ``c[b, d, 1 - x_d] += f(x ^ e_d)``
+
+    with no offsets, ranks or gathers: the same rows, in the same order (sample, then
+    variable), as :func:`catlog._perturbation.category_means`, and the same coefficients
+    up to float rounding, with no host synchronisation. A variable with one possible
+    category is not flipped (its row holds the sample itself, a valid input whose value
+    is discarded), so ``f`` never sees an impossible category.
+
+    Args:
+        objective: the wrapped ``f``.
+        samples: ``LongTensor[N, G, *B, D]`` with values in ``{0, 1}``; group ``g`` holds
+            the samples used for variable ``d = g`` when ``G = D``, or for all variables when ``G = 1``.
+        values: ``[N, G, *B]``, ``f`` at ``samples``.
+        possible: ``BoolTensor[*B, D, 2]``, false where the logit is ``-inf``.
+        chunk_size: most perturbed rows per call of ``f``, or ``None`` for one call.
+
+    Returns:
+        ``[*B, D, 2]``; zero at impossible categories.
+    """
+    num_samples, num_variables = samples.shape[0], samples.shape[-1]
+    batch_shape = samples.shape[2:-1]
+    own = samples.expand(num_samples, num_variables, *samples.shape[2:])  # [N, D, *B, D]: the sample d perturbs
+    eye = torch.eye(num_variables, dtype=torch.bool, device=samples.device)
+    flips = eye.view(num_variables, *([1] * len(batch_shape)), num_variables) & possible.all(-1)  # [D, *B, D]
+    total = num_samples * num_variables
+    if chunk_size is None or chunk_size >= total:
+        flipped = objective((own ^ flips).flatten(0, 1))
+    else:  # each chunk's rows built on their own: a cache-sized copy instead of all N * D rows at once
+        rows = torch.split(torch.arange(total, device=samples.device), chunk_size)
+        flipped = torch.cat(
+            [objective(own[row // num_variables, row % num_variables] ^ flips[row % num_variables]) for row in rows]
+        )
+    flipped = flipped.reshape(num_samples, num_variables, *batch_shape)
+    kept = values.expand(num_samples, num_variables, *batch_shape)
+    ones = own.diagonal(dim1=1, dim2=-1).movedim(-1, 1).bool()  # [N, D, *B]: x_d == 1
+    means = torch.stack([torch.where(ones, flipped, kept), torch.where(ones, kept, flipped)], -1).mean(0)
+    return means.movedim(0, -2).masked_fill(~possible, 0.0)
