@@ -180,10 +180,12 @@ def test_command_line_on_mnist_and_plot(shared_data_dir: Path, tmp_path: Path) -
         summary = json.loads((run / "summary.json").read_text())
         # Binarised MNIST under a fresh decoder: about 784 * log 2 nats minus what 4 steps learnt.
         assert 400 < summary["test_neg_elbo"] < 560 and summary["final_variance"] > 0
-    assert cli.main(["dvae-variance", str(runs[0]), "--estimators", "indecater", "rloo-s", "--repeats", "3"]) == 0
+    names = ["indecater", "rloo-s", "disarm-s"]
+    assert cli.main(["dvae-variance", str(runs[0]), "--estimators", *names, "--repeats", "3"]) == 0
     with open(runs[0] / "variance_at_checkpoint.csv") as handle:
         rows = list(csv.DictReader(handle))
-    assert [row["estimator"] for row in rows] == ["indecater", "rloo-s"]
+    assert [row["estimator"] for row in rows] == names
+    assert [row["samples"] for row in rows] == ["2", "2", "2"]  # DisARM: one pair
     # Same parameters, same batch: IndeCateR's variance is below RLOO's at equal samples.
     assert 0 < float(rows[0]["variance"]) < float(rows[1]["variance"])
     figure = tmp_path / "dvae.png"

@@ -444,14 +444,18 @@ def variance_at_checkpoint(
     rows = []
     for name in names:
         estimator = make_estimator(
-            name, config["latents"], config["categories"], config["samples"], chunk_size=config["chunk_size"]
+            name,
+            config["latents"],
+            config["categories"],
+            config.get("samples") or DEFAULT_SAMPLES,  # older runs saved None for the default
+            chunk_size=config["chunk_size"],
         )
         clock = common.Clock()
         estimates = clock.timed(lambda: encoder_gradients(model, estimator, images, repeats, generator))  # noqa: B023 (called at once)
         rows.append(
             {
                 "estimator": name,
-                "samples": estimator.num_samples,
+                "samples": estimator.cost(config["latents"], config["categories"]).samples,
                 "variance": common.gradient_variance(estimates),
                 "cpu_s_per_estimate": clock.cpu_s / repeats,
             }
