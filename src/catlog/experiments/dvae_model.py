@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import catlog
+from catlog._binary import log_softmax
 from catlog.experiments import distributed
 
 IMAGE_DIM = 784
@@ -99,7 +100,7 @@ class DiscreteVAE(nn.Module):
 
 def kl_to_uniform(logits: torch.Tensor) -> torch.Tensor:
     """``KL(q || uniform) = sum_d sum_k q_dk log q_dk + D log K`` for logits ``[B, D, K]``; returns ``[B]``."""
-    log_q = logits.log_softmax(-1)
+    log_q = log_softmax(logits)
     num_latents, num_categories = logits.shape[-2:]
     return (log_q.exp() * log_q).sum((-2, -1)) + num_latents * math.log(num_categories)
 
