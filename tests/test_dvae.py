@@ -14,6 +14,7 @@ import torch.nn.functional as F
 import catlog
 from catlog.experiments import cli, data, dvae
 from catlog.experiments.dvae_model import (
+    PROJECT_FROM_SAMPLES,
     DiscreteVAE,
     encoder_gradients,
     evaluate_negative_elbo,
@@ -31,13 +32,14 @@ def _images(n: int, seed: int = 0) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("categories", [2, 3])
-def test_negative_log_likelihood_is_bernoulli_cross_entropy(categories: int) -> None:
+@pytest.mark.parametrize("samples", [3, PROJECT_FROM_SAMPLES])  # l t elementwise, then h . (t W) + b . t
+def test_negative_log_likelihood_is_bernoulli_cross_entropy(categories: int, samples: int) -> None:
     model = DiscreteVAE(num_latents=5, num_categories=categories).double()
     targets = torch.rand(4, 784, dtype=torch.float64)  # grey levels, as for Fashion-MNIST
-    x = torch.randint(categories, (3, 4, 5))
+    x = torch.randint(categories, (samples, 4, 5))
     z = F.one_hot(x, categories)[..., 1:].flatten(-2).double()
     logits = model.decoder_out(model.decoder_hidden(z))
-    expected = F.binary_cross_entropy_with_logits(logits, targets.expand(3, 4, 784), reduction="none").sum(-1)
+    expected = F.binary_cross_entropy_with_logits(logits, targets.expand(samples, 4, 784), reduction="none").sum(-1)
     given = F.one_hot(x, categories).double() if model.one_hot else x
     assert torch.allclose(model.negative_log_likelihood(given, targets), expected, rtol=1e-10, atol=1e-9)
 

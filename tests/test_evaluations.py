@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import catlog
-from catlog._binary import flip_means
+from catlog._binary import flip_means, log_softmax
 from catlog._objective import Objective
 from catlog._perturbation import category_means
 from catlog._sampling import sample_categorical
@@ -241,3 +241,21 @@ def test_two_categories_match_naive_evaluation(per_variable, impossible, validat
     possible = logits > -math.inf
     for x in objective.perturbed:
         assert possible.expand(x.shape[0], *possible.shape).gather(-1, x.unsqueeze(-1)).all()
+
+
+@pytest.mark.parametrize("num_categories", [1, 2, 3])
+def test_log_softmax_equals_torch(num_categories: int) -> None:
+    """The two-category ``logsigmoid`` form equals ``log_softmax`` in value and gradient,
+    ``-inf`` logits included (value ``-inf`` and ``0``, gradient zero there)."""
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(4, 5, num_categories, dtype=torch.float64, generator=generator)
+    if num_categories == 2:
+        logits[0, :2, 0] = -math.inf
+    weights = torch.randn(logits.shape, dtype=torch.float64, generator=generator)
+    ours, theirs = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+    ours_value, theirs_value = log_softmax(ours), theirs.log_softmax(-1)
+    torch.testing.assert_close(ours_value, theirs_value, rtol=0, atol=1e-13)
+    finite = theirs_value.isfinite()
+    (ours_value[finite] * weights[finite]).sum().backward()
+    (theirs_value[finite] * weights[finite]).sum().backward()
+    torch.testing.assert_close(ours.grad, theirs.grad, rtol=0, atol=1e-13)

@@ -10,6 +10,17 @@ COMPARE_MAX_CATEGORIES = 8
 """Up to this ``K``, :func:`sample_by_inversion` compares ``U`` with every ``F_k``; above, it searches."""
 
 
+def log_exponential_noise(
+    shape: torch.Size | tuple[int, ...], like: torch.Tensor, generator: torch.Generator | None
+) -> torch.Tensor:
+    """``log E = log(-log U)``, ``U ~ Uniform(0, 1)``, of ``shape``: minus standard Gumbel noise.
+
+    Uses the dtype and device of ``like``; ``U`` is clamped away from 0 so ``log E`` is finite.
+    """
+    uniform = torch.rand(shape, dtype=like.dtype, device=like.device, generator=generator)
+    return uniform.clamp_min_(torch.finfo(like.dtype).tiny).log_().neg_().log_()
+
+
 def gumbel_noise(
     shape: torch.Size | tuple[int, ...], like: torch.Tensor, generator: torch.Generator | None
 ) -> torch.Tensor:
@@ -17,8 +28,7 @@ def gumbel_noise(
 
     Uses the dtype and device of ``like``; ``U`` is clamped away from 0 so ``G`` is finite.
     """
-    uniform = torch.rand(shape, dtype=like.dtype, device=like.device, generator=generator)
-    return uniform.clamp_min_(torch.finfo(like.dtype).tiny).log_().neg_().log_().neg_()
+    return log_exponential_noise(shape, like, generator).neg_()
 
 
 def logistic_noise(
@@ -46,8 +56,8 @@ def sample_categorical(
     Returns:
         ``LongTensor[*S, *B, D]`` with ``X = argmax_k (log_probs_k + G_k)``.
     """
-    noise = gumbel_noise((*sample_shape, *log_probs.shape), log_probs, generator)
-    return (log_probs.detach() + noise).argmax(-1)
+    log_exponential = log_exponential_noise((*sample_shape, *log_probs.shape), log_probs, generator)
+    return (log_probs.detach() - log_exponential).argmax(-1)  # log_probs + G to the bit, one negation fewer
 
 
 def sample_by_inversion(

@@ -87,14 +87,14 @@ def catlog_estimate(
     weighted = coefficients.detach() * probs
     leading = math.prod(weighted.shape[: weighted.ndim - sample_mean.ndim - 2])
     weighted = weighted.reshape(leading, *sample_mean.shape, *probs.shape[-2:])
-    value = _rao_blackwellised(weighted.detach())
-    score = weighted.sum((-2, -1)).mean(0)
+    value = _rao_blackwellised(weighted)  # with autograd: D times its gradient is the score term's
     pathwise_mean = (
         _rao_blackwellised((coefficients * probs.detach()).reshape(weighted.shape))
         if pathwise == "all"
         else sample_mean
     )
-    return value + (pathwise_mean - pathwise_mean.detach()) + (score - score.detach())
+    gradient = pathwise_mean + value * probs.shape[-2]
+    return value.detach() + (gradient - gradient.detach())
 
 
 def _rao_blackwellised(weighted: torch.Tensor) -> torch.Tensor:

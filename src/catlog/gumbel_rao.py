@@ -9,7 +9,7 @@ import torch
 
 from catlog._objective import Objective
 from catlog._relaxed import Relaxed, relaxed_estimate
-from catlog._sampling import gumbel_noise, sample_by_inversion
+from catlog._sampling import gumbel_noise, log_exponential_noise, sample_by_inversion
 from catlog._validation import check_count
 
 
@@ -35,8 +35,7 @@ def conditional_gumbel(
     theta = logits.movedim(-1, 0).unsqueeze(1).unsqueeze(1)  # [K, 1, 1, *B, D]
     shape = (num_draws, *hard.shape)
     top = gumbel_noise(shape, logits, generator) + theta.logsumexp(0)
-    # log E_k = log(-log U_k) = -Gumbel(U_k)
-    log_exponential = -gumbel_noise((theta.shape[0], *shape), logits, generator)
+    log_exponential = log_exponential_noise((theta.shape[0], *shape), logits, generator)
     below = -torch.logaddexp(-top, log_exponential - theta)
     categories = torch.arange(theta.shape[0], device=logits.device).view(-1, *([1] * len(shape)))
     perturbed = torch.where(categories == hard, top, below)

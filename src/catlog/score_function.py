@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from catlog._binary import log_softmax
 from catlog._objective import Objective
 from catlog._sampling import sample_by_inversion
 from catlog._surrogate import sum_by_category
@@ -47,7 +48,7 @@ class REINFORCE(Estimator):
         return values
 
     def _estimate(self, objective: Objective, logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        log_probs = logits.log_softmax(-1)
+        log_probs = log_softmax(logits)
         samples = sample_by_inversion(log_probs.detach().exp(), (self.num_samples,), generator)
         values = objective(samples)
         with torch.no_grad():

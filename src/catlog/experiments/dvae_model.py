@@ -17,9 +17,13 @@ import torch.nn.functional as F
 from torch import nn
 
 import catlog
+from catlog._binary import log_softmax
 from catlog.experiments import distributed
 
 IMAGE_DIM = 784
+PROJECT_FROM_SAMPLES = 8
+"""From this many samples per call the reconstruction loss projects the targets once
+(:meth:`DiscreteVAE.reconstruction_loss`); below, it forms ``l t`` elementwise."""
 
 
 class DiscreteVAE(nn.Module):
@@ -78,28 +82,37 @@ class DiscreteVAE(nn.Module):
     def reconstruction_loss(self, targets: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
         """``x -> -log p(targets | x)`` (:meth:`negative_log_likelihood`) for fixed targets ``[B, 784]``.
 
-        ``sum_i l_i t_i`` is computed as ``h . (t W) + b . t``, which never forms the
-        ``[M, B, 784]`` product; ``t W`` and ``b . t`` are computed once here, not per call
-        (an estimator calls the loss once per chunk of rows). ``softplus(l).sum(-1)`` then
-        is the only pass over the 784 outputs: a fused ``binary_cross_entropy_with_logits``
-        measured slower (it forms ``l t`` elementwise).
+        With at least :data:`PROJECT_FROM_SAMPLES` samples ``M`` in a call, ``sum_i l_i t_i``
+        is computed as ``h . (t W) + b . t``, which never forms the ``[M, B, 784]`` product;
+        ``t W`` and ``b . t`` are computed on the first such call and kept for the next ones
+        (an estimator calls the loss once per chunk of rows). With fewer it is formed
+        elementwise: ``t W`` and its gradient (two ``[B, 784] x [784, 384]`` products and the
+        sum of two weight gradients) cost more than ``M`` elementwise passes. ``softplus(l).sum(-1)``
+        is the only other pass over the 784 outputs: a fused ``binary_cross_entropy_with_logits``
+        measured slower.
         """
         weight, bias = self.decoder_out.weight, self.decoder_out.bias
-        projected, offset = targets @ weight, targets @ bias
+        projection: tuple[torch.Tensor, torch.Tensor] | None = None
 
         def loss(x: torch.Tensor) -> torch.Tensor:
+            nonlocal projection
             z = x[..., 1:].flatten(-2) if self.one_hot else x
             rows = z.shape[:-1]  # [M, B]; the decoder runs on a 2-D [M * B, D(K-1)] (fewer copies in backward)
             hidden = self.decoder_hidden(z.reshape(-1, z.shape[-1]).to(weight.dtype))
-            agreement = (hidden.view(*rows, -1) * projected).sum(-1) + offset
-            return F.softplus(self.decoder_out(hidden)).sum(-1).view(rows) - agreement
+            out = self.decoder_out(hidden)
+            if rows[0] < PROJECT_FROM_SAMPLES:
+                agreement = (out.view(*rows, -1) * targets).sum(-1)
+            else:
+                projection = projection or (targets @ weight, targets @ bias)
+                agreement = (hidden.view(*rows, -1) * projection[0]).sum(-1) + projection[1]
+            return F.softplus(out).sum(-1).view(rows) - agreement
 
         return loss
 
 
 def kl_to_uniform(logits: torch.Tensor) -> torch.Tensor:
     """``KL(q || uniform) = sum_d sum_k q_dk log q_dk + D log K`` for logits ``[B, D, K]``; returns ``[B]``."""
-    log_q = logits.log_softmax(-1)
+    log_q = log_softmax(logits)
     num_latents, num_categories = logits.shape[-2:]
     return (log_q.exp() * log_q).sum((-2, -1)) + num_latents * math.log(num_categories)
 
