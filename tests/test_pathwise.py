@@ -144,7 +144,7 @@ def test_all_rows_properties(
 ) -> None:
     """Shapes, dtypes, finite gradients that are zero at impossible categories (``-inf``
     logits), in both pathwise modes and with or without chunks: chunking leaves every
-    gradient unchanged, and ``"all"`` leaves the value and the logits' gradient unchanged."""
+    gradient unchanged, and ``"all"`` leaves the value and the logits' gradient unchanged (up to rounding)."""
     logits, impossible = data.draw(problems(st.integers(1, 4)))
     batch_shape, (num_variables, num_categories) = logits.shape[:-2], logits.shape[-2:]
     leaf = logits.requires_grad_(True)
@@ -169,9 +169,8 @@ def test_all_rows_properties(
             results[pathwise, chunk] = value.detach(), logits_grad, table_grad
     for pathwise in ("samples", "all"):
         torch.testing.assert_close(results[pathwise, chunk_size], results[pathwise, None])
-    for chunk in (None, chunk_size):
-        assert torch.equal(results["all", chunk][0], results["samples", chunk][0])
-        assert torch.equal(results["all", chunk][1], results["samples", chunk][1])
+    for chunk in (None, chunk_size):  # equal up to rounding: for K = 2 "samples" takes the fused flip path
+        torch.testing.assert_close(results["all", chunk][:2], results["samples", chunk][:2])
 
 
 def test_all_rows_without_autograd_give_the_value() -> None:

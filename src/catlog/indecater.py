@@ -54,7 +54,7 @@ class IndeCateR(Estimator):
             the whole batch ``*B``) per call of ``f``, to bound peak memory; ``None``
             evaluates them in one call. The result does not depend on it.
         pathwise: the gradient reaching parameters that ``f`` uses (the value and the
-            score term, the logits' gradient, are the same bit for bit in both modes):
+            score term, the logits' gradient, are the same in both modes, up to rounding):
 
             - ``"samples"``: ``1/N sum_n grad f(x^(n))``, through the ``N`` samples only;
             - ``"all"``: the gradient of the Rao-Blackwellised value with ``p_d(k)``
@@ -117,7 +117,7 @@ class IndeCateR(Estimator):
         """``c[b, d, k]`` (see :func:`~catlog._perturbation.category_means`): for ``K = 2`` by flipping
         each variable (:func:`~catlog._binary.flip_means`), unless validation may skip impossible rows
         or the rows must carry autograd (``pathwise="all"``)."""
-        binary = possible.shape[-1] == 2 and self.pathwise == "samples"
+        binary = possible.shape[-1] == 2 and not torch.is_grad_enabled()  # the rows carry no autograd
         if binary and (not self._validates or bool(possible.all())):
             return flip_means(objective, samples, values.detach(), possible, self.chunk_size)
         return category_means(objective, samples, values, possible, self.chunk_size, self._validates)
