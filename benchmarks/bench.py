@@ -308,11 +308,10 @@ def peak_memory(case_index: int, options: argparse.Namespace) -> float | None:
     return run_memory_probe(__file__, [str(case_index), *warm_up], options)
 
 
-def run_case(case_index: int, options: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
-    """Time, floor and peak memory of ``CASES[case_index]``; one row of the results."""
-    case = CASES[case_index]
-    problem = CONFIGS[case.config](device, dtype)
-    estimator = case.make()
+def step_and_floor(
+    problem: Problem, estimator: catlog.Estimator, options: argparse.Namespace, device: torch.device, dtype: torch.dtype
+) -> tuple[torch.Tensor, dict[str, float], dict[str, float]]:
+    """``(floor rows, timings of one gradient step, timings of f alone on the floor rows)``."""
     rows = floor_rows(problem, estimator, device, dtype)
 
     def floor() -> None:
@@ -322,7 +321,15 @@ def run_case(case_index: int, options: argparse.Namespace, device: torch.device,
     step = timings(
         lambda: gradient_step(problem, estimator), device, options.min_time, options.min_repeats, options.max_repeats
     )
-    base = timings(floor, device, options.min_time, options.min_repeats, options.max_repeats)
+    return rows, step, timings(floor, device, options.min_time, options.min_repeats, options.max_repeats)
+
+
+def run_case(case_index: int, options: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
+    """Time, floor and peak memory of ``CASES[case_index]``; one row of the results."""
+    case = CASES[case_index]
+    problem = CONFIGS[case.config](device, dtype)
+    estimator = case.make()
+    rows, step, base = step_and_floor(problem, estimator, options, device, dtype)
     cost = estimator.cost(problem.num_variables, problem.num_categories)
     return {
         "config": case.config,

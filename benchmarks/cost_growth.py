@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 import catlog
-from bench import Problem, floor_rows, gradient_step, peak_memory_here, peak_memory_of, run_memory_probe, timings
+from bench import Problem, floor_rows, peak_memory_here, peak_memory_of, run_memory_probe, step_and_floor
 from catlog.experiments import common
 
 BASE = {"D": 16, "K": 4, "N": 2, "B": 16}
@@ -71,16 +71,7 @@ def measure_point(
     """Step and floor time and memory at ``BASE`` with ``axis = value``; one row of the results."""
     point = {**BASE, axis: value}
     problem, estimator = make_problem(point, device, dtype), catlog.IndeCateR(point["N"])
-    rows = floor_rows(problem, estimator, device, dtype)
-
-    def floor() -> None:
-        with torch.no_grad():
-            problem.f(rows)
-
-    step = timings(
-        lambda: gradient_step(problem, estimator), device, options.min_time, options.min_repeats, options.max_repeats
-    )
-    base = timings(floor, device, options.min_time, options.min_repeats, options.max_repeats)
+    rows, step, base = step_and_floor(problem, estimator, options, device, dtype)
     memory = {
         kind: None if options.no_memory else peak_memory(axis, value, kind, options) for kind in ("step", "floor")
     }
