@@ -279,7 +279,8 @@ def test_children_die_with_the_sweep_and_a_second_sweep_is_refused(tmp_path: Pat
     first = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     pid_file = out / "seed=0" / "child.pid"
     try:
-        assert _wait_for(pid_file.is_file)
+        # write_text creates the file before it writes: wait for its content, not for the file.
+        assert _wait_for(lambda: pid_file.is_file() and pid_file.read_text().strip() != "")
         child = int(pid_file.read_text())
         # A rerun while the sweep lives stops at once instead of starting the run a second time.
         second = subprocess.run(argv, capture_output=True, text=True, timeout=120)
