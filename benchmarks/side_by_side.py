@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/side_by_side.py --tf-python TF_VENV/bin/python [--tools DIR] [--reference DIR]
-        [--config fig2 ...] [--rounds 7] [--block-seconds 0.4] [--out DIR]
+        [--config fig2 ...] [--rounds 7] [--block-seconds 0.4] [--compile {f,step}] [--out DIR]
 
 Absolute times move twofold between machines, days and loads, so only ratios
 measured together mean anything. Both sides run in persistent worker processes:
@@ -14,6 +14,15 @@ measured together mean anything. Both sides run in persistent worker processes:
 - TF: ``worker_tf3.py`` of ``--tools`` (default ``../shared/reference-tf-tools``)
   under ``--tf-python``, with ``CATLOG_REF`` = ``--reference`` (default
   ``../shared/reference-tf``) and ``--tf-threads`` intra-op threads (default 1).
+
+The authors' steps are ``tf.function`` graphs; ours run eagerly unless ``--compile``:
+
+- ``--compile step``: the whole loss (logits, estimate, loss) is ``torch.compile``-d
+  (inductor; AOTAutograd compiles its backward) with argument validation off
+  (``catlog.Estimator.set_default_validate_args(False)``), graph against graph;
+- ``--compile f``: only the objective ``f`` is compiled, the estimator runs eagerly
+  with validation on, as a user who compiles their model would run it (figures 1
+  and 2 only: their logits are the parameters and ``f`` is a plain function).
 
 Each worker builds a case and warms it up (3 calls) before the first timed block.
 A round times one block of calls of every case on each side, the side that goes
@@ -27,6 +36,7 @@ go into ``--out``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -34,13 +44,14 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
 import bench
+import catlog
 from catlog.experiments import common
 
 HERE = Path(__file__).resolve().parent
@@ -78,19 +89,39 @@ class Worker:
         self.process.wait(timeout=60)
 
 
+COMPILE_MODES = ("f", "step")
+
+
+def our_step(
+    case: bench.Case, device: torch.device, dtype: torch.dtype, compile_mode: str | None, backend: str = "inductor"
+) -> tuple[Callable[[], None], bench.Problem]:
+    """One gradient step of ``case`` (``bench.gradient_step``), eager or compiled by ``backend`` (see the module
+    doc), and the problem whose parameters it fills with gradients."""
+    problem, estimator = bench.CONFIGS[case.config](device, dtype), case.make()
+    if compile_mode == "f":
+        if problem.batch_shape or len(problem.parameters) != 1:
+            raise ValueError(f"--compile f: expected a figure 1 or 2 config (logits as parameters), got {case.config}")
+        problem = bench.leaf_problem(problem.parameters[0], torch.compile(problem.f, dynamic=False, backend=backend))
+    elif compile_mode == "step":
+        problem = dataclasses.replace(problem, loss=torch.compile(problem.loss, dynamic=False, backend=backend))
+    return lambda: bench.gradient_step(problem, estimator), problem
+
+
 def serve_ours(options: argparse.Namespace) -> int:
     """The ``--worker`` loop: time ``bench.CASES[case]`` steps on request (see :class:`Worker`)."""
     device, dtype = common.apply_common_options(options)
     torch.manual_seed(options.seed)
-    steps: dict[int, Any] = {}
+    if options.compile == "step":
+        catlog.Estimator.set_default_validate_args(False)
+    # every case's loss (or f) shares its code with the others of its config: one compiled graph each
+    torch._dynamo.config.recompile_limit = len(bench.CASES)
+    steps: dict[int, Callable[[], None]] = {}
     print(json.dumps({"ready": True, "threads": torch.get_num_threads(), "torch": torch.__version__}), flush=True)
     for line in sys.stdin:
         request = json.loads(line)
         index = int(request["case"])
         if index not in steps:
-            case = bench.CASES[index]
-            problem, estimator = bench.CONFIGS[case.config](device, dtype), case.make()
-            steps[index] = lambda problem=problem, estimator=estimator: bench.gradient_step(problem, estimator)
+            steps[index] = our_step(bench.CASES[index], device, dtype, options.compile, options.compile_backend)[0]
             for _ in range(WARM_UP_CALLS):
                 steps[index]()
             bench.synchronise(device)
@@ -108,6 +139,8 @@ def start_workers(options: argparse.Namespace) -> tuple[Worker, Worker]:
     """Our worker (this script, ``--worker``) and the TF worker (``worker_tf3.py``)."""
     ours_command = [sys.executable, str(Path(__file__).resolve()), "--worker", "--device", options.device]
     ours_command += ["--dtype", options.dtype, "--seed", str(options.seed), "--threads", str(options.threads)]
+    if options.compile:
+        ours_command += ["--compile", options.compile, "--compile-backend", options.compile_backend]
     ours_env = {**os.environ, "OMP_NUM_THREADS": str(options.threads)}
     tf_env = {
         **os.environ,
@@ -200,6 +233,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=7, help="rounds of alternating blocks (default 7)")
     parser.add_argument("--block-seconds", type=float, default=0.4, help="seconds of calls per block (default 0.4)")
     parser.add_argument("--max-calls", type=int, default=200, help="most calls per block (default 200)")
+    parser.add_argument(
+        "--compile", choices=COMPILE_MODES, default=None, help="torch.compile our f or whole step (default: eager)"
+    )
+    parser.add_argument(
+        "--compile-backend", default="inductor", help="torch.compile backend with --compile (default inductor)"
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     common.add_common_options(parser)
     parser.set_defaults(threads=1)
@@ -240,9 +279,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "load_average_after": list(load_after),
         "rounds": options.rounds,
         "block_seconds": options.block_seconds,
+        "compile": options.compile,
     }
     header = (
-        f"torch {settings['torch']} at {settings['ours_threads']} thread(s) on {options.device}; "
+        f"torch {settings['torch']} at {settings['ours_threads']} thread(s) on {options.device}"
+        f"{', torch.compile of ' + options.compile if options.compile else ', eager'}; "
         f"TF {settings['tensorflow']} at {settings['tf_intra_op_threads']} intra-op thread(s); "
         f"{os.cpu_count()} CPUs ({settings['machine']}); load average (1, 5, 15 min) "
         f"{', '.join(f'{x:.2f}' for x in load_before)} before, {', '.join(f'{x:.2f}' for x in load_after)} after; "

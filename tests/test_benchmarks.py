@@ -61,6 +61,36 @@ def test_side_by_side_interleaves_both_workers(tmp_path: Path, load_script) -> N
     assert (tmp_path / "out" / "side_by_side.csv").read_text().startswith("config,estimator,tf_case,")
 
 
+@pytest.mark.parametrize("mode", ["f", "step"])
+def test_side_by_side_compiled_step_fills_a_softmax_gradient(load_script, mode: str) -> None:
+    """A compiled step (aot_eager: no C++ toolchain needed) of IndeCateR(1) at figure 1, validation on (``f``)
+    or off (``step``, as the worker sets it), leaves a finite logits gradient whose rows sum to zero (the
+    gradient through a softmax), not zero everywhere."""
+    side_by_side = load_script("side_by_side")
+    bench = sys.modules["bench"]
+    (index,) = [i for i, case in enumerate(bench.CASES) if case.tf_case == "fig1-12x3:ICR1"]
+    catlog.Estimator.set_default_validate_args(mode != "step")
+    try:
+        step, problem = side_by_side.our_step(bench.CASES[index], torch.device("cpu"), torch.float32, mode, "aot_eager")
+        step()
+        step()
+        (logits,) = problem.parameters
+        assert logits.grad is not None and logits.grad.shape == (12, 3) and bool(logits.grad.isfinite().all())
+        assert logits.grad.abs().sum() > 0
+        torch.testing.assert_close(logits.grad.sum(-1), torch.zeros(12), atol=1e-5, rtol=0)
+    finally:
+        catlog.Estimator.set_default_validate_args(True)
+        torch._dynamo.reset()
+
+
+def test_side_by_side_compiles_f_only_where_f_is_a_plain_function(load_script) -> None:
+    side_by_side = load_script("side_by_side")
+    bench = sys.modules["bench"]
+    (index,) = [i for i, case in enumerate(bench.CASES) if case.tf_case == "dvae:RLOO2"]
+    with pytest.raises(ValueError, match="--compile f: expected a figure 1 or 2 config"):
+        side_by_side.our_step(bench.CASES[index], torch.device("cpu"), torch.float32, "f")
+
+
 def test_every_case_names_a_tf_case_of_its_config(load_script) -> None:
     """The TF worker's case names: ``<config>:<estimator><samples>`` with the worker's config names."""
     bench = load_script("bench")
