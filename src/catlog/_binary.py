@@ -13,7 +13,7 @@ def flip_means(
     objective: Objective,
     samples: torch.Tensor,
     values: torch.Tensor,
-    possible: torch.Tensor,
+    possible: torch.Tensor | None,
     chunk_size: int | None,
 ) -> torch.Tensor:
     """The IndeCateR coefficients ``c[b, d, k] = 1/N sum_n f(x_{!=d}^(n), k)`` for ``K = 2``.
@@ -34,7 +34,8 @@ def flip_means(
         samples: ``LongTensor[N, G, *B, D]`` with values in ``{0, 1}``; group ``g`` holds
             the samples used for variable ``d = g`` when ``G = D``, or for all variables when ``G = 1``.
         values: ``[N, G, *B]``, ``f`` at ``samples``.
-        possible: ``BoolTensor[*B, D, 2]``, false where the logit is ``-inf``.
+        possible: ``BoolTensor[*B, D, 2]``, false where the logit is ``-inf``; ``None`` when
+            every category is known to be possible (every variable is flipped, nothing masked).
         chunk_size: most perturbed rows per call of ``f``, or ``None`` for one call.
 
     Returns:
@@ -44,7 +45,9 @@ def flip_means(
     batch_shape = samples.shape[2:-1]
     own = samples.expand(num_samples, num_variables, *samples.shape[2:])  # [N, D, *B, D]: the sample d perturbs
     eye = torch.eye(num_variables, dtype=torch.bool, device=samples.device)
-    flips = eye.view(num_variables, *([1] * len(batch_shape)), num_variables) & possible.all(-1)  # [D, *B, D]
+    flips = eye.view(num_variables, *([1] * len(batch_shape)), num_variables)  # [D, *B, D]
+    if possible is not None:
+        flips = flips & possible.all(-1)
     total = num_samples * num_variables
     if chunk_size is None or chunk_size >= total:
         flipped = objective((own ^ flips).flatten(0, 1))
@@ -57,7 +60,8 @@ def flip_means(
     kept = values.expand(num_samples, num_variables, *batch_shape)
     ones = own.diagonal(dim1=1, dim2=-1).movedim(-1, 1).bool()  # [N, D, *B]: x_d == 1
     means = torch.stack([torch.where(ones, flipped, kept), torch.where(ones, kept, flipped)], -1).mean(0)
-    return means.movedim(0, -2).masked_fill(~possible, 0.0)
+    means = means.movedim(0, -2)
+    return means if possible is None else means.masked_fill(~possible, 0.0)
 
 
 def log_softmax(logits: torch.Tensor) -> torch.Tensor:

@@ -84,19 +84,17 @@ def catlog_estimate(
         every ``c_dk`` is, and then so is the score term), and whose gradient is
         the pathwise term plus the score term ``mean_L sum_{d,k} c_dk grad p_d(k)``.
     """
-    weighted = coefficients.detach() * probs
-    leading = math.prod(weighted.shape[: weighted.ndim - sample_mean.ndim - 2])
-    weighted = weighted.reshape(leading, *sample_mean.shape, *probs.shape[-2:])
-    value = _rao_blackwellised(weighted)  # with autograd: D times its gradient is the score term's
-    pathwise_mean = (
-        _rao_blackwellised((coefficients * probs.detach()).reshape(weighted.shape))
-        if pathwise == "all"
-        else sample_mean
+    num_variables = probs.shape[-2]
+    score = _summed(coefficients.detach() * probs, sample_mean.ndim)  # D times the value, with autograd
+    pathwise_term = (
+        _summed(coefficients * probs.detach(), sample_mean.ndim) / num_variables if pathwise == "all" else sample_mean
     )
-    gradient = pathwise_mean + value * probs.shape[-2]
-    return value.detach() + (gradient - gradient.detach())
+    gradient = pathwise_term + score
+    return score.detach() / num_variables + (gradient - gradient.detach())
 
 
-def _rao_blackwellised(weighted: torch.Tensor) -> torch.Tensor:
-    """``mean_L 1/D sum_{d,k} w_ldk`` of ``weighted: [L, *B, D, K]``; returns ``[*B]``."""
-    return weighted.sum(-1).mean(-1).mean(0)
+def _summed(weighted: torch.Tensor, batch_dims: int) -> torch.Tensor:
+    """``mean_L sum_{d,k} w_ldk`` of ``weighted: [*L, *B, D, K]`` with ``len(B) = batch_dims``; returns ``[*B]``."""
+    leading = weighted.ndim - batch_dims - 2
+    total = weighted.sum(-1).sum((*range(leading), -1))
+    return total / math.prod(weighted.shape[:leading]) if leading else total

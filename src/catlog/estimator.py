@@ -11,7 +11,13 @@ import torch
 
 from catlog._distributions import as_logits, resolve_alias
 from catlog._objective import Objective
-from catlog._validation import check_count, check_flag, check_generator, check_generator_device
+from catlog._validation import (
+    check_category_logits,
+    check_count,
+    check_flag,
+    check_generator,
+    check_generator_device,
+)
 from catlog.autoregressive import Autoregressive
 
 if TYPE_CHECKING:
@@ -124,10 +130,18 @@ class Estimator(abc.ABC):
                 f, given.batch_shape, given.num_categories, given.dtype, given.device, one_hot, self._validates
             )
             return self._estimate_autoregressive(objective, given, generator)
-        checked = as_logits(given, self._validates)
+        checked = as_logits(given)
+        every_possible = self._validates and check_category_logits(checked.detach(), "dist", "of [*B, D]")
         check_generator_device(generator, checked.device, "dist")
         objective = Objective(
-            f, checked.shape[:-2], checked.shape[-1], checked.dtype, checked.device, one_hot, self._validates
+            f,
+            checked.shape[:-2],
+            checked.shape[-1],
+            checked.dtype,
+            checked.device,
+            one_hot,
+            self._validates,
+            every_possible=every_possible,
         )
         return self._estimate(objective, checked, generator)
 
