@@ -49,7 +49,8 @@ def sample_categorical(
     """Draw ``X ~ Cat(softmax(log_probs))`` independently per variable by the Gumbel-max trick.
 
     Args:
-        log_probs: ``[*B, D, K]`` normalised log-probabilities (``-inf`` = impossible, never drawn).
+        log_probs: ``[*B, D, K]`` normalised log-probabilities (``-inf`` = impossible, never drawn),
+            without autograd (detached by the caller).
         sample_shape: the leading sample dimensions ``S``.
         generator: optional torch generator for reproducibility.
 
@@ -57,7 +58,7 @@ def sample_categorical(
         ``LongTensor[*S, *B, D]`` with ``X = argmax_k (log_probs_k + G_k)``.
     """
     log_exponential = log_exponential_noise((*sample_shape, *log_probs.shape), log_probs, generator)
-    return (log_probs.detach() - log_exponential).argmax(-1)  # log_probs + G to the bit, one negation fewer
+    return (log_probs - log_exponential).argmax(-1)  # log_probs + G to the bit, one negation fewer
 
 
 def sample_binary(

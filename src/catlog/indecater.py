@@ -115,11 +115,12 @@ class IndeCateR(Estimator):
             samples = sample_binary(probs[..., 1], sample_shape, generator)
         else:
             samples = sample_categorical(logits.detach().log_softmax(-1), sample_shape, generator)
-        values = objective(samples.flatten(0, 1)).reshape(samples.shape[:-1])
+        sample_values = objective(samples.flatten(0, 1))  # [N * G, *B]
+        values = sample_values.reshape(samples.shape[:-1])
         possible = None if objective.every_possible else logits.detach() > -math.inf
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.pathwise == "all"):
             coefficients = self._coefficients(objective, samples, values, possible, num_categories)
-        return catlog_estimate(values.mean((0, 1)), probs, coefficients, self.pathwise)
+        return catlog_estimate(sample_values, probs, coefficients, self.pathwise)
 
     def _coefficients(
         self,
@@ -135,5 +136,5 @@ class IndeCateR(Estimator):
         must carry autograd (``pathwise="all"``)."""
         binary = num_categories == 2 and not torch.is_grad_enabled()  # the rows carry no autograd
         if binary and (possible is None or not self._validates):
-            return flip_means(objective, samples, values.detach(), possible, self.chunk_size)
+            return flip_means(objective, samples, values, possible, self.chunk_size)
         return category_means(objective, samples, values, possible, num_categories, self.chunk_size, self._validates)

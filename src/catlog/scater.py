@@ -91,7 +91,7 @@ class SCateR(IndeCateR):
             coefficients = _completion_values(
                 objective, dist, base, noise, values, own, logits.detach(), self.chunk_size
             )
-        return catlog_estimate(values.mean(0), logits.softmax(-1), coefficients, self.pathwise)
+        return catlog_estimate(values, logits.softmax(-1), coefficients, self.pathwise)
 
 
 def _completion_values(
