@@ -214,8 +214,8 @@ def test_flip_means_equals_general_path(batch_shape, num_variables, per_variable
     fused_calls = [x.shape[0] for x in recording.perturbed]
     recording.perturbed.clear()
     with torch.no_grad():
-        ranked = category_means(objective, samples, values, possible, chunk_size, skip_impossible=True)
-        every_offset = category_means(objective, samples, values, possible, None, skip_impossible=False)
+        ranked = category_means(objective, samples, values, possible, 2, chunk_size, skip_impossible=True)
+        every_offset = category_means(objective, samples, values, possible, 2, None, skip_impossible=False)
 
     torch.testing.assert_close(fused, ranked, rtol=1e-13, atol=1e-13)
     torch.testing.assert_close(fused, every_offset, rtol=1e-13, atol=1e-13)

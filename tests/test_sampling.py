@@ -1,4 +1,4 @@
-"""Sampling by inversion (REINFORCE, RLOO) draws from Cat(probs) and never an impossible category."""
+"""Sampling by inversion (REINFORCE, RLOO; IndeCateR at K = 2) draws from Cat(probs), never an impossible category."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from catlog._sampling import COMPARE_MAX_CATEGORIES, sample_by_inversion
+from catlog._sampling import COMPARE_MAX_CATEGORIES, sample_binary, sample_by_inversion
 
 # K on each side of the switch from comparing with every F_k to a binary search
 BOTH_PATHS = pytest.mark.parametrize("num_categories", [7, COMPARE_MAX_CATEGORIES + 3])
@@ -42,3 +42,25 @@ def test_impossible_categories_are_never_drawn_even_at_the_top_of_the_unit_inter
         torch, "rand", lambda shape, **kwargs: torch.full(shape, largest_uniform, dtype=kwargs["dtype"])
     )
     assert sample_by_inversion(probs, (1,), None).tolist() == [[3, 2]]
+
+
+def test_binary_frequencies_match_probabilities_and_certain_categories_are_certain(monkeypatch):
+    generator = torch.Generator().manual_seed(2)
+    logits = torch.randn(3, 4, 2, generator=generator, dtype=torch.float64)
+    logits[0, 0, 0] = logits[1, 2, 1] = -math.inf  # p_1 = 1 and p_1 = 0 exactly
+    probs_one = logits.softmax(-1)[..., 1]
+    draws = 40_000
+    samples = sample_binary(probs_one, (100, draws // 100), generator)
+    assert samples.shape == (100, draws // 100, 3, 4) and samples.dtype == torch.long
+    frequencies = samples.flatten(0, 1).double().mean(0)
+    standard_error = (probs_one * (1 - probs_one) / draws).sqrt()
+    # 12 cells, 5 standard errors each: a false alarm about once in 10^5 runs; the certain ones exactly
+    assert ((frequencies - probs_one).abs() <= 5 * standard_error).all()
+    assert frequencies[0, 0] == 1 and frequencies[1, 2] == 0
+
+    for extreme in (0.0, 1 - 2**-53):  # the ends of torch.rand's range in float64
+        monkeypatch.setattr(
+            torch, "rand", lambda shape, extreme=extreme, **kwargs: torch.full(shape, extreme, dtype=kwargs["dtype"])
+        )
+        drawn = sample_binary(probs_one, (1,), None)[0]
+        assert drawn[0, 0] == 1 and drawn[1, 2] == 0

@@ -13,7 +13,7 @@ def flip_means(
     objective: Objective,
     samples: torch.Tensor,
     values: torch.Tensor,
-    possible: torch.Tensor,
+    possible: torch.Tensor | None,
     chunk_size: int | None,
 ) -> torch.Tensor:
     """The IndeCateR coefficients ``c[b, d, k] = 1/N sum_n f(x_{!=d}^(n), k)`` for ``K = 2``.
@@ -34,7 +34,8 @@ def flip_means(
         samples: ``LongTensor[N, G, *B, D]`` with values in ``{0, 1}``; group ``g`` holds
             the samples used for variable ``d = g`` when ``G = D``, or for all variables when ``G = 1``.
         values: ``[N, G, *B]``, ``f`` at ``samples``.
-        possible: ``BoolTensor[*B, D, 2]``, false where the logit is ``-inf``.
+        possible: ``BoolTensor[*B, D, 2]``, false where the logit is ``-inf``; ``None`` when
+            every category is known to be possible (every variable is flipped, nothing masked).
         chunk_size: most perturbed rows per call of ``f``, or ``None`` for one call.
 
     Returns:
@@ -43,21 +44,24 @@ def flip_means(
     num_samples, num_variables = samples.shape[0], samples.shape[-1]
     batch_shape = samples.shape[2:-1]
     own = samples.expand(num_samples, num_variables, *samples.shape[2:])  # [N, D, *B, D]: the sample d perturbs
-    eye = torch.eye(num_variables, dtype=torch.bool, device=samples.device)
-    flips = eye.view(num_variables, *([1] * len(batch_shape)), num_variables) & possible.all(-1)  # [D, *B, D]
+    flip = True if possible is None else possible.all(-1)  # [*B, D]: the variables with two possible categories
     total = num_samples * num_variables
     if chunk_size is None or chunk_size >= total:
-        flipped = objective((own ^ flips).flatten(0, 1))
+        rows = own.clone()
+        rows.diagonal(dim1=1, dim2=-1).bitwise_xor_(flip)  # row (n, d): x_d flipped
+        flipped = objective(rows.flatten(0, 1))
     else:  # each chunk's rows built on their own: a cache-sized copy instead of all N * D rows at once
-        rows = torch.split(torch.arange(total, device=samples.device), chunk_size)
+        eye = torch.eye(num_variables, dtype=torch.bool, device=samples.device)
+        flips = eye.view(num_variables, *([1] * len(batch_shape)), num_variables) & flip  # [D, *B, D]
+        chunks = torch.split(torch.arange(total, device=samples.device), chunk_size)
         flipped = torch.cat(
-            [objective(own[row // num_variables, row % num_variables] ^ flips[row % num_variables]) for row in rows]
+            [objective(own[row // num_variables, row % num_variables] ^ flips[row % num_variables]) for row in chunks]
         )
     flipped = flipped.reshape(num_samples, num_variables, *batch_shape)
-    kept = values.expand(num_samples, num_variables, *batch_shape)
     ones = own.diagonal(dim1=1, dim2=-1).movedim(-1, 1).bool()  # [N, D, *B]: x_d == 1
-    means = torch.stack([torch.where(ones, flipped, kept), torch.where(ones, kept, flipped)], -1).mean(0)
-    return means.movedim(0, -2).masked_fill(~possible, 0.0)
+    means = torch.stack([torch.where(ones, flipped, values), torch.where(ones, values, flipped)], -1).mean(0)
+    means = means.movedim(0, -2)
+    return means if possible is None else means.masked_fill(~possible, 0.0)
 
 
 def log_softmax(logits: torch.Tensor) -> torch.Tensor:

@@ -21,8 +21,9 @@ EXPECTED = (
 )
 
 
-def as_logits(dist: object, validate: bool) -> torch.Tensor:
-    """The logits ``[*B, D, K]`` of a factorised categorical ``dist``, checked.
+def as_logits(dist: object) -> torch.Tensor:
+    """The logits ``[*B, D, K]`` of a factorised categorical ``dist``, their metadata checked
+    (:func:`~catlog._validation.check_logits`).
 
     - a tensor is taken as the logits themselves;
     - ``Independent(Categorical(logits=L), 1)`` or ``Independent(OneHotCategorical(logits=L), 1)``
@@ -37,13 +38,12 @@ def as_logits(dist: object, validate: bool) -> torch.Tensor:
 
     Args:
         dist: any of the above (an ``Autoregressive`` is handled by the caller).
-        validate: also check the values (see :func:`~catlog._validation.check_logits`).
 
     Returns:
         ``[*B, D, K]``, differentiable in the distribution's parameters.
     """
     if isinstance(dist, torch.Tensor):
-        return check_logits(dist, "dist", validate)
+        return check_logits(dist, "dist")
     if isinstance(dist, Independent):
         base = dist.base_dist
         if not isinstance(base, (Categorical, OneHotCategorical)) or dist.reinterpreted_batch_ndims != 1:
@@ -51,7 +51,7 @@ def as_logits(dist: object, validate: bool) -> torch.Tensor:
                 f"dist: expected Independent(Categorical(...), 1) or Independent(OneHotCategorical(...), 1) "
                 f"(event [D]), got Independent({type(base).__name__}, {dist.reinterpreted_batch_ndims})"
             )
-        return check_logits(base.logits, "dist", validate)
+        return check_logits(base.logits, "dist")
     if isinstance(dist, (Categorical, OneHotCategorical)):
         if len(dist.batch_shape) == 0:
             raise ValueError(
@@ -59,7 +59,7 @@ def as_logits(dist: object, validate: bool) -> torch.Tensor:
                 "(batch_shape [*B, D]); expected at least one batch dimension, got batch_shape (); "
                 f"wrap it as {type(dist).__name__}(logits=L.unsqueeze(-2)) for one variable"
             )
-        return check_logits(dist.logits, "dist", validate)
+        return check_logits(dist.logits, "dist")
     raise ValueError(f"dist: expected {EXPECTED}, got {type(dist).__name__}")
 
 

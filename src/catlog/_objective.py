@@ -22,6 +22,9 @@ class Objective:
         validate: also check that the values ``f`` returns are finite (a host
             synchronisation) and that ``f`` leaves its input unchanged (by the input's
             version counter). Shapes, dtype and device are always checked.
+        every_possible: validation found every logit finite, so every category of
+            every variable is a valid input (false when it found ``-inf`` logits or did
+            not look); lets an estimator skip looking for impossible categories.
     """
 
     def __init__(
@@ -33,6 +36,8 @@ class Objective:
         device: torch.device,
         one_hot: bool,
         validate: bool,
+        *,
+        every_possible: bool = False,
     ) -> None:
         if not callable(f):
             raise ValueError(
@@ -45,6 +50,7 @@ class Objective:
         self.device = device
         self.one_hot = one_hot
         self.validate = validate
+        self.every_possible = every_possible
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """``f(x)`` for samples ``x: LongTensor[M, *B, D]``; returns ``Tensor[M, *B]``."""
@@ -85,10 +91,12 @@ class Objective:
             raise ValueError(f"f: expected real values, got dtype {out.dtype}")
         if out.device != self.device:
             raise ValueError(f"f: expected output on {self.device} (the distribution's device), got {out.device}")
-        out = out.to(self.dtype)
-        detached = out.detach()
-        # amax propagates NaN: one reduction and one sync instead of isfinite's four ops and all()
-        if self.validate and detached.numel() and not math.isfinite(detached.abs().amax()):
-            bad = int((~torch.isfinite(out.detach())).sum())
-            raise ValueError(f"f: expected finite values, got {bad} NaN or infinite of {out.numel()}")
+        if out.dtype != self.dtype:
+            out = out.to(self.dtype)
+        if self.validate and out.numel():
+            detached = out.detach() if out.requires_grad else out
+            # amax propagates NaN: one reduction and one sync instead of isfinite's four ops and all()
+            if not math.isfinite(detached.abs().amax()):
+                bad = int((~torch.isfinite(detached)).sum())
+                raise ValueError(f"f: expected finite values, got {bad} NaN or infinite of {out.numel()}")
         return out

@@ -15,7 +15,8 @@ def category_means(
     objective: Objective,
     samples: torch.Tensor,
     values: torch.Tensor,
-    possible: torch.Tensor,
+    possible: torch.Tensor | None,
+    num_categories: int,
     chunk_size: int | None,
     skip_impossible: bool,
 ) -> torch.Tensor:
@@ -27,7 +28,9 @@ def category_means(
             variable ``d = g`` when ``G = D`` (sampling per variable), or for all
             variables when ``G = 1``.
         values: ``[N, G, *B]``, ``f`` at ``samples``.
-        possible: ``BoolTensor[*B, D, K]``, false where the logit is ``-inf``.
+        possible: ``BoolTensor[*B, D, K]``, false where the logit is ``-inf``; ``None``
+            when every category is known to be possible.
+        num_categories: ``K``.
         chunk_size: most sample rows per call of ``f``, or ``None``. With autograd on,
             chunks are recomputed in the backward pass (see :func:`evaluate_rows`).
         skip_impossible: look whether some category is impossible (a host
@@ -46,14 +49,16 @@ def category_means(
     offsets keep ``x_d`` (a valid input) and their value is discarded.
     """
     num_samples, groups = samples.shape[:2]
-    batch_shape, (num_variables, num_categories) = possible.shape[:-2], possible.shape[-2:]
+    batch_shape, num_variables = samples.shape[2:-1], samples.shape[-1]
     perturbed_rows = num_samples * num_variables * (num_categories - 1)
     if chunk_size is None or chunk_size >= perturbed_rows:
-        if not skip_impossible:
+        if possible is None or not skip_impossible:
             return _means_every_offset(objective, samples, values, num_categories, possible)
         if bool(possible.all()):
             return _means_every_offset(objective, samples, values, num_categories, None)
-    sums = possible.new_zeros((*batch_shape, num_variables, num_categories + 1), dtype=values.dtype)
+    if possible is None:
+        possible = torch.ones((*batch_shape, num_variables, num_categories), dtype=torch.bool, device=samples.device)
+    sums = values.new_zeros((*batch_shape, num_variables, num_categories + 1))
 
     own = samples.diagonal(dim1=1, dim2=-1) if groups > 1 else samples[:, 0]
     own_values = values.movedim(1, -1) if groups > 1 else values[:, 0, ..., None]

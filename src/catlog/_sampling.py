@@ -49,7 +49,8 @@ def sample_categorical(
     """Draw ``X ~ Cat(softmax(log_probs))`` independently per variable by the Gumbel-max trick.
 
     Args:
-        log_probs: ``[*B, D, K]`` normalised log-probabilities (``-inf`` = impossible, never drawn).
+        log_probs: ``[*B, D, K]`` normalised log-probabilities (``-inf`` = impossible, never drawn),
+            without autograd (detached by the caller).
         sample_shape: the leading sample dimensions ``S``.
         generator: optional torch generator for reproducibility.
 
@@ -57,7 +58,31 @@ def sample_categorical(
         ``LongTensor[*S, *B, D]`` with ``X = argmax_k (log_probs_k + G_k)``.
     """
     log_exponential = log_exponential_noise((*sample_shape, *log_probs.shape), log_probs, generator)
-    return (log_probs.detach() - log_exponential).argmax(-1)  # log_probs + G to the bit, one negation fewer
+    return (log_probs - log_exponential).argmax(-1)  # log_probs + G to the bit, one negation fewer
+
+
+def sample_binary(
+    probs_one: torch.Tensor, sample_shape: tuple[int, ...], generator: torch.Generator | None
+) -> torch.Tensor:
+    """Draw ``X ~ Bernoulli(p_1)`` independently per variable: ``X = 1[U < p_1]``, ``U ~ Uniform[0, 1)``.
+
+    The law of a two-category variable with ``P(X = 1) = p_1``, from one uniform per
+    sample and variable (:func:`sample_categorical` uses two and takes logarithms): the
+    same distribution as the Gumbel-max draws, other draws for a given generator.
+    ``p_1 = 0`` is never drawn (``U >= 0``) and ``p_1 = 1`` always is (``U < 1``).
+
+    Args:
+        probs_one: ``[*B, D]``, ``p_1 = P(X = 1)`` per variable (no autograd is recorded).
+        sample_shape: the leading sample dimensions ``S``.
+        generator: optional torch generator for reproducibility.
+
+    Returns:
+        ``LongTensor[*S, *B, D]``.
+    """
+    uniform = torch.rand(
+        (*sample_shape, *probs_one.shape), dtype=probs_one.dtype, device=probs_one.device, generator=generator
+    )
+    return (uniform < probs_one).long()
 
 
 def sample_by_inversion(

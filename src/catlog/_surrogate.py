@@ -62,19 +62,19 @@ def sum_by_category(samples: torch.Tensor, weights: torch.Tensor, num_categories
 
 
 def catlog_estimate(
-    sample_mean: torch.Tensor, probs: torch.Tensor, coefficients: torch.Tensor, pathwise: Pathwise
+    sample_values: torch.Tensor, probs: torch.Tensor, coefficients: torch.Tensor, pathwise: Pathwise
 ) -> torch.Tensor:
     """The value and gradient of the CatLog-Derivative estimators (IndeCateR, SCateR).
 
     Args:
-        sample_mean: ``[*B]``, the mean of ``f`` over the drawn samples, with autograd.
+        sample_values: ``[S, *B]``, ``f`` at the ``S`` drawn samples, with autograd.
         probs: ``[*L, *B, D, K]``, ``p_d(k)`` (or ``p(k | x_<d)``) with autograd.
         coefficients: ``[*L, *B, D, K]``, ``c_dk``: the mean of ``f`` with ``X_d = k``;
             ``L`` are leading sample dimensions to average over. With autograd through
             ``f`` when ``pathwise`` is ``"all"``; its gradient is not used otherwise.
         pathwise: where the pathwise term (the gradient reaching ``f``'s parameters)
-            comes from: ``"samples"``, the gradient of ``sample_mean``; ``"all"``, that of
-            the Rao-Blackwellised value below with ``p_d(k)`` held constant,
+            comes from: ``"samples"``, the gradient of the sample mean ``1/S sum_s f(x^(s))``;
+            ``"all"``, that of the Rao-Blackwellised value below with ``p_d(k)`` held constant,
             ``mean_L 1/D sum_{d,k} p_d(k) grad c_dk``.
 
     Returns:
@@ -84,19 +84,20 @@ def catlog_estimate(
         every ``c_dk`` is, and then so is the score term), and whose gradient is
         the pathwise term plus the score term ``mean_L sum_{d,k} c_dk grad p_d(k)``.
     """
-    weighted = coefficients.detach() * probs
-    leading = math.prod(weighted.shape[: weighted.ndim - sample_mean.ndim - 2])
-    weighted = weighted.reshape(leading, *sample_mean.shape, *probs.shape[-2:])
-    value = _rao_blackwellised(weighted)  # with autograd: D times its gradient is the score term's
-    pathwise_mean = (
-        _rao_blackwellised((coefficients * probs.detach()).reshape(weighted.shape))
-        if pathwise == "all"
-        else sample_mean
-    )
-    gradient = pathwise_mean + value * probs.shape[-2]
-    return value.detach() + (gradient - gradient.detach())
+    num_variables, batch_dims = probs.shape[-2], sample_values.ndim - 1
+    score = _summed(coefficients.detach() * probs, batch_dims)  # D times the value, with autograd
+    # only the gradient of ``gradient`` is used: a pathwise term without autograd is left out
+    if pathwise == "all":
+        gradient = score + _summed(coefficients * probs.detach(), batch_dims) / num_variables
+    elif sample_values.requires_grad:
+        gradient = score + sample_values.mean(0)
+    else:
+        gradient = score
+    return score.detach() / num_variables + (gradient - gradient.detach())
 
 
-def _rao_blackwellised(weighted: torch.Tensor) -> torch.Tensor:
-    """``mean_L 1/D sum_{d,k} w_ldk`` of ``weighted: [L, *B, D, K]``; returns ``[*B]``."""
-    return weighted.sum(-1).mean(-1).mean(0)
+def _summed(weighted: torch.Tensor, batch_dims: int) -> torch.Tensor:
+    """``mean_L sum_{d,k} w_ldk`` of ``weighted: [*L, *B, D, K]`` with ``len(B) = batch_dims``; returns ``[*B]``."""
+    leading = weighted.ndim - batch_dims - 2
+    total = weighted.flatten(-2).sum((*range(leading), -1))
+    return total / math.prod(weighted.shape[:leading]) if leading else total

@@ -12,13 +12,11 @@ import torch
 Choice = TypeVar("Choice", bound=str)
 
 
-def check_logits(logits: torch.Tensor, name: str, validate: bool) -> torch.Tensor:
-    """Check ``logits: Tensor[*B, D, K]`` and return it.
+def check_logits(logits: torch.Tensor, name: str) -> torch.Tensor:
+    """Check the metadata of ``logits: Tensor[*B, D, K]`` and return it (no host synchronisation).
 
-    Always (metadata only, no host synchronisation): a floating-point tensor with
-    at least two dimensions, ``D, K >= 1``, not on the meta device. With ``validate``
-    also its values: no NaN and no ``+inf``, and at least one finite entry along
-    ``K`` for every variable (``-inf`` marks an impossible category).
+    A floating-point tensor with at least two dimensions, ``D, K >= 1``, not on the
+    meta device. Its values are checked by :func:`check_category_logits`.
     """
     if not logits.is_floating_point():
         raise ValueError(f"{name}: expected floating-point logits, got dtype {logits.dtype}")
@@ -28,8 +26,6 @@ def check_logits(logits: torch.Tensor, name: str, validate: bool) -> torch.Tenso
             f"got shape {tuple(logits.shape)}"
         )
     check_device(name, logits.device)
-    if validate:
-        check_category_logits(logits.detach(), name, "of [*B, D]")
     return logits
 
 
@@ -63,19 +59,22 @@ def check_generator_device(generator: torch.Generator | None, device: torch.devi
         )
 
 
-def check_category_logits(values: torch.Tensor, name: str, where: str) -> None:
+def check_category_logits(values: torch.Tensor, name: str, where: str) -> bool:
     """Check that ``values: [..., K]`` are finite or ``-inf``, with a finite entry in every row.
 
     One reduction on the common path (all finite: the largest ``|value|`` is finite);
     otherwise a ``ValueError`` naming ``name`` that counts the NaN and ``+inf`` entries
     or gives the first row whose entries are all ``-inf`` (its index, ``where`` saying of what).
+
+    Returns:
+        whether every value is finite (every category possible); false when some are ``-inf``.
     """
     # amax propagates NaN: one reduction and one sync instead of isfinite's four ops and all()
     if not values.numel() or math.isfinite(values.abs().amax()):
-        return
+        return True
     possible = values > -math.inf
     if bool((torch.isfinite(values) | (values == -math.inf)).all() & possible.any(-1).all()):
-        return
+        return False
     nan, pos_inf = int(torch.isnan(values).sum()), int((values == math.inf).sum())
     if nan or pos_inf:
         raise ValueError(

@@ -11,7 +11,13 @@ import torch
 
 from catlog._distributions import as_logits, resolve_alias
 from catlog._objective import Objective
-from catlog._validation import check_count, check_flag, check_generator, check_generator_device
+from catlog._validation import (
+    check_category_logits,
+    check_count,
+    check_flag,
+    check_generator,
+    check_generator_device,
+)
 from catlog.autoregressive import Autoregressive
 
 if TYPE_CHECKING:
@@ -116,26 +122,28 @@ class Estimator(abc.ABC):
             ``Tensor[*B]``: the estimate of ``E[f(X)]``, differentiable.
         """
         given = resolve_alias(dist, logits)
+        validate = self._validates
         one_hot = self.one_hot if one_hot is None else check_flag("one_hot", one_hot)
         generator = self.generator if generator is None else check_generator("generator", generator)
         if isinstance(given, Autoregressive):
             check_generator_device(generator, given.device, "dist")
             objective = Objective(
-                f, given.batch_shape, given.num_categories, given.dtype, given.device, one_hot, self._validates
+                f, given.batch_shape, given.num_categories, given.dtype, given.device, one_hot, validate
             )
             return self._estimate_autoregressive(objective, given, generator)
-        checked = as_logits(given, self._validates)
+        checked = as_logits(given)
+        every_possible = validate and check_category_logits(checked.detach(), "dist", "of [*B, D]")
         check_generator_device(generator, checked.device, "dist")
-        objective = Objective(
-            f, checked.shape[:-2], checked.shape[-1], checked.dtype, checked.device, one_hot, self._validates
-        )
+        shape, dtype, device = checked.shape, checked.dtype, checked.device
+        objective = Objective(f, shape[:-2], shape[-1], dtype, device, one_hot, validate, every_possible=every_possible)
         return self._estimate(objective, checked, generator)
 
     @abc.abstractmethod
     def _estimate(self, objective: Objective, logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """The estimate for checked ``logits: [*B, D, K]``; returns ``Tensor[*B]``.
 
-        ``objective`` is ``f`` wrapped (checks its output; see ``catlog._objective``).
+        ``objective`` is ``f`` wrapped (checks its output; see ``catlog._objective``);
+        ``objective.every_possible`` says whether validation found every logit finite.
         With validation off (``self._validates`` false) it must make no host
         synchronisation.
         """

@@ -9,7 +9,7 @@ import torch
 from catlog._binary import flip_means
 from catlog._objective import Objective
 from catlog._perturbation import category_means
-from catlog._sampling import sample_categorical
+from catlog._sampling import sample_binary, sample_categorical
 from catlog._surrogate import PATHWISE, Pathwise, catlog_estimate
 from catlog._validation import check_choice, check_count, check_flag
 from catlog.estimator import Cost, Estimator
@@ -40,10 +40,16 @@ class IndeCateR(Estimator):
     ``f`` is then evaluated on all ``N * D * (K - 1)`` perturbed rows whether or not some
     categories are impossible: a row that would hold an impossible category holds
     the sample itself and its value is discarded. With validation on (the default),
-    one host synchronisation looks for impossible categories and skips their rows.
+    the check of the logits tells whether every category is possible; if some are not,
+    one more host synchronisation finds them and their rows are skipped.
     For ``K = 2`` with every category possible (or validation off) the perturbed row
     is the sample with one variable flipped, and a fused path builds and scores the
     rows in a handful of ops (:func:`catlog._binary.flip_means`).
+
+    Samples are drawn by the Gumbel-max trick, except for ``K = 2``: there
+    ``X_d = 1[U_d < p_d(1)]`` with one uniform per variable
+    (:func:`catlog._sampling.sample_binary`), the same law with other draws for a
+    given generator.
 
     Args:
         num_samples: ``N >= 1`` samples (per variable if ``per_variable``).
@@ -102,22 +108,33 @@ class IndeCateR(Estimator):
 
     def _estimate(self, objective: Objective, logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         probs = logits.softmax(-1)
-        num_variables = logits.shape[-2]
+        num_variables, num_categories = logits.shape[-2:]
         groups = num_variables if self.per_variable else 1
-        samples = sample_categorical(logits.detach().log_softmax(-1), (self.num_samples, groups), generator)
-        values = objective(samples.flatten(0, 1)).reshape(samples.shape[:-1])
-        possible = logits.detach() > -math.inf
+        sample_shape = (self.num_samples, groups)
+        if num_categories == 2:
+            samples = sample_binary(probs[..., 1], sample_shape, generator)
+        else:
+            samples = sample_categorical(logits.detach().log_softmax(-1), sample_shape, generator)
+        sample_values = objective(samples.flatten(0, 1))  # [N * G, *B]
+        values = sample_values.reshape(samples.shape[:-1])
+        possible = None if objective.every_possible else logits.detach() > -math.inf
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.pathwise == "all"):
-            coefficients = self._coefficients(objective, samples, values, possible)
-        return catlog_estimate(values.mean((0, 1)), probs, coefficients, self.pathwise)
+            coefficients = self._coefficients(objective, samples, values, possible, num_categories)
+        return catlog_estimate(sample_values, probs, coefficients, self.pathwise)
 
     def _coefficients(
-        self, objective: Objective, samples: torch.Tensor, values: torch.Tensor, possible: torch.Tensor
+        self,
+        objective: Objective,
+        samples: torch.Tensor,
+        values: torch.Tensor,
+        possible: torch.Tensor | None,
+        num_categories: int,
     ) -> torch.Tensor:
-        """``c[b, d, k]`` (see :func:`~catlog._perturbation.category_means`): for ``K = 2`` by flipping
-        each variable (:func:`~catlog._binary.flip_means`), unless validation may skip impossible rows
-        or the rows must carry autograd (``pathwise="all"``)."""
-        binary = possible.shape[-1] == 2 and not torch.is_grad_enabled()  # the rows carry no autograd
-        if binary and (not self._validates or bool(possible.all())):
-            return flip_means(objective, samples, values.detach(), possible, self.chunk_size)
-        return category_means(objective, samples, values, possible, self.chunk_size, self._validates)
+        """``c[b, d, k]`` (see :func:`~catlog._perturbation.category_means`; ``possible`` is ``None``
+        when every category is known to be possible): for ``K = 2`` by flipping each variable
+        (:func:`~catlog._binary.flip_means`), unless validation may skip impossible rows or the rows
+        must carry autograd (``pathwise="all"``)."""
+        binary = num_categories == 2 and not torch.is_grad_enabled()  # the rows carry no autograd
+        if binary and (possible is None or not self._validates):
+            return flip_means(objective, samples, values, possible, self.chunk_size)
+        return category_means(objective, samples, values, possible, num_categories, self.chunk_size, self._validates)

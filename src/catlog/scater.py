@@ -51,7 +51,9 @@ class SCateR(IndeCateR):
     completion with ``k = x_d^(n)`` is then the base sample itself, so its value is
     reused (not an approximation), and the completions of different ``k`` share
     their random numbers as IndeCateR's do (for a ``conditional`` that ignores the
-    prefix, SCateR returns exactly IndeCateR's estimate).
+    prefix and ``K > 2``, SCateR returns exactly IndeCateR's estimate; for ``K = 2``
+    IndeCateR draws its samples from one uniform per variable instead of Gumbel noise,
+    so the two estimates have the same distribution but differ draw by draw).
 
     Categories with ``-inf`` logits given the prefix are skipped and never handed
     to ``f``. Per estimate: ``2D - 1`` calls of ``conditional`` (``3D - 1`` with
@@ -89,7 +91,7 @@ class SCateR(IndeCateR):
             coefficients = _completion_values(
                 objective, dist, base, noise, values, own, logits.detach(), self.chunk_size
             )
-        return catlog_estimate(values.mean(0), logits.softmax(-1), coefficients, self.pathwise)
+        return catlog_estimate(values, logits.softmax(-1), coefficients, self.pathwise)
 
 
 def _completion_values(
