@@ -294,3 +294,37 @@ def test_legend_labels_are_unique_within_a_panel_only() -> None:
         "indecater, seed 0 (d8-b)",
     ]
     assert plotting.run_labels(keys[:2], folders[:2]) == ["indecater, seed 0 (d4-a)", "indecater, seed 0 (d8-a)"]
+
+
+def write_addition_run(folder, digits: int, estimator: str, seed: int, accuracies: list[float]) -> None:
+    """A run folder as `catlog addition` writes it: config.json and a log of one row per epoch."""
+    folder.mkdir(parents=True)
+    config = {"digits": digits, "estimator": estimator, "seed": seed, "train_limit": None}
+    (folder / "config.json").write_text(json.dumps(config))
+    with (folder / "log.csv").open("w", newline="") as handle:
+        fields = ["epoch", "test_sum_accuracy", "test_digit_accuracy", "train_wall_s", "train_cpu_s"]
+        writer = csv.DictWriter(handle, fields)
+        writer.writeheader()
+        for epoch, accuracy in enumerate(accuracies, start=1):
+            writer.writerow(dict(zip(fields, [epoch, accuracy, accuracy, epoch, epoch])))
+
+
+def test_addition_plot_draws_seeds_as_median_and_range(tmp_path, capsys) -> None:
+    """Three seeds of one (D, estimator) become one series: per epoch the median, min and max; a single
+    run stays a run; the summary gets a table over seeds."""
+    from catlog.experiments import addition_plot
+
+    write_addition_run(tmp_path / "a0", 4, "rloo-f", 0, [0.1, 0.5, 0.9])
+    write_addition_run(tmp_path / "a1", 4, "rloo-f", 1, [0.3, 0.2, 0.7])
+    write_addition_run(tmp_path / "a2", 4, "rloo-f", 2, [0.2, 0.4, 0.8])
+    write_addition_run(tmp_path / "b0", 4, "indecater", 0, [0.05, 0.6, 0.95])
+    runs = [(folder, *addition_plot.load_run(folder)) for folder in sorted(tmp_path.iterdir())]
+    by_estimator = {line.estimator: line for line in addition_plot.series_of(runs)}
+    band, single = by_estimator["rloo-f"], by_estimator["indecater"]
+    assert band.seeds == (0, 1, 2) and band.epochs == [1.0, 2.0, 3.0]
+    assert band.accuracy == [0.2, 0.4, 0.8] and band.low == [0.1, 0.2, 0.7] and band.high == [0.3, 0.5, 0.9]
+    assert single.low is None and single.accuracy == [0.05, 0.6, 0.95] and single.label == "indecater, seed 0"
+    figure = tmp_path / "figure.png"
+    assert main(["addition-plot", *map(str, sorted(tmp_path.iterdir())), "--out", str(figure)]) == 0
+    assert "| 4 | rloo-f | 0 1 2 | 3.0 | 0.8 | 0.7 | 0.9 |" in capsys.readouterr().out
+    assert figure.stat().st_size > 0

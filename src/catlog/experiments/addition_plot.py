@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,13 +65,100 @@ def summary_row(run: Path, config: dict[str, Any], rows: list[dict[str, float]])
     }
 
 
-def plot_runs(runs: list[tuple[Path, dict[str, Any], list[dict[str, float]]]]) -> Any:
-    """Figure 4: one panel per D (those of :data:`PANEL_DIGITS` and any other present), one line per run.
+Run = tuple[Path, dict[str, Any], list[dict[str, float]]]
+
+
+@dataclass(frozen=True)
+class Series:
+    """One legend entry of figure 4: a run, or the runs of one estimator at one ``D`` over several seeds.
+
+    Attributes:
+        digits: ``D``.
+        estimator: the estimator's name.
+        label: the legend label.
+        epochs: the logged epochs (for seeds, those every seed logged).
+        accuracy: test sum accuracy at ``epochs``: the run's, or the median over seeds.
+        low, high: the smallest and largest accuracy over seeds at ``epochs``; ``None`` for a run.
+        seeds: the seeds drawn.
+    """
+
+    digits: int
+    estimator: str
+    label: str
+    epochs: list[float]
+    accuracy: list[float]
+    low: list[float] | None
+    high: list[float] | None
+    seeds: tuple[int, ...]
+
+
+def series_of(runs: Sequence[Run]) -> list[Series]:
+    """The series to draw, in the order of ``runs``: the runs of one ``(D, estimator)`` with distinct
+    seeds become one series (median and min-max over seeds at the epochs all of them logged); a
+    single run, or runs that repeat a seed, stay one series each (labels by
+    :func:`catlog.experiments.plotting.run_labels`)."""
+    labels = plotting.run_labels(
+        [f"{config['estimator']}, seed {config['seed']}" for _, config, _ in runs],
+        [run for run, _, _ in runs],
+        [config["digits"] for _, config, _ in runs],
+    )
+    groups: dict[tuple[int, str], list[int]] = {}
+    for index, (_, config, _) in enumerate(runs):
+        groups.setdefault((config["digits"], config["estimator"]), []).append(index)
+    series = []
+    for (digits, estimator), members in groups.items():
+        seeds = tuple(runs[index][1]["seed"] for index in members)
+        if len(members) == 1 or len(set(seeds)) < len(seeds):
+            for index in members:
+                rows = runs[index][2]
+                accuracy = [row["test_sum_accuracy"] for row in rows]
+                epochs = [row["epoch"] for row in rows]
+                series.append(Series(digits, estimator, labels[index], epochs, accuracy, None, None, seeds[:1]))
+            continue
+        by_epoch = [{row["epoch"]: row["test_sum_accuracy"] for row in runs[index][2]} for index in members]
+        epochs = sorted(set.intersection(*(set(accuracy) for accuracy in by_epoch)))
+        values = [[accuracy[epoch] for accuracy in by_epoch] for epoch in epochs]
+        label = f"{estimator}, seeds {', '.join(map(str, sorted(seeds)))}: median, range"
+        series.append(
+            Series(
+                digits,
+                estimator,
+                label,
+                epochs,
+                [statistics.median(at) for at in values],
+                [min(at) for at in values],
+                [max(at) for at in values],
+                tuple(sorted(seeds)),
+            )
+        )
+    return series
+
+
+def seed_table(series: Sequence[Series]) -> list[dict[str, Any]]:
+    """One row per series over several seeds: the final test sum accuracy's median, min and max."""
+    return [
+        {
+            "digits": line.digits,
+            "estimator": line.estimator,
+            "seeds": " ".join(map(str, line.seeds)),
+            "epochs": line.epochs[-1],
+            "test_sum_accuracy_median": round(line.accuracy[-1], 4),
+            "test_sum_accuracy_min": round(line.low[-1], 4),
+            "test_sum_accuracy_max": round(line.high[-1], 4),
+        }
+        for line in series
+        if line.low is not None and line.high is not None and line.epochs
+    ]
+
+
+def plot_runs(runs: Sequence[Run]) -> Any:
+    """Figure 4: one panel per D (those of :data:`PANEL_DIGITS` and any other present), one line per series.
 
     x: epochs (log scale); y: test sum accuracy; dashed grey: ``0.99^D``, the sum
-    accuracy of a hypothetical 99%-accurate digit classifier. Every run has its own
-    legend entry (estimator and seed, plus the folder name where those repeat);
-    runs of one estimator share its colour, and short runs show their points.
+    accuracy of a hypothetical 99%-accurate digit classifier. A series (:func:`series_of`)
+    is a run (legend: estimator and seed, plus the folder name where those repeat) or
+    several seeds of one estimator (their median, with the min-max range shaded);
+    series of one estimator share its colour, and short ones show their points.
     """
     import matplotlib
 
@@ -80,26 +168,24 @@ def plot_runs(runs: list[tuple[Path, dict[str, Any], list[dict[str, float]]]]) -
 
     panels = sorted({config["digits"] for _, config, _ in runs} | set(PANEL_DIGITS))
     fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.4), sharex=True, sharey=True, squeeze=False)
-    labels = plotting.run_labels(
-        [f"{config['estimator']}, seed {config['seed']}" for _, config, _ in runs],
-        [run for run, _, _ in runs],
-        [config["digits"] for _, config, _ in runs],
-    )
+    series = series_of(runs)
     for ax, digits in zip(axes[0], panels):
         drawn: list[str] = []
-        for (_, config, rows), label in zip(runs, labels):
-            if config["digits"] != digits:
+        for line in series:
+            if line.digits != digits:
                 continue
-            name = config["estimator"]
+            colour = COLOURS.get(line.estimator)
             ax.plot(
-                [row["epoch"] for row in rows],
-                [row["test_sum_accuracy"] for row in rows],
-                color=COLOURS.get(name),
-                linestyle=plotting.LINESTYLES[drawn.count(name) % len(plotting.LINESTYLES)],
-                label=label,
-                **plotting.line_style(len(rows)),
+                line.epochs,
+                line.accuracy,
+                color=colour,
+                linestyle=plotting.LINESTYLES[drawn.count(line.estimator) % len(plotting.LINESTYLES)],
+                label=line.label,
+                **plotting.line_style(len(line.epochs)),
             )
-            drawn.append(name)
+            if line.low is not None and line.high is not None:
+                ax.fill_between(line.epochs, line.low, line.high, color=colour, alpha=0.2, linewidth=0)
+            drawn.append(line.estimator)
         ax.axhline(0.99**digits, color="grey", linestyle="--", linewidth=1, label=f"0.99^{digits} (99% digits)")
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())
@@ -137,13 +223,17 @@ class PlotConfig:
 
 
 def main(config: PlotConfig) -> int:
-    """Write figure 4 to ``config.out`` and the summary to ``<out>.csv`` and ``<out>.md``; print the table."""
-    runs = [(run, *load_run(run)) for run in config.runs]
+    """Write figure 4 to ``config.out`` and the summary to ``<out>.csv`` and ``<out>.md`` (with a second
+    table over seeds where an estimator ran several at one ``D``); print the tables."""
+    runs: list[Run] = [(run, *load_run(run)) for run in config.runs]
     runs.sort(key=lambda item: (item[1]["digits"], item[1]["estimator"], item[1]["seed"]))
     table = [summary_row(run, run_config, rows) for run, run_config, rows in runs]
     common.save_figure(plot_runs(runs), config.out)
     common.write_csv(config.out.with_suffix(".csv"), table, SUMMARY_FIELDS)
     text = markdown_table(table)
+    over_seeds = seed_table(series_of(runs))
+    if over_seeds:
+        text += "\nOver seeds (final test sum accuracy):\n\n" + markdown_table(over_seeds, tuple(over_seeds[0]))
     common.write_text(config.out.with_suffix(".md"), text)
     print(text, end="")
     return 0
@@ -166,7 +256,10 @@ COMMANDS = (
     common.Command(
         "addition-plot",
         help="figure 4 and a summary table from addition runs",
-        description="Test sum accuracy against epochs, one panel per D, one line per run.",
+        description=(
+            "Test sum accuracy against epochs, one panel per D, one line per run; several seeds of one "
+            "estimator at one D are drawn as their median with the min-max range shaded."
+        ),
         add_options=add_options,
         config=build_config,
         run=main,
