@@ -213,3 +213,19 @@ def test_resume_refuses_another_config_and_a_missing_checkpoint(tmp_path: Path, 
 def test_time_budget_stop_is_reported_in_the_epoch_it_happened(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     _run(tmp_path, "budget", "--time-budget", "0.05", "--budget-clock", "wall", "--epochs", "100")
     assert "time budget reached in epoch 1 at iteration" in capsys.readouterr().out
+
+
+def test_chunks_recomputed_in_backward_give_the_unchunked_gradient() -> None:
+    """``IndeCateR(pathwise="all", chunk_size=...)`` evaluates each chunk of the loss again in the backward
+    pass: the loss must build the same graph each time (it once cached ``t W`` on its first call, and the
+    recomputation of that chunk saved fewer tensors: a CheckpointError)."""
+    model = DiscreteVAE(num_latents=6).double()
+    images = _images(3)
+    gradients = []
+    for chunk_size in (PROJECT_FROM_SAMPLES, None):
+        model.zero_grad()
+        estimator = catlog.IndeCateR(2, pathwise="all", chunk_size=chunk_size)
+        negative_elbo(model, estimator, images, torch.Generator().manual_seed(5)).sum().backward()
+        gradients.append([parameter.grad.clone() for parameter in model.parameters()])
+    for chunked, whole in zip(*gradients):
+        torch.testing.assert_close(chunked, whole, rtol=1e-10, atol=1e-12)

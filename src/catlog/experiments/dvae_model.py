@@ -77,33 +77,34 @@ class DiscreteVAE(nn.Module):
         Returns:
             ``[M, B]`` (see :meth:`reconstruction_loss`, which serves many calls on the same targets).
         """
-        return self.reconstruction_loss(targets)(x)
+        return self.reconstruction_loss(targets, x.shape[0])(x)
 
-    def reconstruction_loss(self, targets: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-        """``x -> -log p(targets | x)`` (:meth:`negative_log_likelihood`) for fixed targets ``[B, 784]``.
+    def reconstruction_loss(self, targets: torch.Tensor, evaluations: int) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``x -> -log p(targets | x)`` (:meth:`negative_log_likelihood`) for fixed targets ``[B, 784]``,
+        for an estimator that evaluates it on ``evaluations`` rows in all (its ``cost().evaluations``).
 
-        With at least :data:`PROJECT_FROM_SAMPLES` samples ``M`` in a call, ``sum_i l_i t_i``
-        is computed as ``h . (t W) + b . t``, which never forms the ``[M, B, 784]`` product;
-        ``t W`` and ``b . t`` are computed on the first such call and kept for the next ones
-        (an estimator calls the loss once per chunk of rows). With fewer it is formed
-        elementwise: ``t W`` and its gradient (two ``[B, 784] x [784, 384]`` products and the
-        sum of two weight gradients) cost more than ``M`` elementwise passes. ``softplus(l).sum(-1)``
-        is the only other pass over the 784 outputs: a fused ``binary_cross_entropy_with_logits``
+        From :data:`PROJECT_FROM_SAMPLES` evaluations on, ``t W`` and ``b . t`` are computed
+        once, here, and a call with at least that many samples ``M`` computes ``sum_i l_i t_i``
+        as ``h . (t W) + b . t``, which never forms the ``[M, B, 784]`` product (an estimator
+        calls the loss once per chunk of rows). Otherwise it is formed elementwise: ``t W``
+        and its gradient (two ``[B, 784] x [784, 384]`` products and the sum of two weight
+        gradients) cost more than ``M`` elementwise passes. The loss keeps no state between
+        calls, so a chunk recomputed in the backward pass (``IndeCateR(pathwise="all",
+        chunk_size=...)``) builds the same graph again. ``softplus(l).sum(-1)`` is the only
+        other pass over the 784 outputs: a fused ``binary_cross_entropy_with_logits``
         measured slower.
         """
         weight, bias = self.decoder_out.weight, self.decoder_out.bias
-        projection: tuple[torch.Tensor, torch.Tensor] | None = None
+        projection = (targets @ weight, targets @ bias) if evaluations >= PROJECT_FROM_SAMPLES else None
 
         def loss(x: torch.Tensor) -> torch.Tensor:
-            nonlocal projection
             z = x[..., 1:].flatten(-2) if self.one_hot else x
             rows = z.shape[:-1]  # [M, B]; the decoder runs on a 2-D [M * B, D(K-1)] (fewer copies in backward)
             hidden = self.decoder_hidden(z.reshape(-1, z.shape[-1]).to(weight.dtype))
             out = self.decoder_out(hidden)
-            if rows[0] < PROJECT_FROM_SAMPLES:
+            if projection is None or rows[0] < PROJECT_FROM_SAMPLES:
                 agreement = (out.view(*rows, -1) * targets).sum(-1)
             else:
-                projection = projection or (targets @ weight, targets @ bias)
                 agreement = (hidden.view(*rows, -1) * projection[0]).sum(-1) + projection[1]
             return F.softplus(out).sum(-1).view(rows) - agreement
 
@@ -129,7 +130,7 @@ def negative_elbo(
     the KL is analytic.
     """
     logits = model.logits(images)
-    loss = model.reconstruction_loss(images)
+    loss = model.reconstruction_loss(images, estimator.cost(model.num_latents, model.num_categories).evaluations)
     return estimator(loss, logits, one_hot=model.one_hot, generator=generator) + kl_to_uniform(logits)
 
 
