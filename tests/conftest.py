@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import catlog
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
@@ -22,6 +24,16 @@ def shared_data_dir() -> Path:
 def _deterministic_torch() -> None:
     """Every test starts from the same global seed."""
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _restore_validation_defaults():
+    """Every test leaves the validation defaults as it found them: catlog's, and torch.distributions',
+    which Dynamo turns off for good on its first compile (``Distribution.set_default_validate_args(False)``)."""
+    distributions, estimators = torch.distributions.Distribution._validate_args, catlog.Estimator._default_validate_args
+    yield
+    torch.distributions.Distribution.set_default_validate_args(distributions)
+    catlog.Estimator.set_default_validate_args(estimators)
 
 
 @pytest.fixture

@@ -69,18 +69,15 @@ def test_side_by_side_compiled_step_fills_a_softmax_gradient(load_script, mode: 
     side_by_side = load_script("side_by_side")
     bench = sys.modules["bench"]
     (index,) = [i for i, case in enumerate(bench.CASES) if case.tf_case == "fig1-12x3:ICR1"]
-    catlog.Estimator.set_default_validate_args(mode != "step")
-    try:
-        step, problem = side_by_side.our_step(bench.CASES[index], torch.device("cpu"), torch.float32, mode, "aot_eager")
-        step()
-        step()
-        (logits,) = problem.parameters
-        assert logits.grad is not None and logits.grad.shape == (12, 3) and bool(logits.grad.isfinite().all())
-        assert logits.grad.abs().sum() > 0
-        torch.testing.assert_close(logits.grad.sum(-1), torch.zeros(12), atol=1e-5, rtol=0)
-    finally:
-        catlog.Estimator.set_default_validate_args(True)
-        torch._dynamo.reset()
+    catlog.Estimator.set_default_validate_args(mode != "step")  # restored by conftest
+    step, problem = side_by_side.our_step(bench.CASES[index], torch.device("cpu"), torch.float32, mode, "aot_eager")
+    step()
+    step()
+    (logits,) = problem.parameters
+    assert logits.grad is not None and logits.grad.shape == (12, 3) and bool(logits.grad.isfinite().all())
+    assert logits.grad.abs().sum() > 0
+    torch.testing.assert_close(logits.grad.sum(-1), torch.zeros(12), atol=1e-5, rtol=0)
+    torch._dynamo.reset()
 
 
 def test_side_by_side_compiles_f_only_where_f_is_a_plain_function(load_script) -> None:

@@ -15,16 +15,6 @@ import torch
 
 import catlog
 
-
-@pytest.fixture(autouse=True)
-def _restore_distribution_validation():
-    """Dynamo turns ``torch.distributions`` validation off for good on its first compile
-    (``Distribution.set_default_validate_args(False)``): restore it for the other tests."""
-    default = torch.distributions.Distribution._validate_args
-    yield
-    torch.distributions.Distribution.set_default_validate_args(default)
-
-
 ESTIMATORS = {
     "indecater": lambda: catlog.IndeCateR(2, validate_args=False),
     "indecater-per-variable": lambda: catlog.IndeCateR(2, per_variable=True, validate_args=False),
