@@ -13,7 +13,10 @@ measured together mean anything. Both sides run in persistent worker processes:
   loss, ``backward()``);
 - TF: ``worker_tf3.py`` of ``--tools`` (default ``../shared/reference-tf-tools``)
   under ``--tf-python``, with ``CATLOG_REF`` = ``--reference`` (default
-  ``../shared/reference-tf``) and ``--tf-threads`` intra-op threads (default 1).
+  ``../shared/reference-tf``), ``--tf-threads`` intra-op threads and
+  ``--tf-inter-op-threads`` inter-op threads (default 1 each: with TF's default
+  inter-op pool, independent ops of one step run on every core, and "one intra-op
+  thread" used 1.6 cores on the DVAE step of this 2-core machine).
 
 The authors' steps are ``tf.function`` graphs; ours run eagerly unless ``--compile``:
 
@@ -29,8 +32,9 @@ A round times one block of calls of every case on each side, the side that goes
 first alternating from round to round and from case to case; a block's time is
 the median of its calls, a round's ratio is ours/TF of the block medians. The
 table gives per case the median of the round ratios with their min-max range, the
-median block times, and the load average before and after; ``side_by_side.{csv,json,md}``
-go into ``--out``.
+median block times, the process CPU time per call on each side (all threads: a
+check that each side used one core) and the median of the per-round CPU ratios, and
+the load average before and after; ``side_by_side.{csv,json,md}`` go into ``--out``.
 """
 
 from __future__ import annotations
@@ -60,7 +64,8 @@ WARM_UP_CALLS = 3
 
 
 class Worker:
-    """A persistent timing process that answers ``{"case": ..., "n": ...}`` JSON lines with the per-call seconds."""
+    """A persistent timing process that answers ``{"case": ..., "n": ..., "cpu": true}`` JSON lines with
+    ``{"wall": [seconds of each call], "cpu": process CPU seconds per call}``."""
 
     def __init__(self, name: str, command: Sequence[str], env: dict[str, str]) -> None:
         self.name = name
@@ -75,12 +80,14 @@ class Worker:
             raise RuntimeError(f"{self.name} worker exited (code {self.process.poll()}) without an answer")
         return json.loads(line)
 
-    def times(self, case: str | int, calls: int) -> list[float]:
-        """Seconds of each of ``calls`` consecutive calls of ``case`` (built and warmed up on first use)."""
+    def times(self, case: str | int, calls: int) -> tuple[list[float], float]:
+        """Wall seconds of each of ``calls`` consecutive calls of ``case`` (built and warmed up on first
+        use), and the process CPU seconds per call over them (all threads)."""
         assert self.process.stdin is not None
-        self.process.stdin.write(json.dumps({"case": case, "n": calls}) + "\n")
+        self.process.stdin.write(json.dumps({"case": case, "n": calls, "cpu": True}) + "\n")
         self.process.stdin.flush()
-        return self._answer()
+        answer = self._answer()
+        return answer["wall"], answer["cpu"]
 
     def close(self) -> None:
         """End the worker (closing its input ends its loop)."""
@@ -125,13 +132,13 @@ def serve_ours(options: argparse.Namespace) -> int:
             for _ in range(WARM_UP_CALLS):
                 steps[index]()
             bench.synchronise(device)
-        walls = []
-        for _ in range(int(request["n"])):
+        walls, calls, cpu_started = [], int(request["n"]), time.process_time()
+        for _ in range(calls):
             started = time.perf_counter()
             steps[index]()
             bench.synchronise(device)
             walls.append(time.perf_counter() - started)
-        print(json.dumps(walls), flush=True)
+        print(json.dumps({"wall": walls, "cpu": (time.process_time() - cpu_started) / calls}), flush=True)
     return 0
 
 
@@ -147,6 +154,7 @@ def start_workers(options: argparse.Namespace) -> tuple[Worker, Worker]:
         "CATLOG_REF": str(Path(options.reference).resolve()),
         "OMP_NUM_THREADS": str(options.tf_threads),
         "TF_NUM_INTRAOP_THREADS": str(options.tf_threads),
+        "TF_NUM_INTEROP_THREADS": str(options.tf_inter_op_threads),
         "TF_CPP_MIN_LOG_LEVEL": "2",
     }
     tf_command = [options.tf_python, str(Path(options.tools).resolve() / "worker_tf3.py"), str(options.tf_threads)]
@@ -163,36 +171,42 @@ def measure(selected: Sequence[int], ours: Worker, tf: Worker, options: argparse
     calls: dict[int, tuple[int, int]] = {}
     for index in common.progress(selected, desc="warm-up"):
         case = bench.CASES[index]
-        ours_call = statistics.median(ours.times(index, 3))
-        tf_call = statistics.median(tf.times(case.tf_case, 3))
+        ours_call = statistics.median(ours.times(index, 3)[0])
+        tf_call = statistics.median(tf.times(case.tf_case, 3)[0])
         calls[index] = (
             block_calls(ours_call, options.block_seconds, options.max_calls),
             block_calls(tf_call, options.block_seconds, options.max_calls),
         )
-    blocks: dict[int, list[tuple[float, float]]] = {index: [] for index in selected}
+    # per case and round: (ours wall median, TF wall median, ours CPU per call, TF CPU per call)
+    blocks: dict[int, list[tuple[float, float, float, float]]] = {index: [] for index in selected}
     for round_index in common.progress(range(options.rounds), desc="rounds"):
         for position, index in enumerate(selected):
             ours_first = (round_index + position) % 2 == 0
             sides = [("ours", ours), ("tf", tf)] if ours_first else [("tf", tf), ("ours", ours)]
-            medians = {}
+            walls, cpus = {}, {}
             for side, worker in sides:
                 case_key: str | int = index if side == "ours" else bench.CASES[index].tf_case
-                medians[side] = statistics.median(worker.times(case_key, calls[index][side == "tf"]))
-            blocks[index].append((medians["ours"], medians["tf"]))
+                wall, cpus[side] = worker.times(case_key, calls[index][side == "tf"])
+                walls[side] = statistics.median(wall)
+            blocks[index].append((walls["ours"], walls["tf"], cpus["ours"], cpus["tf"]))
     rows = []
     for index in selected:
         case = bench.CASES[index]
-        ratios = [ours_s / tf_s for ours_s, tf_s in blocks[index]]
+        ratios = [ours_s / tf_s for ours_s, tf_s, _, _ in blocks[index]]
+        cpu_ratios = [ours_cpu / tf_cpu for _, _, ours_cpu, tf_cpu in blocks[index]]
         rows.append(
             {
                 "config": case.config,
                 "estimator": case.label,
                 "tf_case": case.tf_case,
-                "ours_ms": statistics.median(o for o, _ in blocks[index]) * 1e3,
-                "tf_ms": statistics.median(t for _, t in blocks[index]) * 1e3,
+                "ours_ms": statistics.median(block[0] for block in blocks[index]) * 1e3,
+                "tf_ms": statistics.median(block[1] for block in blocks[index]) * 1e3,
                 "ratio_median": statistics.median(ratios),
                 "ratio_min": min(ratios),
                 "ratio_max": max(ratios),
+                "ours_cpu_ms": statistics.median(block[2] for block in blocks[index]) * 1e3,
+                "tf_cpu_ms": statistics.median(block[3] for block in blocks[index]) * 1e3,
+                "cpu_ratio_median": statistics.median(cpu_ratios),
                 "rounds": len(ratios),
                 "ours_calls_per_block": calls[index][0],
                 "tf_calls_per_block": calls[index][1],
@@ -206,12 +220,13 @@ def format_table(rows: Sequence[dict[str, Any]], header: str) -> str:
     lines = [
         header,
         "",
-        "| config | estimator | ours ms | TF ms | ours/TF median | min-max over rounds |",
-        "|---|---|---|---|---|---|",
+        "| config | estimator | ours ms | TF ms | ours/TF median | min-max | CPU ms ours / TF | CPU ratio |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     lines += [
         f"| {r['config']} | {r['estimator']} | {r['ours_ms']:.3g} | {r['tf_ms']:.3g} | "
-        f"{r['ratio_median']:.2f} | {r['ratio_min']:.2f}-{r['ratio_max']:.2f} |"
+        f"{r['ratio_median']:.2f} | {r['ratio_min']:.2f}-{r['ratio_max']:.2f} | "
+        f"{r['ours_cpu_ms']:.3g} / {r['tf_cpu_ms']:.3g} | {r['cpu_ratio_median']:.2f} |"
         for r in rows
     ]
     return "\n".join(lines) + "\n"
@@ -226,6 +241,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--tools", default=str(SHARED / "reference-tf-tools"), help="folder of worker_tf3.py")
     parser.add_argument("--reference", default=str(SHARED / "reference-tf"), help="the authors' code (CATLOG_REF)")
     parser.add_argument("--tf-threads", type=int, default=1, help="TF intra-op threads (default 1; 0 = TF's choice)")
+    parser.add_argument(
+        "--tf-inter-op-threads",
+        type=int,
+        default=1,
+        help="TF inter-op threads (default 1; 0 = TF's choice, which runs independent ops on every core)",
+    )
     parser.add_argument(
         "--config", action="append", choices=["all", *bench.CONFIGS], help="repeat for several (default all)"
     )
@@ -271,6 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ours_threads": ours.ready["threads"],
         "torch": ours.ready["torch"],
         "tf_intra_op_threads": tf.ready["intra"],
+        "tf_inter_op_threads": options.tf_inter_op_threads,
         "tensorflow": tf.ready["tf"],
         "device": options.device,
         "machine": platform.processor() or platform.machine(),
@@ -284,7 +306,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     header = (
         f"torch {settings['torch']} at {settings['ours_threads']} thread(s) on {options.device}"
         f"{', torch.compile of ' + options.compile if options.compile else ', eager'}; "
-        f"TF {settings['tensorflow']} at {settings['tf_intra_op_threads']} intra-op thread(s); "
+        f"TF {settings['tensorflow']} at {settings['tf_intra_op_threads']} intra-op and "
+        f"{options.tf_inter_op_threads} inter-op thread(s); "
         f"{os.cpu_count()} CPUs ({settings['machine']}); load average (1, 5, 15 min) "
         f"{', '.join(f'{x:.2f}' for x in load_before)} before, {', '.join(f'{x:.2f}' for x in load_after)} after; "
         f"{options.rounds} rounds of ~{options.block_seconds} s blocks."

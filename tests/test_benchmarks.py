@@ -20,7 +20,8 @@ import json, sys
 print(json.dumps({"ready": True, "intra": int(sys.argv[1]), "tf": "fake"}), flush=True)
 for line in sys.stdin:
     request = json.loads(line)
-    print(json.dumps([0.002] * request["n"]), flush=True)
+    answer = [0.002] * request["n"]
+    print(json.dumps({"wall": answer, "cpu": 0.004} if request.get("cpu") else answer), flush=True)
 """
 
 
@@ -57,7 +58,10 @@ def test_side_by_side_interleaves_both_workers(tmp_path: Path, load_script) -> N
     assert row["tf_ms"] == pytest.approx(2.0)
     assert row["ratio_min"] <= row["ratio_median"] <= row["ratio_max"]
     assert row["ratio_median"] == pytest.approx(row["ours_ms"] / 2.0, rel=1.0)
-    assert result["settings"]["ours_threads"] == 1 and result["settings"]["tf_intra_op_threads"] == 1
+    assert row["tf_cpu_ms"] == pytest.approx(4.0) and row["ours_cpu_ms"] > 0
+    assert row["cpu_ratio_median"] == pytest.approx(row["ours_cpu_ms"] / 4.0, rel=1.0)
+    settings = result["settings"]
+    assert settings["ours_threads"] == 1 and settings["tf_intra_op_threads"] == settings["tf_inter_op_threads"] == 1
     assert (tmp_path / "out" / "side_by_side.csv").read_text().startswith("config,estimator,tf_case,")
 
 
