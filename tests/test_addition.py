@@ -82,6 +82,30 @@ def test_lenet_classifies_each_image_once() -> None:
     assert sum(p.numel() for p in model.parameters()) == 44426
 
 
+def test_lenet_equals_the_protocol_order_of_layers_with_the_same_weights() -> None:
+    # The protocol's classifier applies each ReLU before its max-pool, in NCHW, with
+    # contiguous weights; LeNet pools first and stores channels_last weights. A blank top, as
+    # MNIST digits have, gives pooling windows with tied values.
+    model = LeNet().double()
+    images = torch.rand(6, 28, 28, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    images[:, :10] = 0.0
+    weights = [p.detach().clone().contiguous().requires_grad_() for p in model.parameters()]
+    w1, b1, w2, b2, w3, b3, w4, b4, w5, b5 = weights
+    functional = torch.nn.functional
+    hidden = functional.max_pool2d(torch.relu(functional.conv2d(images[:, None], w1, b1)), 2)
+    hidden = functional.max_pool2d(torch.relu(functional.conv2d(hidden, w2, b2)), 2).flatten(1)
+    hidden = torch.relu(functional.linear(torch.relu(functional.linear(hidden, w3, b3)), w4, b4))
+    expected = functional.linear(hidden, w5, b5)
+    upstream = torch.randn(6, 10, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    logits = model(images)
+    torch.testing.assert_close(logits, expected)
+    (logits * upstream).sum().backward()
+    (expected * upstream).sum().backward()
+    assert all(p.grad.abs().sum() > 0 for p in weights)
+    for param, reference in zip(model.parameters(), weights):
+        torch.testing.assert_close(param.grad, reference.grad)
+
+
 def test_sum_indicator_on_hand_computed_cases() -> None:
     f = sum_indicator(torch.tensor([6, 0]))
     x = torch.tensor([[[1, 2, 3], [0, 0, 0]], [[6, 0, 0], [9, 9, 9]], [[5, 0, 0], [0, 0, 1]]])  # [M=3, B=2, D=3]
