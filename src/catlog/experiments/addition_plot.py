@@ -110,10 +110,10 @@ def series_of(runs: Sequence[Run]) -> list[Series]:
         seeds = tuple(runs[index][1]["seed"] for index in members)
         if len(members) == 1 or len(set(seeds)) < len(seeds):
             for index in members:
-                rows = runs[index][2]
+                _, config, rows = runs[index]
                 accuracy = [row["test_sum_accuracy"] for row in rows]
                 epochs = [row["epoch"] for row in rows]
-                series.append(Series(digits, estimator, labels[index], epochs, accuracy, None, None, seeds[:1]))
+                series.append(Series(digits, estimator, labels[index], epochs, accuracy, None, None, (config["seed"],)))
             continue
         by_epoch = [{row["epoch"]: row["test_sum_accuracy"] for row in runs[index][2]} for index in members]
         epochs = sorted(set.intersection(*(set(accuracy) for accuracy in by_epoch)))
