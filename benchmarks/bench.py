@@ -34,7 +34,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -196,6 +196,12 @@ CASES: tuple[Case, ...] = (
         "add16:ICRPV10",
     ),
 )
+
+
+def compiled_loss(problem: Problem, backend: str = "inductor", fullgraph: bool = False) -> Problem:
+    """``problem`` with its whole loss (logits, estimate, loss) compiled by ``torch.compile`` for static
+    shapes; AOTAutograd compiles its backward. ``fullgraph`` needs argument validation off."""
+    return replace(problem, loss=torch.compile(problem.loss, dynamic=False, backend=backend, fullgraph=fullgraph))
 
 
 def synchronise(device: torch.device) -> None:

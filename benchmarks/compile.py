@@ -4,17 +4,18 @@ Usage::
 
     python benchmarks/compile.py --threads 1 --device cpu [--repeats 30] [--sync-debug]
 
-A step is ``loss = est(f, logits).mean(); loss.backward()`` on the paper's synthetic
-configs (figure 1's ``f(x) = sum_d |x_d - b_d|`` at D=12, K=3; figure 2's
-``f(x) = mean_d (x_d - 0.499)^2`` at D=200, K=2). For each estimator it times:
+A step is ``bench.gradient_step`` (``loss = est(f, logits).sum(); loss.backward()``) on
+the paper's synthetic configs of ``benchmarks/bench.py`` (figure 1's
+``f(x) = sum_d |x_d - b_d|`` at D=12, K=3; figure 2's ``f(x) = mean_d (x_d - 0.499)^2``
+at D=200, K=2). For each estimator it times:
 
 - ``eager``: validation on (the default);
 - ``eager, no validation``: ``validate_args=False``;
-- ``compiled``: the loss ``logits -> est(f, logits).mean()`` without validation compiled by
-  ``torch.compile(fullgraph=True)`` (inductor; AOTAutograd compiles its backward), then
+- ``compiled``: the loss without validation compiled by ``torch.compile(fullgraph=True)``
+  (``bench.compiled_loss``: inductor; AOTAutograd compiles its backward), then
   ``backward()``; its compile time (the first call) is reported apart.
 
-Times are the median over ``--repeats`` calls after two warm-up calls, in ms.
+Times are the median over ``--repeats`` calls after one warm-up call (``bench.timings``), in ms.
 ``--sync-debug`` (CUDA only) runs every step without validation under
 ``torch.cuda.set_sync_debug_mode("error")``: a host synchronisation raises.
 """
@@ -22,32 +23,15 @@ Times are the median over ``--repeats`` calls after two warm-up calls, in ms.
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from collections.abc import Callable
 
 import torch
 
+import bench
 import catlog
 
-Step = Callable[[torch.Tensor], torch.Tensor]
-
-
-def fig1_f(num_variables: int, num_categories: int, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Figure 1's ``f(x) = sum_d |x_d - b_d|`` with ``b`` drawn once."""
-    target = torch.randint(num_categories, (num_variables,), generator=torch.Generator().manual_seed(0)).to(device)
-    return lambda x: (x - target).abs().sum(-1).to(torch.float32)
-
-
-def fig2_f(x: torch.Tensor) -> torch.Tensor:
-    """Figure 2's ``f(x) = mean_d (x_d - 0.499)^2``."""
-    return (x.to(torch.float32) - 0.499).pow(2).mean(-1)
-
-
-CONFIGS: dict[str, tuple[int, int, Callable[[torch.device], Callable[[torch.Tensor], torch.Tensor]]]] = {
-    "fig1-12x3": (12, 3, lambda device: fig1_f(12, 3, device)),
-    "fig2-200x2": (200, 2, lambda device: fig2_f),
-}
+CONFIGS = ("fig1-12x3", "fig2")
 
 ESTIMATORS: dict[str, Callable[[bool], catlog.Estimator]] = {
     "IndeCateR 2": lambda validate: catlog.IndeCateR(2, validate_args=validate),
@@ -58,36 +42,9 @@ ESTIMATORS: dict[str, Callable[[bool], catlog.Estimator]] = {
 }
 
 
-def make_loss(estimator: catlog.Estimator, f: Callable[[torch.Tensor], torch.Tensor]) -> Step:
-    """``logits -> loss``: what gets compiled (AOTAutograd then compiles its backward too)."""
-    return lambda logits: estimator(f, logits).mean()
-
-
-def with_backward(loss: Step) -> Step:
-    """One step: the loss and its ``backward()``."""
-
-    def step(logits: torch.Tensor) -> torch.Tensor:
-        value = loss(logits)
-        value.backward()
-        return value.detach()
-
-    return step
-
-
-def median_ms(step: Step, logits: torch.Tensor, repeats: int) -> float:
-    """Median wall time of ``step(logits)`` in ms, after two warm-up calls."""
-    times = []
-    for index in range(repeats + 2):
-        logits.grad = None
-        if logits.device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        step(logits)
-        if logits.device.type == "cuda":
-            torch.cuda.synchronize()
-        if index >= 2:
-            times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+def median_ms(problem: bench.Problem, estimator: catlog.Estimator, device: torch.device, repeats: int) -> float:
+    """Median wall time of ``repeats`` gradient steps in ms (``bench.timings``)."""
+    return bench.timings(lambda: bench.gradient_step(problem, estimator), device, 0.0, repeats, repeats)["median_ms"]
 
 
 def main() -> None:
@@ -103,25 +60,23 @@ def main() -> None:
         f"torch {torch.__version__}, device {device}, {args.threads} thread(s); times in ms (median of {args.repeats})"
     )
     print(f"{'config':12} {'estimator':16} {'eager':>9} {'eager, no validation':>21} {'compiled':>9} {'compile s':>10}")
-    for config, (num_variables, num_categories, make_f) in CONFIGS.items():
-        f = make_f(device)
-        logits = torch.randn(num_variables, num_categories, device=device, requires_grad=True)
+    for config in CONFIGS:
+        problem = bench.CONFIGS[config](device, torch.float32)
         for name, make in ESTIMATORS.items():
-            eager = median_ms(with_backward(make_loss(make(True), f)), logits, args.repeats)
-            unchecked_loss = make_loss(make(False), f)
+            eager = median_ms(problem, make(True), device, args.repeats)
+            unchecked = make(False)
             if args.sync_debug:
                 torch.cuda.set_sync_debug_mode("error")
-            unchecked = median_ms(with_backward(unchecked_loss), logits, args.repeats)
+            unchecked_ms = median_ms(problem, unchecked, device, args.repeats)
             if args.sync_debug:
                 torch.cuda.set_sync_debug_mode("default")
             torch._dynamo.reset()
-            compiled_step = with_backward(torch.compile(unchecked_loss, fullgraph=True))
+            compiled = bench.compiled_loss(problem, fullgraph=True)
             start = time.perf_counter()
-            logits.grad = None
-            compiled_step(logits)
+            bench.gradient_step(compiled, unchecked)
             compile_s = time.perf_counter() - start
-            compiled = median_ms(compiled_step, logits, args.repeats)
-            print(f"{config:12} {name:16} {eager:9.3f} {unchecked:21.3f} {compiled:9.3f} {compile_s:10.1f}")
+            compiled_ms = median_ms(compiled, unchecked, device, args.repeats)
+            print(f"{config:12} {name:16} {eager:9.3f} {unchecked_ms:21.3f} {compiled_ms:9.3f} {compile_s:10.1f}")
 
 
 if __name__ == "__main__":

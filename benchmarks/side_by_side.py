@@ -40,7 +40,6 @@ the load average before and after; ``side_by_side.{csv,json,md}`` go into ``--ou
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import platform
@@ -110,7 +109,7 @@ def our_step(
             raise ValueError(f"--compile f: expected a figure 1 or 2 config (logits as parameters), got {case.config}")
         problem = bench.leaf_problem(problem.parameters[0], torch.compile(problem.f, dynamic=False, backend=backend))
     elif compile_mode == "step":
-        problem = dataclasses.replace(problem, loss=torch.compile(problem.loss, dynamic=False, backend=backend))
+        problem = bench.compiled_loss(problem, backend)
     return lambda: bench.gradient_step(problem, estimator), problem
 
 
