@@ -46,8 +46,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
-    ctx = distributed.setup(args.device)
-    try:
+    with distributed.process_group(args.device) as ctx:
         torch.manual_seed(args.seed)
         model = distributed.wrap_model(addition.LeNet().to(ctx.device), ctx)
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -102,8 +101,6 @@ def main() -> None:
             print(json.dumps(result, indent=2))
             if args.out is not None:
                 common.write_json(args.out, result)
-    finally:
-        distributed.teardown()
 
 
 if __name__ == "__main__":

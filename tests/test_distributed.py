@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import socket
@@ -90,8 +91,7 @@ def worker(rank: int, port: int, out: Path) -> None:
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank)
     )
     torch.set_num_threads(1)
-    ctx = distributed.setup("cpu", timeout=datetime.timedelta(seconds=120))
-    try:
+    with distributed.process_group("cpu", timeout=datetime.timedelta(seconds=120)) as ctx:
         assert (ctx.rank, ctx.world_size, ctx.is_main) == (rank, WORLD, rank == 0)
         # Different initial parameters per rank: DDP and broadcast_parameters must equalise them.
         ddp = distributed.wrap_model(model_for(SEED + rank), ctx)
@@ -112,8 +112,6 @@ def worker(rank: int, port: int, out: Path) -> None:
         }
         distributed.main_only(ctx)(torch.save)({"written_by": rank}, out / "main_only.pt")
         torch.save(results, out / f"rank{rank}.pt")
-    finally:
-        distributed.teardown()
 
 
 def free_port() -> int:
@@ -197,6 +195,20 @@ def test_single_process_context_without_torchrun(monkeypatch: pytest.MonkeyPatch
     assert distributed.all_gather_object("x", ctx) == ["x"]
     generator = distributed.rank_generator(7, ctx)
     assert torch.equal(torch.rand(5, generator=generator), torch.rand(5, generator=torch.Generator().manual_seed(7)))
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_process_group_waits_for_every_rank_only_on_a_clean_exit(monkeypatch: pytest.MonkeyPatch, fails: bool) -> None:
+    calls: list[str] = []
+    monkeypatch.setattr(distributed, "setup", lambda *args: calls.append("setup") or DistributedContext(0, WORLD))
+    monkeypatch.setattr(distributed.dist, "barrier", lambda: calls.append("barrier"))
+    monkeypatch.setattr(distributed, "teardown", lambda: calls.append("teardown"))
+    with pytest.raises(RuntimeError) if fails else contextlib.nullcontext():
+        with distributed.process_group("cpu") as ctx:
+            assert ctx.is_distributed
+            if fails:
+                raise RuntimeError("a rank fails")
+    assert calls == ["setup", "teardown"] if fails else ["setup", "barrier", "teardown"]
 
 
 def test_setup_rejects_inconsistent_environment(monkeypatch: pytest.MonkeyPatch) -> None:

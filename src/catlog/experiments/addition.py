@@ -360,8 +360,7 @@ def load_mnist_sequences(
 
 def run(config: AdditionConfig) -> int:
     """The ``catlog addition`` command (also under ``torchrun``: see docs/scaling.md)."""
-    ctx = distributed.setup(config.device)
-    try:
+    with distributed.process_group(config.device) as ctx:
         common.apply_threads(config.threads)
         data.check_dataset("mnist", config.data_dir)
         with run_folder.open_on_main(config, f"addition-d{config.digits}-{config.estimator}", ctx, MAY_CHANGE) as out:
@@ -373,8 +372,6 @@ def run(config: AdditionConfig) -> int:
             if ctx.is_main:
                 common.write_json(out / "summary.json", {**common.config_json(config), **history[-1]})
                 print(json.dumps({"out": str(out), **history[-1]}, indent=2))
-    finally:
-        distributed.teardown()
     return 0
 
 

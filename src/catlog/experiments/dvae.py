@@ -411,15 +411,12 @@ def train(config: DvaeConfig, out: Path, ctx: distributed.DistributedContext) ->
 
 def run(config: DvaeConfig) -> int:
     """The ``catlog dvae`` command (also under ``torchrun``): checks the data, opens the run folder, trains."""
-    ctx = distributed.setup(config.device)
-    try:
+    with distributed.process_group(config.device) as ctx:
         common.apply_threads(config.threads)
         data.check_dataset(config.dataset, config.data_dir)
         experiment = f"dvae-{config.dataset}-{config.estimator}"
         with run_folder.open_on_main(config, experiment, ctx, MAY_CHANGE) as out:
             train(config, out, ctx)
-    finally:
-        distributed.teardown()
     return 0
 
 
