@@ -105,7 +105,10 @@ def run_size(num_variables: int, num_categories: int, options: argparse.Namespac
         call_count, row_steps = len(calls), sum(calls)
         step = timings(
             lambda: gradient_step(problem, estimator),  # noqa: B023 (called at once)
-            device, options.min_time, options.min_repeats, options.max_repeats,
+            device,
+            options.min_time,
+            options.min_repeats,
+            options.max_repeats,
         )
         rows.append(
             {

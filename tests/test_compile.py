@@ -45,13 +45,15 @@ def logits_with(impossible: bool) -> torch.Tensor:
     return logits.requires_grad_()
 
 
-CASES = [(name, False) for name in QUICK] + [
-    pytest.param(name, False, marks=pytest.mark.slow) for name in sorted(set(ESTIMATORS) - set(QUICK))
-] + [
-    ("indecater", True),  # every offset is evaluated, impossible rows keep the sample: no branch on the data
-    pytest.param("reinforce", True, marks=pytest.mark.slow),
-    pytest.param("gumbel-softmax", True, marks=pytest.mark.slow),
-]
+CASES = (
+    [(name, False) for name in QUICK]
+    + [pytest.param(name, False, marks=pytest.mark.slow) for name in sorted(set(ESTIMATORS) - set(QUICK))]
+    + [
+        ("indecater", True),  # every offset is evaluated, impossible rows keep the sample: no branch on the data
+        pytest.param("reinforce", True, marks=pytest.mark.slow),
+        pytest.param("gumbel-softmax", True, marks=pytest.mark.slow),
+    ]
+)
 
 
 @pytest.mark.parametrize(("name", "impossible"), CASES)

@@ -126,9 +126,28 @@ def test_gradient_spread_is_the_mean_within_tensor_variance() -> None:
 
 def _run(tmp_path: Path, name: str, *extra: str) -> Path:
     out = tmp_path / name
-    argv = ["dvae", "--estimator", "indecater", "--latents", "6", "--batch-size", "50", "--log-every", "2",
-            "--variance-every", "4", "--variance-repeats", "2", "--eval-samples", "3", "--threads", "1",
-            "--out", str(out), *extra]
+    argv = [
+        "dvae",
+        "--estimator",
+        "indecater",
+        "--latents",
+        "6",
+        "--batch-size",
+        "50",
+        "--log-every",
+        "2",
+        "--variance-every",
+        "4",
+        "--variance-repeats",
+        "2",
+        "--eval-samples",
+        "3",
+        "--threads",
+        "1",
+        "--out",
+        str(out),
+        *extra,
+    ]
     assert cli.main(argv) == 0
     return out
 
@@ -172,8 +191,20 @@ def test_time_budget_stops_training(tmp_path: Path) -> None:
 
 def test_command_line_on_mnist_and_plot(shared_data_dir: Path, tmp_path: Path) -> None:
     runs = [
-        _run(tmp_path, name, "--estimator", name, "--data-dir", str(shared_data_dir), "--train-limit", "200",
-             "--eval-limit", "100", "--epochs", "1")
+        _run(
+            tmp_path,
+            name,
+            "--estimator",
+            name,
+            "--data-dir",
+            str(shared_data_dir),
+            "--train-limit",
+            "200",
+            "--eval-limit",
+            "100",
+            "--epochs",
+            "1",
+        )
         for name in ("indecater", "gs-st-s")
     ]
     for run in runs:

@@ -142,8 +142,10 @@ def test_rows_evaluated_all_finite(batch_shape, num_variables, num_categories, n
     perturbed_rows = sum(x.shape[0] for x in objective.perturbed)
     assert objective.base[0].shape[0] == num_samples * groups
     assert perturbed_rows == num_samples * num_variables * (num_categories - 1)
-    expected_total = num_samples * num_variables * num_categories if per_variable else num_samples * (
-        1 + num_variables * (num_categories - 1)
+    expected_total = (
+        num_samples * num_variables * num_categories
+        if per_variable
+        else num_samples * (1 + num_variables * (num_categories - 1))
     )
     assert objective.base[0].shape[0] + perturbed_rows == expected_total
     assert estimator.cost(num_variables, num_categories).evaluations == expected_total

@@ -77,10 +77,14 @@ def test_binary_gradient_is_the_conditional_expectation(temperature: float) -> N
     estimator = catlog.GumbelRao(1, 20_000, temperature, one_hot=True, generator=torch.Generator().manual_seed(2))
     (grad,) = torch.autograd.grad(estimator(f, logits).sum(), logits)
     categories = seen[0][0, :, 0].argmax(-1).tolist()
-    expected = torch.tensor(
-        [conditional_mean_of_relaxed_jacobian(float(a), k, temperature) for a, k in zip(alphas, categories)],
-        dtype=torch.float64,
-    ) * float(weights[0, 1] - weights[0, 0]) / temperature
+    expected = (
+        torch.tensor(
+            [conditional_mean_of_relaxed_jacobian(float(a), k, temperature) for a, k in zip(alphas, categories)],
+            dtype=torch.float64,
+        )
+        * float(weights[0, 1] - weights[0, 0])
+        / temperature
+    )
     tolerance = z_bound(alphas.numel()) * float(weights[0, 1] - weights[0, 0]) / temperature / 8 / math.sqrt(20_000)
     torch.testing.assert_close(grad[:, 0, 1], expected, rtol=0, atol=tolerance)
     torch.testing.assert_close(grad[:, 0, 0], -grad[:, 0, 1], rtol=0, atol=1e-12)

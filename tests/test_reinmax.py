@@ -27,9 +27,7 @@ def reinmax_jacobian(theta: list[float], sample: int, temperature: float) -> lis
     tempered = softmax([t / temperature for t in theta])
     pi1 = [(float(k == sample) + tempered[k]) / 2 for k in range(len(theta))]
     size = range(len(theta))
-    return [
-        [2 * pi1[k] * (float(k == j) - pi1[j]) - pi0[k] * (float(k == j) - pi0[j]) / 2 for j in size] for k in size
-    ]
+    return [[2 * pi1[k] * (float(k == j) - pi1[j]) - pi0[k] * (float(k == j) - pi0[j]) / 2 for j in size] for k in size]
 
 
 @pytest.mark.parametrize("one_hot", [True, False], ids=["one-hot", "values"])
@@ -40,8 +38,9 @@ def test_gradient_by_hand(temperature: float, one_hot: bool) -> None:
     values ``v_d = sum_k k y_dk``, ``f(v) = w . v + (u . v)^2`` and ``df/dy_dk = k df/dv_d``)."""
     theta = torch.tensor([[0.3, -1.1, 0.9, 0.0], [1.5, -math.inf, -0.2, 0.4]], dtype=torch.float64)
     theta.requires_grad_(True)
-    W, V = torch.tensor([[0.5, -1.0, 2.0, 0.3], [1.2, 0.0, -0.7, 0.9]], dtype=torch.float64), torch.tensor(
-        [[0.2, 0.4, -0.3, 1.0], [-0.5, 0.0, 0.8, 0.1]], dtype=torch.float64
+    W, V = (
+        torch.tensor([[0.5, -1.0, 2.0, 0.3], [1.2, 0.0, -0.7, 0.9]], dtype=torch.float64),
+        torch.tensor([[0.2, 0.4, -0.3, 1.0], [-0.5, 0.0, 0.8, 0.1]], dtype=torch.float64),
     )
     w, u = torch.tensor([0.7, -1.3], dtype=torch.float64), torch.tensor([0.4, 0.6], dtype=torch.float64)
     seen: list[torch.Tensor] = []

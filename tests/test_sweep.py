@@ -90,8 +90,18 @@ def test_expand_gives_one_run_per_combination(tmp_path: Path) -> None:
     assert len(runs) == 6
     assert [run.name for run in runs[:2]] == ["seed=0_estimator=rloo-s", "seed=0_estimator=a-b"]
     assert runs[1].argv == (
-        sys.executable, "-m", "catlog.experiments", "demo", "--threads", "1", "--seed", "0", "--estimator", "a/b",
-        "--out", str(tmp_path / "seed=0_estimator=a-b"),
+        sys.executable,
+        "-m",
+        "catlog.experiments",
+        "demo",
+        "--threads",
+        "1",
+        "--seed",
+        "0",
+        "--estimator",
+        "a/b",
+        "--out",
+        str(tmp_path / "seed=0_estimator=a-b"),
     )
     assert sweep.expand(sweep.parse_spec({"command": "demo"}), tmp_path)[0].name == "run"
 
@@ -197,7 +207,10 @@ def test_collect_key_path_gives_rows_per_element(fake: Path, tmp_path: Path) -> 
     assert cli.main(["sweep", str(spec), "--out", str(out), "--jobs", "2"]) == 0
     rows = read_table(out)
     assert [(row["mode"], row["method"], row["best"]) for row in rows] == [
-        ("x", "a", "4"), ("x", "b", "-4"), ("y z", "a", "4"), ("y z", "b", "-4"),
+        ("x", "a", "4"),
+        ("x", "b", "-4"),
+        ("y z", "a", "4"),
+        ("y z", "b", "-4"),
     ]
     assert {row["result_file"] for row in rows} == {"summary.json:methods"}
 

@@ -73,10 +73,8 @@ def logits_problem(name: str, title: str, problem: synthetic_gradients.Problem, 
         return grads
 
     num_variables, num_categories = problem.logits.shape
-    return Problem(
-        name, title, num_variables, num_categories, False, True, gradients,
-        synthetic_gradients.exact_gradient(problem), repeats,
-    )
+    exact = synthetic_gradients.exact_gradient(problem)
+    return Problem(name, title, num_variables, num_categories, False, True, gradients, exact, repeats)
 
 
 def fig1_problem(
@@ -131,15 +129,25 @@ def causal_network(
         return distance.square() / num_variables + torch.cos((x[..., 0] * x[..., -1]).to(distance.dtype))
 
     dist = catlog.Autoregressive(
-        conditional, num_variables, num_categories, (runs, batch), device=target.device,
+        conditional,
+        num_variables,
+        num_categories,
+        (runs, batch),
+        device=target.device,
         dtype=weights["readout"].dtype,
     )
     return list(params.values()), dist, f
 
 
 def autoregressive_problem(
-    seed: int, repeats: int, device: torch.device, dtype: torch.dtype,
-    num_variables: int = 6, num_categories: int = 4, batch: int = 2, hidden: int = 8,
+    seed: int,
+    repeats: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    num_variables: int = 6,
+    num_categories: int = 4,
+    batch: int = 2,
+    hidden: int = 8,
 ) -> Problem:
     """:func:`causal_network` with weights ``~ N(0, 1)`` from ``seed``; exact gradient by enumeration."""
     generator = torch.Generator().manual_seed(seed)
@@ -165,10 +173,8 @@ def autoregressive_problem(
     params, dist, f = causal_network({key: value.to(device) for key, value in weights.items()}, target, 1)
     exact = torch.autograd.grad(catlog.Exact()(f, dist).sum(), params)
     title = f"autoregressive, prefix mask, D = {num_variables}, K = {num_categories}, batch {batch}"
-    return Problem(
-        "autoregressive", title, num_variables, num_categories, True, False, gradients,
-        torch.cat([g.flatten() for g in exact]), repeats,
-    )
+    exact_flat = torch.cat([g.flatten() for g in exact])
+    return Problem("autoregressive", title, num_variables, num_categories, True, False, gradients, exact_flat, repeats)
 
 
 def trained_dvae(
@@ -193,8 +199,14 @@ def trained_dvae(
 
 
 def dvae_problem(
-    checkpoint: Path | None, steps: int, batch: int, data_dir: Path | None, seed: int, repeats: int,
-    device: torch.device, dtype: torch.dtype,
+    checkpoint: Path | None,
+    steps: int,
+    batch: int,
+    data_dir: Path | None,
+    seed: int,
+    repeats: int,
+    device: torch.device,
+    dtype: torch.dtype,
 ) -> Problem:
     """The encoder of a fixed discrete VAE (:func:`trained_dvae`) on the first ``batch`` MNIST
     validation images; variance only (``2^200`` states)."""
@@ -213,7 +225,12 @@ def dvae_problem(
 
 
 def addition_problem(
-    digits: int, batch: int, data_dir: Path | None, seed: int, repeats: int, device: torch.device,
+    digits: int,
+    batch: int,
+    data_dir: Path | None,
+    seed: int,
+    repeats: int,
+    device: torch.device,
     dtype: torch.dtype,
 ) -> Problem:
     """MNIST addition of ``digits`` digits at the untrained (seeded) classifier, on ``batch`` test

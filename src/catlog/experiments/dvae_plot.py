@@ -23,7 +23,7 @@ PANELS = (
     ("train_neg_elbo", "train -ELBO (running mean)", False),
     ("val_neg_elbo", "validation -ELBO", False),
     ("variance", "estimator variance (encoder)", True),
-    ("gradient_spread", "spread within one gradient\n(the authors' \"gradient variance\")", True),
+    ("gradient_spread", 'spread within one gradient\n(the authors\' "gradient variance")', True),
 )
 
 
