@@ -358,19 +358,25 @@ def _number(value: float | None, digits: int = 3) -> str:
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """The results as a Markdown table (times in ms)."""
-    header = (
-        "| config | estimator | evals/elem | TF ms | ours ms (IQR) | CPU ms | ours/TF | floor ms | ours/floor "
-        "| peak MiB |\n"
-        "|---|---|---|---|---|---|---|---|---|---|\n"
+    columns = (
+        "config | estimator | evals/elem | TF ms | ours ms (IQR) | CPU ms | ours/TF | floor ms | ours/floor | peak MiB"
     )
-    lines = [
-        f"| {r['config']} | {r['estimator']} | {r['evaluations']} | {_number(r['tf_ms'])} | "
-        f"{_number(r['median_ms'])} ({_number(r['q1_ms'])}-{_number(r['q3_ms'])}) | {_number(r['cpu_median_ms'])} | "
-        f"{_number(r['ratio_tf'], 2)} | {_number(r['floor_median_ms'])} | {_number(r['ratio_floor'], 2)} | "
-        f"{_number(r['peak_mib'])} |"
+    cells = [
+        [
+            r["config"],
+            r["estimator"],
+            r["evaluations"],
+            _number(r["tf_ms"]),
+            f"{_number(r['median_ms'])} ({_number(r['q1_ms'])}-{_number(r['q3_ms'])})",
+            _number(r["cpu_median_ms"]),
+            _number(r["ratio_tf"], 2),
+            _number(r["floor_median_ms"]),
+            _number(r["ratio_floor"], 2),
+            _number(r["peak_mib"]),
+        ]
         for r in rows
     ]
-    return header + "\n".join(lines) + "\n"
+    return common.markdown_table(columns.split(" | "), cells)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

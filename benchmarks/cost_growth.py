@@ -146,16 +146,19 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     def mib(value: float | None) -> str:
         return "-" if value is None else f"{value:.3g}"
 
-    lines = [
-        "| axis | D | K | N | B | rows of f | step ms | floor ms | step/floor | step MiB | floor MiB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    lines += [
-        f"| {r['axis']} | {r['D']} | {r['K']} | {r['N']} | {r['B']} | {r['rows']} | {r['step_ms']:.3g} | "
-        f"{r['floor_ms']:.3g} | {r['step_over_floor']:.2f} | {mib(r['step_peak_mib'])} | {mib(r['floor_peak_mib'])} |"
+    columns = ["axis", "D", "K", "N", "B", "rows of f", "step ms", "floor ms", "step/floor", "step MiB", "floor MiB"]
+    cells = [
+        [
+            *(r[key] for key in ("axis", "D", "K", "N", "B", "rows")),
+            f"{r['step_ms']:.3g}",
+            f"{r['floor_ms']:.3g}",
+            f"{r['step_over_floor']:.2f}",
+            mib(r["step_peak_mib"]),
+            mib(r["floor_peak_mib"]),
+        ]
         for r in rows
     ]
-    return "\n".join(lines) + "\n"
+    return common.markdown_table(columns, cells)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

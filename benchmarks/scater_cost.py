@@ -140,9 +140,7 @@ COLUMNS: tuple[tuple[str, Callable[[dict[str, Any]], object]], ...] = (
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """The results as a Markdown table (times in ms, per estimate of a batch of 16)."""
-    lines = ["| " + " | ".join(title for title, _ in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(str(cell(row)) for _, cell in COLUMNS) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
+    return common.markdown_table([title for title, _ in COLUMNS], [[cell(row) for _, cell in COLUMNS] for row in rows])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

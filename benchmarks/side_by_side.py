@@ -216,19 +216,21 @@ def measure(selected: Sequence[int], ours: Worker, tf: Worker, options: argparse
 
 def format_table(rows: Sequence[dict[str, Any]], header: str) -> str:
     """The rows as a Markdown table after a ``header`` paragraph (times in ms)."""
-    lines = [
-        header,
-        "",
-        "| config | estimator | ours ms | TF ms | ours/TF median | min-max | CPU ms ours / TF | CPU ratio |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    lines += [
-        f"| {r['config']} | {r['estimator']} | {r['ours_ms']:.3g} | {r['tf_ms']:.3g} | "
-        f"{r['ratio_median']:.2f} | {r['ratio_min']:.2f}-{r['ratio_max']:.2f} | "
-        f"{r['ours_cpu_ms']:.3g} / {r['tf_cpu_ms']:.3g} | {r['cpu_ratio_median']:.2f} |"
+    columns = ["config", "estimator", "ours ms", "TF ms", "ours/TF median", "min-max", "CPU ms ours / TF", "CPU ratio"]
+    cells = [
+        [
+            r["config"],
+            r["estimator"],
+            f"{r['ours_ms']:.3g}",
+            f"{r['tf_ms']:.3g}",
+            f"{r['ratio_median']:.2f}",
+            f"{r['ratio_min']:.2f}-{r['ratio_max']:.2f}",
+            f"{r['ours_cpu_ms']:.3g} / {r['tf_cpu_ms']:.3g}",
+            f"{r['cpu_ratio_median']:.2f}",
+        ]
         for r in rows
     ]
-    return "\n".join(lines) + "\n"
+    return f"{header}\n\n" + common.markdown_table(columns, cells)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

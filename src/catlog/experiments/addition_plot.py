@@ -201,9 +201,7 @@ def plot_runs(runs: Sequence[Run]) -> Any:
 
 def markdown_table(rows: list[dict[str, Any]], fields: Sequence[str] = SUMMARY_FIELDS) -> str:
     """``rows`` as a GitHub markdown table with the columns ``fields``."""
-    lines = ["| " + " | ".join(fields) + " |", "|" + "---|" * len(fields)]
-    lines += ["| " + " | ".join(str(row[field]) for field in fields) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
+    return common.markdown_table(fields, [[row[field] for field in fields] for row in rows])
 
 
 @dataclass(frozen=True)

@@ -228,6 +228,13 @@ def write_csv(path: Path, rows: Sequence[Mapping[str, Any]], fieldnames: Sequenc
     return write_text(path, buffer.getvalue())
 
 
+def markdown_table(columns: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """A GitHub Markdown table: a header of ``columns``, then one line per row of cells (``str`` of each)."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
 def save_figure(fig: Any, path: Path, dpi: int = 120) -> Path:
     """Save a matplotlib figure as PNG to ``path`` atomically and close it."""
     import matplotlib.pyplot as plt
