@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from catlog._sampling import COMPARE_MAX_CATEGORIES, sample_binary, sample_by_inversion
+from catlog._sampling import COMPARE_MAX_CATEGORIES, sample_by_inversion
 
 # K on each side of the switch from comparing with every F_k to a binary search
 BOTH_PATHS = pytest.mark.parametrize("num_categories", [7, COMPARE_MAX_CATEGORIES + 3])
@@ -45,12 +45,14 @@ def test_impossible_categories_are_never_drawn_even_at_the_top_of_the_unit_inter
 
 
 def test_binary_frequencies_match_probabilities_and_certain_categories_are_certain(monkeypatch):
+    """``K = 2`` compares one uniform with a threshold per variable."""
     generator = torch.Generator().manual_seed(2)
     logits = torch.randn(3, 4, 2, generator=generator, dtype=torch.float64)
     logits[0, 0, 0] = logits[1, 2, 1] = -math.inf  # p_1 = 1 and p_1 = 0 exactly
-    probs_one = logits.softmax(-1)[..., 1]
+    probs = logits.softmax(-1)
+    probs_one = probs[..., 1]
     draws = 40_000
-    samples = sample_binary(probs_one, (100, draws // 100), generator)
+    samples = sample_by_inversion(probs, (100, draws // 100), generator)
     assert samples.shape == (100, draws // 100, 3, 4) and samples.dtype == torch.long
     frequencies = samples.flatten(0, 1).double().mean(0)
     standard_error = (probs_one * (1 - probs_one) / draws).sqrt()
@@ -62,5 +64,5 @@ def test_binary_frequencies_match_probabilities_and_certain_categories_are_certa
         monkeypatch.setattr(
             torch, "rand", lambda shape, extreme=extreme, **kwargs: torch.full(shape, extreme, dtype=kwargs["dtype"])
         )
-        drawn = sample_binary(probs_one, (1,), None)[0]
+        drawn = sample_by_inversion(probs, (1,), None)[0]
         assert drawn[0, 0] == 1 and drawn[1, 2] == 0

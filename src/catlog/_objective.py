@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
+
+from catlog._validation import all_finite
 
 
 class Objective:
@@ -93,10 +94,9 @@ class Objective:
             raise ValueError(f"f: expected output on {self.device} (the distribution's device), got {out.device}")
         if out.dtype != self.dtype:
             out = out.to(self.dtype)
-        if self.validate and out.numel():
+        if self.validate:
             detached = out.detach() if out.requires_grad else out
-            # amax propagates NaN: one reduction and one sync instead of isfinite's four ops and all()
-            if not math.isfinite(detached.abs().amax()):
+            if not all_finite(detached):
                 bad = int((~torch.isfinite(detached)).sum())
                 raise ValueError(f"f: expected finite values, got {bad} NaN or infinite of {out.numel()}")
         return out

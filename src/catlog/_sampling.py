@@ -61,30 +61,6 @@ def sample_categorical(
     return (log_probs - log_exponential).argmax(-1)  # log_probs + G to the bit, one negation fewer
 
 
-def sample_binary(
-    probs_one: torch.Tensor, sample_shape: tuple[int, ...], generator: torch.Generator | None
-) -> torch.Tensor:
-    """Draw ``X ~ Bernoulli(p_1)`` independently per variable: ``X = 1[U < p_1]``, ``U ~ Uniform[0, 1)``.
-
-    The law of a two-category variable with ``P(X = 1) = p_1``, from one uniform per
-    sample and variable (:func:`sample_categorical` uses two and takes logarithms): the
-    same distribution as the Gumbel-max draws, other draws for a given generator.
-    ``p_1 = 0`` is never drawn (``U >= 0``) and ``p_1 = 1`` always is (``U < 1``).
-
-    Args:
-        probs_one: ``[*B, D]``, ``p_1 = P(X = 1)`` per variable (no autograd is recorded).
-        sample_shape: the leading sample dimensions ``S``.
-        generator: optional torch generator for reproducibility.
-
-    Returns:
-        ``LongTensor[*S, *B, D]``.
-    """
-    uniform = torch.rand(
-        (*sample_shape, *probs_one.shape), dtype=probs_one.dtype, device=probs_one.device, generator=generator
-    )
-    return (uniform < probs_one).long()
-
-
 def sample_by_inversion(
     probs: torch.Tensor, sample_shape: tuple[int, ...], generator: torch.Generator | None
 ) -> torch.Tensor:
@@ -95,9 +71,12 @@ def sample_by_inversion(
     is much cheaper for large ``K``; the same distribution, other draws for a given
     generator. Up to :data:`COMPARE_MAX_CATEGORIES` categories the count compares ``U``
     with every ``F_k`` at once; above, a binary search (``searchsorted``) finds it (the
-    two give the same ``X`` for the same ``U``, but draw ``U`` in another order). A
-    category of probability 0 is never drawn (``F`` is flat there, and ``U`` stays
-    strictly below the total ``F_{K-1}``, which is therefore never counted).
+    two give the same ``X`` for the same ``U``, but draw ``U`` in another order). For
+    ``K = 2`` the count is one comparison per sample, ``X = 1[U >= F_0 / F_1]`` with
+    ``U ~ Uniform[0, 1)``, the threshold formed once per variable. A category of
+    probability 0 is never drawn (``F`` is flat there, and ``U`` stays strictly below
+    the total ``F_{K-1}``, which is therefore never counted; for ``K = 2``, ``p_1 = 0``
+    gives the threshold 1 exactly and ``p_0 = 0`` the threshold 0).
 
     Args:
         probs: ``[*B, D, K]`` probabilities (``0`` = impossible); need not sum exactly to 1.
@@ -108,6 +87,12 @@ def sample_by_inversion(
         ``LongTensor[*S, *B, D]``.
     """
     cdf = probs.detach().cumsum(-1)
+    if probs.shape[-1] == 2:
+        threshold = cdf[..., 0] / cdf[..., 1]
+        uniform = torch.rand(
+            (*sample_shape, *threshold.shape), dtype=probs.dtype, device=probs.device, generator=generator
+        )
+        return (uniform >= threshold).long()
     compare = probs.shape[-1] <= COMPARE_MAX_CATEGORIES
     shape = (*sample_shape, *probs.shape[:-1]) if compare else (*probs.shape[:-1], math.prod(sample_shape))
     uniform = torch.rand(shape, dtype=probs.dtype, device=probs.device, generator=generator)

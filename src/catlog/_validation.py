@@ -59,6 +59,15 @@ def check_generator_device(generator: torch.Generator | None, device: torch.devi
         )
 
 
+def all_finite(values: torch.Tensor) -> bool:
+    """Whether every entry of ``values`` is finite (true when there is none).
+
+    One reduction and one host synchronisation: ``amax`` of ``|values|`` propagates NaN,
+    where ``isfinite(values).all()`` takes four ops.
+    """
+    return not values.numel() or math.isfinite(values.abs().amax())
+
+
 def check_category_logits(values: torch.Tensor, name: str, where: str) -> bool:
     """Check that ``values: [..., K]`` are finite or ``-inf``, with a finite entry in every row.
 
@@ -69,8 +78,7 @@ def check_category_logits(values: torch.Tensor, name: str, where: str) -> bool:
     Returns:
         whether every value is finite (every category possible); false when some are ``-inf``.
     """
-    # amax propagates NaN: one reduction and one sync instead of isfinite's four ops and all()
-    if not values.numel() or math.isfinite(values.abs().amax()):
+    if all_finite(values):
         return True
     possible = values > -math.inf
     if bool((torch.isfinite(values) | (values == -math.inf)).all() & possible.any(-1).all()):

@@ -9,7 +9,7 @@ import torch
 from catlog._binary import flip_means
 from catlog._objective import Objective
 from catlog._perturbation import category_means
-from catlog._sampling import sample_binary, sample_categorical
+from catlog._sampling import sample_by_inversion, sample_categorical
 from catlog._surrogate import PATHWISE, Pathwise, catlog_estimate
 from catlog._validation import check_choice, check_count, check_flag
 from catlog.estimator import Cost, Estimator
@@ -47,9 +47,9 @@ class IndeCateR(Estimator):
     rows in a handful of ops (:func:`catlog._binary.flip_means`).
 
     Samples are drawn by the Gumbel-max trick, except for ``K = 2``: there
-    ``X_d = 1[U_d < p_d(1)]`` with one uniform per variable
-    (:func:`catlog._sampling.sample_binary`), the same law with other draws for a
-    given generator.
+    ``X_d = 1[U_d >= p_d(0)]`` with one uniform per variable, by inversion
+    (:func:`catlog._sampling.sample_by_inversion`, as REINFORCE and RLOO draw), the same
+    law with other draws for a given generator.
 
     Args:
         num_samples: ``N >= 1`` samples (per variable if ``per_variable``).
@@ -112,7 +112,7 @@ class IndeCateR(Estimator):
         groups = num_variables if self.per_variable else 1
         sample_shape = (self.num_samples, groups)
         if num_categories == 2:
-            samples = sample_binary(probs[..., 1], sample_shape, generator)
+            samples = sample_by_inversion(probs, sample_shape, generator)
         else:
             samples = sample_categorical(logits.detach().log_softmax(-1), sample_shape, generator)
         sample_values = objective(samples.flatten(0, 1))  # [N * G, *B]
