@@ -4,6 +4,8 @@ Every estimator has one shape, ``est(f, logits) -> Tensor[*B]``: see
 :class:`catlog.Estimator`.
 """
 
+from catlog._objective import Objective
+from catlog._relaxed import Relaxed
 from catlog.autoregressive import Autoregressive
 from catlog.disarm import DisARM
 from catlog.estimator import Cost, Estimator
@@ -24,9 +26,11 @@ __all__ = [
     "GumbelRao",
     "GumbelSoftmax",
     "IndeCateR",
+    "Objective",
     "REINFORCE",
     "RLOO",
     "ReinMax",
+    "Relaxed",
     "SCateR",
 ]
 __version__ = "0.1.0"

@@ -37,6 +37,10 @@ class Relaxed(Estimator):
     """What the relaxed estimators share: ``f`` is evaluated once, on ``N`` samples
     relaxed at a ``temperature`` (their forward values, their backward pass or both).
 
+    The public base of :class:`~catlog.GumbelSoftmax`, :class:`~catlog.ReinMax` and
+    :class:`~catlog.GumbelRao`: ``isinstance(estimator, catlog.Relaxed)`` says that an
+    estimator takes a :attr:`temperature` and hands ``f`` relaxed (float) values.
+
     Args:
         num_samples: ``N >= 1`` samples, each evaluated once.
         temperature: ``> 0``; may be reassigned between calls (annealing).
@@ -65,6 +69,6 @@ class Relaxed(Estimator):
     def temperature(self, value: float) -> None:
         self._temperature = check_positive("temperature", value)
 
-    def _cost(self, num_variables: int, num_categories: int) -> Cost:
+    def compute_cost(self, num_variables: int, num_categories: int) -> Cost:
         """``N`` samples and ``N`` evaluations."""
         return Cost(samples=self.num_samples, evaluations=self.num_samples)

@@ -11,7 +11,8 @@ from catlog._sampling import gumbel_noise
 from catlog._validation import check_category_logits, check_count, check_device
 
 Conditional = Callable[[torch.Tensor, int], torch.Tensor]
-_Choose = Callable[[torch.Tensor, int], torch.Tensor]
+Choose = Callable[[torch.Tensor, int], torch.Tensor]
+"""``choose(logits [M, *B, K], d) -> LongTensor[M, *B]``: the categories :meth:`Autoregressive.rollout` writes."""
 
 
 class Autoregressive(Distribution):
@@ -103,7 +104,7 @@ class Autoregressive(Distribution):
         """
         shape = torch.Size(sample_shape)
         with torch.no_grad():
-            x, _ = self._draw(self._gumbel(shape.numel(), generator))
+            x, _ = self.draw(self.gumbel_noise(shape.numel(), generator))
         return x.reshape(*shape, *x.shape[1:])
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
@@ -132,28 +133,32 @@ class Autoregressive(Distribution):
         if self._validate_args and bool(((value < 0) | (value >= self.num_categories)).any()):
             raise ValueError(f"value: expected categories in [0, {self.num_categories}), got values outside")
         flat = value.reshape(-1, *tail)
-        logits = self._rollout_logits(flat.clone(), lambda logits, d: flat[:, ..., d])
+        logits = self.rollout_logits(flat.clone(), lambda logits, d: flat[:, ..., d])
         return _sequence_log_prob(logits, flat).reshape(value.shape[:-1])
 
-    def _gumbel(self, num_rows: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Standard Gumbel noise ``[M, *B, D, K]`` that :meth:`_draw` turns into ``M`` samples."""
+    def gumbel_noise(self, num_rows: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Standard Gumbel noise ``[M, *B, D, K]`` that :meth:`draw` turns into ``M = num_rows`` samples.
+
+        With :meth:`draw` and :meth:`rollout`, the building blocks of the estimators that take an
+        autoregressive distribution (REINFORCE, RLOO, SCateR), public for new ones.
+        """
         like = torch.empty((), dtype=self.dtype, device=self.device)
         return gumbel_noise((num_rows, *self.batch_shape, self.num_variables, self.num_categories), like, generator)
 
-    def _draw(self, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def draw(self, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Ancestral samples driven by Gumbel noise: ``x_d = argmax_k log p(k | x_<d) + noise_dk``.
 
         Args:
-            noise: ``[M, *B, D, K]``, e.g. from :meth:`_gumbel`.
+            noise: ``[M, *B, D, K]``, e.g. from :meth:`gumbel_noise`.
 
         Returns:
             ``x: LongTensor[M, *B, D]`` and ``logits: [M, *B, D, K]`` of ``X_d`` given
             ``x_<d`` (built with autograd if enabled). ``D`` calls of ``conditional``.
         """
         x = torch.zeros(noise.shape[:-1], dtype=torch.long, device=self.device)
-        return x, self._rollout_logits(x, _follow_noise(noise))
+        return x, self.rollout_logits(x, follow_noise(noise))
 
-    def _rollout(self, x: torch.Tensor, choose: _Choose, active: Sequence[int]) -> None:
+    def rollout(self, x: torch.Tensor, choose: Choose, active: Sequence[int]) -> None:
         """Fill ``x`` position by position, in place: ``x[:a_d, ..., d] = choose(conditional(x[:a_d], d), d)``.
 
         One call of ``conditional`` per position ``d`` with ``a_d > 0``.
@@ -169,12 +174,12 @@ class Autoregressive(Distribution):
             if count:
                 self._fill(x[:count], choose, d)
 
-    def _rollout_logits(self, x: torch.Tensor, choose: _Choose) -> torch.Tensor:
-        """:meth:`_rollout` of every row; returns the logits ``[M, *B, D, K]`` of each position
+    def rollout_logits(self, x: torch.Tensor, choose: Choose) -> torch.Tensor:
+        """:meth:`rollout` of every row; returns the logits ``[M, *B, D, K]`` of each position
         (with autograd if it is enabled)."""
         return torch.stack([self._fill(x, choose, d) for d in range(self.num_variables)], -2)
 
-    def _fill(self, x: torch.Tensor, choose: _Choose, d: int) -> torch.Tensor:
+    def _fill(self, x: torch.Tensor, choose: Choose, d: int) -> torch.Tensor:
         """Set ``x[..., d] = choose(conditional(x, d), d)`` in place; returns the logits ``[M, *B, K]``."""
         logits = self._logits_at(x.clone() if torch.is_grad_enabled() else x, d)
         x[..., d] = choose(logits, d)
@@ -198,7 +203,7 @@ class Autoregressive(Distribution):
         return out
 
 
-def _follow_noise(noise: torch.Tensor, rows: torch.Tensor | None = None) -> _Choose:
+def follow_noise(noise: torch.Tensor, rows: torch.Tensor | None = None) -> Choose:
     """The Gumbel-max choice ``argmax_k log_softmax(logits)_k + noise[r, ..., d, k]``.
 
     Args:

@@ -48,11 +48,11 @@ class DisARM(Estimator):
         super().__init__(one_hot=one_hot, generator=generator, validate_args=validate_args)
         self.num_pairs = check_count("num_pairs", num_pairs, 1)
 
-    def _cost(self, num_variables: int, num_categories: int) -> Cost:
+    def compute_cost(self, num_variables: int, num_categories: int) -> Cost:
         """``2 P`` samples and ``2 P`` evaluations."""
         return Cost(samples=2 * self.num_pairs, evaluations=2 * self.num_pairs)
 
-    def _estimate(self, objective: Objective, logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    def estimate(self, objective: Objective, logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         if logits.shape[-1] != 2:
             raise ValueError(
                 f"dist: DisARM expects binary variables, shape [*B, D, 2], got K = {logits.shape[-1]} "

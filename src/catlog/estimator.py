@@ -59,9 +59,12 @@ class Estimator(abc.ABC):
         generator: default torch generator for the samples; a call may override it.
         validate_args: check values (see above); ``None`` follows the class default.
 
-    A subclass implements :meth:`_estimate` (and :meth:`_estimate_autoregressive` if
-    it supports an :class:`~catlog.autoregressive.Autoregressive`) and :meth:`_cost`;
-    its ``__init__`` stores every argument under the argument's name (``repr`` shows them).
+    A new estimator subclasses it and implements :meth:`estimate` (and
+    :meth:`estimate_autoregressive` if it supports an
+    :class:`~catlog.autoregressive.Autoregressive`) and :meth:`compute_cost`; its
+    ``__init__`` stores every argument under the argument's name (``repr`` shows them).
+    Calling the estimator checks the arguments and wraps ``f`` in a
+    :class:`~catlog.Objective` first (see docs/extending.md for a complete example).
     """
 
     _default_validate_args: ClassVar[bool] = True
@@ -130,28 +133,41 @@ class Estimator(abc.ABC):
             objective = Objective(
                 f, given.batch_shape, given.num_categories, given.dtype, given.device, one_hot, validate
             )
-            return self._estimate_autoregressive(objective, given, generator)
+            return self.estimate_autoregressive(objective, given, generator)
         checked = as_logits(given)
         every_possible = validate and check_category_logits(checked.detach(), "dist", "of [*B, D]")
         check_generator_device(generator, checked.device, "dist")
         shape, dtype, device = checked.shape, checked.dtype, checked.device
         objective = Objective(f, shape[:-2], shape[-1], dtype, device, one_hot, validate, every_possible=every_possible)
-        return self._estimate(objective, checked, generator)
+        return self.estimate(objective, checked, generator)
 
     @abc.abstractmethod
-    def _estimate(self, objective: Objective, logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        """The estimate for checked ``logits: [*B, D, K]``; returns ``Tensor[*B]``.
+    def estimate(self, objective: Objective, logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """The estimate for checked ``logits: [*B, D, K]``; returns ``Tensor[*B]``, differentiable.
 
-        ``objective`` is ``f`` wrapped (checks its output; see ``catlog._objective``);
-        ``objective.every_possible`` says whether validation found every logit finite.
-        With validation off (``self._validates`` false) it must make no host
-        synchronisation.
+        What a subclass implements; :meth:`__call__` calls it after its checks.
+
+        Args:
+            objective: ``f`` wrapped (:class:`~catlog.Objective`): call it on samples
+                ``LongTensor[M, *B, D]`` to get ``Tensor[M, *B]`` (it encodes one-hot
+                inputs and checks the output); ``objective.every_possible`` says whether
+                validation found every logit finite. With validation off
+                (``objective.validate`` false) an estimate should make no host
+                synchronisation.
+            logits: ``[*B, D, K]``, checked.
+            generator: the torch generator to draw samples from (``None``: torch's default).
         """
 
-    def _estimate_autoregressive(
+    def estimate_autoregressive(
         self, objective: Objective, dist: Autoregressive, generator: torch.Generator | None
     ) -> torch.Tensor:
-        """The estimate for an autoregressive ``dist``; returns ``Tensor[*B]``. Refused unless overridden."""
+        """The estimate for an autoregressive ``dist``; returns ``Tensor[*B]``. Refused unless overridden.
+
+        A subclass that supports :class:`~catlog.autoregressive.Autoregressive` draws with its
+        public :meth:`~catlog.autoregressive.Autoregressive.gumbel_noise`,
+        :meth:`~catlog.autoregressive.Autoregressive.draw` and
+        :meth:`~catlog.autoregressive.Autoregressive.rollout` (see :meth:`estimate` for the arguments).
+        """
         raise ValueError(
             f"dist: {type(self).__name__} expects independent variables (logits [*B, D, K] or a factorised "
             "categorical distribution), got an Autoregressive; use SCateR, REINFORCE, RLOO or Exact for those"
@@ -160,13 +176,13 @@ class Estimator(abc.ABC):
     def cost(self, num_variables: int, num_categories: int) -> Cost:
         """Samples drawn and rows of ``f`` evaluated per batch element for ``D >= 1``
         variables of ``K >= 1`` categories, when every category is possible."""
-        return self._cost(
+        return self.compute_cost(
             check_count("num_variables", num_variables, 1), check_count("num_categories", num_categories, 1)
         )
 
     @abc.abstractmethod
-    def _cost(self, num_variables: int, num_categories: int) -> Cost:
-        """:meth:`cost` for checked ``D``, ``K``."""
+    def compute_cost(self, num_variables: int, num_categories: int) -> Cost:
+        """:meth:`cost` for ``D``, ``K`` already checked: what a subclass implements."""
 
 
 def _argument_repr(value: object) -> str:

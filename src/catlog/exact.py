@@ -40,7 +40,7 @@ class Exact(Estimator):
         super().__init__(one_hot=one_hot, validate_args=validate_args)
         self.max_states = check_count("max_states", max_states, 1)
 
-    def _cost(self, num_variables: int, num_categories: int) -> Cost:
+    def compute_cost(self, num_variables: int, num_categories: int) -> Cost:
         """No samples and ``K**D`` evaluations."""
         return Cost(samples=0, evaluations=num_categories**num_variables)
 
@@ -53,7 +53,7 @@ class Exact(Estimator):
                 f"expected at most max_states={self.max_states}; use a sampling estimator or raise max_states"
             )
 
-    def _estimate(self, objective: Objective, logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    def estimate(self, objective: Objective, logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         num_variables, num_categories = logits.shape[-2:]
         self._check_size(num_variables, num_categories)
         states = _enumerate_states(num_variables, num_categories, logits.device)
@@ -66,7 +66,7 @@ class Exact(Estimator):
         )
         return (log_probs.exp() * values).sum(0)
 
-    def _estimate_autoregressive(
+    def estimate_autoregressive(
         self, objective: Objective, dist: Autoregressive, generator: torch.Generator | None
     ) -> torch.Tensor:
         self._check_size(dist.num_variables, dist.num_categories)
@@ -81,5 +81,5 @@ class Exact(Estimator):
             possible = logits.detach().gather(-1, wanted.unsqueeze(-1)).squeeze(-1) > -math.inf
             return torch.where(possible, wanted, logits.detach().argmax(-1))
 
-        logits = dist._rollout_logits(repaired, keep_if_possible)
+        logits = dist.rollout_logits(repaired, keep_if_possible)
         return (_sequence_log_prob(logits, states).exp() * objective(repaired)).sum(0)

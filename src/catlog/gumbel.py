@@ -38,7 +38,7 @@ class GumbelSoftmax(Relaxed):
         super().__init__(num_samples, temperature, one_hot=one_hot, generator=generator, validate_args=validate_args)
         self.straight_through = check_flag("straight_through", straight_through)
 
-    def _estimate(self, objective: Objective, logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    def estimate(self, objective: Objective, logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         # category first ([K, N, *B, D]): softmax and argmax over K are then fast for small K
         num_categories = logits.shape[-1]
         if num_categories == 2:
@@ -53,7 +53,7 @@ class GumbelSoftmax(Relaxed):
     def _estimate_binary(
         self, objective: Objective, logits: torch.Tensor, generator: torch.Generator | None
     ) -> torch.Tensor:
-        """:meth:`_estimate` for ``K = 2``: ``y_1 = sigmoid((l_1 - l_0 + L) / temperature)`` with
+        """:meth:`estimate` for ``K = 2``: ``y_1 = sigmoid((l_1 - l_0 + L) / temperature)`` with
         logistic ``L`` (the law of ``G_1 - G_0``), one uniform per variable instead of two Gumbels;
         the same distribution of ``y`` and of the hard sample ``1[y_1 > 1/2]``, other draws."""
         noise = logistic_noise((self.num_samples, *logits.shape[:-1]), logits, generator)

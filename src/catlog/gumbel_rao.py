@@ -79,7 +79,7 @@ class GumbelRao(Relaxed):
         super().__init__(num_samples, temperature, one_hot=one_hot, generator=generator, validate_args=validate_args)
         self.num_rao_samples = check_count("num_rao_samples", num_rao_samples, 1)
 
-    def _estimate(self, objective: Objective, logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    def estimate(self, objective: Objective, logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         log_probs = logits.log_softmax(-1)
         fixed = log_probs.detach()
         hard = sample_by_inversion(fixed.exp(), (self.num_samples,), generator)  # [N, *B, D]

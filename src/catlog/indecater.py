@@ -97,7 +97,7 @@ class IndeCateR(Estimator):
         self.chunk_size = None if chunk_size is None else check_count("chunk_size", chunk_size, 1)
         self.pathwise = check_choice("pathwise", pathwise, PATHWISE)
 
-    def _cost(self, num_variables: int, num_categories: int) -> Cost:
+    def compute_cost(self, num_variables: int, num_categories: int) -> Cost:
         """``N`` samples (``D * N`` per variable) and ``N * (1 + D * (K - 1))`` evaluations
         (``N * D * K`` per variable)."""
         groups = num_variables if self.per_variable else 1
@@ -106,7 +106,7 @@ class IndeCateR(Estimator):
             evaluations=self.num_samples * (groups + num_variables * (num_categories - 1)),
         )
 
-    def _estimate(self, objective: Objective, logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    def estimate(self, objective: Objective, logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         probs = logits.softmax(-1)
         num_variables, num_categories = logits.shape[-2:]
         groups = num_variables if self.per_variable else 1

@@ -37,7 +37,7 @@ class ReinMax(Relaxed):
         one_hot, generator, validate_args: see :class:`~catlog.estimator.Estimator`.
     """
 
-    def _estimate(self, objective: Objective, logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    def estimate(self, objective: Objective, logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         log_probs = logits.log_softmax(-1)
         hard = sample_by_inversion(log_probs.detach().exp(), (self.num_samples,), generator)  # [N, *B, D]
         # category first, [K, N, *B, D], as relaxed_estimate takes it

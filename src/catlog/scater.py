@@ -9,7 +9,7 @@ import torch
 from catlog._objective import Objective
 from catlog._perturbation import evaluate_rows, offset_pairs, perturb
 from catlog._surrogate import catlog_estimate, scatter_by_category
-from catlog.autoregressive import Autoregressive, _follow_noise
+from catlog.autoregressive import Autoregressive, follow_noise
 from catlog.indecater import IndeCateR
 
 
@@ -72,14 +72,14 @@ class SCateR(IndeCateR):
         one_hot, generator, validate_args: see :class:`~catlog.estimator.Estimator`.
     """
 
-    def _estimate_autoregressive(
+    def estimate_autoregressive(
         self, objective: Objective, dist: Autoregressive, generator: torch.Generator | None
     ) -> torch.Tensor:
         num_samples, num_variables = self.num_samples, dist.num_variables
         groups = num_variables if self.per_variable else 1
-        noise = dist._gumbel(num_samples * groups, generator)
+        noise = dist.gumbel_noise(num_samples * groups, generator)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.per_variable):
-            base, logits = dist._draw(noise)
+            base, logits = dist.draw(noise)
         if self.per_variable:
             by_group = base.view(num_samples, groups, *base.shape[1:])
             logits = torch.stack([dist._logits_at(by_group[:, d].contiguous(), d) for d in range(num_variables)], -2)
@@ -147,7 +147,7 @@ def _completion_values(
     ) -> tuple[torch.Tensor, torch.Tensor]:
         x = base[row]
         category = perturb(x, d, j, counts.movedim(-1, 1)[n, d], ranks[n, d], by_rank[n, d])
-        dist._rollout(x, _follow_noise(noise, row), torch.searchsorted(d, positions).tolist())
+        dist.rollout(x, follow_noise(noise, row), torch.searchsorted(d, positions).tolist())
         return x, category
 
     step = max(d.shape[0], 1) if chunk_size is None else chunk_size

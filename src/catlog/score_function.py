@@ -39,7 +39,7 @@ class REINFORCE(Estimator):
         super().__init__(one_hot=one_hot, generator=generator, validate_args=validate_args)
         self.num_samples = check_count("num_samples", num_samples, self.min_samples)
 
-    def _cost(self, num_variables: int, num_categories: int) -> Cost:
+    def compute_cost(self, num_variables: int, num_categories: int) -> Cost:
         """``N`` samples and ``N`` evaluations."""
         return Cost(samples=self.num_samples, evaluations=self.num_samples)
 
@@ -47,7 +47,7 @@ class REINFORCE(Estimator):
         """The weight of each sample's score ``grad log p(x_n)``: ``f(x_n)``. Shapes ``[N, *B]``."""
         return values
 
-    def _estimate(self, objective: Objective, logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    def estimate(self, objective: Objective, logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         log_probs = log_softmax(logits)
         samples = sample_by_inversion(log_probs.detach().exp(), (self.num_samples,), generator)
         values = objective(samples)
@@ -57,11 +57,11 @@ class REINFORCE(Estimator):
         centred = (log_probs - log_probs.detach()).masked_fill(logits.detach() == -math.inf, 0.0)
         return values.mean(0) + (per_category * centred).sum((-2, -1))
 
-    def _estimate_autoregressive(
+    def estimate_autoregressive(
         self, objective: Objective, dist: Autoregressive, generator: torch.Generator | None
     ) -> torch.Tensor:
         """``1/N sum_n w_n grad log p(x_n)``, ``log p(x) = sum_d log p(x_d | x_<d)`` from ``D`` calls."""
-        samples, logits = dist._draw(dist._gumbel(self.num_samples, generator))
+        samples, logits = dist.draw(dist.gumbel_noise(self.num_samples, generator))
         values = objective(samples)
         log_p = _sequence_log_prob(logits, samples)
         weights = self._weights(values.detach()) / self.num_samples

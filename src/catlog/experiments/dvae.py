@@ -259,9 +259,9 @@ def load(trainer: Trainer) -> TrainState:
 def anneal(trainer: Trainer, state: TrainState) -> TrainState:
     """Relaxation temperature for ``state.epoch``: ``exp(-0.01 * epoch)`` clipped to [0.1, 1].
 
-    Applies to every estimator with a ``temperature`` (the Gumbel-Softmax family); the others pass.
+    Applies to the relaxed estimators (:class:`catlog.Relaxed`); the others pass.
     """
-    if not hasattr(trainer.estimator, "temperature"):
+    if not isinstance(trainer.estimator, catlog.Relaxed):
         return state
     trainer.estimator.temperature = min(1.0, max(0.1, math.exp(-0.01 * state.epoch)))
     return replace(state, temperature=trainer.estimator.temperature)

@@ -198,7 +198,7 @@ def optimise(
             break
         clock.timed(gradient_step)
         optimiser.step()
-        if hasattr(estimator, "temperature") and (iteration + 1) % method.anneal_every == 0:
+        if isinstance(estimator, catlog.Relaxed) and (iteration + 1) % method.anneal_every == 0:
             estimator.temperature *= method.anneal_factor
         if bar is not None:
             bar.update()
