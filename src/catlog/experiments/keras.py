@@ -19,13 +19,52 @@ No clipping: the authors' optimisers are built with ``learning_rate`` alone, so
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch import nn
 
 
-class KerasRMSprop(torch.optim.Optimizer):
+class KerasOptimizer(torch.optim.Optimizer):
+    """An optimiser that checks its settings by name and updates each parameter group in one call.
+
+    Subclasses give ``bounds``, each setting's admissible interval ``(low, high, high_included)``
+    (``low`` always included), and :meth:`update`.
+    """
+
+    bounds: dict[str, tuple[float, float, bool]] = {}
+
+    def __init__(self, params: Iterable[torch.Tensor], **settings: float) -> None:
+        for name, value in settings.items():
+            low, high, closed = self.bounds[name]
+            if not (low <= value < high or (closed and value == high)) or (name == "lr" and value == 0):
+                interval = f"[{low}, {high}{']' if closed else ')'}"
+                raise ValueError(
+                    f"{name}: expected a number in {interval}{', not 0' if name == 'lr' else ''}, got {value!r}"
+                )
+        super().__init__(params, settings)
+
+    def update(self, group: dict[str, Any], params: list[torch.Tensor]) -> None:
+        """One step of the parameters ``params`` of ``group`` that have a gradient."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+        """One update of every parameter that has a gradient; ``closure`` re-evaluates the loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if params:
+                self.update(group, params)
+        return loss
+
+
+class KerasRMSprop(KerasOptimizer):
     """RMSprop with ``theta -= lr g / sqrt(v + eps)``, ``v = rho v + (1 - rho) g^2``, ``v`` from zero.
 
     ``torch.optim.RMSprop`` adds ``eps`` outside the root, ``g / (sqrt(v) + eps)``: with
@@ -39,33 +78,19 @@ class KerasRMSprop(torch.optim.Optimizer):
         eps: added to ``v`` inside the square root, ``>= 0`` (Keras' default 1e-7).
     """
 
-    def __init__(self, params: Iterable[torch.Tensor], lr: float, rho: float = 0.9, eps: float = 1e-7) -> None:
-        if not lr > 0:
-            raise ValueError(f"lr: expected a positive number, got {lr!r}")
-        if not 0 <= rho < 1:
-            raise ValueError(f"rho: expected a number in [0, 1), got {rho!r}")
-        if not eps >= 0:
-            raise ValueError(f"eps: expected a non-negative number, got {eps!r}")
-        super().__init__(params, {"lr": lr, "rho": rho, "eps": eps})
+    bounds = {"lr": (0.0, math.inf, False), "rho": (0.0, 1.0, False), "eps": (0.0, math.inf, False)}
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
-        """One update of every parameter that has a gradient; ``closure`` re-evaluates the loss."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            for parameter in group["params"]:
-                if parameter.grad is None:
-                    continue
-                state = self.state[parameter]
-                if not state:
-                    state["square_average"] = torch.zeros_like(parameter)
-                average = state["square_average"]
-                average.mul_(group["rho"]).addcmul_(parameter.grad, parameter.grad, value=1 - group["rho"])
-                parameter.addcdiv_(parameter.grad, (average + group["eps"]).sqrt_(), value=-group["lr"])
-        return loss
+    def __init__(self, params: Iterable[torch.Tensor], lr: float, rho: float = 0.9, eps: float = 1e-7) -> None:
+        super().__init__(params, lr=lr, rho=rho, eps=eps)
+
+    def update(self, group: dict[str, Any], params: list[torch.Tensor]) -> None:
+        """``v = rho v + (1 - rho) g^2``, ``theta -= lr g / sqrt(v + eps)`` for every parameter."""
+        for parameter in params:
+            if not self.state[parameter]:
+                self.state[parameter]["square_average"] = torch.zeros_like(parameter)
+            average = self.state[parameter]["square_average"]
+            average.mul_(group["rho"]).addcmul_(parameter.grad, parameter.grad, value=1 - group["rho"])
+            parameter.addcdiv_(parameter.grad, (average + group["eps"]).sqrt_(), value=-group["lr"])
 
 
 def glorot_uniform_(module: nn.Module) -> nn.Module:
@@ -83,7 +108,7 @@ def glorot_uniform_(module: nn.Module) -> nn.Module:
     return module
 
 
-class KerasAdam(torch.optim.Optimizer):
+class KerasAdam(KerasOptimizer):
     """Adam as Keras has it: ``theta -= lr sqrt(1 - beta_2^t) / (1 - beta_1^t) m / (sqrt(v) + eps)``.
 
     With ``m = beta_1 m + (1 - beta_1) g`` and ``v = beta_2 v + (1 - beta_2) g^2`` from zero,
@@ -99,6 +124,13 @@ class KerasAdam(torch.optim.Optimizer):
         eps: added to ``sqrt(v)``, ``>= 0`` (Keras' default 1e-7).
     """
 
+    bounds = {
+        "lr": (0.0, math.inf, False),
+        "beta_1": (0.0, 1.0, False),
+        "beta_2": (0.0, 1.0, False),
+        "eps": (0.0, math.inf, False),
+    }
+
     def __init__(
         self,
         params: Iterable[torch.Tensor],
@@ -107,38 +139,21 @@ class KerasAdam(torch.optim.Optimizer):
         beta_2: float = 0.999,
         eps: float = 1e-7,
     ) -> None:
-        if not lr > 0:
-            raise ValueError(f"lr: expected a positive number, got {lr!r}")
-        for name, beta in (("beta_1", beta_1), ("beta_2", beta_2)):
-            if not 0 <= beta < 1:
-                raise ValueError(f"{name}: expected a number in [0, 1), got {beta!r}")
-        if not eps >= 0:
-            raise ValueError(f"eps: expected a non-negative number, got {eps!r}")
-        super().__init__(params, {"lr": lr, "beta_1": beta_1, "beta_2": beta_2, "eps": eps})
+        super().__init__(params, lr=lr, beta_1=beta_1, beta_2=beta_2, eps=eps)
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
-        """One update of every parameter that has a gradient; ``closure`` re-evaluates the loss."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
-            for p in params:
-                if not self.state[p]:
-                    self.state[p] = {"m": torch.zeros_like(p), "v": torch.zeros_like(p)}
-            grads = [p.grad for p in params]
-            means, squares = [self.state[p]["m"] for p in params], [self.state[p]["v"] for p in params]
-            group["iterations"] = step = group.get("iterations", 0) + 1
-            beta_1, beta_2 = group["beta_1"], group["beta_2"]
-            torch._foreach_lerp_(means, grads, 1 - beta_1)
-            torch._foreach_mul_(squares, beta_2)
-            torch._foreach_addcmul_(squares, grads, grads, value=1 - beta_2)
-            denominators = torch._foreach_sqrt(squares)
-            torch._foreach_add_(denominators, group["eps"])
-            size = group["lr"] * (1 - beta_2**step) ** 0.5 / (1 - beta_1**step)
-            torch._foreach_addcdiv_(params, means, denominators, value=-size)
-        return loss
+    def update(self, group: dict[str, Any], params: list[torch.Tensor]) -> None:
+        """The Adam step of every parameter, as one ``torch._foreach_*`` call per operation."""
+        for p in params:
+            if not self.state[p]:
+                self.state[p] = {"m": torch.zeros_like(p), "v": torch.zeros_like(p)}
+        grads = [p.grad for p in params]
+        means, squares = [self.state[p]["m"] for p in params], [self.state[p]["v"] for p in params]
+        group["iterations"] = step = group.get("iterations", 0) + 1
+        beta_1, beta_2 = group["beta_1"], group["beta_2"]
+        torch._foreach_lerp_(means, grads, 1 - beta_1)
+        torch._foreach_mul_(squares, beta_2)
+        torch._foreach_addcmul_(squares, grads, grads, value=1 - beta_2)
+        denominators = torch._foreach_sqrt(squares)
+        torch._foreach_add_(denominators, group["eps"])
+        size = group["lr"] * (1 - beta_2**step) ** 0.5 / (1 - beta_1**step)
+        torch._foreach_addcdiv_(params, means, denominators, value=-size)
