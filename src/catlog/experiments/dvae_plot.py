@@ -1,6 +1,6 @@
 """``catlog dvae-plot``: the paper's figure 3 row from ``catlog dvae`` run folders.
 
-Four panels against training time (or iterations): running train negative ELBO,
+Four panels against training time, iterations or evaluations of ``f`` per image: running train negative ELBO,
 validation negative ELBO, estimator variance (across repeated estimates at fixed
 parameters) and the spread of the entries within one gradient (what the authors' code
 logs as "gradient variance", for holding our curves against the paper's); the last two
@@ -17,8 +17,14 @@ from pathlib import Path
 
 from catlog.experiments import common, plotting
 
-X_COLUMNS = {"cpu": "train_cpu_s", "wall": "train_wall_s", "iteration": "iteration"}
-X_LABELS = {"cpu": "training CPU time (s)", "wall": "training wall time (s)", "iteration": "iteration"}
+X_COLUMNS = {"cpu": "train_cpu_s", "wall": "train_wall_s", "iteration": "iteration", "evaluations": "iteration"}
+X_LABELS = {
+    "cpu": "training CPU time (s)",
+    "wall": "training wall time (s)",
+    "iteration": "iteration",
+    "evaluations": "evaluations of f per image",
+}
+LOG_X = ("iteration", "evaluations")
 PANELS = (
     ("train_neg_elbo", "train -ELBO (running mean)", False),
     ("val_neg_elbo", "validation -ELBO", False),
@@ -37,7 +43,9 @@ def read_run(run: Path) -> tuple[dict, list[dict[str, str]]]:
 def plot_runs(runs: list[Path], output: Path, x_axis: str = "cpu") -> Path:
     """Plot the runs' logs into the PNG ``output``, one line and one legend entry per run.
 
-    ``x_axis`` is ``"cpu"`` or ``"wall"`` (training seconds), or ``"iteration"`` (log scale).
+    ``x_axis`` is ``"cpu"`` or ``"wall"`` (training seconds), ``"iteration"`` or ``"evaluations"``
+    (iterations times the run's evaluations of ``f`` per image, ``cost_per_image`` in its config);
+    the last two on a log scale.
     A run's label is its dataset, estimator and seed (plus its folder name where those
     repeat); series with few points show markers, so a one-row log is still visible.
     """
@@ -53,10 +61,11 @@ def plot_runs(runs: list[Path], output: Path, x_axis: str = "cpu") -> Path:
     labels = plotting.run_labels(
         [f"{c['dataset']}, {c['estimator']}, seed {c['seed']}" for c, _ in loaded], [Path(run) for run in runs]
     )
-    for (_, rows), label in zip(loaded, labels):
+    for (config, rows), label in zip(loaded, labels):
+        scale = config["cost_per_image"]["evaluations"] if x_axis == "evaluations" else 1
         colour = None
         for ax, (column, _, _) in zip(axes, PANELS):
-            points = [(float(r[X_COLUMNS[x_axis]]), float(r[column])) for r in rows if r.get(column, "") != ""]
+            points = [(scale * float(r[X_COLUMNS[x_axis]]), float(r[column])) for r in rows if r.get(column, "") != ""]
             if points:
                 xs, ys = zip(*points)
                 (line,) = ax.plot(xs, ys, label=label, color=colour, **plotting.line_style(len(points)))
@@ -66,7 +75,7 @@ def plot_runs(runs: list[Path], output: Path, x_axis: str = "cpu") -> Path:
         ax.set_xlabel(X_LABELS[x_axis])
         if log_scale:
             ax.set_yscale("log")
-        if x_axis == "iteration":
+        if x_axis in LOG_X:
             ax.set_xscale("log")
         ax.grid(alpha=0.3)
     handles, names = axes[0].get_legend_handles_labels()
@@ -100,7 +109,10 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("runs", nargs="+", type=Path, help="run folders of catlog dvae")
     parser.add_argument("--output", type=Path, default=Path("dvae.png"), help="PNG to write")
     parser.add_argument(
-        "--x-axis", choices=tuple(X_COLUMNS), default="cpu", help="training CPU seconds, wall seconds or iterations"
+        "--x-axis",
+        choices=tuple(X_COLUMNS),
+        default="cpu",
+        help="training CPU seconds, wall seconds, iterations or evaluations of f per image",
     )
 
 
