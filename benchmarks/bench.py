@@ -41,29 +41,11 @@ from typing import Any
 import torch
 
 import catlog
-from catlog.experiments import addition, common, dvae_model, synthetic_gradients, synthetic_optimise
+from catlog.experiments import addition_model, common, dvae_model
 from catlog.experiments.dvae import DvaeConfig
-
-
-@dataclass
-class Problem:
-    """One config: the loss of one gradient estimate and the objective alone.
-
-    Attributes:
-        loss: ``loss(estimator)`` builds the logits (runs the encoder or classifier, if
-            any), calls ``estimator(f, logits)`` and returns the scalar to differentiate.
-        f: the objective the estimators see, for the floor.
-        parameters: every leaf whose ``.grad`` the estimate fills (cleared between repeats).
-        batch_shape: ``B``.
-        num_variables, num_categories: ``D``, ``K``.
-    """
-
-    loss: Callable[[catlog.Estimator], torch.Tensor]
-    f: Callable[[torch.Tensor], torch.Tensor]
-    parameters: list[torch.Tensor]
-    batch_shape: tuple[int, ...]
-    num_variables: int
-    num_categories: int
+from catlog.experiments.problems import Problem, binary, figure1
+from catlog.experiments.problems import addition as addition_problems
+from catlog.experiments.problems import dvae as dvae_problems
 
 
 @dataclass(frozen=True)
@@ -81,59 +63,33 @@ class Case:
     tf_case: str
 
 
-def leaf_problem(logits: torch.Tensor, f: Callable[[torch.Tensor], torch.Tensor]) -> Problem:
-    """A problem whose logits ``[D, K]`` are the parameters themselves (figures 1 and 2); loss = the estimate."""
-    leaf = logits.detach().clone().requires_grad_()
-    return Problem(lambda estimator: estimator(f, leaf).sum(), f, [leaf], (), *leaf.shape)
-
-
-def figure1(num_variables: int, num_categories: int, device: torch.device, dtype: torch.dtype) -> Problem:
-    """Figure 1: ``f(x) = sum_d |x_d - b_d|``, logits ``~ N(0, 1)`` of shape ``[D, K]``."""
-    problem = synthetic_gradients.make_problem(num_variables, num_categories, "separable", 0, device, dtype)
-    return leaf_problem(problem.logits, problem)
-
-
 def figure2(device: torch.device, dtype: torch.dtype) -> Problem:
-    """Figure 2: ``f(x) = mean_i (x_i - 0.499)^2`` over ``D = 200`` binary variables."""
-    return leaf_problem(torch.zeros(200, 2, device=device, dtype=dtype), synthetic_optimise.objective)
+    """Figure 2: ``f(x) = mean_i (x_i - 0.499)^2`` over ``D = 200`` binary variables, at seed 0's start."""
+    return binary.figure2(200, 0, device, dtype)
 
 
 def dvae(device: torch.device, dtype: torch.dtype) -> Problem:
     """DVAE step: the protocol's model (200 Bernoulli latents), batch 100 random binary images;
-    loss = mean negative ELBO, ``f(z) = -log p(image | z)``."""
+    loss = mean negative ELBO, ``f(z) = -log p(image | z)``, every parameter's gradient."""
     torch.manual_seed(0)
     model = dvae_model.DiscreteVAE().to(device, dtype)
     images = (torch.rand(100, dvae_model.IMAGE_DIM, device=device) < 0.3).to(dtype)
-    return Problem(
-        lambda estimator: dvae_model.negative_elbo(model, estimator, images).mean(),
-        lambda x: model.negative_log_likelihood(x, images),
-        list(model.parameters()),
-        (100,),
-        model.num_latents,
-        model.num_categories,
-    )
+    return dvae_problems.problem(model, images, "DVAE training step", model.parameters())
 
 
 def mnist_addition(digits: int, device: torch.device, dtype: torch.dtype) -> Problem:
     """MNIST addition of ``digits`` digits, batch 10 random images, the protocol's classifier and loss."""
     torch.manual_seed(0)
-    model = addition.LeNet().to(device, dtype)
+    model = addition_model.LeNet().to(device, dtype)
     images = torch.rand(10, digits, 28, 28, device=device, dtype=dtype)
-    f = addition.sum_indicator(torch.randint(0, 9 * digits + 1, (10,), device=device))
-    return Problem(
-        lambda estimator: addition.addition_loss(estimator(f, model(images))),
-        f,
-        list(model.parameters()),
-        (10,),
-        digits,
-        addition.NUM_CLASSES,
-    )
+    sums = torch.randint(0, 9 * digits + 1, (10,), device=device)
+    return addition_problems.through_classifier(model, images, sums)
 
 
 CONFIGS: dict[str, Callable[[torch.device, torch.dtype], Problem]] = {
-    "fig1-12x3": lambda device, dtype: figure1(12, 3, device, dtype),
-    "fig1-6x10": lambda device, dtype: figure1(6, 10, device, dtype),
-    "fig1-3x100": lambda device, dtype: figure1(3, 100, device, dtype),
+    "fig1-12x3": lambda device, dtype: figure1.problem(12, 3, "separable", 0, device, dtype, exact=False),
+    "fig1-6x10": lambda device, dtype: figure1.problem(6, 10, "separable", 0, device, dtype, exact=False),
+    "fig1-3x100": lambda device, dtype: figure1.problem(3, 100, "separable", 0, device, dtype, exact=False),
     "fig2": figure2,
     "dvae": dvae,
     "addition-4": lambda device, dtype: mnist_addition(4, device, dtype),
@@ -179,19 +135,19 @@ CASES: tuple[Case, ...] = (
     Case("dvae", "RLOO 2", lambda: catlog.RLOO(2), 5.4, "dvae:RLOO2"),
     Case("dvae", "RLOO 800", lambda: catlog.RLOO(800), 970.0, "dvae:RLOO800"),
     Case("dvae", "GS 800", lambda: catlog.GumbelSoftmax(800), 1081.0, "dvae:GS800"),
-    Case("addition-4", "IndeCateR 10", lambda: addition.make_estimator("indecater", 4), 3.1, "add4:ICR10"),
+    Case("addition-4", "IndeCateR 10", lambda: addition_model.make_estimator("indecater", 4), 3.1, "add4:ICR10"),
     Case(
         "addition-4",
         "IndeCateR per variable 10",
-        lambda: addition.make_estimator("indecater-pv", 4),
+        lambda: addition_model.make_estimator("indecater-pv", 4),
         2.9,
         "add4:ICRPV10",
     ),
-    Case("addition-16", "IndeCateR 10", lambda: addition.make_estimator("indecater", 16), 6.9, "add16:ICR10"),
+    Case("addition-16", "IndeCateR 10", lambda: addition_model.make_estimator("indecater", 16), 6.9, "add16:ICR10"),
     Case(
         "addition-16",
         "IndeCateR per variable 10",
-        lambda: addition.make_estimator("indecater-pv", 16),
+        lambda: addition_model.make_estimator("indecater-pv", 16),
         8.1,
         "add16:ICRPV10",
     ),
@@ -214,7 +170,7 @@ def gradient_step(problem: Problem, estimator: catlog.Estimator) -> None:
     """One gradient estimate: logits, estimate, loss, ``backward()``; clears the previous gradients."""
     for parameter in problem.parameters:
         parameter.grad = None
-    problem.loss(estimator).backward()
+    problem.loss(estimator, None).backward()
 
 
 def floor_rows(problem: Problem, estimator: catlog.Estimator, device: torch.device, dtype: torch.dtype) -> torch.Tensor:

@@ -30,6 +30,7 @@ import torch
 
 import bench
 import catlog
+from catlog.experiments.problems import Problem
 
 CONFIGS = ("fig1-12x3", "fig2")
 
@@ -42,7 +43,7 @@ ESTIMATORS: dict[str, Callable[[bool], catlog.Estimator]] = {
 }
 
 
-def median_ms(problem: bench.Problem, estimator: catlog.Estimator, device: torch.device, repeats: int) -> float:
+def median_ms(problem: Problem, estimator: catlog.Estimator, device: torch.device, repeats: int) -> float:
     """Median wall time of ``repeats`` gradient steps in ms (``bench.timings``)."""
     return bench.timings(lambda: bench.gradient_step(problem, estimator), device, 0.0, repeats, repeats)["median_ms"]
 

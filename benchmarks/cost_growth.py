@@ -33,8 +33,9 @@ import torch
 import torch.nn.functional as F
 
 import catlog
-from bench import Problem, floor_rows, peak_memory_here, peak_memory_of, run_memory_probe, step_and_floor
+from bench import floor_rows, peak_memory_here, peak_memory_of, run_memory_probe, step_and_floor
 from catlog.experiments import common
+from catlog.experiments.problems import Problem, logits_problem
 
 BASE = {"D": 16, "K": 4, "N": 2, "B": 16}
 AXES: dict[str, tuple[int, ...]] = {
@@ -62,7 +63,7 @@ def make_problem(point: dict[str, int], device: torch.device, dtype: torch.dtype
         code = F.one_hot(x, num_categories).flatten(-2).to(dtype)
         return (code @ hidden_weight + hidden_bias).relu() @ out_weight
 
-    return Problem(lambda estimator: estimator(f, logits).sum(), f, [logits], (batch,), num_variables, num_categories)
+    return logits_problem("cost-growth", "one-hot network f", logits, f, relaxable=False)
 
 
 def measure_point(

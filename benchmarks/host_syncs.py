@@ -27,6 +27,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import bench
 import catlog
 from catlog.experiments import common
+from catlog.experiments.problems import Problem
 
 ESTIMATORS = ("IndeCateR", "REINFORCE", "RLOO", "GS")
 READS_BACK = frozenset({"_local_scalar_dense", "nonzero", "masked_select", "unique", "_unique2", "repeat_interleave"})
@@ -47,7 +48,7 @@ class ReadBacks(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def synchronises(problem: bench.Problem, estimator: catlog.Estimator, device: torch.device) -> str | None:
+def synchronises(problem: Problem, estimator: catlog.Estimator, device: torch.device) -> str | None:
     """The message of the first host sync of one step (on CPU: the ops that read back), ``None`` if none."""
     bench.gradient_step(problem, estimator)  # warm-up: first-call allocations may sync legitimately
     bench.synchronise(device)

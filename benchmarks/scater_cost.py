@@ -34,8 +34,9 @@ from typing import Any
 import torch
 
 import catlog
-from bench import Problem, gradient_step, peak_memory_here, run_memory_probe, timings
+from bench import gradient_step, peak_memory_here, run_memory_probe, timings
 from catlog.experiments import common
+from catlog.experiments.problems import Problem
 
 SIZES: tuple[tuple[int, int], ...] = ((4, 4), (8, 4), (16, 4), (32, 4), (64, 4), (16, 2), (16, 6), (16, 10))
 CHUNK_ROWS = 64
@@ -66,12 +67,15 @@ def make_problem(
 
     dist = catlog.Autoregressive(conditional, num_variables, num_categories, (BATCH,), device=device, dtype=dtype)
     problem = Problem(
-        lambda estimator: estimator(f, dist).sum(),
-        f,
-        [context, embed, position, readout],
-        (BATCH,),
+        "scater-cost",
+        "causal policy",
         num_variables,
         num_categories,
+        lambda estimator, generator: estimator(f, dist, generator=generator).sum(),
+        (context, embed, position, readout),
+        f,
+        (BATCH,),
+        autoregressive=True,
     )
     return problem, calls
 

@@ -56,6 +56,7 @@ import torch
 import bench
 import catlog
 from catlog.experiments import common
+from catlog.experiments.problems import Problem, logits_problem
 
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared"
@@ -100,14 +101,15 @@ COMPILE_MODES = ("f", "step")
 
 def our_step(
     case: bench.Case, device: torch.device, dtype: torch.dtype, compile_mode: str | None, backend: str = "inductor"
-) -> tuple[Callable[[], None], bench.Problem]:
+) -> tuple[Callable[[], None], Problem]:
     """One gradient step of ``case`` (``bench.gradient_step``), eager or compiled by ``backend`` (see the module
     doc), and the problem whose parameters it fills with gradients."""
     problem, estimator = bench.CONFIGS[case.config](device, dtype), case.make()
     if compile_mode == "f":
         if problem.batch_shape or len(problem.parameters) != 1:
             raise ValueError(f"--compile f: expected a figure 1 or 2 config (logits as parameters), got {case.config}")
-        problem = bench.leaf_problem(problem.parameters[0], torch.compile(problem.f, dynamic=False, backend=backend))
+        compiled = torch.compile(problem.f, dynamic=False, backend=backend)
+        problem = logits_problem(problem.name, problem.title, problem.parameters[0], compiled, relaxable=True)
     elif compile_mode == "step":
         problem = bench.compiled_loss(problem, backend)
     return lambda: bench.gradient_step(problem, estimator), problem

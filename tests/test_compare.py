@@ -9,23 +9,27 @@ import pytest
 import torch
 
 import catlog
-from catlog.experiments import cli, compare, compare_problems
+from catlog.experiments import cli, compare, estimators
+from catlog.experiments.problems import Problem, autoregressive, binary, figure1
 from helpers import assert_unbiased
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _fig1(num_variables: int = 6, num_categories: int = 10) -> compare_problems.Problem:
-    return compare_problems.fig1_problem(num_variables, num_categories, 0, 4, torch.device("cpu"), torch.float64)
+CPU = torch.device("cpu")
+
+
+def _fig1(num_variables: int = 6, num_categories: int = 10) -> Problem:
+    return figure1.problem(num_variables, num_categories, "nonseparable", 0, CPU, torch.float64)
 
 
 def test_sizes_match_the_budget_by_cost() -> None:
     problem = _fig1()  # IndeCateR(2): 2 (1 + 6 * 9) = 110 evaluations
-    candidates = compare.build_estimators(compare.ESTIMATORS, problem, 1.0)
+    candidates = compare.applicable(compare.ESTIMATORS, problem)
     assert set(candidates) == set(compare.ESTIMATORS) - {"disarm"}
 
     def size(name: str, field: str, budget: int) -> int | None:
-        return compare.largest_size(candidates[name], problem, field, budget)
+        return compare.largest_size(candidates[name], problem.budget(), field, budget)  # type: ignore[arg-type]
 
     assert size("indecater", "evaluations", 110) == 2
     assert size("indecater", "evaluations", 109) == 1
@@ -37,13 +41,17 @@ def test_sizes_match_the_budget_by_cost() -> None:
 
 
 def test_estimators_apply_where_they_can() -> None:
-    binary = compare_problems.binary_problem(4, 0, 4, torch.device("cpu"), torch.float64)
-    disarm = compare.build_estimators(["disarm"], binary, 1.0)["disarm"]
-    assert compare.largest_size(disarm, binary, "samples", 5) == 2  # 2 pairs, 4 samples
-    autoregressive = compare_problems.autoregressive_problem(0, 4, torch.device("cpu"), torch.float64)
-    candidates = compare.build_estimators(compare.ESTIMATORS, autoregressive, 1.0)
+    hamming = binary.hamming(4, 0, CPU, torch.float64)
+    disarm = compare.applicable(["disarm"], hamming)["disarm"]
+    assert compare.largest_size(disarm, hamming.budget(), "samples", 5) == 2  # 2 pairs, 4 samples
+    sequences = autoregressive.problem(0, CPU, torch.float64)
+    candidates = compare.applicable(compare.ESTIMATORS, sequences)
     assert set(candidates) == {"indecater", "indecater-pv", "reinforce", "rloo"}
-    assert isinstance(candidates["indecater"].make(1), catlog.SCateR)
+    assert isinstance(candidates["indecater"].build(1, sequences.budget()), catlog.SCateR)
+    assert candidates["indecater"].title(True) == "SCateR" and candidates["indecater"].title(False) == "IndeCateR"
+    assert estimators.FAMILIES["gs-st"].applies(3, True, False) and not estimators.FAMILIES["gs-st"].applies(
+        3, False, False
+    )
 
 
 def test_interpolation_is_exact_on_a_power_law() -> None:
@@ -54,18 +62,18 @@ def test_interpolation_is_exact_on_a_power_law() -> None:
 
 @pytest.mark.parametrize("name", ["indecater", "rloo"])
 def test_autoregressive_problem_gradients_average_to_its_exact_gradient(name: str) -> None:
-    problem = compare_problems.autoregressive_problem(0, 4, torch.device("cpu"), torch.float64)
-    estimator = compare.build_estimators([name], problem, 1.0)[name].make(2)
-    grads = problem.gradients(estimator, 2000, 1000, torch.Generator().manual_seed(1))
+    problem = autoregressive.problem(0, CPU, torch.float64)
+    estimator = compare.applicable([name], problem)[name].build(2, problem.budget())
+    grads = problem.gradients(estimator, 2000, torch.Generator().manual_seed(1))
     assert grads.shape == (2000, problem.exact.numel())
     assert_unbiased(grads, problem.exact)
 
 
 def test_runner_reports_bias_at_the_noise_floor_for_an_unbiased_estimator() -> None:
-    problem = compare_problems.fig1_problem(3, 3, 0, 4000, torch.device("cpu"), torch.float64)
-    candidates = compare.build_estimators(["indecater", "rloo"], problem, 1.0)
+    problem = figure1.problem(3, 3, "nonseparable", 0, CPU, torch.float64)
+    candidates = compare.applicable(["indecater", "rloo"], problem)
     config = compare.CompareConfig(timing_repeats=1, timing_seconds=0.0)
-    runner = compare.Runner(problem, config, torch.device("cpu"), candidates["indecater"], 1)
+    runner = compare.Runner(problem, config, CPU, candidates["indecater"], 1, 4000)
     measurement = runner.measure("rloo", candidates["rloo"], 4)
     assert measurement.evaluations == 4 and measurement.variance > 0 and measurement.time_ratio > 0
     assert measurement.sq_bias < 3 * measurement.sq_bias_floor  # expectation: the floor

@@ -16,12 +16,12 @@ from catlog.experiments import cli, data, dvae, dvae_plot
 from catlog.experiments.dvae_model import (
     PROJECT_FROM_SAMPLES,
     DiscreteVAE,
-    encoder_gradients,
     evaluate_negative_elbo,
     kl_to_uniform,
     negative_elbo,
     train_step,
 )
+from catlog.experiments.problems.dvae import problem as dvae_problem
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -70,9 +70,10 @@ def test_indecater_encoder_gradient_is_unbiased_on_the_dvae() -> None:
     model = DiscreteVAE(num_latents=3).double()
     images = _images(2)
     last_layer = slice(-model.encoder[-1].weight.numel() - model.encoder[-1].bias.numel(), None)
-    exact = encoder_gradients(model, catlog.Exact(), images, repeats=1)[0, last_layer]
+    problem = dvae_problem(model, images)
+    exact = problem.gradients(catlog.Exact(), 1)[0, last_layer]
     generator = torch.Generator().manual_seed(2)
-    estimates = encoder_gradients(model, catlog.IndeCateR(1), images, 300, generator)[:, last_layer]
+    estimates = problem.gradients(catlog.IndeCateR(1), 300, generator)[:, last_layer]
     error = (estimates.mean(0) - exact).abs()
     standard_error = estimates.std(0) / math.sqrt(estimates.shape[0])
     assert bool((error <= 5 * standard_error + 1e-9).all())
@@ -83,7 +84,9 @@ def test_chunking_does_not_change_indecater() -> None:
     model = DiscreteVAE(num_latents=6).double()
     images = _images(3)
     whole, chunked = (
-        encoder_gradients(model, catlog.IndeCateR(2, chunk_size=chunk), images, 1, torch.Generator().manual_seed(3))
+        dvae_problem(model, images).gradients(
+            catlog.IndeCateR(2, chunk_size=chunk), 1, torch.Generator().manual_seed(3)
+        )
         for chunk in (None, 2)
     )
     assert torch.allclose(whole, chunked, rtol=1e-10, atol=1e-12)

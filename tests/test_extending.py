@@ -21,13 +21,6 @@ def doc_examples() -> dict[str, Any]:
     return namespace
 
 
-def repeated_gradients(estimator: catlog.Estimator, logits: torch.Tensor, f: Any, repeats: int) -> torch.Tensor:
-    """``repeats`` independent gradient estimates ``[R, D * K]`` at ``logits: [D, K]``, in one call."""
-    leaf = logits.expand(repeats, *logits.shape).clone().requires_grad_()
-    (grad,) = torch.autograd.grad(estimator(f, leaf).sum(), leaf)
-    return grad.flatten(1)
-
-
 def test_the_documented_estimator_is_unbiased_and_its_baseline_lowers_the_variance() -> None:
     namespace = doc_examples()
     assert float(namespace["value"].detach()) >= 0 and namespace["logits"].grad is not None  # the usage block ran
@@ -42,8 +35,8 @@ def test_the_documented_estimator_is_unbiased_and_its_baseline_lowers_the_varian
     (exact,) = torch.autograd.grad(catlog.Exact()(f, leaf), leaf)
     estimator = namespace["MovingAverageREINFORCE"](10, decay=0.1, generator=torch.Generator().manual_seed(1))
     assert repr(estimator).startswith("MovingAverageREINFORCE(num_samples=10, decay=0.1")
-    first = repeated_gradients(estimator, logits, f, 4000)  # baseline 0, then about E[f]
-    second = repeated_gradients(estimator, logits, f, 4000)
+    first = catlog.repeated_gradients(estimator, f, logits, 4000, per_call=4000)  # baseline 0, then about E[f]
+    second = catlog.repeated_gradients(estimator, f, logits, 4000, per_call=4000)
     assert abs(float(estimator.baseline) - (1 - 0.1**2) * float(catlog.Exact()(f, logits))) < 0.05
     for estimates in (first, second):
         standard_error = estimates.std(0) / estimates.shape[0] ** 0.5

@@ -5,9 +5,9 @@ For every ``D`` and estimator, the untrained classifier (seeded) gives logits
 taken at these fixed logits. Reported per row:
 
 - ``grad_variance``: ``mean_i Var_r(g_r[i])`` of the estimator's gradient ``g`` of
-  ``sum_b E[f]`` with respect to the logits (:func:`common.gradient_variance`), and
-  ``grad_snr = (|mean_r g_r|^2 - sum_i Var_r(g_r[i]) / R) / sum_i Var_r(g_r[i])``, the
-  squared norm of the expected gradient (its unbiased estimate) over the total variance;
+  ``sum_b E[f]`` with respect to the logits (:func:`catlog.gradient_variance` over the
+  number of entries, :func:`~catlog.experiments.problems.variance_per_entry`), and
+  ``grad_snr = |mean_r g_r|^2 / sum_i Var_r(g_r[i])`` (:func:`catlog.signal_to_noise`);
 - ``loss_grad_variance``: the same variance for the gradient of the training loss
   ``mean_b -log(value_b + 1e-8)``;
 - ``zero_estimates``: fraction of the values ``value_b`` that are exactly 0 (the loss
@@ -24,8 +24,11 @@ from typing import Any
 
 import torch
 
-from catlog.experiments import addition, common, data, estimators, run_folder
+import catlog
+from catlog.experiments import common, data, estimators, run_folder
+from catlog.experiments.addition_model import DEFAULT_SAMPLES, ESTIMATORS, NUM_CLASSES, make_estimator
 from catlog.experiments.addition_plot import markdown_table
+from catlog.experiments.problems import addition, variance_per_entry
 
 ROW_FIELDS = (
     "digits",
@@ -39,45 +42,19 @@ ROW_FIELDS = (
 )
 
 
-def repeated_gradients(
-    estimator: Any, logits: torch.Tensor, sums: torch.Tensor, repeats: int, block: int, generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``repeats`` independent estimates at fixed ``logits: [B, D, K]`` and labels ``sums: [B]``.
-
-    The repeats form an extra batch dimension, ``block`` of them per estimator call.
-
-    Returns:
-        ``values [R, B]``; the gradients of ``sum_b value_b`` ``[R, B*D*K]`` and of
-        :func:`addition.addition_loss` ``[R, B*D*K]`` with respect to the logits.
-    """
-    values, (grads, loss_grads) = common.repeated_gradients(
-        estimator,
-        addition.sum_indicator(sums),
-        logits,
-        repeats,
-        block,
-        generator,
-        [lambda value: value.sum(-1), lambda value: -torch.log(value + addition.LOSS_EPSILON).mean(-1)],
-    )
-    return values, grads, loss_grads
-
-
 def variance_row(
     name: str, digits: int, estimator: Any, values: torch.Tensor, grads: torch.Tensor, loss_grads: torch.Tensor
 ) -> dict[str, Any]:
-    """One table row from the outputs of :func:`repeated_gradients`."""
-    repeats, coordinates = grads.shape
-    total_variance = common.gradient_variance(grads) * coordinates
-    signal = float(grads.double().mean(0).square().sum()) - total_variance / repeats
-    cost = estimator.cost(digits, addition.NUM_CLASSES)
+    """One table row from the outputs of :func:`catlog.experiments.problems.addition.estimates_and_gradients`."""
+    cost = estimator.cost(digits, NUM_CLASSES)
     return {
         "digits": digits,
         "estimator": name,
         "samples": cost.samples,
         "evaluations": cost.evaluations,
-        "grad_variance": f"{total_variance / coordinates:.3g}",
-        "grad_snr": f"{signal / total_variance:.3g}" if total_variance > 0 else "inf",
-        "loss_grad_variance": f"{common.gradient_variance(loss_grads):.3g}",
+        "grad_variance": f"{variance_per_entry(grads):.3g}",
+        "grad_snr": f"{catlog.signal_to_noise(grads):.3g}",
+        "loss_grad_variance": f"{variance_per_entry(loss_grads):.3g}",
         "zero_estimates": round(float((values == 0).double().mean()), 3),
     }
 
@@ -87,8 +64,8 @@ class VarianceConfig(common.RunOptions):
     """Settings of ``catlog addition-variance`` (see :func:`add_options` for their meaning)."""
 
     digits: tuple[int, ...] = (4, 8, 12, 16)
-    estimators: tuple[str, ...] = addition.ESTIMATORS[:4]
-    samples: int = addition.DEFAULT_SAMPLES
+    estimators: tuple[str, ...] = ESTIMATORS[:4]
+    samples: int = DEFAULT_SAMPLES
     repeats: int = 200
     block: int = 20
     batch_size: int = 10
@@ -112,16 +89,15 @@ def run(config: VarianceConfig) -> int:
     with run_folder.open_run(folder, common.config_json(config), overwrite=config.overwrite) as run:
         rows = []
         for digits in config.digits:
-            _, test = addition.load_mnist_sequences(digits, config.seed, config.data_dir, 1, config.batch_size * digits)
-            torch.manual_seed(config.seed)
-            model = addition.LeNet().to(device, dtype)
-            images, sums = test.to(device, dtype).batch(torch.arange(min(config.batch_size, len(test)), device=device))
-            with torch.no_grad():
-                logits = model(images)
+            logits, sums = addition.untrained_logits(
+                digits, config.batch_size, config.data_dir, config.seed, device, dtype
+            )
             for name in config.estimators:
-                estimator = addition.make_estimator(name, digits, config.samples)
+                estimator = make_estimator(name, digits, config.samples)
                 generator = torch.Generator(device=device).manual_seed(config.seed)
-                outputs = repeated_gradients(estimator, logits, sums, config.repeats, config.block, generator)
+                outputs = addition.estimates_and_gradients(
+                    estimator, logits, sums, config.repeats, config.block, generator
+                )
                 rows.append(variance_row(name, digits, estimator, *outputs))
         common.write_csv(run.path / "variance.csv", rows, ROW_FIELDS)
         table = markdown_table(rows, ROW_FIELDS)
@@ -137,11 +113,11 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         "--estimators",
         nargs="+",
         choices=estimators.NAMES,
-        default=list(addition.ESTIMATORS[:4]),
+        default=list(ESTIMATORS[:4]),
         metavar="NAME",
         help="estimators to measure (names below)",
     )
-    parser.add_argument("--samples", type=int, default=addition.DEFAULT_SAMPLES, help="N, as for `catlog addition`")
+    parser.add_argument("--samples", type=int, default=DEFAULT_SAMPLES, help="N, as for `catlog addition`")
     parser.add_argument("--repeats", type=int, default=200, help="independent estimates R")
     parser.add_argument("--block", type=int, default=20, help="repeats per estimator call")
     parser.add_argument("--batch-size", type=int, default=10, help="test sequences B")

@@ -92,6 +92,17 @@ def config_from_args(config_type: type[T], args: argparse.Namespace) -> T:
     return config_type(**values)
 
 
+def parse_config(text: str) -> tuple[int, int]:
+    """``"12x3"`` -> ``(12, 3)``."""
+    try:
+        num_variables, num_categories = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a config DxK such as 12x3, got {text!r}") from None
+    if num_variables < 1 or num_categories < 2:
+        raise argparse.ArgumentTypeError(f"expected D >= 1 and K >= 2, got {text!r}")
+    return num_variables, num_categories
+
+
 def config_json(config: Any) -> dict[str, Any]:
     """A config dataclass as a JSON-able dict (paths as strings, tuples as lists)."""
 
@@ -252,55 +263,6 @@ def progress(iterable: Iterable[Any] | None = None, **kwargs: Any) -> Any:
     kwargs.setdefault("dynamic_ncols", True)
     kwargs.setdefault("leave", False)
     return tqdm(iterable, **kwargs)
-
-
-def repeated_gradients(
-    estimator: Callable[..., torch.Tensor],
-    f: Callable[[torch.Tensor], torch.Tensor],
-    logits: torch.Tensor,
-    repeats: int,
-    block: int,
-    generator: torch.Generator | None,
-    losses: Sequence[Callable[[torch.Tensor], torch.Tensor]],
-) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """``repeats`` independent estimates at fixed ``logits: [*B, D, K]`` and their gradients.
-
-    The repeats form an extra leading batch dimension, ``block`` of them per estimator
-    call, so each repeat's gradient is the gradient w.r.t. its own copy of the logits.
-
-    Args:
-        losses: each maps the values ``[r, *B]`` of ``r`` repeats to one loss per repeat ``[r]``.
-
-    Returns:
-        ``values [R, *B]`` and, per loss, the gradients ``[R, prod(B) * D * K]``.
-    """
-    values: list[torch.Tensor] = []
-    grads: list[list[torch.Tensor]] = [[] for _ in losses]
-    for start in range(0, repeats, block):
-        leaf = logits.detach().expand(min(block, repeats - start), *logits.shape).clone().requires_grad_()
-        value = estimator(f, leaf, generator=generator)
-        for index, loss in enumerate(losses):
-            (grad,) = torch.autograd.grad(loss(value).sum(), leaf, retain_graph=index + 1 < len(losses))
-            grads[index].append(grad.flatten(1))
-        values.append(value.detach())
-    return torch.cat(values), [torch.cat(parts) for parts in grads]
-
-
-def gradient_variance(estimates: torch.Tensor) -> float:
-    """Estimator variance from repeated estimates at fixed parameters.
-
-    Args:
-        estimates: ``[R, P]``, ``R >= 2`` independent gradient estimates of ``P`` coordinates,
-            all taken at the same parameters.
-
-    Returns:
-        ``mean_i Var_r(estimates[r, i])``: the unbiased variance across repeats of each
-        coordinate, averaged over coordinates (the trace of the covariance over ``P``).
-        This is an estimator's variance, not the spread of entries within one estimate.
-    """
-    if estimates.ndim != 2 or estimates.shape[0] < 2:
-        raise ValueError(f"estimates: expected a [R, P] tensor with R >= 2, got shape {tuple(estimates.shape)}")
-    return float(estimates.double().var(dim=0, unbiased=True).mean())
 
 
 @dataclass

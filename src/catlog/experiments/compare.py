@@ -38,13 +38,14 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import torch
 
 import catlog
-from catlog.experiments import common, compare_problems, estimators, run_folder, synthetic_gradients
-from catlog.experiments.compare_problems import Problem
+from catlog.experiments import common, estimators, run_folder
+from catlog.experiments.estimators import Budget, Family
+from catlog.experiments.problems import Problem, addition, autoregressive, binary, dvae, figure1
 
 PROBLEMS: tuple[str, ...] = ("fig1", "binary", "autoregressive", "dvae", "addition")
 # Names of the experiments' vocabulary (:mod:`catlog.experiments.estimators`): its methods and its
@@ -59,15 +60,6 @@ ESTIMATORS: tuple[str, ...] = (
     "reinmax",
     "gumbel-rao",
 )
-LABELS = {
-    "reinforce": "REINFORCE",
-    "rloo": "RLOO",
-    "disarm": "DisARM",
-    "gs-st": "ST Gumbel-Softmax",
-    "reinmax": "ReinMax",
-    "gumbel-rao": f"Gumbel-Rao ({estimators.GUMBEL_RAO_SAMPLES})",
-}
-NEEDS_RELAXABLE = ("gs-st", "reinmax", "gumbel-rao")
 SETTINGS: tuple[str, ...] = ("equal samples", "equal evaluations", "equal time")
 COLUMNS: tuple[str, ...] = (
     "problem",
@@ -86,7 +78,6 @@ COLUMNS: tuple[str, ...] = (
     "variance_x_cpu_ms",
     "capped",
 )
-ELEMENT_BUDGET = 2_000_000  # rows x D x K per estimator call when repeats are batched
 
 
 @dataclass(frozen=True)
@@ -148,60 +139,23 @@ QUICK = {
 }
 
 
-class Candidate(NamedTuple):
-    """An estimator family: ``make(size)`` builds it; ``min_size`` is the smallest size it takes."""
-
-    label: str
-    make: Callable[[int], catlog.Estimator]
-    min_size: int
-
-
-def build_estimators(names: Sequence[str], problem: Problem, temperature: float) -> dict[str, Candidate]:
-    """The estimators of ``names`` that apply to ``problem``, as size -> estimator factories.
-
-    The baselines come from the experiments' vocabulary (:data:`catlog.experiments.estimators.BASELINES`,
-    size = samples; DisARM's size is its number of pairs). DisARM needs ``K = 2`` and independent
-    logits; relaxed estimators need independent logits and an ``f`` that accepts relaxed
-    values; on an autoregressive problem ``indecater`` is SCateR.
-    """
-    family, prefix = (catlog.SCateR, "SCateR") if problem.autoregressive else (catlog.IndeCateR, "IndeCateR")
-    relaxed = problem.relaxable and not problem.autoregressive
-    applies = {
-        "disarm": problem.num_categories == 2 and not problem.autoregressive,
-        **{name: relaxed for name in NEEDS_RELAXABLE},
+def applicable(names: Sequence[str], problem: Problem) -> dict[str, Family]:
+    """The families of ``names`` (:data:`catlog.experiments.estimators.FAMILIES`) that apply to ``problem``:
+    DisARM needs ``K = 2``, the relaxed estimators an ``f`` that accepts relaxed values, and an
+    autoregressive problem the families that take one (``indecater`` is then SCateR)."""
+    families = {name: estimators.FAMILIES[name] for name in names}
+    return {
+        name: family
+        for name, family in families.items()
+        if family.applies(problem.num_categories, problem.relaxable, problem.autoregressive)
     }
-    budget = estimators.Budget(1, problem.num_variables, problem.num_categories, temperature)
-
-    def baseline(name: str) -> Candidate:
-        build = estimators.BASELINES[name].build
-        if name == "disarm":  # its size is the number of antithetic pairs
-            return Candidate(LABELS[name], lambda n: build(2 * n, budget), 1)
-        return Candidate(LABELS[name], lambda n: build(n, budget), 2 if name == "rloo" else 1)
-
-    table = {
-        "indecater": Candidate(prefix, family, 1),
-        "indecater-pv": Candidate(f"{prefix}-PV", lambda n: family(n, per_variable=True), 1),
-        **{name: baseline(name) for name in LABELS},
-    }
-    return {name: table[name] for name in names if applies.get(name, True)}
 
 
-def largest_size(candidate: Candidate, problem: Problem, field: str, budget: int) -> int | None:
-    """The largest size ``n >= min_size`` with ``cost(D, K).<field> <= budget`` (costs grow with ``n``), or ``None``."""
-
-    def fits(size: int) -> bool:
-        return getattr(candidate.make(size).cost(problem.num_variables, problem.num_categories), field) <= budget
-
-    low = candidate.min_size
-    if not fits(low):
-        return None
-    high = low + 1
-    while fits(high):
-        low, high = high, 2 * high
-    while high - low > 1:
-        middle = (low + high) // 2
-        low, high = (middle, high) if fits(middle) else (low, middle)
-    return low
+def largest_size(family: Family, budget: Budget, field: Literal["samples", "evaluations"], limit: int) -> int | None:
+    """The largest size with ``cost(D, K).<field> <= limit`` (:func:`catlog.measure.largest_size`), or ``None``."""
+    return catlog.largest_size(
+        lambda size: family.build(size, budget), budget.num_variables, budget.num_categories, limit, field=field
+    )
 
 
 class Measurement(NamedTuple):
@@ -227,13 +181,20 @@ class Timing(NamedTuple):
 
 
 class Runner:
-    """Measures estimators on one problem against a ``reference`` at ``reference_size``,
-    each ``(estimator, size)`` at most once."""
+    """Measures families on one problem against a ``reference`` family at ``reference_size``,
+    each ``(name, size)`` at most once, with ``repeats`` estimates per variance."""
 
     def __init__(
-        self, problem: Problem, config: CompareConfig, device: torch.device, reference: Candidate, reference_size: int
+        self,
+        problem: Problem,
+        config: CompareConfig,
+        device: torch.device,
+        reference: Family,
+        reference_size: int,
+        repeats: int,
     ) -> None:
-        self.problem, self.config, self.device = problem, config, device
+        self.problem, self.config, self.device, self.repeats = problem, config, device, repeats
+        self.budget = problem.budget(temperature=config.temperature)
         self.reference = ("indecater", reference, reference_size)
         self.measured: dict[tuple[str, int], Measurement] = {}
         self.timed: dict[tuple[str, int], Timing] = {}
@@ -243,12 +204,12 @@ class Runner:
         key = zlib.crc32(f"{self.problem.name}/{name}/{size}/{purpose}".encode())
         return torch.Generator(device=self.device).manual_seed(self.config.seed * 1_000_003 + key)
 
-    def time(self, name: str, candidate: Candidate, size: int) -> Timing:
+    def time(self, name: str, family: Family, size: int) -> Timing:
         """The time of one estimate (value and backward pass), separately timed calls alternating with
         the reference's (so that both see the same machine load), after one warm-up call each; at least
         ``timing_repeats`` pairs and until they took ``timing_seconds`` of CPU."""
         if (name, size) not in self.timed:
-            contenders = [(name, candidate, size)]
+            contenders = [(name, family, size)]
             if contenders[0] != self.reference:
                 contenders.append(self.reference)
             calls = [self.estimate_once(*contender) for contender in contenders]
@@ -267,50 +228,46 @@ class Runner:
             self.timed[name, size] = Timing(medians[0], statistics.median(wall[0]), medians[0] / medians[-1])
         return self.timed[name, size]
 
-    def estimate_once(self, name: str, candidate: Candidate, size: int) -> Callable[[], torch.Tensor]:
-        """A call that computes one gradient estimate of ``candidate`` at ``size``."""
-        estimator, generator = candidate.make(size), self.generator(name, size, "time")
-        return lambda: self.problem.gradients(estimator, 1, 1, generator)
+    def estimate_once(self, name: str, family: Family, size: int) -> Callable[[], torch.Tensor]:
+        """A call that computes one gradient estimate of ``family`` at ``size``."""
+        estimator, generator = family.build(size, self.budget), self.generator(name, size, "time")
+        return lambda: self.problem.gradient(estimator, generator)
 
-    def measure(self, name: str, candidate: Candidate, size: int) -> Measurement:
-        """Variance, bias (if the exact gradient is known), cost and time of ``candidate`` at ``size``."""
+    def measure(self, name: str, family: Family, size: int) -> Measurement:
+        """Variance, bias (if the exact gradient is known), cost and time of ``family`` at ``size``
+        (the statistics of :mod:`catlog.measure`)."""
         if (name, size) not in self.measured:
             problem = self.problem
-            estimator = candidate.make(size)
+            estimator = family.build(size, self.budget)
             cost = estimator.cost(problem.num_variables, problem.num_categories)
-            width = max(cost.samples, cost.evaluations) * problem.num_variables * problem.num_categories
-            block = max(1, min(problem.repeats, ELEMENT_BUDGET // width))
-            grads = problem.gradients(estimator, problem.repeats, block, self.generator(name, size, "variance"))
-            grads = grads.double()
-            variance = float(grads.var(0).sum())
-            sq_bias = None if problem.exact is None else float((grads.mean(0) - problem.exact).square().sum())
+            grads = problem.gradients(estimator, self.repeats, self.generator(name, size, "variance"))
             self.measured[name, size] = Measurement(
                 size,
                 cost.samples,
                 cost.evaluations,
-                variance,
-                sq_bias,
-                None if sq_bias is None else variance / problem.repeats,
-                *self.time(name, candidate, size),
+                catlog.gradient_variance(grads),
+                None if problem.exact is None else catlog.squared_bias(grads, problem.exact),
+                None if problem.exact is None else catlog.squared_bias_floor(grads),
+                *self.time(name, family, size),
             )
         return self.measured[name, size]
 
-    def size_for_time(self, name: str, candidate: Candidate, start: int) -> tuple[int, bool]:
+    def size_for_time(self, name: str, family: Family, start: int) -> tuple[int, bool]:
         """The size whose CPU time per estimate is about the reference's (time ratio 1), and whether
         ``--max-evaluations`` capped it.
 
         Times a ladder of sizes ``start * 4^j`` (up while faster than the reference, down while
         slower), then interpolates log-log between the two sizes that bracket ratio 1.
         """
-        cap = largest_size(candidate, self.problem, "evaluations", self.config.max_evaluations) or candidate.min_size
+        cap = largest_size(family, self.budget, "evaluations", self.config.max_evaluations) or family.min_size
         size = min(start, cap)
-        ratio = self.time(name, candidate, size).ratio
+        ratio = self.time(name, family, size).ratio
         step = 4 if ratio < 1 else 1 / 4
         while True:
-            following = min(cap, max(candidate.min_size, round(size * step)))
+            following = min(cap, max(family.min_size, round(size * step)))
             if following == size:
                 return size, step > 1 and size == cap
-            following_ratio = self.time(name, candidate, following).ratio
+            following_ratio = self.time(name, family, following).ratio
             if (following_ratio >= 1) == (step > 1):
                 return interpolate(size, ratio, following, following_ratio, 1.0), False
             size, ratio = following, following_ratio
@@ -328,79 +285,74 @@ def interpolate(size_a: int, time_a: float, size_b: int, time_b: float, target: 
 
 
 def compare_problem(
-    problem: Problem, config: CompareConfig, device: torch.device
+    problem: Problem, repeats: int, config: CompareConfig, device: torch.device
 ) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """The rows of one problem (every applicable estimator in every setting) and the estimators' labels."""
     names = dict.fromkeys(("indecater", *config.estimators))  # the reference first, always
-    candidates = build_estimators(list(names), problem, config.temperature)
-    runner = Runner(problem, config, device, candidates["indecater"], config.samples)
-    base = runner.measure("indecater", candidates["indecater"], config.samples)
+    families = applicable(list(names), problem)
+    runner = Runner(problem, config, device, families["indecater"], config.samples, repeats)
+    base = runner.measure("indecater", families["indecater"], config.samples)
     rows = []
-    for name, candidate in common.progress(candidates.items(), desc=problem.name):
+    for name, family in common.progress(families.items(), desc=problem.name):
         sizes = {
-            "equal samples": largest_size(candidate, problem, "samples", config.samples),
-            "equal evaluations": largest_size(candidate, problem, "evaluations", base.evaluations),
+            "equal samples": largest_size(family, runner.budget, "samples", config.samples),
+            "equal evaluations": largest_size(family, runner.budget, "evaluations", base.evaluations),
         }
         if name == "indecater":
             sizes["equal time"], capped = config.samples, False
         else:
-            start = sizes["equal evaluations"] or candidate.min_size
-            sizes["equal time"], capped = runner.size_for_time(name, candidate, start)
+            start = sizes["equal evaluations"] or family.min_size
+            sizes["equal time"], capped = runner.size_for_time(name, family, start)
         for setting, size in sizes.items():
             if size is not None:
-                row = row_of(problem, setting, name, runner.measure(name, candidate, size))
+                row = row_of(problem, setting, name, runner.measure(name, family, size), repeats)
                 row["capped"] = capped and setting == "equal time"
                 rows.append(row)
-    return rows, {name: candidate.label for name, candidate in candidates.items()}
+    return rows, {name: family.title(problem.autoregressive) for name, family in families.items()}
 
 
-def row_of(problem: Problem, setting: str, name: str, measurement: Measurement) -> dict[str, Any]:
+def row_of(problem: Problem, setting: str, name: str, measurement: Measurement, repeats: int) -> dict[str, Any]:
     """One table row (see :data:`COLUMNS`)."""
     return {
         "problem": problem.name,
         "setting": setting,
         "estimator": name,
         **measurement._asdict(),
-        "repeats": problem.repeats,
+        "repeats": repeats,
         "variance_x_cpu_ms": measurement.variance * measurement.cpu_ms,
     }
 
 
-def make_problem(name: str, config: CompareConfig, device: torch.device, dtype: torch.dtype) -> Problem:
-    """The problem called ``name`` (one of :data:`PROBLEMS`) at ``config``'s sizes."""
-    seed, repeats = config.seed, config.repeats
+def make_problem(name: str, config: CompareConfig, device: torch.device, dtype: torch.dtype) -> tuple[Problem, int]:
+    """The problem called ``name`` (one of :data:`PROBLEMS`) at ``config``'s sizes, and its repeats."""
+    seed = config.seed
     if name == "fig1":
-        return compare_problems.fig1_problem(*config.fig1, seed, repeats, device, dtype)
+        num_variables, num_categories = config.fig1
+        title = f"fig. 1 non-separable f, D = {num_variables}, K = {num_categories}"
+        return figure1.problem(*config.fig1, "nonseparable", seed, device, dtype, title=title), config.repeats
     if name == "binary":
-        return compare_problems.binary_problem(config.binary_variables, seed, repeats, device, dtype)
+        return binary.hamming(config.binary_variables, seed, device, dtype), config.repeats
     if name == "autoregressive":
-        return compare_problems.autoregressive_problem(seed, repeats, device, dtype)
+        return autoregressive.problem(seed, device, dtype), config.repeats
     if name == "dvae":
-        return compare_problems.dvae_problem(
-            config.dvae_checkpoint,
-            config.dvae_steps,
-            config.dvae_batch,
-            config.data_dir,
-            seed,
-            config.model_repeats,
-            device,
-            dtype,
+        problem = dvae.mnist(
+            config.dvae_checkpoint, config.dvae_steps, config.dvae_batch, config.data_dir, seed, device, dtype
         )
+        return problem, config.model_repeats
     if name == "addition":
-        return compare_problems.addition_problem(
-            config.addition_digits, config.addition_batch, config.data_dir, seed, config.model_repeats, device, dtype
-        )
+        problem = addition.problem(config.addition_digits, config.addition_batch, config.data_dir, seed, device, dtype)
+        return problem, config.model_repeats
     raise ValueError(f"problem: expected one of {PROBLEMS}, got {name!r}")
 
 
-def format_table(problem: Problem, rows: Sequence[dict[str, Any]], labels: dict[str, str]) -> str:
+def format_table(problem: Problem, repeats: int, rows: Sequence[dict[str, Any]], labels: dict[str, str]) -> str:
     """A plain-text table of one problem's rows, grouped by setting."""
     header = (
         f"{'setting':<18}{'estimator':<20}{'size':>6}{'samples':>8}{'evals':>7}{'variance':>11}"
         f"{'bias^2':>10}{'(floor)':>10}{'cpu ms':>9}{'t/t_ref':>8}{'var x ms':>10}"
     )
     scale = "" if problem.exact is None else f", |exact gradient|^2 = {float(problem.exact.square().sum()):.3g}"
-    lines = [f"{problem.title}  ({problem.repeats} estimates each{scale})", header, "-" * len(header)]
+    lines = [f"{problem.title}  ({repeats} estimates each{scale})", header, "-" * len(header)]
     for row in sorted(rows, key=lambda r: SETTINGS.index(r["setting"])):
         bias = "" if row["sq_bias"] is None else f"{row['sq_bias']:.2e}"
         floor = "" if row["sq_bias_floor"] is None else f"{row['sq_bias_floor']:.2e}"
@@ -489,11 +441,11 @@ def run(config: CompareConfig) -> tuple[Path, str]:
 def _run_in(config: CompareConfig, folder: Path, device: torch.device, dtype: torch.dtype) -> tuple[Path, str]:
     problems, rows, labels, tables = [], [], {}, []
     for name in config.problems:
-        problem = make_problem(name, config, device, dtype)
-        problem_rows, labels[name] = compare_problem(problem, config, device)
+        problem, repeats = make_problem(name, config, device, dtype)
+        problem_rows, labels[name] = compare_problem(problem, repeats, config, device)
         problems.append(problem)
         rows.extend(problem_rows)
-        tables.append(format_table(problem, problem_rows, labels[name]))
+        tables.append(format_table(problem, repeats, problem_rows, labels[name]))
         common.write_csv(folder / "compare.csv", rows, COLUMNS)  # partial results survive an interruption
     settings = common.config_json(config)
     titles = {problem.name: problem.title for problem in problems}
@@ -566,7 +518,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--fig1",
-        type=synthetic_gradients.parse_config,
+        type=common.parse_config,
         default=defaults.fig1,
         metavar="DxK",
         help="size of the figure-1 problem (default: 6x10)",

@@ -6,8 +6,9 @@ test images, test = the next 9000. Every ``--log-every`` iterations the log gets
 running train negative ELBO (mean of the training losses since the last row), the
 validation negative ELBO (``--eval-samples`` latent samples per image) and the
 training time so far (wall and process CPU, evaluation excluded); every
-``--variance-every`` iterations the estimator variance: ``common.gradient_variance``
-of ``--variance-repeats`` encoder-gradient estimates on a fixed batch (the first
+``--variance-every`` iterations the estimator variance (per gradient entry:
+:func:`catlog.experiments.problems.variance_per_entry`) of ``--variance-repeats``
+encoder-gradient estimates (:mod:`catlog.experiments.problems.dvae`) on a fixed batch (the first
 ``--batch-size`` training images) at the current parameters. Every row also has
 ``gradient_spread``, the authors' "gradient variance" (the spread of the entries
 within one gradient, :func:`gradient_spread`) averaged over the steps since the last
@@ -33,12 +34,18 @@ import torch
 
 import catlog
 from catlog.experiments import common, data, distributed, estimators, run_folder
-from catlog.experiments.dvae_model import DiscreteVAE, encoder_gradients, evaluate_negative_elbo, train_step
+from catlog.experiments.dvae_model import (
+    DATASETS,
+    TEST_SIZE,
+    DiscreteVAE,
+    evaluate_negative_elbo,
+    load_split,
+    train_step,
+)
 from catlog.experiments.keras import KerasAdam
+from catlog.experiments.problems import variance_per_entry
+from catlog.experiments.problems.dvae import problem as dvae_problem
 
-DATASETS = ("mnist", "fashion-mnist", "omniglot")
-BINARISED = {"mnist": True, "fashion-mnist": False, "omniglot": True}
-VALIDATION_SIZE, TEST_SIZE = 1000, 9000
 LOG_FIELDS = (
     "iteration",
     "epoch",
@@ -132,24 +139,6 @@ def make_estimator(
     ``chunk_size`` bounds IndeCateR's perturbed rows per decoder call (ignored by the others).
     """
     return estimators.make(name, estimators.Budget(samples, num_latents, num_categories, chunk_size=chunk_size))
-
-
-def load_split(
-    dataset: str, data_dir: Path | None, device: torch.device, dtype: torch.dtype, cache_dir: Path | None = None
-) -> dict[str, torch.Tensor]:
-    """``{"train", "val", "test"}`` targets ``[N, 784]``: binarised at 0.5 for MNIST and Omniglot."""
-
-    def prepare(images: torch.Tensor) -> torch.Tensor:
-        images = images.flatten(1)
-        return (data.binarize(images) if BINARISED[dataset] else images).to(device=device, dtype=dtype)
-
-    train = prepare(data.load_images(dataset, "train", data_dir, cache=cache_dir)[0])
-    test = prepare(data.load_images(dataset, "test", data_dir, cache=cache_dir)[0])
-    return {
-        "train": train,
-        "val": test[:VALIDATION_SIZE],
-        "test": test[VALIDATION_SIZE : VALIDATION_SIZE + TEST_SIZE],
-    }
 
 
 @dataclass(frozen=True)
@@ -286,10 +275,10 @@ def log_row(trainer: Trainer, state: TrainState, measure_variance: bool) -> Trai
     }
     if measure_variance:
         batch = trainer.splits["train"][: config.batch_size]
-        estimates = encoder_gradients(
-            trainer.model, trainer.estimator, batch, config.variance_repeats, trainer.generators["eval"]
+        estimates = dvae_problem(trainer.model, batch).gradients(
+            trainer.estimator, config.variance_repeats, trainer.generators["eval"]
         )
-        row["variance"] = common.gradient_variance(estimates)
+        row["variance"] = variance_per_entry(estimates)
     state = replace(state, window_sum=0.0, window_count=0, spread_sum=0.0, log=(*state.log, row))
     common.write_csv(trainer.out / "log.csv", state.log, LOG_FIELDS)
     return state
@@ -427,7 +416,7 @@ def variance_at_checkpoint(
     """Estimator variance of each estimator in ``names`` at the parameters of ``run``'s checkpoint.
 
     Same measurement as during training (``repeats`` encoder-gradient estimates on the first
-    batch of training images, ``common.gradient_variance``), but every estimator at the same
+    batch of training images, :func:`~catlog.experiments.problems.variance_per_entry`), but every estimator at the same
     parameters. Returns one row per estimator with its variance and CPU seconds per estimate.
     """
     config = json.loads((run / "config.json").read_text())
@@ -439,6 +428,7 @@ def variance_at_checkpoint(
     split = load_split(config["dataset"], data_dir, torch.device("cpu"), dtype, cache_dir)
     images = split["train"][: config["train_limit"]][: config["batch_size"]]
     generator = torch.Generator().manual_seed(seed)
+    problem = dvae_problem(model, images)
     rows = []
     for name in names:
         estimator = make_estimator(
@@ -449,12 +439,12 @@ def variance_at_checkpoint(
             chunk_size=config["chunk_size"],
         )
         clock = common.Clock()
-        estimates = clock.timed(lambda: encoder_gradients(model, estimator, images, repeats, generator))  # noqa: B023 (called at once)
+        estimates = clock.timed(lambda: problem.gradients(estimator, repeats, generator))  # noqa: B023 (called at once)
         rows.append(
             {
                 "estimator": name,
                 "samples": estimator.cost(config["latents"], config["categories"]).samples,
-                "variance": common.gradient_variance(estimates),
+                "variance": variance_per_entry(estimates),
                 "cpu_s_per_estimate": clock.cpu_s / repeats,
             }
         )

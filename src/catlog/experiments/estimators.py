@@ -1,14 +1,20 @@
-"""One vocabulary of gradient estimators for every experiment.
+"""One table of gradient estimators for every experiment.
 
-A name is a method and, for the baselines, a budget rule relative to IndeCateR
-with ``N`` samples on ``D`` variables of ``K`` categories (``D * K * N`` evaluations of ``f``):
+Each entry of :data:`FAMILIES` is a :class:`Family`: its label, what it is, how to build
+it at a size, the smallest size it takes, and where it applies (``K = 2`` only, an ``f``
+that accepts relaxed values, an :class:`catlog.Autoregressive`). A family's size is its
+number of samples, except DisARM's, which is its number of antithetic pairs.
+
+A name of the vocabulary (:data:`NAMES`) is a family and, for the baselines, a budget rule
+relative to IndeCateR with ``N`` samples on ``D`` variables of ``K`` categories
+(``D * K * N`` evaluations of ``f``):
 
 - ``-s`` (equal samples): the baseline draws ``N`` samples;
 - ``-f`` (equal evaluations, as in the paper): the baseline draws ``D * K * N`` samples.
 
 Each experiment picks ``N`` (its ``--samples``) and gives ``D`` and ``K``; :func:`make`
-builds the estimator. Adding an estimator is one entry of :data:`METHODS` (IndeCateR-like
-methods without a rule) or of :data:`BASELINES` (methods that get the ``-s``/``-f`` pair).
+builds the estimator. ``catlog compare`` sizes the families itself (:meth:`Family.build`).
+Adding an estimator is one entry of :data:`FAMILIES`.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ class Budget:
         num_categories: ``K``, the categories of each variable.
         temperature: relaxation temperature of the Gumbel-Softmax family.
         chunk_size: IndeCateR's perturbed rows per call of ``f`` (``None``: all at once).
+        autoregressive: the distribution is a :class:`catlog.Autoregressive` (IndeCateR
+            becomes SCateR).
     """
 
     samples: int
@@ -36,51 +44,141 @@ class Budget:
     num_categories: int
     temperature: float = 1.0
     chunk_size: int | None = None
+    autoregressive: bool = False
 
 
 @dataclass(frozen=True)
 class Family:
-    """One estimator family: what it is (for ``--help``) and how to build it with ``n`` samples."""
+    """One estimator family of the table.
 
+    Attributes:
+        label: its name in tables and plots.
+        meaning: what it is, for ``--help``.
+        make: ``(size, budget) -> estimator``.
+        rules: whether its names carry a budget rule (``NAME-s``, ``NAME-f``) or are the family's name alone
+            (``N`` samples).
+        min_size: the smallest size it takes.
+        samples_per_size: samples drawn per unit of size (DisARM: 2, one antithetic pair).
+        binary_only: it applies to ``K = 2`` only.
+        relaxed: ``f`` must accept relaxed (float) values.
+        autoregressive_label: its label on an :class:`catlog.Autoregressive`; ``None``: it takes
+            independent variables only.
+    """
+
+    label: str
     meaning: str
-    build: Callable[[int, Budget], catlog.Estimator]
+    make: Callable[[int, Budget], catlog.Estimator]
+    rules: bool = True
+    min_size: int = 1
+    samples_per_size: int = 1
+    binary_only: bool = False
+    relaxed: bool = False
+    autoregressive_label: str | None = None
+
+    def applies(self, num_categories: int, relaxable: bool, autoregressive: bool) -> bool:
+        """Whether it applies to ``K = num_categories``, an ``f`` that is (not) ``relaxable``, and an
+        (in)dependent distribution."""
+        if autoregressive and self.autoregressive_label is None:
+            return False
+        return (num_categories == 2 or not self.binary_only) and (relaxable or not self.relaxed)
+
+    def title(self, autoregressive: bool) -> str:
+        """:attr:`label`, or :attr:`autoregressive_label` on an autoregressive distribution."""
+        return (self.autoregressive_label or self.label) if autoregressive else self.label
+
+    def build(self, size: int, budget: Budget) -> catlog.Estimator:
+        """The estimator at ``size`` (at least :attr:`min_size`) under ``budget``'s temperature and options."""
+        return self.make(size, budget)
+
+    def cost(self, size: int, budget: Budget) -> catlog.Cost:
+        """Samples and evaluations per estimate at ``size`` on ``budget``'s ``D``, ``K``."""
+        return self.build(size, budget).cost(budget.num_variables, budget.num_categories)
+
+
+def _catlog(per_variable: bool) -> Callable[[int, Budget], catlog.Estimator]:
+    """IndeCateR (SCateR on an autoregressive distribution) with ``n`` samples."""
+
+    def make(n: int, b: Budget) -> catlog.Estimator:
+        family = catlog.SCateR if b.autoregressive else catlog.IndeCateR
+        return family(n, per_variable=per_variable, chunk_size=b.chunk_size)
+
+    return make
 
 
 # Conditional Gumbel vectors per sample that Gumbel-Rao averages its relaxed backward over.
 GUMBEL_RAO_SAMPLES = 10
 
-# Methods whose name is the whole name: they take N samples.
-METHODS: dict[str, Family] = {
+FAMILIES: dict[str, Family] = {
     "indecater": Family(
-        "IndeCateR, N samples shared by all variables", lambda n, b: catlog.IndeCateR(n, chunk_size=b.chunk_size)
+        "IndeCateR",
+        "IndeCateR, N samples shared by all variables",
+        _catlog(False),
+        rules=False,
+        autoregressive_label="SCateR",
     ),
     "indecater-pv": Family(
+        "IndeCateR-PV",
         "IndeCateR, N samples per variable",
-        lambda n, b: catlog.IndeCateR(n, per_variable=True, chunk_size=b.chunk_size),
+        _catlog(True),
+        rules=False,
+        autoregressive_label="SCateR-PV",
     ),
-}
-# Baselines: each gives NAME-s (N samples) and NAME-f (D*K*N samples).
-BASELINES: dict[str, Family] = {
-    "reinforce": Family("REINFORCE", lambda n, b: catlog.REINFORCE(n)),
-    "rloo": Family("REINFORCE leave-one-out", lambda n, b: catlog.RLOO(n)),
+    "reinforce": Family("REINFORCE", "REINFORCE", lambda n, b: catlog.REINFORCE(n), autoregressive_label="REINFORCE"),
+    "rloo": Family(
+        "RLOO", "REINFORCE leave-one-out", lambda n, b: catlog.RLOO(n), min_size=2, autoregressive_label="RLOO"
+    ),
     "gs": Family(
-        "Gumbel-Softmax, relaxed samples", lambda n, b: catlog.GumbelSoftmax(n, b.temperature, straight_through=False)
+        "Gumbel-Softmax",
+        "Gumbel-Softmax, relaxed samples",
+        lambda n, b: catlog.GumbelSoftmax(n, b.temperature, straight_through=False),
+        relaxed=True,
     ),
     "gs-st": Family(
-        "straight-through Gumbel-Softmax", lambda n, b: catlog.GumbelSoftmax(n, b.temperature, straight_through=True)
+        "ST Gumbel-Softmax",
+        "straight-through Gumbel-Softmax",
+        lambda n, b: catlog.GumbelSoftmax(n, b.temperature, straight_through=True),
+        relaxed=True,
     ),
-    "disarm": Family("DisARM, N/2 antithetic pairs (K = 2 only)", lambda n, b: catlog.DisARM(max(1, n // 2))),
-    "reinmax": Family("ReinMax straight-through", lambda n, b: catlog.ReinMax(n, b.temperature)),
+    "disarm": Family(
+        "DisARM",
+        "DisARM, N/2 antithetic pairs (K = 2 only)",
+        lambda n, b: catlog.DisARM(n),
+        samples_per_size=2,
+        binary_only=True,
+    ),
+    "reinmax": Family(
+        "ReinMax", "ReinMax straight-through", lambda n, b: catlog.ReinMax(n, b.temperature), relaxed=True
+    ),
     "gumbel-rao": Family(
+        f"Gumbel-Rao ({GUMBEL_RAO_SAMPLES})",
         f"Gumbel-Rao straight-through, {GUMBEL_RAO_SAMPLES} Rao samples",
         lambda n, b: catlog.GumbelRao(n, GUMBEL_RAO_SAMPLES, b.temperature),
+        relaxed=True,
     ),
 }
 RULES: dict[str, tuple[str, Callable[[Budget], int]]] = {
     "s": ("N samples (equal samples)", lambda b: b.samples),
     "f": ("D*K*N samples (equal evaluations)", lambda b: b.num_variables * b.num_categories * b.samples),
 }
-NAMES: tuple[str, ...] = (*METHODS, *(f"{base}-{rule}" for base in BASELINES for rule in RULES))
+NAMES: tuple[str, ...] = tuple(
+    name
+    for base, family in FAMILIES.items()
+    for name in ((f"{base}-{rule}" for rule in RULES) if family.rules else (base,))
+)
+
+
+def parse(name: str) -> tuple[Family, Callable[[Budget], int]]:
+    """The family of ``name`` (one of :data:`NAMES`) and its samples under a budget.
+
+    Raises:
+        ValueError: ``name`` is not in the vocabulary.
+    """
+    if name in FAMILIES and not FAMILIES[name].rules:
+        return FAMILIES[name], RULES["s"][1]
+    base, _, rule = name.rpartition("-")
+    if base not in FAMILIES or not FAMILIES[base].rules or rule not in RULES:
+        raise ValueError(f"estimator: expected one of {', '.join(NAMES)}, got {name!r}")
+    return FAMILIES[base], RULES[rule][1]
 
 
 def make(name: str, budget: Budget) -> catlog.Estimator:
@@ -89,21 +187,15 @@ def make(name: str, budget: Budget) -> catlog.Estimator:
     Raises:
         ValueError: ``name`` is not in the vocabulary.
     """
-    if name in METHODS:
-        return METHODS[name].build(budget.samples, budget)
-    base, _, rule = name.rpartition("-")
-    if base not in BASELINES or rule not in RULES:
-        raise ValueError(f"estimator: expected one of {', '.join(NAMES)}, got {name!r}")
-    return BASELINES[base].build(RULES[rule][1](budget), budget)
+    family, samples = parse(name)
+    return family.build(max(1, samples(budget) // family.samples_per_size), budget)
 
 
 def describe(names: tuple[str, ...] = NAMES) -> str:
     """One line per name, ``name: meaning``, for ``--help`` (IndeCateR with N samples is the reference)."""
     lines = []
     for name in names:
-        if name in METHODS:
-            lines.append(f"  {name}: {METHODS[name].meaning}")
-        else:
-            base, _, rule = name.rpartition("-")
-            lines.append(f"  {name}: {BASELINES[base].meaning}, {RULES[rule][0]}")
+        family, _ = parse(name)
+        rule = "" if not family.rules else f", {RULES[name.rpartition('-')[2]][0]}"
+        lines.append(f"  {name}: {family.meaning}{rule}")
     return "estimators (N = --samples; D variables of K categories):\n" + "\n".join(lines)

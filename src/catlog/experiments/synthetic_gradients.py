@@ -1,8 +1,8 @@
 """Exact-gradient comparison (paper section 6.1, figure 1): ``catlog gradients``.
 
-``D`` independent categorical variables with ``K`` categories, logits
-``theta ~ N(0, 1)`` of shape ``[D, K]`` and a target ``b`` drawn once from ``p_theta(X)``
-itself (the authors' ``joint.call(1)``). Two objectives:
+The problem is :mod:`catlog.experiments.problems.figure1`: ``D`` independent categorical
+variables with ``K`` categories, logits ``theta ~ N(0, 1)`` of shape ``[D, K]``, a target
+``b`` drawn once from ``p_theta(X)`` itself, and two objectives:
 
 - ``separable`` (the paper's eq. 6.1): ``f(x) = sum_d |x_d - b_d|``;
 - ``nonseparable``: ``f(x) = (sum_d |x_d - b_d|)^2 / D``, whose terms interact,
@@ -12,9 +12,9 @@ For every estimator, ``runs`` independent estimates of ``grad_theta E[f(X)]`` ar
 compared with the exact gradient (enumeration of all ``K^D`` states, in float64):
 
 - the paper's bias ``mean_r (1 - cos(g_r, g*))`` and variance ``Var_r cos(g_r, g*)``;
-- per coordinate: squared bias ``sum_i (mean_r g_ri - g*_i)^2``, which for an unbiased
-  estimator is about its noise floor ``sum_i Var_r g_ri / runs``, and variance
-  ``sum_i Var_r g_ri``;
+- per coordinate (:mod:`catlog.measure`): squared bias ``sum_i (mean_r g_ri - g*_i)^2``,
+  which for an unbiased estimator is about its noise floor ``sum_i Var_r g_ri / runs``,
+  and variance ``sum_i Var_r g_ri``;
 - samples and evaluations of ``f`` per estimate, and the median wall and CPU time
   of one estimate (value and backward pass), every estimate a separate call.
 """
@@ -32,10 +32,10 @@ import torch
 
 import catlog
 from catlog.experiments import common, estimators, run_folder
+from catlog.experiments.problems import Problem, figure1
 
 CONFIGS: tuple[tuple[int, int], ...] = ((12, 3), (6, 10), (3, 100))
 ESTIMATORS: tuple[str, ...] = ("indecater", "reinforce-s", "rloo-s", "gs-st-s")
-OBJECTIVES: tuple[str, ...] = ("separable", "nonseparable")
 COLUMNS: tuple[str, ...] = (
     "objective",
     "num_variables",
@@ -52,51 +52,6 @@ COLUMNS: tuple[str, ...] = (
     "median_wall_ms",
     "median_cpu_ms",
 )
-
-
-@dataclass(frozen=True)
-class Problem:
-    """A figure-1 problem: logits ``[D, K]``, target ``b: [D]`` and the objective.
-
-    Calling it evaluates ``f`` on samples ``x: [M, D]`` (category indices, or the
-    relaxed float values Gumbel-Softmax hands over) and returns ``[M]``:
-    ``sum_d |x_d - b_d|`` (separable) or ``(sum_d |x_d - b_d|)^2 / D`` (nonseparable).
-    """
-
-    logits: torch.Tensor
-    target: torch.Tensor
-    objective: str
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        distance = (x.to(self.target.dtype) - self.target).abs().sum(-1)
-        if self.objective == "separable":
-            return distance
-        return distance.square() / self.target.shape[-1]
-
-
-def make_problem(
-    num_variables: int,
-    num_categories: int,
-    objective: str,
-    seed: int,
-    device: torch.device,
-    dtype: torch.dtype,
-) -> Problem:
-    """Draw ``theta ~ N(0, 1)`` of shape ``[D, K]``, then ``b ~ p_theta(X)`` (one sample), from ``seed``."""
-    if objective not in OBJECTIVES:
-        raise ValueError(f"objective: expected one of {OBJECTIVES}, got {objective!r}")
-    generator = torch.Generator().manual_seed(seed)
-    logits = torch.randn(num_variables, num_categories, generator=generator, dtype=torch.float64)
-    target = torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
-    return Problem(logits.to(device, dtype), target.to(device, dtype), objective)
-
-
-def exact_gradient(problem: Problem) -> torch.Tensor:
-    """``grad_theta E[f(X)]`` by enumerating all ``K^D`` states in float64; returns ``[D * K]``."""
-    exact = Problem(problem.logits.double(), problem.target.double(), problem.objective)
-    logits = exact.logits.detach().requires_grad_()
-    (grad,) = torch.autograd.grad(catlog.Exact()(exact, logits), logits)
-    return grad.flatten()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -120,35 +75,24 @@ class GradientsConfig(common.RunOptions):
     def estimator(self, name: str, num_variables: int, num_categories: int) -> catlog.Estimator:
         """Estimator ``name`` on ``D x K``: IndeCateR with ``--indecater-samples``, baselines with ``--samples``
         as ``N``."""
-        samples = self.indecater_samples if name in estimators.METHODS else self.samples
+        samples = self.samples if estimators.parse(name)[0].rules else self.indecater_samples
         return estimators.make(name, estimators.Budget(samples, num_variables, num_categories, self.temperature))
 
 
 def repeated_estimates(
-    estimator: catlog.Estimator,
-    problem: Problem,
-    runs: int,
-    seed: int,
-    device: torch.device,
-    label: str = "",
+    estimator: catlog.Estimator, problem: Problem, runs: int, seed: int, device: torch.device, label: str = ""
 ) -> tuple[torch.Tensor, list[float], list[float]]:
-    """``runs`` independent gradient estimates, each one separately timed call.
+    """``runs`` independent gradient estimates, each one separately timed call of ``problem.gradient``.
 
     Returns:
         ``(gradients [runs, D * K], wall seconds [runs], CPU seconds [runs])``; the
         time of one estimate covers the estimator's value and the backward pass.
     """
     generator = torch.Generator(device=device).manual_seed(seed)
-    logits = problem.logits.detach().clone().requires_grad_()
     clock = common.Clock(device)
-
-    def estimate() -> torch.Tensor:
-        value = estimator(problem, logits, generator=generator)
-        return torch.autograd.grad(value, logits)[0]
-
     gradients, wall, cpu = [], [], []
     for _ in common.progress(range(runs), desc=label):
-        gradients.append(clock.timed(estimate).flatten())
+        gradients.append(clock.timed(lambda: problem.gradient(estimator, generator)))
         wall.append(clock.last_wall_s)
         cpu.append(clock.last_cpu_s)
     return torch.stack(gradients), wall, cpu
@@ -157,20 +101,18 @@ def repeated_estimates(
 def error_statistics(gradients: torch.Tensor, exact: torch.Tensor) -> dict[str, float]:
     """Bias and variance of estimates ``gradients: [R, P]`` against ``exact: [P]`` (float64).
 
-    Returns ``bias_cos = mean(1 - cos)``, ``variance_cos = Var(cos)``,
-    ``sq_bias_sum = sum_i (mean_r g_ri - g*_i)^2``, ``variance_sum = sum_i Var_r g_ri``
-    (unbiased variances) and ``sq_bias_floor = variance_sum / R``, the expected
-    ``sq_bias_sum`` of an unbiased estimator.
+    Returns the paper's ``bias_cos = mean(1 - cos)`` and ``variance_cos = Var(cos)``, and
+    :mod:`catlog.measure`'s ``sq_bias_sum`` (:func:`catlog.squared_bias`), ``sq_bias_floor``
+    (:func:`catlog.squared_bias_floor`) and ``variance_sum`` (:func:`catlog.gradient_variance`).
     """
     gradients, exact = gradients.double(), exact.double()
     cosine = torch.nn.functional.cosine_similarity(gradients, exact.expand_as(gradients), dim=-1, eps=1e-300)
-    variance_sum = float(gradients.var(0).sum())
     return {
         "bias_cos": float((1 - cosine).mean()),
         "variance_cos": float(cosine.var()),
-        "sq_bias_sum": float((gradients.mean(0) - exact).square().sum()),
-        "sq_bias_floor": variance_sum / gradients.shape[0],
-        "variance_sum": variance_sum,
+        "sq_bias_sum": catlog.squared_bias(gradients, exact),
+        "sq_bias_floor": catlog.squared_bias_floor(gradients),
+        "variance_sum": catlog.gradient_variance(gradients),
     }
 
 
@@ -181,8 +123,8 @@ def compare_config(
 ) -> list[dict[str, Any]]:
     """One table: every estimator of ``options.estimators`` on one ``(D, K)`` problem."""
     device, dtype = torch.device(options.device), options.torch_dtype
-    problem = make_problem(num_variables, num_categories, options.f, options.seed, device, dtype)
-    exact = exact_gradient(problem)
+    problem = figure1.problem(num_variables, num_categories, options.f, options.seed, device, dtype)
+    assert problem.exact is not None
     rows = []
     for index, name in enumerate(options.estimators):
         estimator = options.estimator(name, num_variables, num_categories)
@@ -204,7 +146,7 @@ def compare_config(
                 "samples": cost.samples,
                 "evaluations": cost.evaluations,
                 "runs": options.runs,
-                **error_statistics(gradients, exact),
+                **error_statistics(gradients, problem.exact),
                 "median_wall_ms": 1e3 * statistics.median(wall),
                 "median_cpu_ms": 1e3 * statistics.median(cpu),
             }
@@ -304,22 +246,11 @@ def run_gradients(options: GradientsConfig) -> tuple[Path, list[list[dict[str, A
     return out, tables
 
 
-def parse_config(text: str) -> tuple[int, int]:
-    """``"12x3"`` -> ``(12, 3)``."""
-    try:
-        num_variables, num_categories = (int(part) for part in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a config DxK such as 12x3, got {text!r}") from None
-    if num_variables < 1 or num_categories < 2:
-        raise argparse.ArgumentTypeError(f"expected D >= 1 and K >= 2, got {text!r}")
-    return num_variables, num_categories
-
-
 def add_options(parser: argparse.ArgumentParser) -> None:
     """The options of ``catlog gradients`` (without the common ones)."""
     parser.add_argument(
         "--configs",
-        type=parse_config,
+        type=common.parse_config,
         nargs="+",
         default=list(CONFIGS),
         metavar="DxK",
@@ -327,7 +258,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--f",
-        choices=OBJECTIVES,
+        choices=figure1.OBJECTIVES,
         default="separable",
         help="separable: f(x) = sum_d |x_d - b_d| (the paper's; IndeCateR is exact on it); "
         "nonseparable: f(x) = (sum_d |x_d - b_d|)^2 / D",

@@ -27,7 +27,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,10 +38,9 @@ import torch
 import catlog
 from catlog.experiments import common, estimators, plotting, run_folder
 from catlog.experiments.keras import KerasRMSprop
+from catlog.experiments.problems import variance_per_entry
+from catlog.experiments.problems.binary import NUM_CATEGORIES, OPTIMUM, expected_value, objective, start_logits
 
-OFFSET = 0.499
-OPTIMUM = (1 - OFFSET) ** 2
-NUM_CATEGORIES = 2
 METHODS: tuple[str, ...] = ("indecater", "rloo-f", "rloo-s", "gs-st-f")
 LOG_COLUMNS: tuple[str, ...] = (
     "method",
@@ -55,17 +54,6 @@ LOG_COLUMNS: tuple[str, ...] = (
 )
 GAP_FRACTION = 0.9
 REPEAT_ELEMENTS = 2**22
-
-
-def objective(x: torch.Tensor) -> torch.Tensor:
-    """``f(x) = 1/D sum_i (x_i - 0.499)^2`` for ``x: [M, *B, D]`` (indices or relaxed values); returns ``[M, *B]``."""
-    return (x - OFFSET).square().mean(-1)
-
-
-def expected_value(logits: torch.Tensor) -> torch.Tensor:
-    """Exact ``E[f(X)]`` for ``logits: [*B, D, 2]``: ``1/D sum_i [p_i (1 - c)^2 + (1 - p_i) c^2]``, ``c = 0.499``."""
-    p = logits.softmax(-1)[..., 1]
-    return (p * (1 - OFFSET) ** 2 + (1 - p) * OFFSET**2).mean(-1)
 
 
 @dataclass(frozen=True)
@@ -140,16 +128,8 @@ def estimator_variance(
     about :data:`REPEAT_ELEMENTS` sampled entries (samples x copies x ``D*K``) each.
     """
     per_call = max(1, REPEAT_ELEMENTS // (getattr(estimator, "num_samples", 1) * logits.numel()))
-    _, (gradients,) = common.repeated_gradients(
-        estimator, objective, logits, repeats, per_call, generator, [lambda value: value]
-    )
-    return common.gradient_variance(gradients)
-
-
-def start_logits(num_variables: int, seed: int) -> torch.Tensor:
-    """Figure 2's starting logits ``theta ~ N(0, 1)``, ``[D, 2]`` in float64, drawn from ``seed`` alone."""
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randn(num_variables, NUM_CATEGORIES, generator=generator, dtype=torch.float64)
+    gradients = catlog.repeated_gradients(estimator, objective, logits, repeats, per_call=per_call, generator=generator)
+    return variance_per_entry(gradients)
 
 
 def optimise(
@@ -229,13 +209,15 @@ def median_or_none(values: Sequence[float | None]) -> float | None:
 
 
 def summarise(summaries: Sequence[dict[str, Any]], methods: Sequence[str]) -> list[dict[str, Any]]:
-    """Per method: seeds, median iterations / wall / CPU seconds to close 90% of the gap, final ``E[f]``."""
+    """Per method: seeds, median iterations / wall / CPU seconds to close 90% of the gap, final ``E[f]``,
+    and the share of the gap from the start to :data:`OPTIMUM` closed at the end."""
     table = []
     for name in methods:
         runs = [run for run in summaries if run["method"] == name]
         if not runs:
             continue
         finals = np.array([run["final_f"] for run in runs])
+        closed = np.array([(run["final_f"] - run["start_f"]) / (OPTIMUM - run["start_f"]) for run in runs])
         table.append(
             {
                 "method": name,
@@ -246,6 +228,8 @@ def summarise(summaries: Sequence[dict[str, Any]], methods: Sequence[str]) -> li
                 "median_cpu_s": median_or_none([run["reached_cpu_s"] for run in runs]),
                 "final_f_mean": float(finals.mean()),
                 "final_f_se": float(finals.std(ddof=1) / math.sqrt(len(runs))) if len(runs) > 1 else 0.0,
+                "start_f_mean": float(np.mean([run["start_f"] for run in runs])),
+                "gap_closed_mean": float(closed.mean()),
                 "total_wall_s_mean": float(np.mean([run["total_wall_s"] for run in runs])),
                 "total_cpu_s_mean": float(np.mean([run["total_cpu_s"] for run in runs])),
             }
@@ -253,28 +237,51 @@ def summarise(summaries: Sequence[dict[str, Any]], methods: Sequence[str]) -> li
     return table
 
 
+def summary_table(
+    title: str, columns: str, table: Sequence[dict[str, Any]], methods: dict[str, Method], cells: Callable[..., str]
+) -> str:
+    """A plain-text table of :func:`summarise`'s rows: ``title``, then per method its name, samples and
+    learning rate, then ``columns`` (the header) and ``cells(row)`` (its values)."""
+    header = f"{'method':<10}{'samples':>8}{'lr':>6}{columns}"
+    lines = [title, header, "-" * len(header)]
+    for row in table:
+        method = methods[row["method"]]
+        lines.append(f"{row['method']:<10}{method.estimator().num_samples:>8}{method.lr:>6g}{cells(row)}")
+    return "\n".join(lines)
+
+
 def format_table(table: Sequence[dict[str, Any]], methods: dict[str, Method]) -> str:
-    """A plain-text table of :func:`summarise`'s rows."""
+    """:func:`summary_table` of the iterations and seconds to close :data:`GAP_FRACTION` of the gap."""
 
     def show(value: float | None, spec: str) -> str:
         return "never" if value is None else format(value, spec)
 
-    header = (
-        f"{'method':<10}{'samples':>8}{'lr':>6}{'reached':>9}{'med it':>8}{'med wall s':>11}{'med cpu s':>10}"
-        f"{'final E[f]':>12}{'+- se':>10}{'wall s/run':>11}"
-    )
-    lines = [f"iterations and gradient seconds to close {GAP_FRACTION:.0%} of the gap to {OPTIMUM:.6f}", header]
-    lines.append("-" * len(header))
-    for row in table:
-        method = methods[row["method"]]
-        lines.append(
-            f"{row['method']:<10}{method.estimator().num_samples:>8}{method.lr:>6g}"
+    def cells(row: dict[str, Any]) -> str:
+        return (
             f"{row['reached']:>5}/{row['seeds']:<3}"
             f"{show(row['median_iterations'], '.0f'):>8}{show(row['median_wall_s'], '.3f'):>11}"
             f"{show(row['median_cpu_s'], '.3f'):>10}{row['final_f_mean']:>12.6f}{row['final_f_se']:>10.2e}"
             f"{row['total_wall_s_mean']:>11.2f}"
         )
-    return "\n".join(lines)
+
+    title = f"iterations and gradient seconds to close {GAP_FRACTION:.0%} of the gap to {OPTIMUM:.6f}"
+    columns = f"{'reached':>9}{'med it':>8}{'med wall s':>11}{'med cpu s':>10}{'final E[f]':>12}{'+- se':>10}"
+    return summary_table(title, columns + f"{'wall s/run':>11}", table, methods, cells)
+
+
+def format_progress(table: Sequence[dict[str, Any]], methods: dict[str, Method], iterations: int) -> str:
+    """:func:`summary_table` for a short run: where ``E[f]`` started, where it ended, and the share of
+    the gap to :data:`OPTIMUM` each method closed in ``iterations`` iterations."""
+
+    def cells(row: dict[str, Any]) -> str:
+        return (
+            f"{row['start_f_mean']:>12.6f}{row['final_f_mean']:>12.6f}{row['final_f_se']:>10.2e}"
+            f"{row['gap_closed_mean']:>12.1%}{row['total_wall_s_mean']:>11.2f}"
+        )
+
+    title = f"E[f] after {iterations} iterations, from its start towards the optimum {OPTIMUM:.6f}"
+    columns = f"{'start E[f]':>12}{'final E[f]':>12}{'+- se':>10}{'gap closed':>12}{'wall s/run':>11}"
+    return summary_table(title, columns, table, methods, cells)
 
 
 def mean_and_se(rows: Sequence[dict[str, Any]], method: str, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -1,0 +1,133 @@
+"""The :class:`Problem` type that every problem module builds, and the logits problems' builder."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+import catlog
+from catlog.experiments import estimators
+
+Objective = Callable[[torch.Tensor], torch.Tensor]
+Loss = Callable[[catlog.Estimator, torch.Generator | None], torch.Tensor]
+Batched = Callable[[catlog.Estimator, int, torch.Generator | None], torch.Tensor]
+ELEMENT_BUDGET = 2_000_000
+"""Rows x batch x ``D`` x ``K`` per estimator call when a problem batches its repeated estimates."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem: an objective, the parameters the estimators' gradients reach, and its sizes.
+
+    Attributes:
+        name: short name (``fig1``, ``binary``, ...).
+        title: one line saying what it is.
+        num_variables, num_categories: ``D``, ``K`` (for ``Estimator.cost``).
+        loss: ``loss(estimator, generator) -> scalar``: one estimate (the model's forward pass,
+            if any, then ``estimator(f, ...)``) reduced to the scalar whose gradient w.r.t.
+            :attr:`parameters` is the gradient estimate.
+        parameters: the tensors the gradient is taken with respect to.
+        f: the objective the estimators see, ``[M, *B, D] -> [M, *B]`` (benchmarks time it alone).
+        batch_shape: ``B``.
+        relaxable: ``f`` accepts relaxed float values, so relaxed estimators apply.
+        autoregressive: the distribution is a :class:`catlog.Autoregressive` (SCateR, not IndeCateR).
+        exact: ``[P]`` exact gradient (float64), or ``None`` where it is not known.
+        batched: ``(estimator, r, generator) -> [r, P]``: ``r`` independent estimates from one
+            estimator call, where the problem can batch them; ``None``: one :attr:`loss` per estimate.
+    """
+
+    name: str
+    title: str
+    num_variables: int
+    num_categories: int
+    loss: Loss
+    parameters: tuple[torch.Tensor, ...]
+    f: Objective
+    batch_shape: tuple[int, ...] = ()
+    relaxable: bool = False
+    autoregressive: bool = False
+    exact: torch.Tensor | None = None
+    batched: Batched | None = None
+
+    def gradients(
+        self, estimator: catlog.Estimator, repeats: int, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """``repeats`` independent gradient estimates ``[R, P]`` at the problem's fixed parameters.
+
+        Batched problems compute as many per call as :data:`ELEMENT_BUDGET` allows (from the
+        estimator's cost); the others one :attr:`loss` and backward pass per estimate. The
+        statistics of these rows are :mod:`catlog.measure`'s.
+        """
+        if self.batched is None:
+            rows = [self.gradient(estimator, generator) for _ in range(repeats)]
+            return torch.stack(rows)
+        cost = estimator.cost(self.num_variables, self.num_categories)
+        width = max(cost.samples, cost.evaluations) * math.prod(self.batch_shape) * self.num_variables
+        block = max(1, min(repeats, ELEMENT_BUDGET // (width * self.num_categories)))
+        parts = [self.batched(estimator, min(block, repeats - start), generator) for start in range(0, repeats, block)]
+        return torch.cat(parts)
+
+    def gradient(self, estimator: catlog.Estimator, generator: torch.Generator | None = None) -> torch.Tensor:
+        """One gradient estimate ``[P]``: :attr:`loss` differentiated w.r.t. :attr:`parameters`, flattened."""
+        grads = torch.autograd.grad(self.loss(estimator, generator), self.parameters)
+        return torch.cat([grad.flatten() for grad in grads])
+
+    def budget(self, samples: int = 1, temperature: float = 1.0) -> estimators.Budget:
+        """The experiments' :class:`~catlog.experiments.estimators.Budget` on this problem's ``D``, ``K``."""
+        return estimators.Budget(
+            samples, self.num_variables, self.num_categories, temperature, autoregressive=self.autoregressive
+        )
+
+
+def logits_problem(
+    name: str,
+    title: str,
+    logits: torch.Tensor,
+    f: Objective,
+    *,
+    relaxable: bool,
+    exact: torch.Tensor | None = None,
+) -> Problem:
+    """A problem whose parameters are the logits ``[*B, D, K]`` themselves; ``loss`` = the sum of the estimates.
+
+    Repeated estimates are batched (:func:`catlog.measure.repeated_gradients` with a leading
+    repeat dimension), so ``f`` must broadcast over leading dimensions.
+
+    Args:
+        exact: the exact gradient ``[P]``, or ``None``.
+    """
+    leaf = logits.detach().clone().requires_grad_()
+
+    def loss(estimator: catlog.Estimator, generator: torch.Generator | None) -> torch.Tensor:
+        return estimator(f, leaf, generator=generator).sum()
+
+    def batched(estimator: catlog.Estimator, count: int, generator: torch.Generator | None) -> torch.Tensor:
+        return catlog.repeated_gradients(estimator, f, leaf, count, per_call=count, generator=generator)
+
+    *batch, num_variables, num_categories = leaf.shape
+    return Problem(
+        name,
+        title,
+        num_variables,
+        num_categories,
+        loss,
+        (leaf,),
+        f,
+        tuple(batch),
+        relaxable,
+        exact=exact,
+        batched=batched,
+    )
+
+
+def variance_per_entry(gradients: torch.Tensor) -> float:
+    """:func:`catlog.measure.gradient_variance` of ``gradients: [R, P]`` divided by ``P``.
+
+    The scale of the training logs' ``variance`` (``catlog optimise``, ``catlog dvae``,
+    ``catlog dvae-variance``, ``catlog addition-variance``), kept so that their new runs
+    compare with the old ones and with docs/results.md.
+    """
+    return catlog.gradient_variance(gradients) / gradients.shape[1]
