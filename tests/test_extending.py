@@ -1,4 +1,5 @@
-"""docs/extending.md's example estimator, run as written: unbiased against exact enumeration."""
+"""docs/extending.md's examples, run as written: the estimator is unbiased against exact enumeration,
+and the problem measures it."""
 
 from __future__ import annotations
 
@@ -13,16 +14,18 @@ import catlog
 DOC = Path(__file__).resolve().parents[1] / "docs" / "extending.md"
 
 
-def doc_examples() -> dict[str, Any]:
-    """Run every Python block of docs/extending.md in one namespace, in order; return the namespace."""
+def doc_examples(section: str) -> dict[str, Any]:
+    """Run the Python blocks of one ``## section`` of docs/extending.md in one namespace, in order."""
+    text = DOC.read_text().split(f"\n## {section}\n")[1].split("\n## ")[0]
     namespace: dict[str, Any] = {}
-    for block in re.findall(r"```python\n(.*?)```", DOC.read_text(), re.DOTALL):
+    torch.manual_seed(0)  # the examples draw from torch's global generator
+    for block in re.findall(r"```python\n(.*?)```", text, re.DOTALL):
         exec(compile(block, str(DOC), "exec"), namespace)
     return namespace
 
 
 def test_the_documented_estimator_is_unbiased_and_its_baseline_lowers_the_variance() -> None:
-    namespace = doc_examples()
+    namespace = doc_examples("Adding an estimator")
     assert float(namespace["value"].detach()) >= 0 and namespace["logits"].grad is not None  # the usage block ran
     torch.manual_seed(0)
     logits = torch.randn(3, 3, dtype=torch.float64)
@@ -43,3 +46,11 @@ def test_the_documented_estimator_is_unbiased_and_its_baseline_lowers_the_varian
         assert ((estimates.mean(0) - exact.flatten()).abs() < 4 * standard_error).all()
     assert float(second.var(0).sum()) < 0.5 * float(first.var(0).sum())
     assert estimator.cost(3, 3) == catlog.Cost(samples=10, evaluations=10)
+
+
+def test_the_documented_problem_measures_an_unbiased_estimator_at_its_floor(capsys) -> None:
+    namespace = doc_examples("Adding a problem")
+    problem, gradients = namespace["problem"], namespace["gradients"]
+    assert gradients.shape == (100, 12) and (problem.num_variables, problem.num_categories) == (4, 3)
+    variance, sq_bias = (float(word) for word in capsys.readouterr().out.split())
+    assert variance > 0 and sq_bias < 5 * variance / 100  # IndeCateR is unbiased: about its noise floor
