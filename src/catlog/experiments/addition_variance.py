@@ -27,7 +27,6 @@ import torch
 import catlog
 from catlog.experiments import common, data, estimators, run_folder
 from catlog.experiments.addition_model import DEFAULT_SAMPLES, ESTIMATORS, NUM_CLASSES, make_estimator
-from catlog.experiments.addition_plot import markdown_table
 from catlog.experiments.problems import addition, variance_per_entry
 
 ROW_FIELDS = (
@@ -100,7 +99,7 @@ def run(config: VarianceConfig) -> int:
                 )
                 rows.append(variance_row(name, digits, estimator, *outputs))
         common.write_csv(run.path / "variance.csv", rows, ROW_FIELDS)
-        table = markdown_table(rows, ROW_FIELDS)
+        table = common.markdown_table(ROW_FIELDS, [[row[field] for field in ROW_FIELDS] for row in rows])
         common.write_text(run.path / "variance.md", table)
     print(table, end="")
     return 0

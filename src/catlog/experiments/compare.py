@@ -15,10 +15,11 @@ estimator is measured at three sizes:
   most ``--max-evaluations`` evaluations; rows that reach it are marked ``capped``),
   interpolated log-log to ratio 1, and the chosen size is then measured like the others.
 
-Each measurement: ``R`` independent gradient estimates at fixed parameters give the
-variance ``sum_i Var_r g_ri`` (the trace of the covariance: an estimator's variance, not
-the spread of one gradient's entries) and, where the exact gradient is known (enumeration),
-the squared bias ``sum_i (mean_r g_ri - g*_i)^2`` beside its noise floor ``variance / R``
+The problems are :mod:`catlog.experiments.problems`'s and the estimators the families of
+:data:`catlog.experiments.estimators.FAMILIES`. Each measurement: ``R`` independent gradient
+estimates at fixed parameters (``Problem.gradients``) give, by :mod:`catlog.measure`'s
+conventions, the variance ``sum_i Var_r g_ri`` and, where the exact gradient is known, the
+squared bias ``sum_i (mean_r g_ri - g*_i)^2`` beside its noise floor ``variance / R``
 (what an unbiased estimator shows); the median CPU and wall time of one estimate (value
 and backward pass, separately timed calls) and its ratio to the reference's; samples and
 evaluations from ``cost()``; and the work-normalised variance ``variance x CPU ms``.
