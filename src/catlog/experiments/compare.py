@@ -239,9 +239,10 @@ class Runner:
         (the statistics of :mod:`catlog.measure`)."""
         if (name, size) not in self.measured:
             problem = self.problem
-            estimator = family.build(size, self.budget)
-            cost = estimator.cost(problem.num_variables, problem.num_categories)
-            grads = problem.gradients(estimator, self.repeats, self.generator(name, size, "variance"))
+            cost = family.cost(size, self.budget)
+            grads = problem.gradients(
+                family.build(size, self.budget), self.repeats, self.generator(name, size, "variance")
+            )
             self.measured[name, size] = Measurement(
                 size,
                 cost.samples,

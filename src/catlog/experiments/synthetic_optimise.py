@@ -178,7 +178,7 @@ def optimise(
                         if measure
                         else None
                     ),
-                    "temperature": getattr(estimator, "temperature", None),
+                    "temperature": estimator.temperature if isinstance(estimator, catlog.Relaxed) else None,
                 }
             )
         if iteration == iterations:
