@@ -13,7 +13,7 @@ relative to IndeCateR with ``N`` samples on ``D`` variables of ``K`` categories
 - ``-f`` (equal evaluations, as in the paper): the baseline draws ``D * K * N`` samples.
 
 Each experiment picks ``N`` (its ``--samples``) and gives ``D`` and ``K``; :func:`make`
-builds the estimator. ``catlog compare`` sizes the families itself (:meth:`Family.build`).
+builds the estimator. ``catlog compare`` sizes the families itself (``Family.build``).
 Adding an estimator is one entry of :data:`FAMILIES`.
 """
 
@@ -54,7 +54,8 @@ class Family:
     Attributes:
         label: its name in tables and plots.
         meaning: what it is, for ``--help``.
-        make: ``(size, budget) -> estimator``.
+        build: ``(size, budget) -> estimator``: the estimator at ``size`` (at least ``min_size``) with
+            ``budget``'s temperature and options.
         rules: whether its names carry a budget rule (``NAME-s``, ``NAME-f``) or are the family's name alone
             (``N`` samples).
         min_size: the smallest size it takes.
@@ -67,7 +68,7 @@ class Family:
 
     label: str
     meaning: str
-    make: Callable[[int, Budget], catlog.Estimator]
+    build: Callable[[int, Budget], catlog.Estimator]
     rules: bool = True
     min_size: int = 1
     samples_per_size: int = 1
@@ -85,10 +86,6 @@ class Family:
     def title(self, autoregressive: bool) -> str:
         """:attr:`label`, or :attr:`autoregressive_label` on an autoregressive distribution."""
         return (self.autoregressive_label or self.label) if autoregressive else self.label
-
-    def build(self, size: int, budget: Budget) -> catlog.Estimator:
-        """The estimator at ``size`` (at least :attr:`min_size`) under ``budget``'s temperature and options."""
-        return self.make(size, budget)
 
     def cost(self, size: int, budget: Budget) -> catlog.Cost:
         """Samples and evaluations per estimate at ``size`` on ``budget``'s ``D``, ``K``."""
