@@ -16,7 +16,6 @@ from catlog.experiments import synthetic_gradients as gradients
 from catlog.experiments import synthetic_optimise as optimise
 from catlog.experiments.cli import main
 from catlog.experiments.estimators import Budget
-from catlog.experiments.keras_rmsprop import KerasRMSprop
 
 CPU = torch.device("cpu")
 
@@ -115,37 +114,6 @@ def test_expected_value_matches_enumeration() -> None:
     assert optimise.expected_value(torch.zeros(200, 2)).item() == pytest.approx(0.250001, abs=1e-7)
 
 
-def test_keras_rmsprop_matches_the_formula_on_a_hand_worked_sequence() -> None:
-    # v1 = 0.1 * 4 = 0.4;              theta1 = 1 - 0.5 * 2 / sqrt(0.4 + 0.1)
-    # v2 = 0.9 * 0.4 + 0.1 * 1 = 0.46; theta2 = theta1 + 0.5 * 1 / sqrt(0.46 + 0.1)
-    theta = torch.tensor([1.0], dtype=torch.float64, requires_grad=True)
-    optimiser = KerasRMSprop([theta], lr=0.5, rho=0.9, eps=0.1)
-    expected = [1 - 0.5 * 2 / math.sqrt(0.5), 1 - 0.5 * 2 / math.sqrt(0.5) + 0.5 / math.sqrt(0.56)]
-    for gradient, value in zip([2.0, -1.0], expected):
-        theta.grad = torch.tensor([gradient], dtype=torch.float64)
-        optimiser.step()
-        assert theta.item() == pytest.approx(value, rel=1e-14)
-
-
-def test_keras_rmsprop_first_step_scales_with_the_gradient() -> None:
-    # eps inside the root: a gradient far below sqrt(eps) moves theta by about lr g / sqrt(eps),
-    # where torch's RMSprop (eps outside) would move it by lr / sqrt(1 - rho) whatever g.
-    theta = torch.zeros(2, dtype=torch.float64, requires_grad=True)
-    optimiser = KerasRMSprop([theta], lr=5.0)
-    theta.grad = torch.tensor([2.5e-6, -5e-6], dtype=torch.float64)
-    optimiser.step()
-    expected = -5.0 * theta.grad / (0.1 * theta.grad**2 + 1e-7).sqrt()
-    assert torch.allclose(theta.detach(), expected, rtol=1e-14)
-    assert theta.abs().max().item() < 0.1
-
-
-@pytest.mark.parametrize(("argument", "value"), [("lr", 0.0), ("rho", 1.0), ("eps", -1.0)])
-def test_keras_rmsprop_refuses_bad_settings(argument: str, value: float) -> None:
-    settings = {"lr": 1.0, argument: value}
-    with pytest.raises(ValueError, match=argument):
-        KerasRMSprop([torch.zeros(1, requires_grad=True)], **settings)
-
-
 def test_gumbel_temperature_is_annealed_every_20_iterations() -> None:
     method = optimise.Method("gs-st-s", lr=0.01, budget=Budget(4, 5, 2, temperature=0.1))
     options = optimise.OptimiseConfig(
@@ -229,3 +197,25 @@ def test_option_errors_are_one_line_usage_errors(
     error = capsys.readouterr().err.strip().splitlines()
     assert message in error[-1] and error[-1].startswith("catlog ") and "Traceback" not in "".join(error)
     assert not (tmp_path / "never").exists()
+
+
+def test_figure_1_target_is_drawn_from_the_distribution_itself() -> None:
+    # b ~ p_theta: mean_d [p_d(b_d) - sum_k p_dk^2] has mean zero; a uniform b would give
+    # mean_d [1/K - sum_k p_dk^2], about -0.3 at K = 10 with N(0, 1) logits.
+    deviations = []
+    for seed in range(200):
+        problem = gradients.make_problem(6, 10, "separable", seed, CPU, torch.float64)
+        p = problem.logits.softmax(-1)
+        chosen = p.gather(-1, problem.target.long().unsqueeze(-1)).squeeze(-1)
+        deviations.append((chosen - p.square().sum(-1)).mean())
+    values = torch.stack(deviations)
+    standard_error = values.std() / math.sqrt(len(values))
+    assert values.mean().abs() < 4 * standard_error
+    assert standard_error < 0.02
+
+
+def test_figure_2_starts_from_a_fresh_normal_draw_per_seed() -> None:
+    first, again, other = (optimise.start_logits(200, seed) for seed in (0, 0, 1))
+    assert torch.equal(first, again) and not torch.equal(first, other)
+    assert first.shape == (200, 2)
+    assert abs(first.mean().item()) < 4 / math.sqrt(400) and abs(first.std().item() - 1) < 4 / math.sqrt(800)

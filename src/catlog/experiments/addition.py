@@ -30,6 +30,7 @@ from torch import nn
 
 import catlog
 from catlog.experiments import common, data, distributed, estimators, run_folder
+from catlog.experiments.keras import KerasAdam, glorot_uniform_
 
 NUM_CLASSES = 10
 LOSS_EPSILON = 1e-8
@@ -138,7 +139,8 @@ class LeNet(nn.Module):
     """The protocol's digit classifier: two conv/ReLU/max-pool stages and three dense layers.
 
     ``[*B, 28, 28] -> [*B, 10]``: conv 6@5x5, ReLU, max-pool 2, conv 16@5x5, ReLU,
-    max-pool 2, dense 256 -> 120, ReLU, 120 -> 84, ReLU, 84 -> 10 (logits).
+    max-pool 2, dense 256 -> 120, ReLU, 120 -> 84, ReLU, 84 -> 10 (logits). Layers start as
+    Keras' (Glorot-uniform kernels, zero biases: :func:`~catlog.experiments.keras.glorot_uniform_`).
 
     Written for speed on CPU: each ReLU runs after its max-pool (the same function,
     ``relu(max(a)) = max(relu(a))``, on a quarter of the values), and the convolution
@@ -162,6 +164,7 @@ class LeNet(nn.Module):
             nn.ReLU(),
             nn.Linear(84, NUM_CLASSES),
         )
+        glorot_uniform_(self)
         self.to(memory_format=torch.channels_last)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -285,7 +288,7 @@ def train(
     device = ctx.device
     torch.manual_seed(config.seed)
     model = LeNet().to(device, train_data.images.dtype)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    optimizer = KerasAdam(model.parameters(), lr=config.lr)
     estimator = make_estimator(config.estimator, config.digits, config.samples)
     clock, history, epoch = common.Clock(device), [], 0
     checkpoint_path = out / run_folder.CHECKPOINT

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 import catlog
 from catlog.experiments import addition, addition_variance, common, synthetic_gradients
 from catlog.experiments.dvae_model import DiscreteVAE, encoder_gradients, train_step
+from catlog.experiments.keras import KerasAdam
 
 Gradients = Callable[[catlog.Estimator, int, int, torch.Generator], torch.Tensor]
 
@@ -190,7 +191,7 @@ def trained_dvae(
     if checkpoint is not None:
         model.load_state_dict(torch.load(checkpoint, map_location=device, weights_only=True)["model"])
         return model
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    optimizer = KerasAdam(model.parameters(), lr=1e-3)
     generator = torch.Generator(device=device).manual_seed(seed)
     for step in range(steps):
         start = (100 * step) % max(1, images.shape[0] - 100)

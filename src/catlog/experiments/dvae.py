@@ -34,6 +34,7 @@ import torch
 import catlog
 from catlog.experiments import common, data, distributed, estimators, run_folder
 from catlog.experiments.dvae_model import DiscreteVAE, encoder_gradients, evaluate_negative_elbo, train_step
+from catlog.experiments.keras import KerasAdam
 
 DATASETS = ("mnist", "fashion-mnist", "omniglot")
 BINARISED = {"mnist": True, "fashion-mnist": False, "omniglot": True}
@@ -207,7 +208,7 @@ def init(
         out=out,
         ctx=ctx,
         model=model,
-        optimizer=torch.optim.Adam(model.parameters(), lr=config.lr),
+        optimizer=KerasAdam(model.parameters(), lr=config.lr),
         estimator=make_estimator(
             config.estimator, config.latents, config.categories, config.samples, config.chunk_size
         ),

@@ -3,7 +3,7 @@
 Benchmarks time one training step with :func:`train_step` on a :class:`DiscreteVAE`::
 
     model = DiscreteVAE()                                   # D = 200 latents, K = 2
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    optimizer = keras.KerasAdam(model.parameters(), lr=1e-4)     # catlog.experiments.keras
     train_step(model, optimizer, catlog.IndeCateR(2), images)   # images: [100, 784] in [0, 1]
 """
 
@@ -19,6 +19,7 @@ from torch import nn
 import catlog
 from catlog._binary import log_softmax
 from catlog.experiments import distributed
+from catlog.experiments.keras import glorot_uniform_
 
 IMAGE_DIM = 784
 PROJECT_FROM_SAMPLES = 8
@@ -29,7 +30,9 @@ PROJECT_FROM_SAMPLES = 8
 class DiscreteVAE(nn.Module):
     """Encoder 784-384-256-D(K-1), ``D`` categorical latents with ``K`` categories, decoder D(K-1)-256-384-784.
 
-    Both networks use ReLU between layers. The encoder's last layer gives the logits of
+    Both networks use ReLU between layers; layers start as Keras' ``Dense`` (Glorot-uniform
+    kernels, zero biases: :func:`~catlog.experiments.keras.glorot_uniform_`). The encoder's last
+    layer gives the logits of
     categories ``1..K-1`` of each latent, category 0 has logit 0 (for ``K = 2``: one
     Bernoulli logit per latent, the paper's 784-384-256-200). The decoder reads a latent
     ``x`` as ``onehot(x)[..., 1:]`` flattened (for ``K = 2``: ``x`` itself), and gives
@@ -55,6 +58,7 @@ class DiscreteVAE(nn.Module):
             nn.Linear(code, 256), nn.ReLU(inplace=True), nn.Linear(256, 384), nn.ReLU(inplace=True)
         )
         self.decoder_out = nn.Linear(384, IMAGE_DIM)
+        glorot_uniform_(self)
 
     @property
     def one_hot(self) -> bool:

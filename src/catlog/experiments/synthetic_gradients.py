@@ -1,8 +1,8 @@
 """Exact-gradient comparison (paper section 6.1, figure 1): ``catlog gradients``.
 
 ``D`` independent categorical variables with ``K`` categories, logits
-``theta ~ N(0, 1)`` of shape ``[D, K]`` and a target ``b`` drawn once uniformly
-from ``{0..K-1}^D``. Two objectives:
+``theta ~ N(0, 1)`` of shape ``[D, K]`` and a target ``b`` drawn once from ``p_theta(X)``
+itself (the authors' ``joint.call(1)``). Two objectives:
 
 - ``separable`` (the paper's eq. 6.1): ``f(x) = sum_d |x_d - b_d|``;
 - ``nonseparable``: ``f(x) = (sum_d |x_d - b_d|)^2 / D``, whose terms interact,
@@ -82,12 +82,12 @@ def make_problem(
     device: torch.device,
     dtype: torch.dtype,
 ) -> Problem:
-    """Draw ``theta ~ N(0, 1)`` of shape ``[D, K]`` and ``b ~ Uniform{0..K-1}^D`` from ``seed``."""
+    """Draw ``theta ~ N(0, 1)`` of shape ``[D, K]``, then ``b ~ p_theta(X)`` (one sample), from ``seed``."""
     if objective not in OBJECTIVES:
         raise ValueError(f"objective: expected one of {OBJECTIVES}, got {objective!r}")
     generator = torch.Generator().manual_seed(seed)
     logits = torch.randn(num_variables, num_categories, generator=generator, dtype=torch.float64)
-    target = torch.randint(num_categories, (num_variables,), generator=generator)
+    target = torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
     return Problem(logits.to(device, dtype), target.to(device, dtype), objective)
 
 

@@ -1,7 +1,8 @@
 """Optimisation with D = 200 binary variables (paper section 6.2, figure 2): ``catlog optimise``.
 
 Maximise ``E_{X ~ p_theta}[f(X)]``, ``f(x) = 1/D sum_i (x_i - 0.499)^2``, over
-logits ``theta: [D, 2]`` that start at zero (``p(X_i = 1) = 0.5``, ``E[f] = 0.250001``).
+logits ``theta: [D, 2]`` that start from ``N(0, 1)``, a fresh draw per seed (the authors'
+``tf.random.normal([200, 2])``; every method starts a seed from the same draw).
 The optimum, ``X = 1`` surely, is ``(1 - 0.499)^2 = 0.251001``. The expectation is
 analytic, ``E[f] = 1/D sum_i [p_i (1 - 0.499)^2 + (1 - p_i) 0.499^2]``, and is
 what the logs report. The optimiser, RMSprop as Keras has it (``rho = 0.9``,
@@ -36,7 +37,7 @@ import torch
 
 import catlog
 from catlog.experiments import common, estimators, plotting, run_folder
-from catlog.experiments.keras_rmsprop import KerasRMSprop
+from catlog.experiments.keras import KerasRMSprop
 
 OFFSET = 0.499
 OPTIMUM = (1 - OFFSET) ** 2
@@ -145,10 +146,18 @@ def estimator_variance(
     return common.gradient_variance(gradients)
 
 
+def start_logits(num_variables: int, seed: int) -> torch.Tensor:
+    """Figure 2's starting logits ``theta ~ N(0, 1)``, ``[D, 2]`` in float64, drawn from ``seed`` alone."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(num_variables, NUM_CATEGORIES, generator=generator, dtype=torch.float64)
+
+
 def optimise(
     method: Method, seed: int, options: OptimiseConfig, bar: Any = None
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """One run of ``method`` from zero logits for ``options.iterations`` steps; returns ``(log rows, summary)``.
+    """One run of ``method`` from :func:`start_logits` for ``options.iterations`` steps.
+
+    Returns ``(log rows, summary)``.
 
     The summary holds the first iteration at which ``E[f]`` closes
     :data:`GAP_FRACTION` of the gap from its start to :data:`OPTIMUM`, and the
@@ -156,9 +165,7 @@ def optimise(
     """
     estimator = method.estimator()
     device, iterations = torch.device(options.device), options.iterations
-    logits = torch.zeros(
-        options.num_variables, NUM_CATEGORIES, device=device, dtype=options.torch_dtype, requires_grad=True
-    )
+    logits = start_logits(options.num_variables, seed).to(device, options.torch_dtype).requires_grad_()
     optimiser = KerasRMSprop([logits], lr=method.lr, rho=0.9, eps=1e-7)
     train_generator = torch.Generator(device=device).manual_seed(2 * seed)
     variance_generator = torch.Generator(device=device).manual_seed(2 * seed + 1)

@@ -1,0 +1,159 @@
+"""The Keras defaults the authors' models rely on, in PyTorch.
+
+The reference code builds its models from Keras layers and optimisers with their
+defaults (``tf_keras`` and Keras 3 agree on all of these):
+
+- ``Dense`` and ``Conv2D`` kernels are Glorot-uniform, ``U(-a, a)`` with
+  ``a = sqrt(6 / (fan_in + fan_out))`` (for a convolution, both fans times the kernel's
+  area), and biases start at zero: :func:`glorot_uniform_`. PyTorch's defaults
+  (Kaiming-uniform with ``a = sqrt(5)``, and nonzero biases) are about 1.3 to 2.3
+  times smaller in scale on the paper's layers.
+- ``Adam`` adds epsilon (``1e-7``) to ``sqrt(v)`` before the bias correction is folded
+  into the step size: :class:`KerasAdam`. ``torch.optim.Adam`` adds its epsilon
+  (default ``1e-8``) after the correction, which is a different step.
+- ``RMSprop`` adds epsilon inside the square root: :class:`KerasRMSprop` (figure 2).
+
+No clipping: the authors' optimisers are built with ``learning_rate`` alone, so
+``clipnorm``, ``clipvalue`` and ``global_clipnorm`` keep their default, none.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class KerasOptimizer(torch.optim.Optimizer):
+    """An optimiser that checks its settings by name and updates each parameter group in one call.
+
+    Subclasses give ``bounds``, each setting's admissible interval ``(low, high, high_included)``
+    (``low`` always included), and :meth:`update`.
+    """
+
+    bounds: dict[str, tuple[float, float, bool]] = {}
+
+    def __init__(self, params: Iterable[torch.Tensor], **settings: float) -> None:
+        for name, value in settings.items():
+            low, high, closed = self.bounds[name]
+            if not (low <= value < high or (closed and value == high)) or (name == "lr" and value == 0):
+                interval = f"[{low}, {high}{']' if closed else ')'}"
+                raise ValueError(
+                    f"{name}: expected a number in {interval}{', not 0' if name == 'lr' else ''}, got {value!r}"
+                )
+        super().__init__(params, settings)
+
+    def update(self, group: dict[str, Any], params: list[torch.Tensor]) -> None:
+        """One step of the parameters ``params`` of ``group`` that have a gradient."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+        """One update of every parameter that has a gradient; ``closure`` re-evaluates the loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if params:
+                self.update(group, params)
+        return loss
+
+
+class KerasRMSprop(KerasOptimizer):
+    """RMSprop with ``theta -= lr g / sqrt(v + eps)``, ``v = rho v + (1 - rho) g^2``, ``v`` from zero.
+
+    ``torch.optim.RMSprop`` adds ``eps`` outside the root, ``g / (sqrt(v) + eps)``: with
+    figure 2's tiny gradients (about 2.5e-6 per logit) its first step is
+    ``lr / sqrt(1 - rho)`` whatever the gradient, which is not the paper's optimiser.
+
+    Args:
+        params: parameters (or parameter groups) to optimise.
+        lr: learning rate, ``> 0``.
+        rho: decay of the squared-gradient average, in ``[0, 1)`` (Keras' default 0.9).
+        eps: added to ``v`` inside the square root, ``>= 0`` (Keras' default 1e-7).
+    """
+
+    bounds = {"lr": (0.0, math.inf, False), "rho": (0.0, 1.0, False), "eps": (0.0, math.inf, False)}
+
+    def __init__(self, params: Iterable[torch.Tensor], lr: float, rho: float = 0.9, eps: float = 1e-7) -> None:
+        super().__init__(params, lr=lr, rho=rho, eps=eps)
+
+    def update(self, group: dict[str, Any], params: list[torch.Tensor]) -> None:
+        """``v = rho v + (1 - rho) g^2``, ``theta -= lr g / sqrt(v + eps)`` for every parameter."""
+        for parameter in params:
+            if not self.state[parameter]:
+                self.state[parameter]["square_average"] = torch.zeros_like(parameter)
+            average = self.state[parameter]["square_average"]
+            average.mul_(group["rho"]).addcmul_(parameter.grad, parameter.grad, value=1 - group["rho"])
+            parameter.addcdiv_(parameter.grad, (average + group["eps"]).sqrt_(), value=-group["lr"])
+
+
+def glorot_uniform_(module: nn.Module) -> nn.Module:
+    """Initialise every ``Linear`` and ``Conv2d`` in ``module`` as Keras' ``Dense``/``Conv2D`` do.
+
+    Kernels ``W ~ U(-a, a)``, ``a = sqrt(6 / (fan_in + fan_out))`` with the fans of
+    ``torch.nn.init.xavier_uniform_`` (the same as Keras' for both layer kinds); biases zero.
+    Draws from torch's global generator in the order of ``module.modules()``; returns ``module``.
+    """
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear | nn.Conv2d):
+            nn.init.xavier_uniform_(layer.weight)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+    return module
+
+
+class KerasAdam(KerasOptimizer):
+    """Adam as Keras has it: ``theta -= lr sqrt(1 - beta_2^t) / (1 - beta_1^t) m / (sqrt(v) + eps)``.
+
+    With ``m = beta_1 m + (1 - beta_1) g`` and ``v = beta_2 v + (1 - beta_2) g^2`` from zero,
+    ``t`` the step count from 1 (one count per parameter group, as Keras keeps one per
+    optimiser). This is ``torch.optim.Adam``'s step with epsilon
+    ``eps sqrt(1 - beta_2^t)`` in place of ``eps``: the two agree where ``sqrt(v)`` dwarfs
+    ``eps`` and differ where gradients are tiny, early in training above all.
+
+    Args:
+        params: parameters (or parameter groups) to optimise.
+        lr: learning rate, ``> 0``.
+        beta_1, beta_2: decays of the averages of ``g`` and ``g^2``, in ``[0, 1)`` (Keras': 0.9, 0.999).
+        eps: added to ``sqrt(v)``, ``>= 0`` (Keras' default 1e-7).
+    """
+
+    bounds = {
+        "lr": (0.0, math.inf, False),
+        "beta_1": (0.0, 1.0, False),
+        "beta_2": (0.0, 1.0, False),
+        "eps": (0.0, math.inf, False),
+    }
+
+    def __init__(
+        self,
+        params: Iterable[torch.Tensor],
+        lr: float = 1e-3,
+        beta_1: float = 0.9,
+        beta_2: float = 0.999,
+        eps: float = 1e-7,
+    ) -> None:
+        super().__init__(params, lr=lr, beta_1=beta_1, beta_2=beta_2, eps=eps)
+
+    def update(self, group: dict[str, Any], params: list[torch.Tensor]) -> None:
+        """The Adam step of every parameter, as one ``torch._foreach_*`` call per operation."""
+        for p in params:
+            if not self.state[p]:
+                self.state[p] = {"m": torch.zeros_like(p), "v": torch.zeros_like(p)}
+        grads = [p.grad for p in params]
+        means, squares = [self.state[p]["m"] for p in params], [self.state[p]["v"] for p in params]
+        group["iterations"] = step = group.get("iterations", 0) + 1
+        beta_1, beta_2 = group["beta_1"], group["beta_2"]
+        torch._foreach_lerp_(means, grads, 1 - beta_1)
+        torch._foreach_mul_(squares, beta_2)
+        torch._foreach_addcmul_(squares, grads, grads, value=1 - beta_2)
+        denominators = torch._foreach_sqrt(squares)
+        torch._foreach_add_(denominators, group["eps"])
+        size = group["lr"] * (1 - beta_2**step) ** 0.5 / (1 - beta_1**step)
+        torch._foreach_addcdiv_(params, means, denominators, value=-size)
