@@ -108,6 +108,37 @@ def test_disarm_needs_binary_variables(num_categories: int) -> None:
         catlog.DisARM(1)(good_f, torch.zeros(4, 2, num_categories))
 
 
+@pytest.mark.parametrize("name, make", [(name, make) for name, makers in COUNTS.items() for make in makers])
+def test_counts_are_checked_on_assignment_after_construction(name: str, make) -> None:
+    estimator = make(2)
+    with pytest.raises(ValueError, match=f"{name}: expected an integer >= 1, got 0"):
+        setattr(estimator, name, 0)
+    assert getattr(estimator, name) == 2
+    setattr(estimator, name, 3)
+    assert getattr(estimator, name) == 3
+
+
+@pytest.mark.parametrize("name, make", [(name, make) for name, makers in COUNTS.items() for make in makers])
+def test_counts_too_large_for_a_tensor_name_the_argument(name: str, make) -> None:
+    with pytest.raises(ValueError, match=f"{name}: expected an integer <= {2**32}.*got {2**62}"):
+        make(2**62)
+
+
+def test_disarm_cost_refuses_what_disarm_refuses() -> None:
+    with pytest.raises(ValueError, match="num_categories: DisARM expects binary variables.*got K = 3"):
+        catlog.DisARM(2).cost(5, 3)
+    assert catlog.DisARM(2).cost(5, 2) == catlog.Cost(samples=4, evaluations=4)
+
+
+@pytest.mark.parametrize("name", sorted(ESTIMATORS))
+def test_finite_extreme_logits_give_the_exact_value_and_gradient(name: str) -> None:
+    logits = torch.tensor([[2e38, -2e38]], requires_grad=True)  # their difference overflows float32
+
+    value = ESTIMATORS[name]()(lambda x: 1 - x[..., 0].to(torch.float32), logits)
+    value.backward()
+    assert value.item() == 1.0 and logits.grad is not None and bool(logits.grad.isfinite().all())
+
+
 def test_rloo_needs_two_samples() -> None:
     with pytest.raises(ValueError, match="num_samples: expected an integer >= 2, got 1"):
         catlog.RLOO(1)
@@ -248,6 +279,19 @@ def test_meta_device_is_refused() -> None:
 def test_f_output_on_another_device_is_refused(name: str) -> None:
     with pytest.raises(ValueError, match="f: expected output on cpu.*got meta"):
         EVERY_ESTIMATOR[name]()(lambda x: torch.zeros(x.shape[:2], device="meta"), torch.zeros(2, 3, 2))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_autoregressive_on_an_unavailable_device_is_refused() -> None:
+    with pytest.raises(ValueError, match="device: expected a device this torch can use, got 'cuda'"):
+        catlog.Autoregressive(lambda x, d: torch.zeros(*x.shape[:-1], 4), 3, 4, device="cuda")
+
+
+@pytest.mark.parametrize("shape", [(-1,), (2, -3)])
+def test_autoregressive_refuses_a_negative_sample_shape(shape: tuple[int, ...]) -> None:
+    dist = catlog.Autoregressive(lambda x, d: torch.zeros(*x.shape[:-1], 4), 3, 4)
+    with pytest.raises(ValueError, match="sample_shape: expected an integer >= 0, got -"):
+        dist.sample(shape)
 
 
 def test_conditional_on_another_device_is_refused() -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from catlog._objective import Objective
-from catlog._validation import check_count, check_positive
+from catlog._validation import Checked, check_positive, check_samples
 from catlog.estimator import Cost, Estimator
 
 
@@ -47,6 +47,8 @@ class Relaxed(Estimator):
         one_hot, generator, validate_args: see :class:`~catlog.estimator.Estimator`.
     """
 
+    num_samples = Checked(check_samples(1))
+
     def __init__(
         self,
         num_samples: int,
@@ -57,7 +59,7 @@ class Relaxed(Estimator):
         validate_args: bool | None = None,
     ) -> None:
         super().__init__(one_hot=one_hot, generator=generator, validate_args=validate_args)
-        self.num_samples = check_count("num_samples", num_samples, 1)
+        self.num_samples = num_samples
         self.temperature = temperature
 
     @property

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import TypeVar
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar, overload
 
 import torch
 
 Choice = TypeVar("Choice", bound=str)
+Value = TypeVar("Value")
+# The most samples one estimate may draw: past it the sample tensors overflow torch's storage sizes.
+MAX_SAMPLES = 2**32
 
 
 def check_logits(logits: torch.Tensor, name: str) -> torch.Tensor:
@@ -95,13 +99,48 @@ def check_category_logits(values: torch.Tensor, name: str, where: str) -> bool:
     )
 
 
-def check_count(name: str, value: object, minimum: int) -> int:
-    """Check that ``value`` is an integer ``>= minimum`` and return it as ``int``."""
+def check_count(name: str, value: object, minimum: int, maximum: int | None = None) -> int:
+    """Check that ``value`` is an integer ``>= minimum`` (and ``<= maximum`` if given) and return it as ``int``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r} of type {type(value).__name__}")
     if value < minimum:
         raise ValueError(f"{name}: expected an integer >= {minimum}, got {value}")
+    if maximum is not None and int(value) > maximum:
+        raise ValueError(f"{name}: expected an integer <= {maximum} (tensors of more samples overflow), got {value}")
     return int(value)
+
+
+def check_samples(minimum: int) -> Callable[[str, object], int]:
+    """The check of a sample count: an integer in ``[minimum, MAX_SAMPLES]``."""
+    return lambda name, value: check_count(name, value, minimum, MAX_SAMPLES)
+
+
+class Checked(Generic[Value]):
+    """An estimator hyper-parameter checked on every assignment, construction or later
+    (``est.num_samples = 0`` raises as ``IndeCateR(0)`` does).
+
+    Args:
+        check: ``check(name, value)`` returns the value to store or raises ``ValueError``.
+    """
+
+    def __init__(self, check: Callable[[str, object], Value]) -> None:
+        self.check = check
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, instance: None, owner: type) -> Checked[Value]: ...
+
+    @overload
+    def __get__(self, instance: object, owner: type) -> Value: ...
+
+    def __get__(self, instance: object | None, owner: type) -> Any:
+        return self if instance is None else instance.__dict__[self.name]
+
+    def __set__(self, instance: object, value: object) -> None:
+        instance.__dict__[self.name] = self.check(self.name, value)
 
 
 def check_positive(name: str, value: object) -> float:

@@ -74,7 +74,10 @@ class Autoregressive(Distribution):
         sizes = torch.Size(check_count("batch_shape", size, 0) for size in batch_shape)
         check_device("device", torch.device("cpu" if device is None else device))
         # with its index ("cuda" -> "cuda:0"), so that it compares equal to the device of tensors made there
-        self.device = torch.empty(0, device=device).device
+        try:
+            self.device = torch.empty(0, device=device).device
+        except (AssertionError, RuntimeError) as error:  # torch asserts when built without CUDA
+            raise ValueError(f"device: expected a device this torch can use, got {str(device)!r}: {error}") from None
         self.dtype = torch.get_default_dtype() if dtype is None else dtype
         if not self.dtype.is_floating_point:
             raise ValueError(f"dtype: expected a floating-point dtype, got {self.dtype}")
@@ -102,7 +105,7 @@ class Autoregressive(Distribution):
         Returns:
             ``LongTensor[*S, *B, D]``; no autograd graph is built.
         """
-        shape = torch.Size(sample_shape)
+        shape = torch.Size(check_count("sample_shape", size, 0) for size in sample_shape)
         with torch.no_grad():
             x, _ = self.draw(self.gumbel_noise(shape.numel(), generator))
         return x.reshape(*shape, *x.shape[1:])

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from catlog._objective import Objective
-from catlog._validation import check_count
+from catlog._validation import Checked, check_samples
 from catlog.estimator import Cost, Estimator
 
 
@@ -53,6 +51,8 @@ class DisARM(Estimator):
         Cost(samples=4, evaluations=4)
     """
 
+    num_pairs = Checked(check_samples(1))
+
     def __init__(
         self,
         num_pairs: int,
@@ -62,18 +62,15 @@ class DisARM(Estimator):
         validate_args: bool | None = None,
     ) -> None:
         super().__init__(one_hot=one_hot, generator=generator, validate_args=validate_args)
-        self.num_pairs = check_count("num_pairs", num_pairs, 1)
+        self.num_pairs = num_pairs
 
     def compute_cost(self, num_variables: int, num_categories: int) -> Cost:
-        """``2 P`` samples and ``2 P`` evaluations."""
+        """``2 P`` samples and ``2 P`` evaluations; ``K = 2`` only."""
+        _check_binary("num_categories", num_categories)
         return Cost(samples=2 * self.num_pairs, evaluations=2 * self.num_pairs)
 
     def estimate(self, objective: Objective, logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        if logits.shape[-1] != 2:
-            raise ValueError(
-                f"dist: DisARM expects binary variables, shape [*B, D, 2], got K = {logits.shape[-1]} "
-                f"categories (shape {tuple(logits.shape)}); use IndeCateR or RLOO for K != 2"
-            )
+        _check_binary("dist", logits.shape[-1], f" (shape {tuple(logits.shape)})")
         probs = logits.detach().softmax(-1)
         # u >= tiny: a variable with p_1 = 1 (p_0 = 0) then has b = b~ = 1 exactly
         uniform = torch.rand(
@@ -86,7 +83,17 @@ class DisARM(Estimator):
             difference = (values[0] - values[1]).unsqueeze(-1)  # [P, *B, 1]
             flips = pairs[0].to(logits.dtype) - pairs[1].to(logits.dtype)  # b_d - b~_d
             coefficient = (difference * flips).mean(0) * probs.amax(-1) / 2  # g_d, [*B, D]
-        one_possible_value = (logits.detach() == -math.inf).any(-1)
-        alpha = (logits[..., 1] - logits[..., 0]).masked_fill(one_possible_value, 0.0)
+        alpha = logits[..., 1] - logits[..., 0]
+        # infinite where a variable has one possible value, or where the difference of two finite logits overflows
+        alpha = alpha.masked_fill(alpha.detach().isinf(), 0.0)
         score = (coefficient * alpha).sum(-1)
         return values.mean((0, 1)) + (score - score.detach())
+
+
+def _check_binary(name: str, num_categories: int, shape: str = "") -> None:
+    """Refuse ``K != 2``: DisARM is defined for binary variables only."""
+    if num_categories != 2:
+        raise ValueError(
+            f"{name}: DisARM expects binary variables, shape [*B, D, 2], got K = {num_categories} "
+            f"categories{shape}; use IndeCateR or RLOO for K != 2"
+        )

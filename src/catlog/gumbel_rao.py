@@ -10,7 +10,7 @@ import torch
 from catlog._objective import Objective
 from catlog._relaxed import Relaxed, relaxed_estimate
 from catlog._sampling import gumbel_noise, log_exponential_noise, sample_by_inversion
-from catlog._validation import check_count
+from catlog._validation import Checked, check_samples
 
 
 def conditional_gumbel(
@@ -82,6 +82,8 @@ class GumbelRao(Relaxed):
         >>> catlog.GumbelRao(2, 10)(lambda x: (x - 1.5).square().sum(-1), logits).backward()
     """
 
+    num_rao_samples = Checked(check_samples(1))
+
     def __init__(
         self,
         num_samples: int,
@@ -93,7 +95,7 @@ class GumbelRao(Relaxed):
         validate_args: bool | None = None,
     ) -> None:
         super().__init__(num_samples, temperature, one_hot=one_hot, generator=generator, validate_args=validate_args)
-        self.num_rao_samples = check_count("num_rao_samples", num_rao_samples, 1)
+        self.num_rao_samples = num_rao_samples
 
     def estimate(self, objective: Objective, logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         log_probs = logits.log_softmax(-1)

@@ -11,7 +11,7 @@ from catlog._objective import Objective
 from catlog._perturbation import category_means
 from catlog._sampling import sample_by_inversion, sample_categorical
 from catlog._surrogate import PATHWISE, Pathwise, catlog_estimate
-from catlog._validation import check_choice, check_count, check_flag
+from catlog._validation import Checked, check_choice, check_count, check_flag, check_samples
 from catlog.estimator import Cost, Estimator
 
 
@@ -85,6 +85,8 @@ class IndeCateR(Estimator):
         Cost(samples=2, evaluations=20)
     """
 
+    num_samples = Checked(check_samples(1))
+
     def __init__(
         self,
         num_samples: int,
@@ -97,7 +99,7 @@ class IndeCateR(Estimator):
         validate_args: bool | None = None,
     ) -> None:
         super().__init__(one_hot=one_hot, generator=generator, validate_args=validate_args)
-        self.num_samples = check_count("num_samples", num_samples, 1)
+        self.num_samples = num_samples
         self.per_variable = check_flag("per_variable", per_variable)
         self.chunk_size = None if chunk_size is None else check_count("chunk_size", chunk_size, 1)
         self.pathwise = check_choice("pathwise", pathwise, PATHWISE)

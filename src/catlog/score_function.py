@@ -10,7 +10,7 @@ from catlog._binary import log_softmax
 from catlog._objective import Objective
 from catlog._sampling import sample_by_inversion
 from catlog._surrogate import sum_by_category
-from catlog._validation import check_count
+from catlog._validation import Checked, check_samples
 from catlog.autoregressive import Autoregressive, _sequence_log_prob
 from catlog.estimator import Cost, Estimator
 
@@ -51,7 +51,7 @@ class REINFORCE(Estimator):
         torch.Size([3, 4])
     """
 
-    min_samples = 1
+    num_samples = Checked(check_samples(1))
 
     def __init__(
         self,
@@ -62,7 +62,7 @@ class REINFORCE(Estimator):
         validate_args: bool | None = None,
     ) -> None:
         super().__init__(one_hot=one_hot, generator=generator, validate_args=validate_args)
-        self.num_samples = check_count("num_samples", num_samples, self.min_samples)
+        self.num_samples = num_samples
 
     def compute_cost(self, num_variables: int, num_categories: int) -> Cost:
         """``N`` samples and ``N`` evaluations."""
@@ -79,7 +79,8 @@ class REINFORCE(Estimator):
         with torch.no_grad():
             weights = self._weights(values.detach()) / self.num_samples
             per_category = sum_by_category(samples, weights, logits.shape[-1])
-        centred = (log_probs - log_probs.detach()).masked_fill(logits.detach() == -math.inf, 0.0)
+        # -inf at impossible categories, and where a finite logit is so far below another that p underflows
+        centred = (log_probs - log_probs.detach()).masked_fill(log_probs.detach() == -math.inf, 0.0)
         return values.mean(0) + (per_category * centred).sum((-2, -1))
 
     def estimate_autoregressive(
@@ -128,7 +129,7 @@ class RLOO(REINFORCE):
         Cost(samples=10, evaluations=10)
     """
 
-    min_samples = 2
+    num_samples = Checked(check_samples(2))
 
     def _weights(self, values: torch.Tensor) -> torch.Tensor:
         """``N/(N-1) * (f(x_n) - mean_m f(x_m))``, so that the mean over ``n`` is the RLOO sum."""
