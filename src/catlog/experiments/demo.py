@@ -8,8 +8,9 @@
    the end, the share of the gap to the optimum each of figure 2's four methods closed,
    and their time.
 
-Prints the tables and where the files went: ``<out>/gradients-<f>/`` and
-``<out>/optimise/``. The full protocols are ``catlog gradients`` and ``catlog optimise``.
+It runs those two commands through the command line (they print their tables) into
+``<out>/gradients-<f>/`` and ``<out>/optimise/``; without the shorter settings, they are
+the full protocols.
 Unlike the other commands, ``demo`` runs torch on one thread unless ``--threads`` says
 otherwise: these tensors are small, and extra threads only contend for the cores.
 """
@@ -20,8 +21,8 @@ import argparse
 import dataclasses
 from dataclasses import dataclass
 
-from catlog.experiments import common, run_folder, synthetic_gradients, synthetic_optimise
-from catlog.experiments.problems import figure1
+from catlog.experiments import cli, common, run_folder
+from catlog.experiments.problems.figure1 import OBJECTIVES
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,32 +41,25 @@ class DemoConfig(common.RunOptions):
 
 
 def main(options: DemoConfig) -> int:
-    """Run the short versions of ``gradients`` (both objectives) and ``optimise``; print their tables."""
-    shared = {key: getattr(options, key) for key in ("device", "seed", "dtype", "threads", "overwrite")}
+    """Run the short versions of ``gradients`` (both objectives) and ``optimise`` through the command
+    line, into sub-folders of the demo's run folder; each prints its tables."""
+    shared = ["--device", options.device, "--seed", str(options.seed), "--dtype", options.dtype]
+    shared += ["--threads", str(options.threads)] + (["--overwrite"] if options.overwrite else [])
     with run_folder.open_run(
         common.default_out(options.out, "demo"), common.config_json(options), overwrite=options.overwrite
     ) as run:
         out = run.path
-        for objective in figure1.OBJECTIVES:
-            settings = synthetic_gradients.GradientsConfig(
-                **shared, configs=((12, 3),), f=objective, runs=options.runs, out=out / f"gradients-{objective}"
-            )
-            folder, tables = synthetic_gradients.run_gradients(settings)
-            for rows in tables:
-                print(f"\n{synthetic_gradients.table_title(rows)}  ({options.runs} estimates each)")
-                print(synthetic_gradients.format_table(rows))
-            print(f"plot: {folder}/fig1_{objective}_12x3.png")
-        settings = synthetic_optimise.OptimiseConfig(
-            **shared, iterations=options.iterations, seeds=options.seeds, out=out / "optimise"
-        )
-        folder, table, methods = synthetic_optimise.run_optimise(settings)
-        print(f"\noptimise, D = 200, {options.iterations} iterations, {options.seeds} seeds")
-        print(synthetic_optimise.format_progress(table, methods, options.iterations))
-        print(
-            f"(`catlog optimise` runs {synthetic_optimise.OptimiseConfig.iterations} iterations and also reports "
-            f"when each method closes {synthetic_optimise.GAP_FRACTION:.0%} of the gap)"
-        )
-        print(f"plot: {folder}/fig2_optimise.png")
+        runs = [
+            ["gradients", "--configs", "12x3", "--f", objective, "--runs", str(options.runs)]
+            + ["--out", str(out / f"gradients-{objective}")]
+            for objective in OBJECTIVES
+        ]
+        runs.append(["optimise", "--iterations", str(options.iterations), "--seeds", str(options.seeds)])
+        runs[-1] += ["--out", str(out / "optimise")]
+        for argv in runs:
+            status = cli.main([*argv, *shared])
+            if status:
+                return status
         print(f"\nall results in {out}/")
     return 0
 
