@@ -26,7 +26,8 @@ from pathlib import Path
 
 import torch
 
-from catlog.experiments import addition, common, distributed
+from catlog.experiments import addition_model as addition
+from catlog.experiments import common, distributed
 
 
 def parse_args() -> argparse.Namespace:

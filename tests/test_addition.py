@@ -10,18 +10,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from catlog.experiments import addition
-from catlog.experiments.addition import (
-    AdditionConfig,
+from catlog.experiments import addition, addition_model
+from catlog.experiments.addition import AdditionConfig, log_iterations, train, train_step
+from catlog.experiments.addition_model import (
     DigitSequences,
     LeNet,
     addition_loss,
     digit_sequences,
-    log_iterations,
     make_estimator,
     sum_indicator,
-    train,
-    train_step,
 )
 from catlog.experiments.cli import main
 from catlog.experiments.distributed import DistributedContext
@@ -167,7 +164,7 @@ def test_train_step_with_the_exact_estimator_minimises_minus_log_probability_of_
         torch.testing.assert_close(param.grad, ref.grad)
 
 
-@pytest.mark.parametrize("name", addition.ESTIMATORS)
+@pytest.mark.parametrize("name", addition_model.ESTIMATORS)
 def test_one_training_step_per_estimator(name: str) -> None:
     images, labels = synthetic_digits(15)
     sequences = digit_sequences(images, labels, 3, torch.Generator().manual_seed(0))
@@ -271,7 +268,7 @@ def test_command_line_on_a_tiny_mnist_subset(shared_data_dir, tmp_path, capsys) 
 def test_mnist_sequences_split_train_and_test(shared_data_dir) -> None:
     from catlog.experiments import data
 
-    train_data, test_data = addition.load_mnist_sequences(12, 0, shared_data_dir, None, None)
+    train_data, test_data = addition_model.load_mnist_sequences(12, 0, shared_data_dir, None, None)
     test_images, test_labels = data.load_images("mnist", "test", shared_data_dir)
     assert train_data.index.shape == (5000, 12) and test_data.index.shape == (834, 12)
     assert torch.equal(test_data.images, test_images)

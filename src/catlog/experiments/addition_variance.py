@@ -17,15 +17,13 @@ taken at these fixed logits. Reported per row:
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from catlog.experiments import addition, common, data, estimators, run_folder
-from catlog.experiments.addition_plot import markdown_table
+from catlog.experiments import addition_model, common, data, estimators, run_folder
+from catlog.experiments.options import Command, RunOptions, config_json, option
 
 ROW_FIELDS = (
     "digits",
@@ -48,16 +46,16 @@ def repeated_gradients(
 
     Returns:
         ``values [R, B]``; the gradients of ``sum_b value_b`` ``[R, B*D*K]`` and of
-        :func:`addition.addition_loss` ``[R, B*D*K]`` with respect to the logits.
+        :func:`addition_model.addition_loss` ``[R, B*D*K]`` with respect to the logits.
     """
     values, (grads, loss_grads) = common.repeated_gradients(
         estimator,
-        addition.sum_indicator(sums),
+        addition_model.sum_indicator(sums),
         logits,
         repeats,
         block,
         generator,
-        [lambda value: value.sum(-1), lambda value: -torch.log(value + addition.LOSS_EPSILON).mean(-1)],
+        [lambda value: value.sum(-1), lambda value: -torch.log(value + addition_model.LOSS_EPSILON).mean(-1)],
     )
     return values, grads, loss_grads
 
@@ -69,7 +67,7 @@ def variance_row(
     repeats, coordinates = grads.shape
     total_variance = common.gradient_variance(grads) * coordinates
     signal = float(grads.double().mean(0).square().sum()) - total_variance / repeats
-    cost = estimator.cost(digits, addition.NUM_CLASSES)
+    cost = estimator.cost(digits, addition_model.NUM_CLASSES)
     return {
         "digits": digits,
         "estimator": name,
@@ -83,24 +81,17 @@ def variance_row(
 
 
 @dataclass(frozen=True, kw_only=True)
-class VarianceConfig(common.RunOptions):
-    """Settings of ``catlog addition-variance`` (see :func:`add_options` for their meaning)."""
+class VarianceConfig(RunOptions, data.DataOptions):
+    """Settings of ``catlog addition-variance``."""
 
-    digits: tuple[int, ...] = (4, 8, 12, 16)
-    estimators: tuple[str, ...] = addition.ESTIMATORS[:4]
-    samples: int = addition.DEFAULT_SAMPLES
-    repeats: int = 200
-    block: int = 20
-    batch_size: int = 10
-    data_dir: Path | None = None
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        common.check_at_least("--repeats", self.repeats, 2)
-        for option in ("block", "batch_size", "samples"):
-            common.check_at_least("--" + option.replace("_", "-"), getattr(self, option), 1)
-        for digits in self.digits:
-            common.check_at_least("--digits", digits, 1)
+    digits: tuple[int, ...] = option((4, 8, 12, 16), "values of D", minimum=1, flags=("-D",))
+    estimators: tuple[str, ...] = option(
+        addition_model.ESTIMATORS[:4], "estimators to measure (names below)", choices=estimators.NAMES, metavar="NAME"
+    )
+    samples: int = option(addition_model.DEFAULT_SAMPLES, "N, as for `catlog addition`", minimum=1)
+    repeats: int = option(200, "independent estimates R", minimum=2)
+    block: int = option(20, "repeats per estimator call", minimum=1)
+    batch_size: int = option(10, "test sequences B", minimum=1)
 
 
 def run(config: VarianceConfig) -> int:
@@ -109,57 +100,33 @@ def run(config: VarianceConfig) -> int:
     device, dtype = torch.device(config.device), config.torch_dtype
     data.check_dataset("mnist", config.data_dir)
     folder = common.default_out(config.out, "addition-variance")
-    with run_folder.open_run(folder, common.config_json(config), overwrite=config.overwrite) as run:
+    with run_folder.open_run(folder, config_json(config), overwrite=config.overwrite) as run:
         rows = []
         for digits in config.digits:
-            _, test = addition.load_mnist_sequences(digits, config.seed, config.data_dir, 1, config.batch_size * digits)
+            _, test = addition_model.load_mnist_sequences(
+                digits, config.seed, config.data_dir, 1, config.batch_size * digits
+            )
             torch.manual_seed(config.seed)
-            model = addition.LeNet().to(device, dtype)
+            model = addition_model.LeNet().to(device, dtype)
             images, sums = test.to(device, dtype).batch(torch.arange(min(config.batch_size, len(test)), device=device))
             with torch.no_grad():
                 logits = model(images)
             for name in config.estimators:
-                estimator = addition.make_estimator(name, digits, config.samples)
+                estimator = addition_model.make_estimator(name, digits, config.samples)
                 generator = torch.Generator(device=device).manual_seed(config.seed)
                 outputs = repeated_gradients(estimator, logits, sums, config.repeats, config.block, generator)
                 rows.append(variance_row(name, digits, estimator, *outputs))
         common.write_csv(run.path / "variance.csv", rows, ROW_FIELDS)
-        table = markdown_table(rows, ROW_FIELDS)
+        table = common.markdown_table(ROW_FIELDS, [[row[field] for field in ROW_FIELDS] for row in rows])
         common.write_text(run.path / "variance.md", table)
     print(table, end="")
     return 0
 
 
-def add_options(parser: argparse.ArgumentParser) -> None:
-    """The options of ``catlog addition-variance``."""
-    parser.add_argument("--digits", "-D", type=int, nargs="+", default=[4, 8, 12, 16], help="values of D")
-    parser.add_argument(
-        "--estimators",
-        nargs="+",
-        choices=estimators.NAMES,
-        default=list(addition.ESTIMATORS[:4]),
-        metavar="NAME",
-        help="estimators to measure (names below)",
-    )
-    parser.add_argument("--samples", type=int, default=addition.DEFAULT_SAMPLES, help="N, as for `catlog addition`")
-    parser.add_argument("--repeats", type=int, default=200, help="independent estimates R")
-    parser.add_argument("--block", type=int, default=20, help="repeats per estimator call")
-    parser.add_argument("--batch-size", type=int, default=10, help="test sequences B")
-    data.add_data_options(parser, cache=False)
-
-
-def build_config(args: argparse.Namespace) -> VarianceConfig:
-    """The config of the parsed ``catlog addition-variance`` options."""
-    return common.config_from_args(VarianceConfig, args)
-
-
-COMMANDS = (
-    common.Command(
-        "addition-variance",
-        help="estimator variance and zero estimates on MNIST addition at the untrained classifier",
-        description=__doc__,
-        add_options=add_options,
-        config=build_config,
-        run=run,
-    ),
+COMMAND = Command(
+    "addition-variance",
+    help="estimator variance and zero estimates on MNIST addition at the untrained classifier",
+    description=__doc__ or "",
+    config=VarianceConfig,
+    run=run,
 )

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 import catlog
-from catlog.experiments import addition, addition_variance, common, synthetic_gradients
+from catlog.experiments import addition_model, addition_variance, common, synthetic_gradients
 from catlog.experiments.dvae_model import DiscreteVAE, encoder_gradients, train_step
 from catlog.experiments.keras import KerasAdam
 
@@ -211,7 +211,7 @@ def dvae_problem(
 ) -> Problem:
     """The encoder of a fixed discrete VAE (:func:`trained_dvae`) on the first ``batch`` MNIST
     validation images; variance only (``2^200`` states)."""
-    from catlog.experiments.dvae import load_split
+    from catlog.experiments.dvae_model import load_split
 
     splits = load_split("mnist", data_dir, device, dtype)
     model = trained_dvae(checkpoint, steps, splits["train"], seed, device, dtype)
@@ -236,9 +236,9 @@ def addition_problem(
 ) -> Problem:
     """MNIST addition of ``digits`` digits at the untrained (seeded) classifier, on ``batch`` test
     sequences; variance only. ``f`` is an indicator, so relaxed estimators do not apply."""
-    _, test = addition.load_mnist_sequences(digits, seed, data_dir, 1, batch * digits)
+    _, test = addition_model.load_mnist_sequences(digits, seed, data_dir, 1, batch * digits)
     torch.manual_seed(seed)
-    model = addition.LeNet().to(device, dtype)
+    model = addition_model.LeNet().to(device, dtype)
     images, sums = test.to(device, dtype).batch(torch.arange(min(batch, len(test)), device=device))
     with torch.no_grad():
         logits = model(images)
@@ -247,4 +247,4 @@ def addition_problem(
         return addition_variance.repeated_gradients(estimator, logits, sums, count, block, generator)[1]
 
     title = f"MNIST addition, D = {digits}, K = 10, {batch} sequences, untrained classifier"
-    return Problem("addition", title, digits, addition.NUM_CLASSES, False, False, gradients, None, repeats)
+    return Problem("addition", title, digits, addition_model.NUM_CLASSES, False, False, gradients, None, repeats)

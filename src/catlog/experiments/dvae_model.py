@@ -1,4 +1,4 @@
-"""The discrete VAE of the paper's section 6.3: model, loss, one training step, evaluation.
+"""The discrete VAE of the paper's section 6.3: data splits, model, loss, one training step, evaluation.
 
 Benchmarks time one training step with :func:`train_step` on a :class:`DiscreteVAE`::
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -18,10 +19,13 @@ from torch import nn
 
 import catlog
 from catlog._binary import log_softmax
-from catlog.experiments import distributed
+from catlog.experiments import data, distributed
 from catlog.experiments.keras import glorot_uniform_
 
 IMAGE_DIM = 784
+DATASETS = ("mnist", "fashion-mnist", "omniglot")
+BINARISED = {"mnist": True, "fashion-mnist": False, "omniglot": True}
+VALIDATION_SIZE, TEST_SIZE = 1000, 9000
 PROJECT_FROM_SAMPLES = 8
 """From this many samples per call the reconstruction loss projects the targets once
 (:meth:`DiscreteVAE.reconstruction_loss`); below, it forms ``l t`` elementwise."""
@@ -200,3 +204,21 @@ def evaluate_negative_elbo(
     for batch in images.split(batch_size):
         total += float(negative_elbo(model, estimator, batch, generator).sum())
     return total / images.shape[0]
+
+
+def load_split(
+    dataset: str, data_dir: Path | None, device: torch.device, dtype: torch.dtype, cache_dir: Path | None = None
+) -> dict[str, torch.Tensor]:
+    """``{"train", "val", "test"}`` targets ``[N, 784]``: binarised at 0.5 for MNIST and Omniglot."""
+
+    def prepare(images: torch.Tensor) -> torch.Tensor:
+        images = images.flatten(1)
+        return (data.binarize(images) if BINARISED[dataset] else images).to(device=device, dtype=dtype)
+
+    train = prepare(data.load_images(dataset, "train", data_dir, cache=cache_dir)[0])
+    test = prepare(data.load_images(dataset, "test", data_dir, cache=cache_dir)[0])
+    return {
+        "train": train,
+        "val": test[:VALIDATION_SIZE],
+        "test": test[VALIDATION_SIZE : VALIDATION_SIZE + TEST_SIZE],
+    }
