@@ -43,6 +43,7 @@ import torch
 import catlog
 from catlog.experiments import addition_model, common, dvae_model
 from catlog.experiments.dvae import DvaeConfig
+from catlog.experiments.options import add_common_options, apply_common_options
 from catlog.experiments.problems import Problem, binary, figure1
 from catlog.experiments.problems import addition as addition_problems
 from catlog.experiments.problems import dvae as dvae_problems
@@ -263,7 +264,7 @@ def run_memory_probe(script: str, probe: Sequence[str], options: argparse.Namesp
 def peak_memory(case_index: int, options: argparse.Namespace) -> float | None:
     """Peak memory (MiB) of one estimate of ``CASES[case_index]``: in a fresh subprocess on CPU."""
     if torch.device(options.device).type == "cuda":
-        device, dtype = common.apply_common_options(options)
+        device, dtype = apply_common_options(options)
         case = CASES[case_index]
         return peak_memory_here(CONFIGS[case.config](device, dtype), case.make(), device, options.memory_after_warm_up)
     warm_up = ["--memory-after-warm-up"] if options.memory_after_warm_up else []
@@ -357,14 +358,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="measure memory on a second estimate, after one warm-up estimate (one-time costs left out)",
     )
     parser.add_argument("--memory-probe", type=int, default=None, help=argparse.SUPPRESS)
-    common.add_common_options(parser)
+    add_common_options(parser)
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the selected cases, print the table, write ``bench.json``."""
     options = parse_args(argv)
-    device, dtype = common.apply_common_options(options)
+    device, dtype = apply_common_options(options)
     if options.memory_probe is not None:
         case = CASES[options.memory_probe]
         print(peak_memory_here(CONFIGS[case.config](device, dtype), case.make(), device, options.memory_after_warm_up))

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 import catlog
 from bench import floor_rows, peak_memory_here, peak_memory_of, run_memory_probe, step_and_floor
 from catlog.experiments import common
+from catlog.experiments.options import add_common_options, apply_common_options
 from catlog.experiments.problems import Problem, logits_problem
 
 BASE = {"D": 16, "K": 4, "N": 2, "B": 16}
@@ -97,7 +98,7 @@ def peak_memory(axis: str, value: int, kind: str, options: argparse.Namespace) -
 
 def probe(axis: str, value: int, kind: str, options: argparse.Namespace) -> float:
     """Peak memory (MiB) of the first ``kind`` at the point, in this process."""
-    device, dtype = common.apply_common_options(options)
+    device, dtype = apply_common_options(options)
     point = {**BASE, axis: value}
     problem, estimator = make_problem(point, device, dtype), catlog.IndeCateR(point["N"])
     if kind == "step":
@@ -178,7 +179,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--figure", type=Path, default=FIGURE, help="PNG to write (default docs/figures/cost_growth.png)"
     )
     parser.add_argument("--memory-probe", nargs=3, default=None, help=argparse.SUPPRESS)
-    common.add_common_options(parser)
+    add_common_options(parser)
     return parser.parse_args(argv)
 
 
@@ -189,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         axis, value, kind = options.memory_probe
         print(probe(axis, int(value), kind, options))
         return 0
-    device, dtype = common.apply_common_options(options)
+    device, dtype = apply_common_options(options)
     points = [(axis, value) for axis in options.axis or AXES for value in AXES[axis]]
     rows = [
         measure_point(axis, value, options, device, dtype) for axis, value in common.progress(points, desc="points")

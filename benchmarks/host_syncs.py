@@ -26,7 +26,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import bench
 import catlog
-from catlog.experiments import common
+from catlog.experiments.options import add_common_options, apply_common_options
 from catlog.experiments.problems import Problem
 
 ESTIMATORS = ("IndeCateR", "REINFORCE", "RLOO", "GS")
@@ -72,9 +72,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--config", action="append", choices=list(bench.CONFIGS), help="default: fig1-12x3, fig2 and dvae"
     )
-    common.add_common_options(parser)
+    add_common_options(parser)
     options = parser.parse_args(argv)
-    device, dtype = common.apply_common_options(options)
+    device, dtype = apply_common_options(options)
     print(f"device {device}, argument validation off")
     configs = options.config or ["fig1-12x3", "fig2", "dvae"]
     found = 0

@@ -36,6 +36,7 @@ import torch
 import catlog
 from bench import gradient_step, peak_memory_here, run_memory_probe, timings
 from catlog.experiments import common
+from catlog.experiments.options import add_common_options, apply_common_options
 from catlog.experiments.problems import Problem
 
 SIZES: tuple[tuple[int, int], ...] = ((4, 4), (8, 4), (16, 4), (32, 4), (64, 4), (16, 2), (16, 6), (16, 10))
@@ -92,7 +93,7 @@ def estimators(num_variables: int, num_categories: int) -> dict[str, catlog.Esti
 
 def peak_memory(num_variables: int, num_categories: int, label: str, options: argparse.Namespace) -> float | None:
     """Peak memory (MiB) of one estimate, in a fresh subprocess on CPU."""
-    device, dtype = common.apply_common_options(options)
+    device, dtype = apply_common_options(options)
     if device.type == "cuda":
         problem, _ = make_problem(num_variables, num_categories, device, dtype)
         return peak_memory_here(problem, estimators(num_variables, num_categories)[label], device)
@@ -101,7 +102,7 @@ def peak_memory(num_variables: int, num_categories: int, label: str, options: ar
 
 def run_size(num_variables: int, num_categories: int, options: argparse.Namespace) -> list[dict[str, Any]]:
     """One row per estimator at (D, K)."""
-    device, dtype = common.apply_common_options(options)
+    device, dtype = apply_common_options(options)
     rows = []
     for label, estimator in estimators(num_variables, num_categories).items():
         problem, calls = make_problem(num_variables, num_categories, device, dtype)
@@ -158,9 +159,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--size", nargs=2, type=int, action="append", metavar=("D", "K"), help="a size to run; repeat (default: SIZES)"
     )
     parser.add_argument("--memory-probe", nargs=3, default=None, help=argparse.SUPPRESS)
-    common.add_common_options(parser)
+    add_common_options(parser)
     options = parser.parse_args(argv)
-    device, dtype = common.apply_common_options(options)
+    device, dtype = apply_common_options(options)
     if options.memory_probe is not None:
         num_variables, num_categories, label = (
             int(options.memory_probe[0]),

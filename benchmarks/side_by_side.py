@@ -56,6 +56,7 @@ import torch
 import bench
 import catlog
 from catlog.experiments import common
+from catlog.experiments.options import add_common_options, apply_common_options
 from catlog.experiments.problems import Problem, logits_problem
 
 HERE = Path(__file__).resolve().parent
@@ -117,7 +118,7 @@ def our_step(
 
 def serve_ours(options: argparse.Namespace) -> int:
     """The ``--worker`` loop: time ``bench.CASES[case]`` steps on request (see :class:`Worker`)."""
-    device, dtype = common.apply_common_options(options)
+    device, dtype = apply_common_options(options)
     torch.manual_seed(options.seed)
     if options.compile == "step":
         catlog.Estimator.set_default_validate_args(False)
@@ -264,7 +265,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--compile-backend", default="inductor", help="torch.compile backend with --compile (default inductor)"
     )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    common.add_common_options(parser)
+    add_common_options(parser)
     parser.set_defaults(threads=1)
     options = parser.parse_args(argv)
     if not options.worker and not options.tf_python:

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 import catlog
-from catlog.experiments import cli, data, dvae, dvae_plot
+from catlog.experiments import cli, data, dvae, dvae_plot, training
 from catlog.experiments.dvae_model import (
     PROJECT_FROM_SAMPLES,
     DiscreteVAE,
@@ -123,13 +123,12 @@ def test_gradient_spread_is_the_mean_within_tensor_variance() -> None:
     # Entries [1, 3] (variance 1) and [0, 0, 6] (variance 8); the parameter without a gradient is left out.
     first, second, frozen = (torch.nn.Parameter(torch.zeros(n)) for n in (2, 3, 4))
     first.grad, second.grad = torch.tensor([1.0, 3.0]), torch.tensor([0.0, 0.0, 6.0])
-    assert dvae.gradient_spread([first, second, frozen]) == pytest.approx((1.0 + 8.0) / 2)
-    assert dvae.gradient_spread([frozen]) == 0.0
+    assert training.gradient_spread([first, second, frozen]) == pytest.approx((1.0 + 8.0) / 2)
+    assert training.gradient_spread([frozen]) == 0.0
 
 
-def _run(tmp_path: Path, name: str, *extra: str) -> Path:
-    out = tmp_path / name
-    argv = [
+def _argv(out: Path, *extra: str) -> list[str]:
+    return [
         "dvae",
         "--estimator",
         "indecater",
@@ -151,7 +150,11 @@ def _run(tmp_path: Path, name: str, *extra: str) -> Path:
         str(out),
         *extra,
     ]
-    assert cli.main(argv) == 0
+
+
+def _run(tmp_path: Path, name: str, *extra: str) -> Path:
+    out = tmp_path / name
+    assert cli.main(_argv(out, *extra)) == 0
     return out
 
 
@@ -241,6 +244,35 @@ def test_resume_refuses_another_config_and_a_missing_checkpoint(tmp_path: Path, 
     assert cli.main(argv) == 1  # the missing checkpoint is reported before any config difference
     assert "has no checkpoint.pt to continue from" in capsys.readouterr().err
     assert json.loads((out / "config.json").read_text())["latents"] == 6
+
+
+@pytest.mark.usefixtures("synthetic_mnist")
+def test_resume_refuses_a_checkpoint_of_an_older_version_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = _run(tmp_path, "run", "--epochs", "1")
+    saved = torch.load(out / "checkpoint.pt", weights_only=True)
+    del saved["schema"]  # as written before the one training loop
+    torch.save(saved, out / "checkpoint.pt")
+    capsys.readouterr()
+    assert cli.main(_argv(out, "--epochs", "2", "--resume")) == 1
+    error = capsys.readouterr().err.strip().splitlines()
+    assert error[-1].startswith("catlog dvae: error: --resume: ") and "checkpoint of an older catlog" in error[-1]
+
+
+@pytest.mark.usefixtures("synthetic_mnist")
+def test_a_run_that_fails_before_its_first_result_leaves_no_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fail(*args: object) -> None:
+        raise data.DataError("mnist: a damaged file")
+
+    train = dvae.train
+    monkeypatch.setattr(dvae, "train", fail)
+    assert cli.main(_argv(tmp_path / "run", "--epochs", "1")) == 1
+    assert not (tmp_path / "run" / "config.json").exists()
+    monkeypatch.setattr(dvae, "train", train)
+    _run(tmp_path, "run", "--epochs", "1")  # the corrected rerun is not refused as "already holds results"
 
 
 @pytest.mark.usefixtures("synthetic_mnist")

@@ -91,7 +91,10 @@ def test_a_used_folder_is_refused_unless_resume_or_overwrite(tmp_path: Path) -> 
     with open_run(tmp_path / "run", CONFIG) as run:
         common.write_text(run.path / "log.csv", "epoch\n1\n")
     with pytest.raises(RunFolderError, match="already holds results \\(config.json, log.csv\\).*--resume.*--overwrite"):
+        open_run(tmp_path / "run", CONFIG, resumable=True)
+    with pytest.raises(RunFolderError, match="already holds results.*; pass --overwrite to start it again") as error:
         open_run(tmp_path / "run", CONFIG)
+    assert "--resume" not in str(error.value)
     with open_run(tmp_path / "run", {**CONFIG, "digits": 8}, overwrite=True) as run:
         assert sorted(p.name for p in run.path.iterdir()) == [".lock", "config.json"]
 
@@ -142,6 +145,7 @@ def test_command_refuses_a_used_folder_in_one_line(tmp_path: Path, capsys: pytes
     assert main([*argv, "--threads", "1", "--out", str(out)]) == 1
     error = capsys.readouterr().err.strip().splitlines()
     assert error[-1].startswith("catlog optimise: error: ") and "already holds results" in error[-1]
+    assert "--resume" not in error[-1]  # optimise has no --resume
 
 
 def test_bare_install_prints_one_line_naming_the_extra() -> None:

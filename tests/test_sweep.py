@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from catlog.experiments import cli, commands, sweep
+from catlog.experiments.options import config_from_args
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -250,7 +251,7 @@ def test_example_specs_give_command_lines_catlog_accepts(spec: Path, tmp_path: P
         pytest.skip(f"catlog {command} is not registered in this checkout")
     for run in runs:
         args = parser.parse_args(list(run.argv[3:]))
-        args.command_object.config(args)  # the typed config accepts the values too
+        config_from_args(args.command_object.config, args)  # the typed config accepts the values too
 
 
 SLEEPER = """

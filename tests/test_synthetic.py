@@ -12,11 +12,11 @@ import pytest
 import torch
 
 import catlog
-from catlog.experiments import common
 from catlog.experiments import synthetic_gradients as gradients
 from catlog.experiments import synthetic_optimise as optimise
 from catlog.experiments.cli import main
 from catlog.experiments.estimators import Budget
+from catlog.experiments.options import parse_size, show_size
 from catlog.experiments.problems import Problem, binary, figure1
 
 CPU = torch.device("cpu")
@@ -100,11 +100,12 @@ def test_error_statistics_of_an_unbiased_estimate_sit_at_the_noise_floor() -> No
     assert stats["bias_cos"] > 0
 
 
-def test_parse_config_accepts_dxk_and_rejects_the_rest() -> None:
-    assert common.parse_config("12x3") == (12, 3)
+def test_parse_size_accepts_dxk_and_rejects_the_rest() -> None:
+    assert parse_size("12x3") == (12, 3)
+    assert show_size(((12, 3), (6, 10))) == "12x3 6x10"
     for text in ("12", "0x3", "3x1", "axb"):
         with pytest.raises(Exception, match="expected"):
-            common.parse_config(text)
+            parse_size(text)
 
 
 def test_expected_value_matches_enumeration() -> None:

@@ -19,7 +19,6 @@ estimators' variance at fixed parameters (:mod:`catlog.experiments.addition_vari
 
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from catlog.experiments import common, data, distributed, estimators, run_folder
+from catlog.experiments import common, data, distributed, estimators, run_folder, training
 from catlog.experiments.addition_model import (
     DEFAULT_SAMPLES,
     DigitSequences,
@@ -38,40 +37,28 @@ from catlog.experiments.addition_model import (
     make_estimator,
     sum_indicator,
 )
-from catlog.experiments.keras import KerasAdam
+from catlog.experiments.options import Command, check_at_least, config_json, option
 
 # Settings a resumed run may change; any other difference from the saved config is refused.
-MAY_CHANGE: tuple[str, ...] = ("epochs", "early_logs", "device", "threads", "out", "resume", "overwrite", "data_dir")
+MAY_CHANGE: tuple[str, ...] = (*training.MAY_CHANGE, "early_logs")
 
 
 @dataclass(frozen=True, kw_only=True)
-class AdditionConfig(common.RunOptions):
-    """Settings of ``catlog addition`` (see :func:`add_options` for their meaning)."""
+class AdditionConfig(training.TrainingOptions, data.DataOptions):
+    """Settings of ``catlog addition``."""
 
-    digits: int = 4
-    estimator: str = "indecater"
-    samples: int = DEFAULT_SAMPLES
-    epochs: int = 1
-    batch_size: int = 10
-    lr: float = 1e-3
-    early_logs: int = 8
-    train_limit: int | None = None
-    test_limit: int | None = None
-    data_dir: Path | None = None
-    resume: bool = False
+    digits: int = option(4, "digits per sequence, D", minimum=1, flags=("-D",))
+    estimator: str = option("indecater", "gradient estimator (names below)", choices=estimators.NAMES, metavar="NAME")
+    samples: int = option(DEFAULT_SAMPLES, "N (K = 10 categories per digit)", minimum=1)
+    batch_size: int = option(10, "sequences per step", minimum=1)
+    early_logs: int = option(8, "log-spaced evaluations within the first epoch", minimum=0)
+    train_limit: int | None = option(None, "use only the first N MNIST train images", minimum=1, default_text="all")
+    test_limit: int | None = option(None, "use only the first N MNIST test images", minimum=1, default_text="all")
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for option in ("digits", "samples", "epochs", "batch_size"):
-            common.check_at_least("--" + option.replace("_", "-"), getattr(self, option), 1)
         if self.estimator.startswith("rloo"):
-            common.check_at_least("--samples", self.samples, 2)
-        common.check_at_least("--early-logs", self.early_logs, 0)
-        for option in ("train_limit", "test_limit"):
-            if getattr(self, option) is not None:
-                common.check_at_least("--" + option.replace("_", "-"), getattr(self, option), 1)
-        if self.resume and self.out is None:
-            raise common.OptionError("--resume", "expected --out naming the run folder to resume, got none")
+            check_at_least("--samples", self.samples, 2)
 
 
 def train_step(
@@ -136,6 +123,36 @@ def log_iterations(steps_per_epoch: int, points: int) -> set[int]:
     return {round(ratio**i) for i in range(points)} - {0}
 
 
+class AdditionTask:
+    """MNIST addition as a :class:`~catlog.experiments.training.Task`: the loss of a batch of
+    sequences and its :func:`estimate_statistics`; log rows at about ``--early-logs`` log-spaced
+    iterations of the first epoch and at the end of every epoch, with the test accuracies."""
+
+    def __init__(self, config: AdditionConfig, train_data: DigitSequences, test_data: DigitSequences) -> None:
+        self.config = config
+        self.train_data, self.test_data = train_data, test_data
+        self.model = LeNet()
+        self.estimator = make_estimator(config.estimator, config.digits, config.samples)
+        self.num_examples = len(train_data)
+
+    def loss(self, indices: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+        """``mean_b -log(estimate_b + 1e-8)`` over the sequences ``indices``."""
+        images, sums = self.train_data.batch(indices)
+        estimate = self.estimator(sum_indicator(sums), self.model(images), generator=generator)
+        return addition_loss(estimate), estimate_statistics(estimate.detach())
+
+    def start_epoch(self, epoch: int) -> None:
+        """Nothing changes between epochs."""
+
+    def log_due(self, iteration: int, steps_per_epoch: int) -> bool:
+        """At the :func:`log_iterations` of the first epoch and at the end of every epoch."""
+        return iteration % steps_per_epoch == 0 or iteration in log_iterations(steps_per_epoch, self.config.early_logs)
+
+    def evaluate(self, iteration: int, final: bool, generator: torch.Generator) -> dict[str, Any]:
+        """The test accuracies (:func:`evaluate`)."""
+        return evaluate(self.model, self.test_data)
+
+
 def train(
     config: AdditionConfig,
     train_data: DigitSequences,
@@ -143,79 +160,20 @@ def train(
     out: Path,
     ctx: distributed.DistributedContext | None = None,
 ) -> list[dict[str, Any]]:
-    """Train the classifier on the sums; writes ``log.csv``, ``log.json`` and ``checkpoint.pt`` into ``out``.
-
-    A log row is written at about ``config.early_logs`` log-spaced iterations of the
-    first epoch and at the end of every epoch; a checkpoint after every epoch.
-    With ``config.resume`` the run continues from ``out/checkpoint.pt`` up to ``config.epochs``
-    (:func:`open_run` has checked that the checkpoint is there and the config the same).
+    """Train the classifier on the sums (:func:`catlog.experiments.training.train`); writes ``log.csv``,
+    ``checkpoint.pt`` and, at the end, ``log.json`` into ``out``.
 
     Returns:
-        The log rows: ``epoch`` (fractional), ``iteration``, ``test_sum_accuracy``,
-        ``test_digit_accuracy``, the :func:`estimate_statistics` of the sequences
-        trained on since the previous row, ``train_wall_s`` and ``train_cpu_s`` (cumulative, training
-        steps only, evaluation excluded).
+        The log rows: ``iteration``, ``epoch`` (fractional), ``train_wall_s`` and ``train_cpu_s``
+        (cumulative, training steps only, evaluation excluded), the :func:`estimate_statistics`
+        of the sequences trained on since the previous row, ``gradient_spread``,
+        ``test_sum_accuracy`` and ``test_digit_accuracy``.
     """
     ctx = distributed.DistributedContext(device=torch.device(config.device)) if ctx is None else ctx
-    device = ctx.device
-    torch.manual_seed(config.seed)
-    model = LeNet().to(device, train_data.images.dtype)
-    optimizer = KerasAdam(model.parameters(), lr=config.lr)
-    estimator = make_estimator(config.estimator, config.digits, config.samples)
-    clock, history, epoch = common.Clock(device), [], 0
-    checkpoint_path = out / run_folder.CHECKPOINT
-    if config.resume:
-        state = run_folder.load_checkpoint(checkpoint_path, device)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        clock.wall_s, clock.cpu_s = state["clock"]
-        history, epoch = state["history"], state["epoch"]
-    net = distributed.wrap_model(model, ctx)
-
-    size, batch, seed = len(train_data), config.batch_size, config.seed
-    steps = len(distributed.shard(size, batch, ctx, seed, 0))
-    early = log_iterations(steps, config.early_logs)
-    for epoch in range(epoch, config.epochs):  # noqa: B020 (resumes from the checkpoint's epoch)
-        generator = distributed.rank_generator(seed, ctx, epoch=epoch, device=device)
-        estimates = []
-        bar = common.progress(
-            distributed.shard(size, batch, ctx, seed, epoch),
-            desc=f"epoch {epoch + 1}/{config.epochs}",
-            disable=not ctx.is_main,
-        )
-        for step, part in enumerate(bar):
-            images, sums = train_data.batch(part.indices.to(device))
-            estimates.append(
-                clock.timed(lambda: train_step(net, optimizer, estimator, images, sums, generator, part.weight))  # noqa: B023 (called at once)
-            )
-            iteration = epoch * steps + step + 1
-            if step + 1 == steps or iteration in early:
-                trained = torch.cat(estimates)
-                statistics = distributed.all_reduce_means(estimate_statistics(trained), ctx, trained.numel())
-                estimates = []
-                if ctx.is_main:
-                    history.append(
-                        {
-                            "epoch": iteration / steps,
-                            "iteration": iteration,
-                            **evaluate(model, test_data),
-                            **statistics,
-                            "train_wall_s": clock.wall_s,
-                            "train_cpu_s": clock.cpu_s,
-                        }
-                    )
-                    bar.set_postfix(sum_acc=f"{history[-1]['test_sum_accuracy']:.3f}")
-                    common.write_csv(out / "log.csv", history)
-        if ctx.is_main:
-            state = {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "clock": [clock.wall_s, clock.cpu_s],
-                "history": history,
-                "epoch": epoch + 1,
-            }
-            run_folder.save_checkpoint(checkpoint_path, state)
-            common.write_json(out / "log.json", {"config": common.config_json(config), "history": history})
+    _, state = training.train(config, lambda: AdditionTask(config, train_data, test_data), out, ctx)
+    history = list(state.log)
+    if ctx.is_main:
+        common.write_json(out / "log.json", {"config": config_json(config), "history": history})
     return history
 
 
@@ -231,48 +189,15 @@ def run(config: AdditionConfig) -> int:
             )
             history = train(config, train_data.to(device, dtype), test_data.to(device, dtype), out, ctx)
             if ctx.is_main:
-                common.write_json(out / "summary.json", {**common.config_json(config), **history[-1]})
+                common.write_json(out / "summary.json", {**config_json(config), **history[-1]})
                 print(json.dumps({"out": str(out), **history[-1]}, indent=2))
     return 0
 
 
-def add_options(parser: argparse.ArgumentParser) -> None:
-    """The options of ``catlog addition`` (without the common ones)."""
-    parser.add_argument("--digits", "-D", type=int, default=4, help="digits per sequence, D")
-    parser.add_argument(
-        "--estimator",
-        choices=estimators.NAMES,
-        default="indecater",
-        metavar="NAME",
-        help="gradient estimator (names below)",
-    )
-    parser.add_argument("--samples", type=int, default=DEFAULT_SAMPLES, help="N (K = 10 categories per digit)")
-    parser.add_argument("--epochs", type=int, default=1, help="passes over the training sequences")
-    parser.add_argument("--batch-size", type=int, default=10, help="sequences per step")
-    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    parser.add_argument("--early-logs", type=int, default=8, help="log-spaced evaluations within the first epoch")
-    parser.add_argument(
-        "--train-limit", type=int, default=None, help="use only the first N MNIST train images (None: all)"
-    )
-    parser.add_argument(
-        "--test-limit", type=int, default=None, help="use only the first N MNIST test images (None: all)"
-    )
-    data.add_data_options(parser, cache=False)
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-
-
-def build_config(args: argparse.Namespace) -> AdditionConfig:
-    """The config of the parsed ``catlog addition`` options."""
-    return common.config_from_args(AdditionConfig, args)
-
-
-COMMANDS = (
-    common.Command(
-        "addition",
-        help="MNIST addition of D digits (paper figure 4)",
-        description=__doc__,
-        add_options=add_options,
-        config=build_config,
-        run=run,
-    ),
+COMMAND = Command(
+    "addition",
+    help="MNIST addition of D digits (paper figure 4)",
+    description=__doc__ or "",
+    config=AdditionConfig,
+    run=run,
 )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import statistics
@@ -12,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from catlog.experiments import common, plotting
+from catlog.experiments.options import Command, Options, option
 
 PANEL_DIGITS: tuple[int, ...] = (4, 8, 12, 16)
 COLOURS = {
@@ -204,19 +204,15 @@ def markdown_table(rows: list[dict[str, Any]], fields: Sequence[str] = SUMMARY_F
     return common.markdown_table(fields, [[row[field] for field in fields] for row in rows])
 
 
-@dataclass(frozen=True)
-class PlotConfig:
-    """Settings of ``catlog addition-plot``.
+@dataclass(frozen=True, kw_only=True)
+class PlotConfig(Options):
+    """Settings of ``catlog addition-plot``."""
 
-    Attributes:
-        runs: run folders written by ``catlog addition``.
-        out: the PNG to write; the summary goes beside it (``.csv`` and ``.md``).
-    """
-
-    runs: tuple[Path, ...]
-    out: Path = Path("addition.png")
+    runs: tuple[Path, ...] = option(help="run folders written by `catlog addition`")
+    out: Path = option(Path("addition.png"), "PNG to write; a summary CSV and markdown go beside it")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         plotting.check_run_folders(self.runs, "addition")
 
 
@@ -237,30 +233,13 @@ def main(config: PlotConfig) -> int:
     return 0
 
 
-def add_options(parser: argparse.ArgumentParser) -> None:
-    """The options of ``catlog addition-plot``."""
-    parser.add_argument("runs", nargs="+", type=Path, help="run folders written by `catlog addition`")
-    parser.add_argument(
-        "--out", type=Path, default=Path("addition.png"), help="PNG to write; a summary CSV and markdown go beside it"
-    )
-
-
-def build_config(args: argparse.Namespace) -> PlotConfig:
-    """The config of the parsed ``catlog addition-plot`` options."""
-    return PlotConfig(tuple(args.runs), args.out)
-
-
-COMMANDS = (
-    common.Command(
-        "addition-plot",
-        help="figure 4 and a summary table from addition runs",
-        description=(
-            "Test sum accuracy against epochs, one panel per D, one line per run; several seeds of one "
-            "estimator at one D are drawn as their median with the min-max range shaded."
-        ),
-        add_options=add_options,
-        config=build_config,
-        run=main,
-        common=False,
+COMMAND = Command(
+    "addition-plot",
+    help="figure 4 and a summary table from addition runs",
+    description=(
+        "Test sum accuracy against epochs, one panel per D, one line per run; several seeds of one "
+        "estimator at one D are drawn as their median with the min-max range shaded."
     ),
+    config=PlotConfig,
+    run=main,
 )

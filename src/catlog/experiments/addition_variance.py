@@ -17,9 +17,7 @@ taken at these fixed logits. Reported per row:
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,6 +25,7 @@ import torch
 import catlog
 from catlog.experiments import common, data, estimators, run_folder
 from catlog.experiments.addition_model import DEFAULT_SAMPLES, ESTIMATORS, NUM_CLASSES, make_estimator
+from catlog.experiments.options import Command, RunOptions, config_json, option
 from catlog.experiments.problems import addition, variance_per_entry
 
 ROW_FIELDS = (
@@ -59,24 +58,17 @@ def variance_row(
 
 
 @dataclass(frozen=True, kw_only=True)
-class VarianceConfig(common.RunOptions):
-    """Settings of ``catlog addition-variance`` (see :func:`add_options` for their meaning)."""
+class VarianceConfig(RunOptions, data.DataOptions):
+    """Settings of ``catlog addition-variance``."""
 
-    digits: tuple[int, ...] = (4, 8, 12, 16)
-    estimators: tuple[str, ...] = ESTIMATORS[:4]
-    samples: int = DEFAULT_SAMPLES
-    repeats: int = 200
-    block: int = 20
-    batch_size: int = 10
-    data_dir: Path | None = None
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        common.check_at_least("--repeats", self.repeats, 2)
-        for option in ("block", "batch_size", "samples"):
-            common.check_at_least("--" + option.replace("_", "-"), getattr(self, option), 1)
-        for digits in self.digits:
-            common.check_at_least("--digits", digits, 1)
+    digits: tuple[int, ...] = option((4, 8, 12, 16), "values of D", minimum=1, flags=("-D",))
+    estimators: tuple[str, ...] = option(
+        ESTIMATORS[:4], "estimators to measure (names below)", choices=estimators.NAMES, metavar="NAME"
+    )
+    samples: int = option(DEFAULT_SAMPLES, "N, as for `catlog addition`", minimum=1)
+    repeats: int = option(200, "independent estimates R", minimum=2)
+    block: int = option(20, "repeats per estimator call", minimum=1)
+    batch_size: int = option(10, "test sequences B", minimum=1)
 
 
 def run(config: VarianceConfig) -> int:
@@ -85,7 +77,7 @@ def run(config: VarianceConfig) -> int:
     device, dtype = torch.device(config.device), config.torch_dtype
     data.check_dataset("mnist", config.data_dir)
     folder = common.default_out(config.out, "addition-variance")
-    with run_folder.open_run(folder, common.config_json(config), overwrite=config.overwrite) as run:
+    with run_folder.open_run(folder, config_json(config), overwrite=config.overwrite) as run:
         rows = []
         for digits in config.digits:
             logits, sums = addition.untrained_logits(
@@ -105,36 +97,10 @@ def run(config: VarianceConfig) -> int:
     return 0
 
 
-def add_options(parser: argparse.ArgumentParser) -> None:
-    """The options of ``catlog addition-variance``."""
-    parser.add_argument("--digits", "-D", type=int, nargs="+", default=[4, 8, 12, 16], help="values of D")
-    parser.add_argument(
-        "--estimators",
-        nargs="+",
-        choices=estimators.NAMES,
-        default=list(ESTIMATORS[:4]),
-        metavar="NAME",
-        help="estimators to measure (names below)",
-    )
-    parser.add_argument("--samples", type=int, default=DEFAULT_SAMPLES, help="N, as for `catlog addition`")
-    parser.add_argument("--repeats", type=int, default=200, help="independent estimates R")
-    parser.add_argument("--block", type=int, default=20, help="repeats per estimator call")
-    parser.add_argument("--batch-size", type=int, default=10, help="test sequences B")
-    data.add_data_options(parser, cache=False)
-
-
-def build_config(args: argparse.Namespace) -> VarianceConfig:
-    """The config of the parsed ``catlog addition-variance`` options."""
-    return common.config_from_args(VarianceConfig, args)
-
-
-COMMANDS = (
-    common.Command(
-        "addition-variance",
-        help="estimator variance and zero estimates on MNIST addition at the untrained classifier",
-        description=__doc__,
-        add_options=add_options,
-        config=build_config,
-        run=run,
-    ),
+COMMAND = Command(
+    "addition-variance",
+    help="estimator variance and zero estimates on MNIST addition at the untrained classifier",
+    description=__doc__ or "",
+    config=VarianceConfig,
+    run=run,
 )

@@ -1,7 +1,7 @@
-"""Plumbing shared by every experiment: commands, common options, atomic files, progress.
+"""Plumbing shared by every experiment: atomic files, progress, clocks, gradient variance.
 
-Every experiment is a :class:`Command` with a typed config (a frozen dataclass that
-extends :class:`RunOptions`), writes into a run folder
+Every experiment is a :class:`~catlog.experiments.options.Command` with a typed config
+(:mod:`catlog.experiments.options`), writes into a run folder
 (:func:`catlog.experiments.run_folder.open_run`), and writes its files with the
 ``write_*`` functions here, which write to a temporary file and rename it, so that a
 run killed half-way never leaves a half-written file that looks complete (and the
@@ -10,7 +10,6 @@ run folder removes the temporary files such a kill leaves).
 
 from __future__ import annotations
 
-import argparse
 import csv
 import datetime as _dt
 import io
@@ -19,157 +18,15 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 
 from catlog.experiments import allocator
 
-T = TypeVar("T")
-DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64}
 TEMPORARY_SUFFIX = ".tmp"
-
-
-class OptionError(ValueError):
-    """A command-line option with a value that cannot work; the CLI turns it into a usage error (exit 2).
-
-    Attributes:
-        option: the option's flag, e.g. ``--log-every``.
-    """
-
-    def __init__(self, option: str, message: str) -> None:
-        super().__init__(f"{option}: {message}")
-        self.option = option
-
-
-def check_at_least(option: str, value: int | float, minimum: int | float) -> None:
-    """Raise :class:`OptionError` for ``option`` unless ``value >= minimum``."""
-    if value < minimum:
-        raise OptionError(option, f"expected a value >= {minimum}, got {value}")
-
-
-@dataclass(frozen=True, kw_only=True)
-class RunOptions:
-    """The options every experiment takes (see :func:`add_common_options`).
-
-    Attributes:
-        out: the run folder (``None``: a fresh timestamped folder under ``results/``).
-        overwrite: delete the results already in ``out`` and start again.
-        device: torch device name, e.g. ``cpu`` or ``cuda:1``.
-        seed: random seed.
-        dtype: ``float32`` or ``float64``.
-        threads: torch CPU threads (``None``: torch's choice).
-    """
-
-    out: Path | None = None
-    overwrite: bool = False
-    device: str = "cpu"
-    seed: int = 0
-    dtype: str = "float32"
-    threads: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.threads is not None:
-            check_at_least("--threads", self.threads, 1)
-        device = torch.device(self.device)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise OptionError(
-                "--device", f"expected an available device, got {self.device!r} but CUDA is not available"
-            )
-
-    @property
-    def torch_dtype(self) -> torch.dtype:
-        """The torch dtype named by :attr:`dtype`."""
-        return DTYPES[self.dtype]
-
-
-def config_from_args(config_type: type[T], args: argparse.Namespace) -> T:
-    """``config_type`` (a dataclass) built from the parsed options of the same names."""
-    names = {f.name for f in fields(config_type)}  # type: ignore[arg-type]
-    values = {name: tuple(v) if isinstance(v, list) else v for name, v in vars(args).items() if name in names}
-    return config_type(**values)
-
-
-def parse_config(text: str) -> tuple[int, int]:
-    """``"12x3"`` -> ``(12, 3)``."""
-    try:
-        num_variables, num_categories = (int(part) for part in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a config DxK such as 12x3, got {text!r}") from None
-    if num_variables < 1 or num_categories < 2:
-        raise argparse.ArgumentTypeError(f"expected D >= 1 and K >= 2, got {text!r}")
-    return num_variables, num_categories
-
-
-def config_json(config: Any) -> dict[str, Any]:
-    """A config dataclass as a JSON-able dict (paths as strings, tuples as lists)."""
-
-    def plain(value: Any) -> Any:
-        if isinstance(value, Path):
-            return str(value)
-        if isinstance(value, (tuple, list)):
-            return [plain(item) for item in value]
-        return value
-
-    return {key: plain(value) for key, value in asdict(config).items()}
-
-
-@dataclass(frozen=True)
-class Command:
-    """One ``catlog`` subcommand: its options, the typed config built from them, and what runs.
-
-    Attributes:
-        name: the subcommand.
-        help: one line for ``catlog --help``.
-        description: shown verbatim by ``catlog NAME --help`` (typically the module docstring).
-        add_options: adds the command's own options to a parser.
-        config: builds the command's config from the parsed options; raises :class:`OptionError`.
-        run: runs the command on its config; returns the exit status.
-        common: whether the command takes the options of :func:`add_common_options`.
-    """
-
-    name: str
-    help: str
-    description: str
-    add_options: Callable[[argparse.ArgumentParser], None]
-    config: Callable[[argparse.Namespace], Any]
-    run: Callable[[Any], int]
-    common: bool = True
-
-
-def add_common_options(parser: argparse.ArgumentParser) -> None:
-    """Add ``--out``, ``--overwrite``, ``--device``, ``--seed``, ``--dtype`` and ``--threads`` to ``parser``."""
-    group = parser.add_argument_group("common options")
-    group.add_argument(
-        "--out", type=Path, default=None, help="run folder (None: a fresh timestamped folder under results/)"
-    )
-    group.add_argument(
-        "--overwrite", action="store_true", help="delete the results already in --out and start the run again"
-    )
-    group.add_argument("--device", default="cpu", help="torch device to run on, e.g. cpu, cuda, cuda:1")
-    group.add_argument("--seed", type=int, default=0, help="random seed")
-    group.add_argument(
-        "--dtype",
-        choices=sorted(DTYPES),
-        default="float32",
-        help="floating point precision of parameters and estimates",
-    )
-    group.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="torch CPU threads (None: torch's choice); 1 is often fastest for small tensors",
-    )
-
-
-def apply_common_options(args: argparse.Namespace) -> tuple[torch.device, torch.dtype]:
-    """For scripts beside the commands (benchmarks): check the common options of ``args``
-    (:class:`RunOptions`), set the threads and return ``(device, dtype)``."""
-    options = config_from_args(RunOptions, args)
-    apply_threads(options.threads)
-    return torch.device(options.device), options.torch_dtype
 
 
 def apply_threads(threads: int | None) -> None:

@@ -31,7 +31,6 @@ reference, log-log, one column per problem).
 
 from __future__ import annotations
 
-import argparse
 import math
 import statistics
 import time
@@ -44,8 +43,9 @@ from typing import Any, Literal, NamedTuple
 import torch
 
 import catlog
-from catlog.experiments import common, estimators, run_folder
+from catlog.experiments import common, data, estimators, run_folder
 from catlog.experiments.estimators import Budget, Family
+from catlog.experiments.options import Command, RunOptions, config_json, option, parse_size, show_size
 from catlog.experiments.problems import Problem, addition, autoregressive, binary, dvae, figure1
 
 PROBLEMS: tuple[str, ...] = ("fig1", "binary", "autoregressive", "dvae", "addition")
@@ -81,48 +81,37 @@ COLUMNS: tuple[str, ...] = (
 )
 
 
-@dataclass(frozen=True)
-class CompareConfig(common.RunOptions):
+@dataclass(frozen=True, kw_only=True)
+class CompareConfig(RunOptions, data.DataOptions):
     """Everything ``catlog compare`` computes from (the command line builds it; nothing else reads argparse)."""
 
-    problems: tuple[str, ...] = PROBLEMS
-    estimators: tuple[str, ...] = ESTIMATORS
-    samples: int = 2
-    repeats: int = 200
-    model_repeats: int = 30
-    timing_repeats: int = 7
-    timing_seconds: float = 0.2
-    max_evaluations: int = 20_000
-    temperature: float = 1.0
-    fig1: tuple[int, int] = (6, 10)
-    binary_variables: int = 12
-    dvae_checkpoint: Path | None = None
-    dvae_steps: int = 300
-    dvae_batch: int = 10
-    addition_digits: int = 4
-    addition_batch: int = 10
-    data_dir: Path | None = None
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        minimums = {
-            "samples": 1,
-            "repeats": 2,
-            "model_repeats": 2,
-            "timing_repeats": 1,
-            "max_evaluations": 1,
-            "binary_variables": 1,
-            "dvae_steps": 0,
-            "dvae_batch": 1,
-            "addition_digits": 1,
-            "addition_batch": 1,
-        }
-        for name, minimum in minimums.items():
-            common.check_at_least("--" + name.replace("_", "-"), getattr(self, name), minimum)
-        if self.timing_seconds < 0:
-            raise common.OptionError("--timing-seconds", f"expected a number >= 0, got {self.timing_seconds}")
-        if not self.temperature > 0:
-            raise common.OptionError("--temperature", f"expected a positive number, got {self.temperature}")
+    problems: tuple[str, ...] = option(PROBLEMS, "problems to run", choices=PROBLEMS)
+    estimators: tuple[str, ...] = option(
+        ESTIMATORS, "estimators to compare (the reference indecater is always measured)", choices=ESTIMATORS
+    )
+    samples: int = option(2, "N of the reference IndeCateR/SCateR and of the equal-samples rows", minimum=1)
+    repeats: int = option(200, "estimates per variance on fig1, binary, autoregressive", minimum=2)
+    model_repeats: int = option(30, "estimates per variance on dvae and addition", minimum=2)
+    timing_repeats: int = option(7, "timed single estimates per size, after one warm-up", minimum=1)
+    timing_seconds: float = option(0.2, "...and more of them until they took this much CPU", minimum=0)
+    max_evaluations: int = option(20_000, "largest evaluations per estimate tried for equal time", minimum=1)
+    temperature: float = option(1.0, "temperature of the relaxed estimators", above=0)
+    fig1: tuple[int, int] = option(
+        (6, 10),
+        "size of the figure-1 problem",
+        parse=parse_size,
+        show=show_size,
+        metavar="DxK",
+    )
+    binary_variables: int = option(12, "D of the binary problem", minimum=1)
+    dvae_checkpoint: Path | None = option(
+        None, "checkpoint.pt of a `catlog dvae` run (D = 200, K = 2)", default_text="train here"
+    )
+    dvae_steps: int = option(300, "RLOO(2) training steps of the DVAE without a checkpoint", minimum=0)
+    dvae_batch: int = option(10, "validation images in the DVAE gradient", minimum=1)
+    addition_digits: int = option(4, "D of the addition problem", minimum=1)
+    addition_batch: int = option(10, "test sequences in the addition gradient", minimum=1)
+    quick: bool = option(False, "tiny sizes and few repeats (a smoke test, seconds); overrides those options")
 
 
 QUICK = {
@@ -433,9 +422,9 @@ def plot(titles: dict[str, str], rows: Sequence[dict[str, Any]], labels: dict[st
 def run(config: CompareConfig) -> tuple[Path, str]:
     """Run the comparison; write the JSON, CSV, text tables and figure; returns ``(folder, printed text)``."""
     common.apply_threads(config.threads)
-    device, dtype = torch.device(config.device), common.DTYPES[config.dtype]
+    device, dtype = torch.device(config.device), config.torch_dtype
     with run_folder.open_run(
-        common.default_out(config.out, "compare"), common.config_json(config), overwrite=config.overwrite
+        common.default_out(config.out, "compare"), config_json(config), overwrite=config.overwrite
     ) as folder_lock:
         return _run_in(config, folder_lock.path, device, dtype)
 
@@ -449,7 +438,7 @@ def _run_in(config: CompareConfig, folder: Path, device: torch.device, dtype: to
         rows.extend(problem_rows)
         tables.append(format_table(problem, repeats, problem_rows, labels[name]))
         common.write_csv(folder / "compare.csv", rows, COLUMNS)  # partial results survive an interruption
-    settings = common.config_json(config)
+    settings = config_json(config)
     titles = {problem.name: problem.title for problem in problems}
     plot(titles, rows, labels, folder / "compare.png")
     run_cpu_s = time.process_time()
@@ -465,123 +454,20 @@ def _run_in(config: CompareConfig, folder: Path, device: torch.device, dtype: to
     return folder, text
 
 
-def add_options(parser: argparse.ArgumentParser) -> None:
-    """The options of ``catlog compare`` (without the common ones)."""
-    defaults = CompareConfig()
-    parser.add_argument("--problems", nargs="+", choices=PROBLEMS, default=list(PROBLEMS), help="(default: all)")
-    parser.add_argument(
-        "--estimators",
-        nargs="+",
-        choices=ESTIMATORS,
-        default=list(ESTIMATORS),
-        help="(default: all; the reference indecater is always measured)",
-    )
-    parser.add_argument(
-        "--samples",
-        type=int,
-        default=defaults.samples,
-        help="N of the reference IndeCateR/SCateR and of the equal-samples rows (default: 2)",
-    )
-    parser.add_argument(
-        "--repeats",
-        type=int,
-        default=defaults.repeats,
-        help="estimates per variance on fig1, binary, autoregressive (default: 200)",
-    )
-    parser.add_argument(
-        "--model-repeats",
-        type=int,
-        default=defaults.model_repeats,
-        help="estimates per variance on dvae and addition (default: 30)",
-    )
-    parser.add_argument(
-        "--timing-repeats",
-        type=int,
-        default=defaults.timing_repeats,
-        help="timed single estimates per size, after one warm-up (default: 7)",
-    )
-    parser.add_argument(
-        "--timing-seconds",
-        type=float,
-        default=defaults.timing_seconds,
-        help="...and more of them until they took this much CPU (default: 0.2)",
-    )
-    parser.add_argument(
-        "--max-evaluations",
-        type=int,
-        default=defaults.max_evaluations,
-        help="largest evaluations per estimate tried for equal time (default: 20000)",
-    )
-    parser.add_argument(
-        "--temperature",
-        type=float,
-        default=defaults.temperature,
-        help="temperature of the relaxed estimators (default: 1)",
-    )
-    parser.add_argument(
-        "--fig1",
-        type=common.parse_config,
-        default=defaults.fig1,
-        metavar="DxK",
-        help="size of the figure-1 problem (default: 6x10)",
-    )
-    parser.add_argument(
-        "--binary-variables", type=int, default=defaults.binary_variables, help="D of the binary problem (default: 12)"
-    )
-    parser.add_argument(
-        "--dvae-checkpoint",
-        type=Path,
-        default=None,
-        help="checkpoint.pt of a `catlog dvae` run (D = 200, K = 2); default: train here",
-    )
-    parser.add_argument(
-        "--dvae-steps",
-        type=int,
-        default=defaults.dvae_steps,
-        help="RLOO(2) training steps of the DVAE without a checkpoint (default: 300)",
-    )
-    parser.add_argument(
-        "--dvae-batch",
-        type=int,
-        default=defaults.dvae_batch,
-        help="validation images in the DVAE gradient (default: 10)",
-    )
-    parser.add_argument("--addition-digits", type=int, default=defaults.addition_digits, help="D (default: 4)")
-    parser.add_argument(
-        "--addition-batch",
-        type=int,
-        default=defaults.addition_batch,
-        help="test sequences in the addition gradient (default: 10)",
-    )
-    parser.add_argument("--data-dir", type=Path, default=None, help="folder holding mnist/ (default: catlog.data's)")
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="tiny sizes and few repeats (a smoke test, seconds); overrides those options",
-    )
-
-
-def config_from_args(args: argparse.Namespace) -> CompareConfig:
-    """The :class:`CompareConfig` of parsed options (``--quick`` replaces the sizes by :data:`QUICK`)."""
-    config = common.config_from_args(CompareConfig, args)
-    return replace(config, **QUICK) if args.quick else config
-
-
 def main(config: CompareConfig) -> int:
-    """``catlog compare``: run, print the tables and where the files went."""
+    """``catlog compare``: run (with :data:`QUICK` sizes under ``--quick``), print the tables and where the files
+    went."""
+    config = replace(config, **QUICK, quick=False) if config.quick else config
     folder, text = run(config)
     print(text)
     print(f"results in {folder}/ (compare.json, compare.csv, compare.txt, compare.png)")
     return 0
 
 
-COMMANDS = (
-    common.Command(
-        "compare",
-        help="every estimator on a suite of problems at equal samples, evaluations and time",
-        description=__doc__,
-        add_options=add_options,
-        config=config_from_args,
-        run=main,
-    ),
+COMMAND = Command(
+    "compare",
+    help="every estimator on a suite of problems at equal samples, evaluations and time",
+    description=__doc__ or "",
+    config=CompareConfig,
+    run=main,
 )

@@ -21,7 +21,6 @@ Decode cache: Omniglot's PNGs are decoded once and the 28x28 tensors kept in
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import hashlib
 import io
@@ -39,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from catlog.experiments.common import progress, write_torch
+from catlog.experiments.options import Options, option
 
 DATASETS: tuple[str, ...] = ("mnist", "fashion-mnist", "omniglot")
 SPLITS: tuple[str, ...] = ("train", "test")
@@ -140,6 +140,8 @@ def resolve_data_dir(data_dir: Path | str | None) -> Path:
     if data_dir is None:
         return default_data_dir()
     data_dir = Path(data_dir).expanduser()
+    if data_dir.is_file():
+        raise DataError(f"--data-dir: expected an existing folder, got {str(data_dir)!r}, which is a file")
     if not data_dir.is_dir():
         raise DataError(
             f"--data-dir: expected an existing folder, got {str(data_dir)!r}, which does not exist; "
@@ -159,19 +161,14 @@ def cache_dir(data_dir: Path, explicit: Path | str | None = None) -> Path:
     return Path(env).expanduser() if env else Path(data_dir) / "decoded"
 
 
-def add_data_options(parser: argparse.ArgumentParser, *, cache: bool) -> None:
-    """``--data-dir`` (an existing folder; default :func:`default_data_dir`) and, with ``cache``,
-    ``--cache-dir`` (where decoded Omniglot tensors go; default :func:`cache_dir`)."""
-    parser.add_argument(
-        "--data-dir", type=Path, default=None, help="existing data folder (None: $CATLOG_DATA or ~/.cache/catlog)"
+@dataclass(frozen=True, kw_only=True)
+class DataOptions(Options):
+    """The option of the commands that read image data: ``--data-dir``, an existing folder
+    (default :func:`default_data_dir`)."""
+
+    data_dir: Path | None = option(
+        None, "existing data folder", folder=True, default_text="$CATLOG_DATA, else ~/.cache/catlog"
     )
-    if cache:
-        parser.add_argument(
-            "--cache-dir",
-            type=Path,
-            default=None,
-            help="folder for decoded Omniglot tensors (None: $CATLOG_CACHE, else <data folder>/decoded)",
-        )
 
 
 def file_digest(path: Path, algorithm: str) -> str:

@@ -17,36 +17,32 @@ otherwise: these tensors are small, and extra threads only contend for the cores
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 from dataclasses import dataclass
 
 from catlog.experiments import cli, common, run_folder
+from catlog.experiments.options import COMMON_GROUP, Command, RunOptions, config_json, option
 from catlog.experiments.problems.figure1 import OBJECTIVES
 
 
 @dataclass(frozen=True, kw_only=True)
-class DemoConfig(common.RunOptions):
+class DemoConfig(RunOptions):
     """Settings of ``catlog demo``: repeated estimates of gradients, iterations and seeds of optimise."""
 
-    runs: int = 100
-    iterations: int = 50
-    seeds: int = 2
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        common.check_at_least("--runs", self.runs, 2)
-        common.check_at_least("--iterations", self.iterations, 1)
-        common.check_at_least("--seeds", self.seeds, 1)
+    runs: int = option(100, "repeated estimates per estimator in gradients", minimum=2)
+    iterations: int = option(50, "iterations of optimise", minimum=1)
+    seeds: int = option(2, "seeds of optimise", minimum=1)
+    threads: int | None = option(1, "torch CPU threads (these tensors are small)", minimum=1, group=COMMON_GROUP)
 
 
 def main(options: DemoConfig) -> int:
     """Run the short versions of ``gradients`` (both objectives) and ``optimise`` through the command
     line, into sub-folders of the demo's run folder; each prints its tables."""
     shared = ["--device", options.device, "--seed", str(options.seed), "--dtype", options.dtype]
-    shared += ["--threads", str(options.threads)] + (["--overwrite"] if options.overwrite else [])
+    shared += (["--threads", str(options.threads)] if options.threads is not None else []) + (
+        ["--overwrite"] if options.overwrite else []
+    )
     with run_folder.open_run(
-        common.default_out(options.out, "demo"), common.config_json(options), overwrite=options.overwrite
+        common.default_out(options.out, "demo"), config_json(options), overwrite=options.overwrite
     ) as run:
         out = run.path
         runs = [
@@ -64,26 +60,10 @@ def main(options: DemoConfig) -> int:
     return 0
 
 
-def add_options(parser: argparse.ArgumentParser) -> None:
-    """The options of ``catlog demo`` (without the common ones)."""
-    parser.add_argument("--runs", type=int, default=100, help="repeated estimates per estimator in gradients")
-    parser.add_argument("--iterations", type=int, default=50, help="iterations of optimise")
-    parser.add_argument("--seeds", type=int, default=2, help="seeds of optimise")
-
-
-def build_config(args: argparse.Namespace) -> DemoConfig:
-    """The config of the parsed ``catlog demo`` options; one torch thread unless ``--threads`` says otherwise."""
-    config = common.config_from_args(DemoConfig, args)
-    return config if config.threads is not None else dataclasses.replace(config, threads=1)
-
-
-COMMANDS = (
-    common.Command(
-        "demo",
-        help="quick version of gradients and optimise (about half a minute on 2 CPU cores)",
-        description=__doc__,
-        add_options=add_options,
-        config=build_config,
-        run=main,
-    ),
+COMMAND = Command(
+    "demo",
+    help="quick version of gradients and optimise (about half a minute on 2 CPU cores)",
+    description=__doc__ or "",
+    config=DemoConfig,
+    run=main,
 )

@@ -9,13 +9,13 @@ on log scales; one curve per run.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from catlog.experiments import common, plotting
+from catlog.experiments.options import Command, Options, option
 
 X_COLUMNS = {"cpu": "train_cpu_s", "wall": "train_wall_s", "iteration": "iteration", "evaluations": "iteration"}
 X_LABELS = {
@@ -85,15 +85,18 @@ def plot_runs(runs: list[Path], output: Path, x_axis: str = "cpu") -> Path:
     return common.save_figure(fig, Path(output))
 
 
-@dataclass(frozen=True)
-class PlotConfig:
-    """Settings of ``catlog dvae-plot``: run folders, the PNG to write and the x axis."""
+@dataclass(frozen=True, kw_only=True)
+class PlotConfig(Options):
+    """Settings of ``catlog dvae-plot``."""
 
-    runs: tuple[Path, ...]
-    output: Path = Path("dvae.png")
-    x_axis: str = "cpu"
+    runs: tuple[Path, ...] = option(help="run folders of catlog dvae")
+    output: Path = option(Path("dvae.png"), "PNG to write")
+    x_axis: str = option(
+        "cpu", "training CPU seconds, wall seconds, iterations or evaluations of f per image", choices=tuple(X_COLUMNS)
+    )
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         plotting.check_run_folders(self.runs, "dvae")
 
 
@@ -104,26 +107,10 @@ def run_plot(config: PlotConfig) -> int:
     return 0
 
 
-def add_options(parser: argparse.ArgumentParser) -> None:
-    """The options of ``catlog dvae-plot``."""
-    parser.add_argument("runs", nargs="+", type=Path, help="run folders of catlog dvae")
-    parser.add_argument("--output", type=Path, default=Path("dvae.png"), help="PNG to write")
-    parser.add_argument(
-        "--x-axis",
-        choices=tuple(X_COLUMNS),
-        default="cpu",
-        help="training CPU seconds, wall seconds, iterations or evaluations of f per image",
-    )
-
-
-COMMANDS = (
-    common.Command(
-        "dvae-plot",
-        help="figure 3 row: train/validation -ELBO and variance of dvae runs",
-        description=__doc__,
-        add_options=add_options,
-        config=lambda args: common.config_from_args(PlotConfig, args),
-        run=run_plot,
-        common=False,
-    ),
+COMMAND = Command(
+    "dvae-plot",
+    help="figure 3 row: train/validation -ELBO and variance of dvae runs",
+    description=__doc__ or "",
+    config=PlotConfig,
+    run=run_plot,
 )

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from catlog.experiments.common import OptionError
+from catlog.experiments.options import OptionError
 
 MARKER_LIMIT = 30
 # Line styles that tell apart runs drawn in one colour (e.g. two seeds of one estimator).

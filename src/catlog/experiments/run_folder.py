@@ -10,7 +10,8 @@
 4. on ``resume``, compares the saved ``config.json`` with the new config and names
    every key that differs (keys in ``may_change`` may differ, e.g. ``epochs``), and
    says plainly when there is no checkpoint to resume from;
-5. writes ``config.json`` before anything else.
+5. writes ``config.json`` before anything else, and removes it again when the run fails
+   before writing any result (so that the corrected rerun does not find a used folder).
 
 Checkpoints are plain containers of tensors, numbers, strings, lists and dicts written
 with :func:`save_checkpoint` and read with ``torch.load(..., weights_only=True)``.
@@ -31,6 +32,7 @@ from typing import Any, TextIO
 import torch
 
 from catlog.experiments import common, distributed
+from catlog.experiments.options import RunOptions, config_json
 
 LOCK = ".lock"
 CONFIG = "config.json"
@@ -69,10 +71,17 @@ class RunFolder:
             fcntl.flock(self._lock, fcntl.LOCK_UN)
             self._lock.close()
 
+    def discard_if_unused(self) -> None:
+        """Remove ``config.json`` when it is all the run wrote (the run failed before its first result)."""
+        if {path.name for path in _results(self.path)} <= {CONFIG}:
+            (self.path / CONFIG).unlink(missing_ok=True)
+
     def __enter__(self) -> RunFolder:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if exc_type is not None:
+            self.discard_if_unused()
         self.close()
 
 
@@ -128,8 +137,11 @@ def open_run(
     resume: bool = False,
     overwrite: bool = False,
     may_change: Iterable[str] = (),
+    resumable: bool = False,
 ) -> RunFolder:
     """Create or reopen the run folder ``folder`` for a run with ``config`` (JSON-able); see the module docstring.
+
+    ``resumable`` says whether the command takes ``--resume`` (the refusal of a used folder suggests it).
 
     Raises:
         RunFolderError: the folder is locked, holds results and neither ``resume`` nor
@@ -146,9 +158,10 @@ def open_run(
         if resume:
             _check_resumable(folder, config, may_change)
         elif used and not overwrite:
+            resume_hint = "pass --resume to continue it, " if resumable else "pass "
             raise RunFolderError(
                 f"{folder}: already holds results ({', '.join(sorted(p.name for p in used)[:4])}); "
-                "pass --resume to continue it, --overwrite to start it again, or choose another --out"
+                f"{resume_hint}--overwrite to start it again, or choose another --out"
             )
         elif used:
             for path in used:
@@ -175,7 +188,7 @@ def _check_resumable(folder: Path, config: Mapping[str, Any], may_change: Iterab
 
 @contextmanager
 def open_on_main(
-    config: common.RunOptions, experiment: str, ctx: distributed.DistributedContext, may_change: Iterable[str] = ()
+    config: RunOptions, experiment: str, ctx: distributed.DistributedContext, may_change: Iterable[str] = ()
 ) -> Iterator[Path]:
     """A training command's run folder: rank 0 opens it (:func:`open_run` with ``config``'s
     ``out``, ``overwrite`` and ``resume``, and the world size added to the saved config), every
@@ -184,15 +197,19 @@ def open_on_main(
     ``experiment`` names the default folder, ``results/<experiment>-<time>``.
     """
     folder = common.default_out(config.out, experiment)
-    settings = {**common.config_json(config), "world_size": ctx.world_size}
+    settings = {**config_json(config), "world_size": ctx.world_size}
     resume = bool(getattr(config, "resume", False))
     run = (
-        open_run(folder, settings, resume=resume, overwrite=config.overwrite, may_change=may_change)
+        open_run(folder, settings, resume=resume, overwrite=config.overwrite, may_change=may_change, resumable=True)
         if ctx.is_main
         else None
     )
     try:
         yield distributed.broadcast_object(folder, ctx)
+    except BaseException:
+        if run is not None:
+            run.discard_if_unused()
+        raise
     finally:
         if run is not None:
             run.close()

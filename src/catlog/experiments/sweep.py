@@ -54,7 +54,6 @@ once) and waits for them; ``submitit-local`` uses submitit's local executor
 
 from __future__ import annotations
 
-import argparse
 import ctypes
 import itertools
 import json
@@ -71,6 +70,7 @@ from pathlib import Path
 from typing import Any
 
 from catlog.experiments import common, run_folder
+from catlog.experiments.options import Command, OptionError, Options, option
 
 RECORD = run_folder.SWEEP_RECORD
 PR_SET_PDEATHSIG = 1  # prctl option, linux/prctl.h
@@ -394,28 +394,29 @@ def plot(spec: SweepSpec, runs: Sequence[Run], out: Path) -> int:
     return subprocess.run(argv, check=False).returncode
 
 
-@dataclass(frozen=True)
-class SweepConfig:
-    """Settings of ``catlog sweep`` (see :func:`add_options`); ``spec`` is the parsed spec file."""
+@dataclass(frozen=True, kw_only=True)
+class SweepConfig(Options):
+    """Settings of ``catlog sweep``; :attr:`parsed` is the spec file read and checked."""
 
-    spec_path: Path
-    spec: SweepSpec
-    out: Path
-    jobs: int = 1
-    backend: str = "local"
-    dry_run: bool = False
-    collect_only: bool = False
+    spec: Path = option(help="sweep spec, .toml (or .yaml with PyYAML)")
+    out: Path | None = option(None, "sweep folder", default_text="results/sweep-<spec name>, so reruns resume")
+    jobs: int = option(1, "runs at once", minimum=1, flags=("-j",))
+    backend: str = option("local", "where runs execute", choices=BACKENDS)
+    dry_run: bool = option(False, "print the command lines of the runs to do and stop")
+    collect_only: bool = option(False, "run nothing: collect the table and plot")
+    parsed: SweepSpec = field(init=False, repr=False, compare=False)
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        try:
+            object.__setattr__(self, "parsed", load_spec(self.spec))
+        except (ValueError, OSError) as error:
+            raise OptionError("spec", str(error).removeprefix("spec: ")) from None
 
-def build_config(args: argparse.Namespace) -> SweepConfig:
-    """The config of the parsed ``catlog sweep`` options, with the spec read and checked."""
-    common.check_at_least("--jobs", args.jobs, 1)
-    try:
-        spec = load_spec(args.spec)
-    except (ValueError, OSError) as error:
-        raise common.OptionError("spec", str(error)) from None
-    out = args.out if args.out is not None else Path("results") / f"sweep-{args.spec.stem}"
-    return SweepConfig(args.spec, spec, out, args.jobs, args.backend, args.dry_run, args.collect_only)
+    @property
+    def folder(self) -> Path:
+        """``--out``, else ``results/sweep-<spec name>``."""
+        return self.out if self.out is not None else Path("results") / f"sweep-{self.spec.stem}"
 
 
 def sweep(config: SweepConfig) -> int:
@@ -423,7 +424,7 @@ def sweep(config: SweepConfig) -> int:
 
     The sweep folder is locked while the sweep runs, so a second sweep into it stops at once.
     """
-    spec, out = config.spec, config.out
+    spec, out = config.parsed, config.folder
     runs = expand(spec, out.resolve())
     pending = [run for run in runs if not is_complete(run)]
     print(f"{len(runs)} runs, {len(runs) - len(pending)} complete, {len(pending)} to run; output in {out}")
@@ -454,26 +455,10 @@ def sweep(config: SweepConfig) -> int:
     return 1 if incomplete or plot_status else 0
 
 
-def add_options(parser: argparse.ArgumentParser) -> None:
-    """The options of ``catlog sweep``."""
-    parser.add_argument("spec", type=Path, help="sweep spec, .toml (or .yaml with PyYAML)")
-    parser.add_argument(
-        "--out", type=Path, default=None, help="sweep folder (None: results/sweep-<spec name>, so reruns resume)"
-    )
-    parser.add_argument("--jobs", "-j", type=int, default=1, help="runs at once")
-    parser.add_argument("--backend", choices=BACKENDS, default="local", help="where runs execute")
-    parser.add_argument("--dry-run", action="store_true", help="print the command lines of the runs to do and stop")
-    parser.add_argument("--collect-only", action="store_true", help="run nothing: collect the table and plot")
-
-
-COMMANDS = (
-    common.Command(
-        "sweep",
-        help="run a grid of experiment runs (resumable) and collect one table",
-        description=__doc__,
-        add_options=add_options,
-        config=build_config,
-        run=sweep,
-        common=False,
-    ),
+COMMAND = Command(
+    "sweep",
+    help="run a grid of experiment runs (resumable) and collect one table",
+    description=__doc__ or "",
+    config=SweepConfig,
+    run=sweep,
 )

@@ -21,7 +21,6 @@ compared with the exact gradient (enumeration of all ``K^D`` states, in float64)
 
 from __future__ import annotations
 
-import argparse
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,6 +31,16 @@ import torch
 
 import catlog
 from catlog.experiments import common, estimators, run_folder
+from catlog.experiments.options import (
+    Command,
+    RunOptions,
+    check_applies,
+    check_at_least,
+    config_json,
+    option,
+    parse_size,
+    show_size,
+)
 from catlog.experiments.problems import Problem, figure1
 
 CONFIGS: tuple[tuple[int, int], ...] = ((12, 3), (6, 10), (3, 100))
@@ -55,22 +64,34 @@ COLUMNS: tuple[str, ...] = (
 
 
 @dataclass(frozen=True, kw_only=True)
-class GradientsConfig(common.RunOptions):
-    """Settings of ``catlog gradients`` (see :func:`add_options` for their meaning)."""
+class GradientsConfig(RunOptions):
+    """Settings of ``catlog gradients``."""
 
-    configs: tuple[tuple[int, int], ...] = CONFIGS
-    f: str = "separable"
-    runs: int = 1000
-    samples: int = 1000
-    indecater_samples: int = 1
-    temperature: float = 1.0
-    estimators: tuple[str, ...] = ESTIMATORS
+    configs: tuple[tuple[int, int], ...] = option(
+        CONFIGS, "problem sizes: D variables with K categories each", parse=parse_size, show=show_size, metavar="DxK"
+    )
+    f: str = option(
+        "separable",
+        "separable: f(x) = sum_d |x_d - b_d| (the paper's; IndeCateR is exact on it); "
+        "nonseparable: f(x) = (sum_d |x_d - b_d|)^2 / D",
+        choices=figure1.OBJECTIVES,
+    )
+    runs: int = option(1000, "repeated estimates per estimator", minimum=2)
+    samples: int = option(1000, "N of the baselines (-s: N samples, -f: D*K*N samples)", minimum=1)
+    indecater_samples: int = option(1, "N of indecater and indecater-pv", minimum=1)
+    temperature: float = option(1.0, "Gumbel-Softmax temperature", above=0)
+    estimators: tuple[str, ...] = option(
+        ESTIMATORS, "estimators to compare (names below)", choices=estimators.NAMES, metavar="NAME"
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        common.check_at_least("--runs", self.runs, 2)
-        common.check_at_least("--samples", self.samples, 2 if any(n.startswith("rloo") for n in self.estimators) else 1)
-        common.check_at_least("--indecater-samples", self.indecater_samples, 1)
+        if any(n.startswith("rloo") for n in self.estimators):
+            check_at_least("--samples", self.samples, 2)
+        for name in self.estimators:
+            for num_variables, num_categories in self.configs:
+                estimator = self.estimator(name, num_variables, num_categories)
+                check_applies("--estimators", name, estimator, num_variables, num_categories)
 
     def estimator(self, name: str, num_variables: int, num_categories: int) -> catlog.Estimator:
         """Estimator ``name`` on ``D x K``: IndeCateR with ``--indecater-samples``, baselines with ``--samples``
@@ -226,7 +247,7 @@ def run_gradients(options: GradientsConfig) -> tuple[Path, list[list[dict[str, A
     PNGs: ``fig1_<f>_<D>x<K>.png`` per config and, with several configs, ``fig1_<f>.png`` with all of them.
     """
     common.apply_threads(options.threads)
-    settings = common.config_json(options)
+    settings = config_json(options)
     with run_folder.open_run(
         common.default_out(options.out, "gradients"), settings, overwrite=options.overwrite
     ) as run:
@@ -246,39 +267,6 @@ def run_gradients(options: GradientsConfig) -> tuple[Path, list[list[dict[str, A
     return out, tables
 
 
-def add_options(parser: argparse.ArgumentParser) -> None:
-    """The options of ``catlog gradients`` (without the common ones)."""
-    parser.add_argument(
-        "--configs",
-        type=common.parse_config,
-        nargs="+",
-        default=list(CONFIGS),
-        metavar="DxK",
-        help="problem sizes: D variables with K categories each",
-    )
-    parser.add_argument(
-        "--f",
-        choices=figure1.OBJECTIVES,
-        default="separable",
-        help="separable: f(x) = sum_d |x_d - b_d| (the paper's; IndeCateR is exact on it); "
-        "nonseparable: f(x) = (sum_d |x_d - b_d|)^2 / D",
-    )
-    parser.add_argument("--runs", type=int, default=1000, help="repeated estimates per estimator")
-    parser.add_argument(
-        "--samples", type=int, default=1000, help="N of the baselines (-s: N samples, -f: D*K*N samples)"
-    )
-    parser.add_argument("--indecater-samples", type=int, default=1, help="N of indecater and indecater-pv")
-    parser.add_argument("--temperature", type=float, default=1.0, help="Gumbel-Softmax temperature")
-    parser.add_argument(
-        "--estimators",
-        nargs="+",
-        choices=estimators.NAMES,
-        default=list(ESTIMATORS),
-        metavar="NAME",
-        help="estimators to compare (names below)",
-    )
-
-
 def main(options: GradientsConfig) -> int:
     """``catlog gradients``: run, print the tables and where the files went."""
     out, tables = run_gradients(options)
@@ -288,18 +276,10 @@ def main(options: GradientsConfig) -> int:
     return 0
 
 
-def build_config(args: argparse.Namespace) -> GradientsConfig:
-    """The config of the parsed ``catlog gradients`` options."""
-    return common.config_from_args(GradientsConfig, args)
-
-
-COMMANDS = (
-    common.Command(
-        "gradients",
-        help="figure 1: bias and variance against the exact gradient",
-        description=__doc__,
-        add_options=add_options,
-        config=build_config,
-        run=main,
-    ),
+COMMAND = Command(
+    "gradients",
+    help="figure 1: bias and variance against the exact gradient",
+    description=__doc__ or "",
+    config=GradientsConfig,
+    run=main,
 )

@@ -24,7 +24,6 @@ logits, one call), ``mean_i Var_r g_ri`` over the ``2 D`` logits.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
 from collections.abc import Callable, Sequence
@@ -38,6 +37,7 @@ import torch
 import catlog
 from catlog.experiments import common, estimators, plotting, run_folder
 from catlog.experiments.keras import KerasRMSprop
+from catlog.experiments.options import Command, RunOptions, check_at_least, check_multiple, config_json, option
 from catlog.experiments.problems import variance_per_entry
 from catlog.experiments.problems.binary import NUM_CATEGORIES, OPTIMUM, expected_value, objective, start_logits
 
@@ -94,29 +94,23 @@ def paper_methods(num_variables: int, samples: int = 2) -> dict[str, Method]:
 
 
 @dataclass(frozen=True, kw_only=True)
-class OptimiseConfig(common.RunOptions):
-    """Settings of ``catlog optimise`` (see :func:`add_options` for their meaning)."""
+class OptimiseConfig(RunOptions):
+    """Settings of ``catlog optimise``."""
 
-    iterations: int = 2000
-    seeds: int = 10
-    num_variables: int = 200
-    samples: int = 2
-    methods: tuple[str, ...] = METHODS
-    log_every: int = 5
-    variance_every: int = 50
-    variance_repeats: int = 20
+    iterations: int = option(2000, "RMSprop steps per run", minimum=1)
+    seeds: int = option(10, "runs per method, seeds --seed .. --seed + SEEDS - 1", minimum=1)
+    num_variables: int = option(200, "D, binary variables", minimum=1)
+    samples: int = option(2, "N: samples of indecater and rloo-s; rloo-f and gs-st-f take D*2*N", minimum=1)
+    methods: tuple[str, ...] = option(METHODS, "methods to run", choices=METHODS)
+    log_every: int = option(5, "log E[f] and time every this many iterations", minimum=1)
+    variance_every: int = option(50, "measure the estimator variance every this many iterations", minimum=1)
+    variance_repeats: int = option(20, "R, independent estimates per variance measurement", minimum=2)
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for option in ("iterations", "seeds", "num_variables", "samples", "log_every", "variance_every"):
-            common.check_at_least("--" + option.replace("_", "-"), getattr(self, option), 1)
-        common.check_at_least("--variance-repeats", self.variance_repeats, 2)
         if "rloo-s" in self.methods:
-            common.check_at_least("--samples", self.samples, 2)
-        if self.variance_every % self.log_every:
-            raise common.OptionError(
-                "--variance-every", f"expected a multiple of --log-every ({self.log_every}), got {self.variance_every}"
-            )
+            check_at_least("--samples", self.samples, 2)
+        check_multiple("--variance-every", self.variance_every, "--log-every", self.log_every)
 
 
 def estimator_variance(
@@ -354,7 +348,7 @@ def write_results(
     Returns the summary table.
     """
     table = summarise(summaries, options.methods)
-    settings = common.config_json(options)
+    settings = config_json(options)
     common.write_csv(out / "optimise_log.csv", rows, LOG_COLUMNS)
     common.write_json(
         out / "optimise.json",
@@ -383,7 +377,7 @@ def run_optimise(options: OptimiseConfig) -> tuple[Path, list[dict[str, Any]], d
     common.apply_threads(options.threads)
     methods = paper_methods(options.num_variables, options.samples)
     folder = common.default_out(options.out, "optimise")
-    with run_folder.open_run(folder, common.config_json(options), overwrite=options.overwrite) as run:
+    with run_folder.open_run(folder, config_json(options), overwrite=options.overwrite) as run:
         rows: list[dict[str, Any]] = []
         summaries: list[dict[str, Any]] = []
         total = len(options.methods) * options.seeds * options.iterations
@@ -397,24 +391,6 @@ def run_optimise(options: OptimiseConfig) -> tuple[Path, list[dict[str, Any]], d
                 last = seed == options.seed + options.seeds - 1
                 table = write_results(run.path, rows, summaries, methods, options, figure=last)
     return run.path, table, methods
-
-
-def add_options(parser: argparse.ArgumentParser) -> None:
-    """The options of ``catlog optimise`` (without the common ones)."""
-    parser.add_argument("--iterations", type=int, default=2000, help="RMSprop steps per run")
-    parser.add_argument("--seeds", type=int, default=10, help="runs per method, seeds --seed .. --seed + SEEDS - 1")
-    parser.add_argument("--num-variables", type=int, default=200, help="D, binary variables")
-    parser.add_argument(
-        "--samples", type=int, default=2, help="N: samples of indecater and rloo-s; rloo-f and gs-st-f take D*2*N"
-    )
-    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="methods to run")
-    parser.add_argument("--log-every", type=int, default=5, help="log E[f] and time every this many iterations")
-    parser.add_argument(
-        "--variance-every", type=int, default=50, help="measure the estimator variance every this many iterations"
-    )
-    parser.add_argument(
-        "--variance-repeats", type=int, default=20, help="R, independent estimates per variance measurement"
-    )
 
 
 def main(options: OptimiseConfig) -> int:
@@ -434,18 +410,10 @@ def main(options: OptimiseConfig) -> int:
     return 0
 
 
-def build_config(args: argparse.Namespace) -> OptimiseConfig:
-    """The config of the parsed ``catlog optimise`` options."""
-    return common.config_from_args(OptimiseConfig, args)
-
-
-COMMANDS = (
-    common.Command(
-        "optimise",
-        help="figure 2: maximise E[mean_i (X_i - 0.499)^2] over 200 binary variables",
-        description=__doc__,
-        add_options=add_options,
-        config=build_config,
-        run=main,
-    ),
+COMMAND = Command(
+    "optimise",
+    help="figure 2: maximise E[mean_i (X_i - 0.499)^2] over 200 binary variables",
+    description=__doc__ or "",
+    config=OptimiseConfig,
+    run=main,
 )

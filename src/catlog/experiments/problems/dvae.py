@@ -16,6 +16,7 @@ import torch
 
 import catlog
 from catlog.experiments.dvae_model import DiscreteVAE, load_split, negative_elbo, train_step
+from catlog.experiments.keras import KerasAdam
 from catlog.experiments.problems.problem import Problem
 
 
@@ -53,7 +54,7 @@ def trained_model(
 ) -> DiscreteVAE:
     """The D = 200 discrete VAE from a ``catlog dvae`` ``checkpoint``, or trained here.
 
-    Without a checkpoint: initialised from ``seed`` and trained ``steps`` Adam steps (lr 1e-3)
+    Without a checkpoint: initialised from ``seed`` and trained ``steps`` Keras-Adam steps (lr 1e-3)
     on batches of 100 of ``images: [N, 784]`` with RLOO(2) (cheap; any unbiased estimator would do).
     """
     torch.manual_seed(seed)
@@ -61,7 +62,7 @@ def trained_model(
     if checkpoint is not None:
         model.load_state_dict(torch.load(checkpoint, map_location=device, weights_only=True)["model"])
         return model
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    optimizer = KerasAdam(model.parameters(), lr=1e-3)
     generator = torch.Generator(device=device).manual_seed(seed)
     for step in range(steps):
         start = (100 * step) % max(1, images.shape[0] - 100)

@@ -1,0 +1,353 @@
+"""The one training loop of ``catlog dvae`` and ``catlog addition``: init, step, evaluation,
+checkpoint, resume and time budget, written once.
+
+An experiment supplies a :class:`Task` (its model, the loss of a batch, what a log row
+evaluates); :func:`train` does the rest for both:
+
+- **init**: ``torch.manual_seed(seed)``, the task's model on the device in the config's
+  dtype with rank 0's parameters on every rank, Keras' Adam at ``--lr``, a training
+  random stream per rank (:func:`~catlog.experiments.distributed.rank_generator`) and an
+  evaluation stream seeded ``seed + 1``;
+- **step**: the batch's mean loss, scaled by the rank's weight, backward, gradients averaged
+  over ranks, optimiser step; the wall and process CPU time of steps is counted
+  (:class:`~catlog.experiments.common.Clock`), evaluation excluded;
+- **log rows** where the task says (:meth:`Task.log_due`) and when training ends: the
+  iteration, the fractional epoch, the training time so far, the means of the step
+  statistics over the examples trained on since the previous row, the authors' "gradient
+  variance" (:func:`gradient_spread`) averaged the same way, and :meth:`Task.evaluate`;
+  ``log.csv`` is rewritten at each row;
+- **length**: ``--epochs`` passes over the training examples, or until ``--time-budget``
+  seconds of training on ``--budget-clock`` (the first reached stops);
+- **checkpoint** at the end of every epoch (and when the budget stops training):
+  :data:`SCHEMA`, model, optimiser, every rank's random streams and the :class:`TrainState`;
+  ``--resume`` continues from it bit for bit. Checkpoints of older versions (without the
+  schema key) are refused with one line saying why; their ``model`` still loads
+  (:func:`load_model`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+import torch
+from torch import nn
+
+from catlog.experiments import common, distributed, run_folder
+from catlog.experiments.keras import KerasAdam
+from catlog.experiments.options import OptionError, RunOptions, option
+
+SCHEMA = 2
+# Settings a resumed run may change; any other difference from the saved config is refused.
+MAY_CHANGE: tuple[str, ...] = (
+    "epochs",
+    "time_budget",
+    "budget_clock",
+    "device",
+    "threads",
+    "out",
+    "resume",
+    "overwrite",
+    "data_dir",
+)
+LENGTH = "length (the first reached stops training)"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainingOptions(RunOptions):
+    """The options of every training command (each command sets the defaults of ``lr`` and ``batch_size``).
+
+    Attributes:
+        default_epochs: the epochs when neither ``epochs`` nor ``time_budget`` is given.
+    """
+
+    default_epochs: ClassVar[int] = 1
+    epochs: int | None = option(
+        None, "passes over the training examples", minimum=1, group=LENGTH, default_text="1 without --time-budget"
+    )
+    time_budget: float | None = option(
+        None, "training seconds (evaluation excluded)", above=0, group=LENGTH, default_text="none"
+    )
+    budget_clock: str = option(
+        "cpu",
+        "clock of --time-budget: process CPU time (robust on a shared machine) or wall",
+        choices=("cpu", "wall"),
+        group=LENGTH,
+    )
+    lr: float = option(1e-3, "Adam learning rate", above=0)
+    batch_size: int = option(10, "examples per step", minimum=1)
+    resume: bool = option(False, "continue the run in --out from its checkpoint.pt")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.resume and self.out is None:
+            raise OptionError("--resume", "expected --out naming the run folder to resume, got none")
+
+    @property
+    def max_epochs(self) -> int | None:
+        """``--epochs``; :attr:`default_epochs` when neither it nor ``--time-budget`` is given; ``None``:
+        the budget alone stops."""
+        if self.epochs is not None or self.time_budget is not None:
+            return self.epochs
+        return self.default_epochs
+
+
+class Task(Protocol):
+    """What one experiment adds to the loop.
+
+    Attributes:
+        model: the trained module (built on the CPU in the default dtype; the loop moves it).
+        num_examples: training examples; an epoch is one pass over ``0..num_examples-1``.
+    """
+
+    model: nn.Module
+    num_examples: int
+
+    def loss(self, indices: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+        """The mean loss (with autograd) over the training examples ``indices: LongTensor[b]``, and
+        statistics of the batch (means over its examples) for the log."""
+        ...
+
+    def start_epoch(self, epoch: int) -> None:
+        """Called before each epoch (``epoch`` counts from 0): e.g. a temperature schedule."""
+        ...
+
+    def log_due(self, iteration: int, steps_per_epoch: int) -> bool:
+        """Whether a log row follows the step that made ``iteration`` steps in all."""
+        ...
+
+    def evaluate(self, iteration: int, final: bool, generator: torch.Generator) -> dict[str, Any]:
+        """The evaluation columns of a log row (rank 0 only); ``final``: the row that ends training."""
+        ...
+
+
+@dataclass(frozen=True)
+class TrainState:
+    """The progress of a run: what a checkpoint restores besides model, optimiser and random streams.
+
+    Attributes:
+        epoch: epochs completed.
+        iteration: optimiser steps taken.
+        train_wall_s, train_cpu_s: training time so far (evaluation excluded).
+        window: sums over the examples trained on since the last log row, of each step statistic
+            times the examples behind it, and ``"examples"``.
+        budget_reached: the time budget stopped the run.
+        log: the log rows so far.
+    """
+
+    epoch: int = 0
+    iteration: int = 0
+    train_wall_s: float = 0.0
+    train_cpu_s: float = 0.0
+    window: dict[str, float] | None = None
+    budget_reached: bool = False
+    log: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class Trainer:
+    """What stays fixed during a run (model and optimiser change in place, the state does not)."""
+
+    config: TrainingOptions
+    task: Task
+    out: Path
+    ctx: distributed.DistributedContext
+    optimizer: torch.optim.Optimizer
+    generators: dict[str, torch.Generator]
+    clock: common.Clock
+
+
+def init(
+    config: TrainingOptions, make_task: Callable[[], Task], out: Path, ctx: distributed.DistributedContext
+) -> tuple[Trainer, TrainState]:
+    """Seed torch, build the task (its model's initial parameters come from ``--seed``), move its model
+    to the device, build optimiser and random streams; the state is fresh or, with ``config.resume``,
+    the checkpoint's."""
+    torch.manual_seed(config.seed)
+    task = make_task()
+    task.model.to(device=ctx.device, dtype=config.torch_dtype)
+    distributed.broadcast_parameters(task.model, ctx)
+    trainer = Trainer(
+        config=config,
+        task=task,
+        out=out,
+        ctx=ctx,
+        optimizer=KerasAdam(task.model.parameters(), lr=config.lr),
+        generators={
+            "train": distributed.rank_generator(config.seed, ctx, device=ctx.device),
+            "eval": torch.Generator(device=ctx.device).manual_seed(config.seed + 1),
+        },
+        clock=common.Clock(ctx.device),
+    )
+    state = load(trainer) if config.resume else TrainState()
+    trainer.clock.wall_s, trainer.clock.cpu_s = state.train_wall_s, state.train_cpu_s
+    return trainer, state
+
+
+def save(trainer: Trainer, state: TrainState) -> None:
+    """Checkpoint model, optimiser, random streams and state. Every rank calls it (the ranks' training
+    streams are gathered); rank 0 writes."""
+    train_states = distributed.all_gather_object(trainer.generators["train"].get_state(), trainer.ctx)
+    if not trainer.ctx.is_main:
+        return
+    run_folder.save_checkpoint(
+        trainer.out / run_folder.CHECKPOINT,
+        {
+            "schema": SCHEMA,
+            "model": trainer.task.model.state_dict(),
+            "optimizer": trainer.optimizer.state_dict(),
+            "generators": {"eval": trainer.generators["eval"].get_state(), "train": train_states},
+            "state": {**asdict(state), "log": list(state.log)},
+        },
+    )
+
+
+def read_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """The checkpoint at ``path`` if this version can continue it.
+
+    Raises:
+        RunFolderError: the checkpoint was written before :data:`SCHEMA` (one line: why, and what still works).
+    """
+    saved = run_folder.load_checkpoint(path, device)
+    if saved.get("schema") != SCHEMA:
+        raise run_folder.RunFolderError(
+            f"--resume: {path} is a checkpoint of an older catlog (schema {saved.get('schema', 1)}, expected "
+            f"{SCHEMA}: one training loop, Keras' Adam); its model still loads (dvae-variance, compare "
+            "--dvae-checkpoint), but training cannot continue it: start the run again with --overwrite"
+        )
+    return saved
+
+
+def load_model(path: Path, model: nn.Module) -> nn.Module:
+    """Load the model weights of the checkpoint at ``path`` (any schema) into ``model``; returns ``model``."""
+    model.load_state_dict(run_folder.load_checkpoint(path)["model"])
+    return model
+
+
+def load(trainer: Trainer) -> TrainState:
+    """Restore model, optimiser and random streams from the run's checkpoint; returns its state."""
+    saved = read_checkpoint(trainer.out / run_folder.CHECKPOINT)
+    train_states = saved["generators"]["train"]
+    if len(train_states) != trainer.ctx.world_size:
+        raise run_folder.RunFolderError(
+            f"--resume: expected the checkpoint's {len(train_states)} processes, "
+            f"got a world size of {trainer.ctx.world_size}"
+        )
+    trainer.task.model.load_state_dict(saved["model"])
+    trainer.optimizer.load_state_dict(saved["optimizer"])
+    trainer.generators["eval"].set_state(saved["generators"]["eval"])
+    trainer.generators["train"].set_state(train_states[trainer.ctx.rank])
+    return TrainState(**{**saved["state"], "log": tuple(saved["state"]["log"])})
+
+
+def gradient_spread(parameters: Iterable[nn.Parameter]) -> float:
+    """What the authors' code logs as "gradient variance": the spread of the entries within one gradient.
+
+    ``1/P sum_p Var_i(g_p[i])`` over the ``P`` parameter tensors of the last step's gradient
+    ``g_p`` (population variance of each tensor's entries). It is not an estimator's
+    variance (that is measured across repeated estimates at fixed parameters); it is
+    logged so that our curves can be held against the paper's.
+    """
+    grads = [p.grad for p in parameters if p.grad is not None]
+    return float(torch.stack([g.var(unbiased=False) for g in grads]).mean()) if grads else 0.0
+
+
+def step(trainer: Trainer, state: TrainState, part: distributed.Batch) -> TrainState:
+    """One optimiser step on this rank's batch ``part``; the state counts it, adds its statistics
+    (means over the global batch) to the window and checks the budget on every rank."""
+    config, clock, ctx, task = trainer.config, trainer.clock, trainer.ctx, trainer.task
+    indices = part.indices.to(ctx.device)
+
+    def optimise() -> dict[str, float]:
+        trainer.optimizer.zero_grad(set_to_none=True)
+        loss, statistics = task.loss(indices, trainer.generators["train"])
+        (loss * part.weight).backward()
+        distributed.average_gradients(task.model.parameters(), ctx)
+        trainer.optimizer.step()
+        return statistics
+
+    statistics = clock.timed(optimise)
+    statistics["gradient_spread"] = gradient_spread(task.model.parameters())
+    spent = clock.cpu_s if config.budget_clock == "cpu" else clock.wall_s
+    out_of_budget = float(config.time_budget is not None and spent >= config.time_budget)
+    reduced = distributed.all_reduce_means({**statistics, "budget": out_of_budget}, ctx, part.indices.numel())
+    count = part.global_size
+    window = dict(state.window or {"examples": 0.0})
+    window["examples"] += count
+    for key, value in reduced.items():
+        if key != "budget":
+            window[key] = window.get(key, 0.0) + value * count
+    return replace(
+        state,
+        iteration=state.iteration + 1,
+        window=window,
+        train_wall_s=clock.wall_s,
+        train_cpu_s=clock.cpu_s,
+        budget_reached=reduced["budget"] > 0,
+    )
+
+
+def window_means(state: TrainState) -> dict[str, float]:
+    """The means of the step statistics over the examples of the window."""
+    window = state.window or {"examples": 0.0}
+    return {key: total / max(window["examples"], 1.0) for key, total in window.items() if key != "examples"}
+
+
+def log_row(trainer: Trainer, state: TrainState, steps_per_epoch: int, final: bool) -> TrainState:
+    """Evaluate, append a log row and rewrite ``log.csv`` (rank 0 only); the window starts again."""
+    row = {
+        "iteration": state.iteration,
+        "epoch": state.iteration / steps_per_epoch,
+        "train_wall_s": trainer.clock.wall_s,
+        "train_cpu_s": trainer.clock.cpu_s,
+        **window_means(state),
+        **trainer.task.evaluate(state.iteration, final, trainer.generators["eval"]),
+    }
+    state = replace(state, window=None, log=(*state.log, row))
+    common.write_csv(trainer.out / "log.csv", state.log)
+    return state
+
+
+def finished(config: TrainingOptions, state: TrainState) -> bool:
+    """The time budget was reached or ``config.max_epochs`` epochs are done."""
+    return state.budget_reached or (config.max_epochs is not None and state.epoch >= config.max_epochs)
+
+
+def run_epoch(trainer: Trainer, state: TrainState) -> TrainState:
+    """One pass over the training examples (cut short by the time budget), its log rows and checkpoint."""
+    config, ctx, task = trainer.config, trainer.ctx, trainer.task
+    task.start_epoch(state.epoch)
+    batches = distributed.shard(task.num_examples, config.batch_size, ctx, config.seed, state.epoch)
+    bar = common.progress(batches, desc=f"epoch {state.epoch + 1}", disable=not ctx.is_main)
+    for part in bar:
+        state = step(trainer, state, part)
+        if task.log_due(state.iteration, len(batches)) and ctx.is_main:
+            state = log_row(trainer, state, len(batches), final=False)
+            bar.set_postfix({key: f"{value:.3g}" for key, value in list(state.log[-1].items())[4:6]}, refresh=False)
+        if state.budget_reached:
+            break
+    bar.close()
+    if not state.budget_reached:
+        state = replace(state, epoch=state.epoch + 1)
+    if state.window and finished(config, state) and ctx.is_main:
+        state = log_row(trainer, state, len(batches), final=True)
+    save(trainer, state)
+    if state.budget_reached:
+        progress = f"time budget reached in epoch {state.epoch + 1} at iteration {state.iteration}"
+    else:
+        progress = f"epoch {state.epoch} done at iteration {state.iteration}"
+    distributed.main_only(ctx)(print)(f"{progress}, {trainer.clock.cpu_s:.0f} s CPU training", flush=True)
+    return state
+
+
+def train(
+    config: TrainingOptions, make_task: Callable[[], Task], out: Path, ctx: distributed.DistributedContext
+) -> tuple[Trainer, TrainState]:
+    """Train the task ``make_task()`` as ``config`` says, writing into ``out`` (rank 0); returns the
+    trainer and the final state."""
+    trainer, state = init(config, make_task, out, ctx)
+    while not finished(config, state):
+        state = run_epoch(trainer, state)
+    return trainer, state
