@@ -20,8 +20,9 @@ The problems are :mod:`catlog.experiments.problems`'s and the estimators the fam
 estimates at fixed parameters (``Problem.gradients``) give, by :mod:`catlog.measure`'s
 conventions, the variance ``sum_i Var_r g_ri`` and, where the exact gradient is known, the
 squared bias ``sum_i (mean_r g_ri - g*_i)^2`` beside its noise floor ``variance / R``
-(what an unbiased estimator shows); the median CPU and wall time of one estimate (value
-and backward pass, separately timed calls) and its ratio to the reference's; samples and
+(what an unbiased estimator shows); the median CPU time of one estimate (value and
+backward pass, separately timed calls; wall time on CUDA, as :func:`catlog.interleaved_ms`
+times) and its ratio to the reference's; samples and
 evaluations from ``cost()``; and the work-normalised variance ``variance x CPU ms``.
 
 Outputs: ``compare.json``, ``compare.csv``, ``compare.txt`` (the printed tables) and
@@ -32,7 +33,6 @@ reference, log-log, one column per problem).
 from __future__ import annotations
 
 import math
-import statistics
 import time
 import zlib
 from collections.abc import Callable, Sequence
@@ -74,7 +74,6 @@ COLUMNS: tuple[str, ...] = (
     "sq_bias",
     "sq_bias_floor",
     "cpu_ms",
-    "wall_ms",
     "time_ratio",
     "variance_x_cpu_ms",
     "capped",
@@ -158,16 +157,7 @@ class Measurement(NamedTuple):
     sq_bias: float | None
     sq_bias_floor: float | None
     cpu_ms: float
-    wall_ms: float
     time_ratio: float
-
-
-class Timing(NamedTuple):
-    """Median CPU and wall ms of one estimate, and its CPU time over the reference's, timed side by side."""
-
-    cpu_ms: float
-    wall_ms: float
-    ratio: float
 
 
 class Runner:
@@ -187,35 +177,28 @@ class Runner:
         self.budget = problem.budget(temperature=config.temperature)
         self.reference = ("indecater", reference, reference_size)
         self.measured: dict[tuple[str, int], Measurement] = {}
-        self.timed: dict[tuple[str, int], Timing] = {}
+        self.timed: dict[tuple[str, int], tuple[float, float]] = {}
 
     def generator(self, name: str, size: int, purpose: str) -> torch.Generator:
         """A generator seeded from ``--seed`` and what it is for (order-independent)."""
         key = zlib.crc32(f"{self.problem.name}/{name}/{size}/{purpose}".encode())
         return torch.Generator(device=self.device).manual_seed(self.config.seed * 1_000_003 + key)
 
-    def time(self, name: str, family: Family, size: int) -> Timing:
-        """The time of one estimate (value and backward pass), separately timed calls alternating with
-        the reference's (so that both see the same machine load), after one warm-up call each; at least
-        ``timing_repeats`` pairs and until they took ``timing_seconds`` of CPU."""
+    def time(self, name: str, family: Family, size: int) -> tuple[float, float]:
+        """The median ms of one estimate (value and backward pass) and its ratio to the reference's, timed
+        in calls alternating with the reference's (:func:`catlog.interleaved_ms`: CPU time on a CPU): at
+        least ``timing_repeats`` rounds and until they took ``timing_seconds``."""
         if (name, size) not in self.timed:
             contenders = [(name, family, size)]
             if contenders[0] != self.reference:
                 contenders.append(self.reference)
-            calls = [self.estimate_once(*contender) for contender in contenders]
-            clocks = [common.Clock(self.device) for _ in calls]
-            for clock, call in zip(clocks, calls):
-                clock.timed(call)
-                clock.cpu_s = 0.0
-            cpu: list[list[float]] = [[] for _ in calls]
-            wall: list[list[float]] = [[] for _ in calls]
-            while len(cpu[0]) < self.config.timing_repeats or sum(c.cpu_s for c in clocks) < self.config.timing_seconds:
-                for clock, call, cpu_ms, wall_ms in zip(clocks, calls, cpu, wall):
-                    clock.timed(call)
-                    cpu_ms.append(1e3 * clock.last_cpu_s)
-                    wall_ms.append(1e3 * clock.last_wall_s)
-            medians = [statistics.median(times) for times in cpu]
-            self.timed[name, size] = Timing(medians[0], statistics.median(wall[0]), medians[0] / medians[-1])
+            medians = catlog.interleaved_ms(
+                [self.estimate_once(*contender) for contender in contenders],
+                rounds=self.config.timing_repeats,
+                min_seconds=self.config.timing_seconds,
+                device=self.device,
+            )
+            self.timed[name, size] = (medians[0], medians[0] / medians[-1])
         return self.timed[name, size]
 
     def estimate_once(self, name: str, family: Family, size: int) -> Callable[[], torch.Tensor]:
@@ -252,13 +235,13 @@ class Runner:
         """
         cap = largest_size(family, self.budget, "evaluations", self.config.max_evaluations) or family.min_size
         size = min(start, cap)
-        ratio = self.time(name, family, size).ratio
+        ratio = self.time(name, family, size)[1]
         step = 4 if ratio < 1 else 1 / 4
         while True:
             following = min(cap, max(family.min_size, round(size * step)))
             if following == size:
                 return size, step > 1 and size == cap
-            following_ratio = self.time(name, family, following).ratio
+            following_ratio = self.time(name, family, following)[1]
             if (following_ratio >= 1) == (step > 1):
                 return interpolate(size, ratio, following, following_ratio, 1.0), False
             size, ratio = following, following_ratio
