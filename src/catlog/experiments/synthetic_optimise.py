@@ -38,7 +38,7 @@ import catlog
 from catlog.experiments import common, estimators, plotting, run_folder
 from catlog.experiments.keras import KerasRMSprop
 from catlog.experiments.options import Command, RunOptions, check_at_least, check_multiple, config_json, option
-from catlog.experiments.problems import variance_per_entry
+from catlog.experiments.problems import logits_problem, variance_per_entry
 from catlog.experiments.problems.binary import NUM_CATEGORIES, OPTIMUM, expected_value, objective, start_logits
 
 METHODS: tuple[str, ...] = ("indecater", "rloo-f", "rloo-s", "gs-st-f")
@@ -53,7 +53,6 @@ LOG_COLUMNS: tuple[str, ...] = (
     "temperature",
 )
 GAP_FRACTION = 0.9
-REPEAT_ELEMENTS = 2**22
 
 
 @dataclass(frozen=True)
@@ -116,14 +115,10 @@ class OptimiseConfig(RunOptions):
 def estimator_variance(
     estimator: catlog.Estimator, logits: torch.Tensor, repeats: int, generator: torch.Generator
 ) -> float:
-    """``mean_i Var_r g_ri`` of ``repeats`` independent gradients of ``E[f]`` at ``logits: [D, K]``.
-
-    The repeats are batch elements of ``[R, D, K]`` copies of the logits, in calls of at most
-    about :data:`REPEAT_ELEMENTS` sampled entries (samples x copies x ``D*K``) each.
-    """
-    per_call = max(1, REPEAT_ELEMENTS // (getattr(estimator, "num_samples", 1) * logits.numel()))
-    gradients = catlog.repeated_gradients(estimator, objective, logits, repeats, per_call=per_call, generator=generator)
-    return variance_per_entry(gradients)
+    """``mean_i Var_r g_ri`` of ``repeats`` independent gradients of ``E[f]`` at ``logits: [D, K]``: figure 2's
+    problem there (batched on copies of the logits), :func:`~catlog.experiments.problems.variance_per_entry`."""
+    problem = logits_problem("fig2", "figure 2", logits, objective, relaxable=True)
+    return variance_per_entry(problem.gradients(estimator, repeats, generator))
 
 
 def optimise(
