@@ -235,7 +235,8 @@ def summary_table(
     lines = [title, header, "-" * len(header)]
     for row in table:
         method = methods[row["method"]]
-        lines.append(f"{row['method']:<10}{method.estimator().num_samples:>8}{method.lr:>6g}{cells(row)}")
+        samples = method.estimator().cost(method.budget.num_variables, NUM_CATEGORIES).samples
+        lines.append(f"{row['method']:<10}{samples:>8}{method.lr:>6g}{cells(row)}")
     return "\n".join(lines)
 
 
