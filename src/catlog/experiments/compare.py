@@ -122,7 +122,7 @@ class CompareConfig(RunOptions, data.DataOptions):
     quick: bool = option(False, "tiny sizes and few repeats (a smoke test, seconds); overrides those options")
 
 
-QUICK = {
+QUICK: dict[str, Any] = {
     "samples": 2,
     "repeats": 8,
     "model_repeats": 3,
@@ -179,7 +179,7 @@ def largest_size(candidate: Candidate, problem: Problem, field: str, budget: int
     """The largest size ``n >= min_size`` with ``cost(D, K).<field> <= budget`` (costs grow with ``n``), or ``None``."""
 
     def fits(size: int) -> bool:
-        return getattr(candidate.make(size).cost(problem.num_variables, problem.num_categories), field) <= budget
+        return bool(getattr(candidate.make(size).cost(problem.num_variables, problem.num_categories), field) <= budget)
 
     low = candidate.min_size
     if not fits(low):
@@ -409,10 +409,11 @@ def plot(titles: dict[str, str], rows: Sequence[dict[str, Any]], labels: dict[st
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
     from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
     markers = dict(zip(SETTINGS, ("o", "s", "^")))
-    colours = dict(zip(ESTIMATORS, plt.get_cmap("tab10").colors))
+    colours = dict(zip(ESTIMATORS, matplotlib.colormaps["tab10"].colors))  # type: ignore[attr-defined]
     fig, axes = plt.subplots(2, len(titles), figsize=(4.2 * len(titles), 7), squeeze=False)
     axis_labels = {"evaluations": "evaluations of f", "time_ratio": "CPU time / reference's (side by side)"}
     for column, (problem, title) in enumerate(titles.items()):
@@ -449,8 +450,8 @@ def plot(titles: dict[str, str], rows: Sequence[dict[str, Any]], labels: dict[st
                 ax.set_ylabel("variance: sum_i Var(g_i)")
         axes[0, column].set_title(title, fontsize=8)
         axes[0, column].legend(fontsize=6)
-    handles = [plt.Line2D([], [], marker=m, color="grey", linestyle="") for m in markers.values()]
-    handles.append(plt.Line2D([], [], marker="*", color="black", linestyle="", markersize=9))
+    handles = [Line2D([], [], marker=m, color="grey", linestyle="") for m in markers.values()]
+    handles.append(Line2D([], [], marker="*", color="black", linestyle="", markersize=9))
     reference_samples = next(
         row["samples"] for row in rows if row["estimator"] == "indecater" and row["setting"] == "equal samples"
     )

@@ -39,18 +39,18 @@ def main(options: DemoConfig) -> int:
     ) as run:
         out = run.path
         for objective in synthetic_gradients.OBJECTIVES:
-            settings = synthetic_gradients.GradientsConfig(
+            gradients = synthetic_gradients.GradientsConfig(
                 **shared, configs=((12, 3),), f=objective, runs=options.runs, out=out / f"gradients-{objective}"
             )
-            folder, tables = synthetic_gradients.run_gradients(settings)
+            folder, tables = synthetic_gradients.run_gradients(gradients)
             for rows in tables:
                 print(f"\n{synthetic_gradients.table_title(rows)}  ({options.runs} estimates each)")
                 print(synthetic_gradients.format_table(rows))
             print(f"plot: {folder}/fig1_{objective}_12x3.png")
-        settings = synthetic_optimise.OptimiseConfig(
+        optimise = synthetic_optimise.OptimiseConfig(
             **shared, iterations=options.iterations, seeds=options.seeds, out=out / "optimise"
         )
-        folder, table, methods = synthetic_optimise.run_optimise(settings)
+        folder, table, methods = synthetic_optimise.run_optimise(optimise)
         print(f"\noptimise, D = 200, {options.iterations} iterations, {options.seeds} seeds")
         print(synthetic_optimise.format_table(table, methods))
         print(f"plot: {folder}/fig2_optimise.png")

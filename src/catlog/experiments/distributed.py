@@ -120,12 +120,13 @@ def setup(
         requested = torch.device("cuda", local_rank)
         torch.cuda.set_device(requested)
     if not dist.is_initialized():
+        options: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
         dist.init_process_group(
             backend or ("nccl" if requested.type == "cuda" else "gloo"),
             init_method="env://",
             rank=rank,
             world_size=world_size,
-            **({} if timeout is None else {"timeout": timeout}),
+            **options,
         )
     return DistributedContext(rank, world_size, local_rank, requested)
 

@@ -13,6 +13,7 @@ import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from catlog.experiments import common, plotting
 from catlog.experiments.options import Command, Options, option
@@ -27,7 +28,7 @@ PANELS = (
 )
 
 
-def read_run(run: Path) -> tuple[dict, list[dict[str, str]]]:
+def read_run(run: Path) -> tuple[dict[str, Any], list[dict[str, str]]]:
     """``(config, log rows)`` of a ``catlog dvae`` run folder."""
     config = json.loads((run / "config.json").read_text())
     with open(run / "log.csv", newline="") as handle:

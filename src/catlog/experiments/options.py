@@ -9,7 +9,7 @@ A command's config is a frozen, keyword-only dataclass whose fields are made by
 
 From that one declaration :func:`add_arguments` builds the ``--runs`` option (type from the
 annotation, the default shown once in ``--help``) and :func:`validate` checks every value
-(bounds, choices, finite numbers, existing folders) when the config is built, from the
+(bounds, choices, finite numbers) when the config is built, from the
 command line or from code. Checks that tie several fields together stay in the config's
 ``__post_init__``. :class:`Command` binds a config class to the function that runs it.
 """
@@ -100,7 +100,6 @@ class Option:
     show: Callable[[Any], str] | None = None
     metavar: str | None = None
     group: str | None = None
-    folder: bool = False
     default_text: str | None = None
 
 
@@ -116,7 +115,6 @@ def option(
     show: Callable[[Any], str] | None = None,
     metavar: str | None = None,
     group: str | None = None,
-    folder: bool = False,
     default_text: str | None = None,
 ) -> Any:
     """A dataclass field that is also a command-line option ``--<name>`` (a positional argument without ``default``).
@@ -132,10 +130,9 @@ def option(
         show: writes a value for ``--help`` (default: ``str``, tuples space-separated).
         metavar: the value's name in ``--help``.
         group: the ``--help`` section (default: the command's own options).
-        folder: a path that, when given, must name an existing folder.
         default_text: what ``--help`` says for the default instead of the value (for ``None``).
     """
-    spec = Option(help, minimum, above, choices, flags, parse, show, metavar, group, folder, default_text)
+    spec = Option(help, minimum, above, choices, flags, parse, show, metavar, group, default_text)
     return field(default=default, metadata={"option": spec})
 
 
@@ -206,9 +203,6 @@ def _check_value(option_flag: str, value: Any, spec: Option) -> None:
             check_at_least(option_flag, value, spec.minimum)
         if spec.above is not None and not value > spec.above:
             raise OptionError(option_flag, f"expected a value > {spec.above}, got {value}")
-    if spec.folder and isinstance(value, Path) and not value.expanduser().is_dir():
-        state = "a file" if value.expanduser().exists() else "a path that does not exist"
-        raise OptionError(option_flag, f"expected an existing folder, got {str(value)!r}, {state}")
 
 
 def validate(config: Any) -> None:

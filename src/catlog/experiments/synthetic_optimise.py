@@ -86,6 +86,11 @@ class Method:
     anneal_every: int = 20
     anneal_factor: float = math.exp(-0.05)
 
+    @property
+    def samples(self) -> int:
+        """The samples one estimate draws."""
+        return self.estimator().cost(self.budget.num_variables, self.budget.num_categories).samples
+
     def estimator(self) -> catlog.Estimator:
         """A fresh estimator (Gumbel-Softmax at its initial temperature)."""
         return estimators.make(self.name, self.budget)
@@ -170,7 +175,7 @@ def optimise(
 
     def gradient_step() -> None:
         optimiser.zero_grad(set_to_none=True)
-        (-estimator(objective, logits, generator=train_generator)).backward()
+        torch.autograd.backward(-estimator(objective, logits, generator=train_generator))
 
     rows = []
     for iteration in range(iterations + 1):
@@ -262,7 +267,7 @@ def format_table(table: Sequence[dict[str, Any]], methods: dict[str, Method]) ->
     for row in table:
         method = methods[row["method"]]
         lines.append(
-            f"{row['method']:<10}{method.estimator().num_samples:>8}{method.lr:>6g}"
+            f"{row['method']:<10}{method.samples:>8}{method.lr:>6g}"
             f"{row['reached']:>5}/{row['seeds']:<3}"
             f"{show(row['median_iterations'], '.0f'):>8}{show(row['median_wall_s'], '.3f'):>11}"
             f"{show(row['median_cpu_s'], '.3f'):>10}{row['final_f_mean']:>12.6f}{row['final_f_se']:>10.2e}"

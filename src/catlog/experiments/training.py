@@ -102,8 +102,11 @@ class Task(Protocol):
         num_examples: training examples; an epoch is one pass over ``0..num_examples-1``.
     """
 
-    model: nn.Module
-    num_examples: int
+    @property
+    def model(self) -> nn.Module: ...
+
+    @property
+    def num_examples(self) -> int: ...
 
     def loss(self, indices: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
         """The mean loss (with autograd) over the training examples ``indices: LongTensor[b]``, and
@@ -263,7 +266,7 @@ def step(trainer: Trainer, state: TrainState, part: distributed.Batch) -> TrainS
     def optimise() -> dict[str, float]:
         trainer.optimizer.zero_grad(set_to_none=True)
         loss, statistics = task.loss(indices, trainer.generators["train"])
-        (loss * part.weight).backward()
+        torch.autograd.backward(loss * part.weight)
         distributed.average_gradients(task.model.parameters(), ctx)
         trainer.optimizer.step()
         return statistics
