@@ -89,7 +89,20 @@ def show_size(configs: tuple[int, int] | tuple[tuple[int, int], ...]) -> str:
 
 @dataclass(frozen=True)
 class Option:
-    """How a config field appears on the command line; see :func:`option` for the meaning of each."""
+    """How a config field appears on the command line.
+
+    Attributes:
+        help: what the option means; ``--help`` adds ``(default: ...)`` once.
+        minimum: values (each value of a tuple) must be ``>= minimum``.
+        above: values must be ``> above``.
+        choices: the allowed values.
+        flags: extra flags, e.g. ``("-D",)``.
+        parse: turns one command-line word into a value (default: the annotated type).
+        show: writes a value for ``--help`` (default: ``str``, tuples space-separated).
+        metavar: the value's name in ``--help``.
+        group: the ``--help`` section (default: the command's own options).
+        default_text: what ``--help`` says for the default instead of the value (for ``None``).
+    """
 
     help: str
     minimum: float | None = None
@@ -103,37 +116,14 @@ class Option:
     default_text: str | None = None
 
 
-def option(
-    default: Any = MISSING,
-    help: str = "",
-    *,
-    minimum: float | None = None,
-    above: float | None = None,
-    choices: Sequence[str] | None = None,
-    flags: tuple[str, ...] = (),
-    parse: Callable[[str], Any] | None = None,
-    show: Callable[[Any], str] | None = None,
-    metavar: str | None = None,
-    group: str | None = None,
-    default_text: str | None = None,
-) -> Any:
+def option(default: Any = MISSING, help: str = "", **spec: Any) -> Any:
     """A dataclass field that is also a command-line option ``--<name>`` (a positional argument without ``default``).
 
     Args:
         default: the default value (a tuple for options that take several values).
-        help: what the option means; ``--help`` adds ``(default: ...)`` once.
-        minimum: values (each value of a tuple) must be ``>= minimum``.
-        above: values must be ``> above``.
-        choices: the allowed values.
-        flags: extra flags, e.g. ``("-D",)``.
-        parse: turns one command-line word into a value (default: the annotated type).
-        show: writes a value for ``--help`` (default: ``str``, tuples space-separated).
-        metavar: the value's name in ``--help``.
-        group: the ``--help`` section (default: the command's own options).
-        default_text: what ``--help`` says for the default instead of the value (for ``None``).
+        help, spec: the :class:`Option`: help text, bounds, choices, ...
     """
-    spec = Option(help, minimum, above, choices, flags, parse, show, metavar, group, default_text)
-    return field(default=default, metadata={"option": spec})
+    return field(default=default, metadata={"option": Option(help, **spec)})
 
 
 def declared(config_type: type[Any]) -> list[tuple[str, Any, Option, Any]]:
@@ -170,7 +160,9 @@ def add_arguments(parser: argparse.ArgumentParser, config_type: type[Any]) -> No
     """
     groups: dict[str, Any] = {}
     for name, hint, spec, default in declared(config_type):
-        target = parser if spec.group is None else groups.setdefault(spec.group, parser.add_argument_group(spec.group))
+        if spec.group is not None and spec.group not in groups:
+            groups[spec.group] = parser.add_argument_group(spec.group)
+        target = parser if spec.group is None else groups[spec.group]
         element, several = _element_type(hint)
         kwargs: dict[str, Any] = {"help": spec.help}
         if default is not MISSING and default is not False:

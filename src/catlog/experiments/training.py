@@ -326,9 +326,9 @@ def run_epoch(trainer: Trainer, state: TrainState) -> TrainState:
     bar = common.progress(batches, desc=f"epoch {state.epoch + 1}", disable=not ctx.is_main)
     for part in bar:
         state = step(trainer, state, part)
+        bar.set_postfix({key: f"{value:.3g}" for key, value in window_means(state).items()}, refresh=False)
         if task.log_due(state.iteration, len(batches)) and ctx.is_main:
             state = log_row(trainer, state, len(batches), final=False)
-            bar.set_postfix({key: f"{value:.3g}" for key, value in list(state.log[-1].items())[4:6]}, refresh=False)
         if state.budget_reached:
             break
     bar.close()
