@@ -28,7 +28,7 @@ OUT="${OUT:-results/gpu-$(date +%Y%m%d-%H%M%S)}"
 PYTHON="${PYTHON:-python}"
 
 # --- the command lines (the CLI is being restructured: edit them here only) ---
-DVAE_ESTIMATORS="indecater rloo-s rloo-f gs-f"
+DVAE_ESTIMATORS="indecater rloo-s rloo-f gs-st-s gs-st-f disarm-s"   # figure 3's, as examples/fig3_gpu_wall.toml
 if [ "${DEVICE%%:*}" = cpu ]; then
     BENCH_SIZE=(--config fig2 --config dvae --estimator "IndeCateR 2" --estimator "RLOO 2"
                 --min-time 0.05 --min-repeats 2 --max-repeats 3 --no-memory --threads 1)

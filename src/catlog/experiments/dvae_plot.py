@@ -1,6 +1,6 @@
 """``catlog dvae-plot``: the paper's figure 3 row from ``catlog dvae`` run folders.
 
-Four panels against training time (or iterations): running train negative ELBO,
+Four panels against training time, iterations or evaluations of ``f`` per image: running train negative ELBO,
 validation negative ELBO, estimator variance (across repeated estimates at fixed
 parameters) and the spread of the entries within one gradient (what the authors' code
 logs as "gradient variance", for holding our curves against the paper's); the last two
@@ -15,11 +15,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from catlog.experiments import common, plotting
+from catlog.experiments import common, estimators, plotting
 from catlog.experiments.options import Command, Options, option
 
-X_COLUMNS = {"cpu": "train_cpu_s", "wall": "train_wall_s", "iteration": "iteration"}
-X_LABELS = {"cpu": "training CPU time (s)", "wall": "training wall time (s)", "iteration": "iteration"}
+X_COLUMNS = {"cpu": "train_cpu_s", "wall": "train_wall_s", "iteration": "iteration", "evaluations": "iteration"}
+X_LABELS = {
+    "cpu": "training CPU time (s)",
+    "wall": "training wall time (s)",
+    "iteration": "iteration",
+    "evaluations": "evaluations of f per image",
+}
+LOG_X = ("iteration", "evaluations")
 PANELS = (
     ("train_neg_elbo", "train -ELBO (running mean)", False),
     ("val_neg_elbo", "validation -ELBO", False),
@@ -35,10 +41,21 @@ def read_run(run: Path) -> tuple[dict[str, Any], list[dict[str, str]]]:
         return config, list(csv.DictReader(handle))
 
 
+def evaluations_per_image(config: dict[str, Any]) -> int:
+    """The evaluations of ``f`` per image and step of a run: its config's ``cost_per_image`` where it
+    recorded one, else the cost of its estimator (``samples`` null in older runs: the default, 2)."""
+    if "cost_per_image" in config:
+        return int(config["cost_per_image"]["evaluations"])
+    budget = estimators.Budget(config["samples"] or 2, config["latents"], config["categories"])
+    return estimators.make(config["estimator"], budget).cost(config["latents"], config["categories"]).evaluations
+
+
 def plot_runs(runs: list[Path], output: Path, x_axis: str = "cpu") -> Path:
     """Plot the runs' logs into the PNG ``output``, one line and one legend entry per run.
 
-    ``x_axis`` is ``"cpu"`` or ``"wall"`` (training seconds), or ``"iteration"`` (log scale).
+    ``x_axis`` is ``"cpu"`` or ``"wall"`` (training seconds), ``"iteration"`` or ``"evaluations"``
+    (iterations times the run's :func:`evaluations_per_image`);
+    the last two on a log scale.
     A run's label is its dataset, estimator and seed (plus its folder name where those
     repeat); series with few points show markers, so a one-row log is still visible.
     """
@@ -54,10 +71,11 @@ def plot_runs(runs: list[Path], output: Path, x_axis: str = "cpu") -> Path:
     labels = plotting.run_labels(
         [f"{c['dataset']}, {c['estimator']}, seed {c['seed']}" for c, _ in loaded], [Path(run) for run in runs]
     )
-    for (_, rows), label in zip(loaded, labels):
+    for (config, rows), label in zip(loaded, labels):
+        scale = evaluations_per_image(config) if x_axis == "evaluations" else 1
         colour = None
         for ax, (column, _, _) in zip(axes, PANELS):
-            points = [(float(r[X_COLUMNS[x_axis]]), float(r[column])) for r in rows if r.get(column, "") != ""]
+            points = [(scale * float(r[X_COLUMNS[x_axis]]), float(r[column])) for r in rows if r.get(column, "") != ""]
             if points:
                 xs, ys = zip(*points)
                 (line,) = ax.plot(xs, ys, label=label, color=colour, **plotting.line_style(len(points)))
@@ -67,7 +85,7 @@ def plot_runs(runs: list[Path], output: Path, x_axis: str = "cpu") -> Path:
         ax.set_xlabel(X_LABELS[x_axis])
         if log_scale:
             ax.set_yscale("log")
-        if x_axis == "iteration":
+        if x_axis in LOG_X:
             ax.set_xscale("log")
         ax.grid(alpha=0.3)
     handles, names = axes[0].get_legend_handles_labels()
@@ -83,7 +101,9 @@ class PlotConfig(Options):
 
     runs: tuple[Path, ...] = option(help="run folders of catlog dvae")
     output: Path = option(Path("dvae.png"), "PNG to write")
-    x_axis: str = option("cpu", "training CPU seconds, wall seconds or iterations", choices=tuple(X_COLUMNS))
+    x_axis: str = option(
+        "cpu", "training CPU seconds, wall seconds, iterations or evaluations of f per image", choices=tuple(X_COLUMNS)
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
