@@ -7,9 +7,10 @@ Usage (one line per configuration; run them one after the other)::
     torchrun --standalone --nproc-per-node 2 benchmarks/distributed_step.py --batch-size 10 --out W2-b10.json
 
 Each process trains the addition classifier (``LeNet``, ``D`` digits, the
-paper's IndeCateR with 10 samples, Adam) on synthetic images for ``--warmup``
+paper's IndeCateR with 10 samples, Keras' Adam) on synthetic images for ``--warmup``
 untimed and then ``--steps`` timed steps, using :mod:`catlog.experiments.distributed`
-exactly as a training command does: DDP, :func:`~catlog.experiments.distributed.shard`,
+as the training loop (:mod:`catlog.experiments.training`) does: rank 0's parameters
+broadcast, gradients averaged over ranks, :func:`~catlog.experiments.distributed.shard`,
 per-rank estimator streams. ``--batch-size`` is per rank, so a step processes
 ``W * batch_size`` sequences. Rank 0 prints and writes a JSON with the global
 throughput (sequences per wall second, from the slowest rank) and every rank's
@@ -28,6 +29,7 @@ import torch
 
 from catlog.experiments import addition_model as addition
 from catlog.experiments import common, distributed
+from catlog.experiments.keras import KerasAdam
 
 
 def parse_args() -> argparse.Namespace:
@@ -49,8 +51,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     with distributed.process_group(args.device) as ctx:
         torch.manual_seed(args.seed)
-        model = distributed.wrap_model(addition.LeNet().to(ctx.device), ctx)
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        model = addition.LeNet().to(ctx.device)
+        distributed.broadcast_parameters(model, ctx)
+        optimizer = KerasAdam(model.parameters(), lr=1e-3)
         estimator = addition.make_estimator(args.estimator, args.digits)
         generator = distributed.rank_generator(args.seed, ctx)
         images = torch.rand(2000, 28, 28, generator=torch.Generator().manual_seed(args.seed))
@@ -71,7 +74,8 @@ def main() -> None:
             images, sums = sequences.batch(batch.indices.to(ctx.device))
             optimizer.zero_grad(set_to_none=True)
             estimate = estimator(addition.sum_indicator(sums), model(images), generator=generator)
-            (addition.addition_loss(estimate) * batch.weight).backward()
+            torch.autograd.backward(addition.addition_loss(estimate) * batch.weight)
+            distributed.average_gradients(model.parameters(), ctx)
             optimizer.step()
 
         for _ in range(args.warmup):

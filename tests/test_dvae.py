@@ -52,6 +52,26 @@ def test_kl_to_uniform_matches_torch_distributions() -> None:
     assert torch.allclose(kl_to_uniform(torch.zeros(2, 7, 4)), torch.zeros(2), atol=1e-6)
 
 
+@pytest.mark.parametrize("categories", [2, 3])
+def test_negative_elbo_is_the_expected_reconstruction_loss_plus_the_kl(categories: int) -> None:
+    """Against enumeration written here: ``sum_z q(z) (-log p(t | z)) + KL(q || uniform)`` with the
+    bitwise Bernoulli cross-entropy and ``torch.distributions.kl_divergence``, in float64."""
+    latents = 3
+    model = DiscreteVAE(num_latents=latents, num_categories=categories).double()
+    images = _images(4)
+    states = torch.cartesian_prod(*[torch.arange(categories)] * latents)  # [K^D, D]
+    z = F.one_hot(states, categories)[..., 1:].flatten(-2).double()
+    pixels = model.decoder_out(model.decoder_hidden(z))  # [K^D, 784]
+    reconstruction = F.binary_cross_entropy_with_logits(
+        pixels.unsqueeze(1).expand(-1, 4, -1), images.expand(len(states), 4, 784), reduction="none"
+    ).sum(-1)  # [K^D, B]
+    q = torch.distributions.Categorical(logits=model.logits(images))  # batch [B, D]
+    log_q = q.log_prob(states.unsqueeze(1)).sum(-1)  # [K^D, B]
+    uniform = torch.distributions.Categorical(logits=torch.zeros(4, latents, categories, dtype=torch.float64))
+    expected = (log_q.exp() * reconstruction).sum(0) + torch.distributions.kl_divergence(q, uniform).sum(-1)
+    torch.testing.assert_close(negative_elbo(model, catlog.Exact(), images), expected, rtol=1e-10, atol=1e-8)
+
+
 def test_evaluation_agrees_with_exact_enumeration() -> None:
     model = DiscreteVAE(num_latents=4).double()
     images = _images(6)
@@ -307,3 +327,6 @@ def test_plot_against_evaluations_scales_iterations_by_the_runs_cost(monkeypatch
         iterations = [float(row["iteration"]) for row in rows]
         assert list(line.get_xdata()) == [config["cost_per_image"]["evaluations"] * i for i in iterations]
     assert figures[0].axes[0].get_xscale() == "log"
+    recorded = dvae_plot.read_run(runs[0])[0]
+    computed = {key: value for key, value in recorded.items() if key != "cost_per_image"}  # as runs write it now
+    assert dvae_plot.evaluations_per_image(computed) == recorded["cost_per_image"]["evaluations"]

@@ -261,3 +261,23 @@ def test_log_softmax_equals_torch(num_categories: int) -> None:
     (ours_value[finite] * weights[finite]).sum().backward()
     (theirs_value[finite] * weights[finite]).sum().backward()
     torch.testing.assert_close(ours.grad, theirs.grad, rtol=0, atol=1e-13)
+
+
+def test_per_variable_draws_a_separate_sample_set_for_each_variable() -> None:
+    """``per_variable=True``: the ``N * D`` samples ``f`` first receives are ``D`` independent sets.
+    For one variable, two sets agree on it with probability ``sum_k p_k^2``, not 1 as shared sets would."""
+    num_samples, num_variables = 20_000, 3
+    logits = torch.tensor([[0.0, 0.5, -0.5]] * num_variables)
+    calls: list[torch.Tensor] = []
+    estimator = catlog.IndeCateR(num_samples, per_variable=True, generator=torch.Generator().manual_seed(0))
+    estimator(lambda x: calls.append(x.clone()) or x.sum(-1).float(), logits)
+    sets = calls[0].view(num_samples, num_variables, num_variables)  # [N, group, variable]
+    p = logits.softmax(-1)[0]
+    agree = float((p**2).sum())
+    error = math.sqrt(agree * (1 - agree) / num_samples)
+    for first, second in ((0, 1), (0, 2), (1, 2)):
+        same = (sets[:, first] == sets[:, second]).double().mean(0)  # per variable
+        assert ((same - agree).abs() < 4.5 * error).all(), (first, second, same, agree)
+    for group in range(num_variables):  # each set is a sample of p
+        frequencies = torch.nn.functional.one_hot(sets[:, group], 3).double().mean(0)
+        assert ((frequencies - p).abs() < 4.5 * (p * (1 - p) / num_samples).sqrt()).all()

@@ -72,3 +72,22 @@ def test_binary_gumbel_softmax_has_the_law_of_the_general_one(temperature: float
     straight(lambda y: hard.append(y.detach()) or y.sum(-1), logits)
     p = logits.softmax(-1)[:, 1]
     assert ((hard[0].mean(0) - p).abs() < 4.5 * (p * (1 - p) / runs).sqrt()).all()
+
+
+@pytest.mark.parametrize("temperature", [0.3, 2.0])
+def test_gumbel_softmax_has_its_law_at_three_categories(temperature: float) -> None:
+    """At ``K = 3`` the relaxed one-hot sample is ``softmax((log p + G) / temperature)`` with Gumbel ``G``:
+    its first two moments per category match those of that formula, drawn here from other noise."""
+    from catlog._sampling import gumbel_noise
+
+    runs = 200_000
+    logits = torch.tensor([[0.3, -0.4, 1.0], [1.5, 0.2, -1.0]], dtype=torch.float64)
+    seen = []
+    soft = catlog.GumbelSoftmax(runs, temperature, straight_through=False, generator=torch.Generator().manual_seed(1))
+    soft(lambda y: seen.append(y.detach()) or y.sum((-2, -1)), logits, one_hot=True)
+    noise = gumbel_noise((runs, *logits.shape), logits, torch.Generator().manual_seed(2))
+    law = ((logits.log_softmax(-1) + noise) / temperature).softmax(-1)
+    for moment in (1, 2):
+        a, b = seen[0] ** moment, law**moment
+        error = ((a.var(0) + b.var(0)) / runs).sqrt()
+        assert ((a.mean(0) - b.mean(0)).abs() < 4.5 * error).all(), (moment, a.mean(0), b.mean(0), error)

@@ -78,8 +78,8 @@ def train_step(
         weight: this rank's :attr:`catlog.experiments.distributed.Batch.weight` (1 single-process).
     """
     optimizer.zero_grad(set_to_none=True)
-    estimate = estimator(sum_indicator(sums), model(images), generator=generator)
-    (addition_loss(estimate) * weight).backward()
+    estimate: torch.Tensor = estimator(sum_indicator(sums), model(images), generator=generator)
+    torch.autograd.backward(addition_loss(estimate) * weight)
     optimizer.step()
     return estimate.detach()
 
@@ -107,7 +107,7 @@ def evaluate(model: nn.Module, test: DigitSequences, chunk: int = 2000) -> dict[
     the test sequences) and ``test_digit_accuracy`` (argmax equals the digit, over the images).
     """
     model.eval()
-    predicted = torch.cat([model(part).argmax(dim=-1) for part in test.images.split(chunk)])
+    predicted = torch.cat([model(part).argmax(dim=-1) for part in torch.split(test.images, chunk)])
     model.train()
     return {
         "test_sum_accuracy": float((predicted[test.index].sum(dim=-1) == test.sums).double().mean()),

@@ -119,12 +119,13 @@ class LeNet(nn.Module):
             nn.Linear(84, NUM_CLASSES),
         )
         glorot_uniform_(self)
-        self.to(memory_format=torch.channels_last)
+        self.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's overloads omit it
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits ``[*B, 10]`` of images ``[*B, 28, 28]``, one classifier pass per image."""
         batch = images.shape[:-2]
-        return self.layers(images.reshape(-1, 1, *images.shape[-2:])).view(*batch, NUM_CLASSES)
+        logits: torch.Tensor = self.layers(images.reshape(-1, 1, *images.shape[-2:]))
+        return logits.view(*batch, NUM_CLASSES)
 
 
 def sum_indicator(sums: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -62,13 +62,14 @@ class RemoteFile:
 
 def _idx_files(mirrors: tuple[str, ...], sha256: dict[str, str]) -> dict[str, tuple[RemoteFile, RemoteFile]]:
     """``split -> (images file, labels file)`` for an IDX dataset served by ``mirrors``."""
-    files = {}
-    for split, prefix in (("train", "train"), ("test", "t10k")):
-        names = (f"{prefix}-images-idx3-ubyte.gz", f"{prefix}-labels-idx1-ubyte.gz")
-        files[split] = tuple(
-            RemoteFile(name, tuple(m + name for m in mirrors), (("sha256", sha256[name]),)) for name in names
-        )
-    return files
+
+    def remote(name: str) -> RemoteFile:
+        return RemoteFile(name, tuple(m + name for m in mirrors), (("sha256", sha256[name]),))
+
+    return {
+        split: (remote(f"{prefix}-images-idx3-ubyte.gz"), remote(f"{prefix}-labels-idx1-ubyte.gz"))
+        for split, prefix in (("train", "train"), ("test", "t10k"))
+    }
 
 
 IDX_SOURCES: dict[str, dict[str, tuple[RemoteFile, RemoteFile]]] = {
@@ -166,9 +167,7 @@ class DataOptions(Options):
     """The option of the commands that read image data: ``--data-dir``, an existing folder
     (default :func:`default_data_dir`)."""
 
-    data_dir: Path | None = option(
-        None, "existing data folder", folder=True, default_text="$CATLOG_DATA, else ~/.cache/catlog"
-    )
+    data_dir: Path | None = option(None, "existing data folder", default_text="$CATLOG_DATA, else ~/.cache/catlog")
 
 
 def file_digest(path: Path, algorithm: str) -> str:
@@ -318,7 +317,7 @@ def decode_omniglot(zip_path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     with zipfile.ZipFile(zip_path) as archive:
         names = sorted(n for n in archive.namelist() if _OMNIGLOT_PNG.search(n))
         ink = np.stack([~np.asarray(Image.open(io.BytesIO(archive.read(n))).convert("1"), dtype=bool) for n in names])
-    labels = torch.tensor([int(_OMNIGLOT_PNG.search(n).group(1)) - 1 for n in names], dtype=torch.int64)
+    labels = torch.tensor([int(_OMNIGLOT_PNG.findall(n)[0]) - 1 for n in names], dtype=torch.int64)
     images = F.interpolate(
         torch.from_numpy(ink).float().unsqueeze(1),
         size=(IMAGE_SIZE, IMAGE_SIZE),

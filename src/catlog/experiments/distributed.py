@@ -15,7 +15,10 @@ optimiser, the run's progress); on ``--resume`` every rank loads it before
 :func:`wrap_model`. With the estimator streams reseeded per epoch
 (``rank_generator(seed, ctx, epoch=epoch)``) and the shuffle drawn from
 ``(seed, epoch)`` by :func:`shard`, a run resumed from an end-of-epoch checkpoint
-continues exactly as if it had not stopped, for the same world size.
+continues exactly as if it had not stopped, for the same world size. The commands'
+training loop (:mod:`catlog.experiments.training`) takes the other road: plain modules with
+:func:`broadcast_parameters` and :func:`average_gradients`, and every rank's stream saved
+in the checkpoint.
 
 Global batch semantics: with world size ``W`` and per-rank batch ``b``, one step
 draws a global batch of ``W * b`` examples, gives each rank its share, and the
@@ -120,12 +123,13 @@ def setup(
         requested = torch.device("cuda", local_rank)
         torch.cuda.set_device(requested)
     if not dist.is_initialized():
+        options: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
         dist.init_process_group(
             backend or ("nccl" if requested.type == "cuda" else "gloo"),
             init_method="env://",
             rank=rank,
             world_size=world_size,
-            **({} if timeout is None else {"timeout": timeout}),
+            **options,
         )
     return DistributedContext(rank, world_size, local_rank, requested)
 

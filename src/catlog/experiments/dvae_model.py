@@ -109,7 +109,7 @@ class DiscreteVAE(nn.Module):
             z = x[..., 1:].flatten(-2) if self.one_hot else x
             rows = z.shape[:-1]  # [M, B]; the decoder runs on a 2-D [M * B, D(K-1)] (fewer copies in backward)
             hidden = self.decoder_hidden(z.reshape(-1, z.shape[-1]).to(weight.dtype))
-            out = self.decoder_out(hidden)
+            out: torch.Tensor = self.decoder_out(hidden)
             if projection is None or rows[0] < PROJECT_FROM_SAMPLES:
                 agreement = (out.view(*rows, -1) * targets).sum(-1)
             else:
@@ -159,7 +159,7 @@ def train_step(
     """
     optimizer.zero_grad(set_to_none=True)
     loss = negative_elbo(model, estimator, images, generator).mean()
-    (loss * weight).backward()
+    torch.autograd.backward(loss * weight)
     if ctx is not None:
         distributed.average_gradients(model.parameters(), ctx)
     optimizer.step()
@@ -180,7 +180,7 @@ def evaluate_negative_elbo(
     """
     estimator = catlog.REINFORCE(num_samples)
     total = 0.0
-    for batch in images.split(batch_size):
+    for batch in torch.split(images, batch_size):
         total += float(negative_elbo(model, estimator, batch, generator).sum())
     return total / images.shape[0]
 

@@ -13,8 +13,9 @@ import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from catlog.experiments import common, plotting
+from catlog.experiments import common, estimators, plotting
 from catlog.experiments.options import Command, Options, option
 
 X_COLUMNS = {"cpu": "train_cpu_s", "wall": "train_wall_s", "iteration": "iteration", "evaluations": "iteration"}
@@ -33,18 +34,27 @@ PANELS = (
 )
 
 
-def read_run(run: Path) -> tuple[dict, list[dict[str, str]]]:
+def read_run(run: Path) -> tuple[dict[str, Any], list[dict[str, str]]]:
     """``(config, log rows)`` of a ``catlog dvae`` run folder."""
     config = json.loads((run / "config.json").read_text())
     with open(run / "log.csv", newline="") as handle:
         return config, list(csv.DictReader(handle))
 
 
+def evaluations_per_image(config: dict[str, Any]) -> int:
+    """The evaluations of ``f`` per image and step of a run: its config's ``cost_per_image`` where it
+    recorded one, else the cost of its estimator (``samples`` null in older runs: the default, 2)."""
+    if "cost_per_image" in config:
+        return int(config["cost_per_image"]["evaluations"])
+    budget = estimators.Budget(config["samples"] or 2, config["latents"], config["categories"])
+    return estimators.make(config["estimator"], budget).cost(config["latents"], config["categories"]).evaluations
+
+
 def plot_runs(runs: list[Path], output: Path, x_axis: str = "cpu") -> Path:
     """Plot the runs' logs into the PNG ``output``, one line and one legend entry per run.
 
     ``x_axis`` is ``"cpu"`` or ``"wall"`` (training seconds), ``"iteration"`` or ``"evaluations"``
-    (iterations times the run's evaluations of ``f`` per image, ``cost_per_image`` in its config);
+    (iterations times the run's :func:`evaluations_per_image`);
     the last two on a log scale.
     A run's label is its dataset, estimator and seed (plus its folder name where those
     repeat); series with few points show markers, so a one-row log is still visible.
@@ -62,7 +72,7 @@ def plot_runs(runs: list[Path], output: Path, x_axis: str = "cpu") -> Path:
         [f"{c['dataset']}, {c['estimator']}, seed {c['seed']}" for c, _ in loaded], [Path(run) for run in runs]
     )
     for (config, rows), label in zip(loaded, labels):
-        scale = config["cost_per_image"]["evaluations"] if x_axis == "evaluations" else 1
+        scale = evaluations_per_image(config) if x_axis == "evaluations" else 1
         colour = None
         for ax, (column, _, _) in zip(axes, PANELS):
             points = [(scale * float(r[X_COLUMNS[x_axis]]), float(r[column])) for r in rows if r.get(column, "") != ""]

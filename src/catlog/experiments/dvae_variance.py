@@ -68,7 +68,7 @@ class VarianceConfig(Options):
         ESTIMATORS, "estimators to measure (names below)", choices=estimators.NAMES, metavar="NAME"
     )
     repeats: int = option(10, "gradient estimates per estimator", minimum=2)
-    data_dir: Path | None = option(None, "existing data folder", folder=True, default_text="the run's")
+    data_dir: Path | None = option(None, "existing data folder", default_text="the run's")
     seed: int = option(0, "random seed")
     threads: int | None = option(None, "torch CPU threads", minimum=1, default_text="torch's choice")
 

@@ -27,6 +27,12 @@ import torch
 from torch import nn
 
 
+def gradient(parameter: torch.Tensor) -> torch.Tensor:
+    """``parameter.grad``; :meth:`KerasOptimizer.update` is only handed parameters that have one."""
+    assert parameter.grad is not None
+    return parameter.grad
+
+
 class KerasOptimizer(torch.optim.Optimizer):
     """An optimiser that checks its settings by name and updates each parameter group in one call.
 
@@ -88,9 +94,9 @@ class KerasRMSprop(KerasOptimizer):
         for parameter in params:
             if not self.state[parameter]:
                 self.state[parameter]["square_average"] = torch.zeros_like(parameter)
-            average = self.state[parameter]["square_average"]
-            average.mul_(group["rho"]).addcmul_(parameter.grad, parameter.grad, value=1 - group["rho"])
-            parameter.addcdiv_(parameter.grad, (average + group["eps"]).sqrt_(), value=-group["lr"])
+            average, grad = self.state[parameter]["square_average"], gradient(parameter)
+            average.mul_(group["rho"]).addcmul_(grad, grad, value=1 - group["rho"])
+            parameter.addcdiv_(grad, (average + group["eps"]).sqrt_(), value=-group["lr"])
 
 
 def glorot_uniform_(module: nn.Module) -> nn.Module:
@@ -146,7 +152,7 @@ class KerasAdam(KerasOptimizer):
         for p in params:
             if not self.state[p]:
                 self.state[p] = {"m": torch.zeros_like(p), "v": torch.zeros_like(p)}
-        grads = [p.grad for p in params]
+        grads = [gradient(p) for p in params]
         means, squares = [self.state[p]["m"] for p in params], [self.state[p]["v"] for p in params]
         group["iterations"] = step = group.get("iterations", 0) + 1
         beta_1, beta_2 = group["beta_1"], group["beta_2"]

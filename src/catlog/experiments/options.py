@@ -9,7 +9,7 @@ A command's config is a frozen, keyword-only dataclass whose fields are made by
 
 From that one declaration :func:`add_arguments` builds the ``--runs`` option (type from the
 annotation, the default shown once in ``--help``) and :func:`validate` checks every value
-(bounds, choices, finite numbers, existing folders) when the config is built, from the
+(bounds, choices, finite numbers) when the config is built, from the
 command line or from code. Checks that tie several fields together stay in the config's
 ``__post_init__``. :class:`Command` binds a config class to the function that runs it.
 """
@@ -89,7 +89,20 @@ def show_size(configs: tuple[int, int] | tuple[tuple[int, int], ...]) -> str:
 
 @dataclass(frozen=True)
 class Option:
-    """How a config field appears on the command line; see :func:`option` for the meaning of each."""
+    """How a config field appears on the command line.
+
+    Attributes:
+        help: what the option means; ``--help`` adds ``(default: ...)`` once.
+        minimum: values (each value of a tuple) must be ``>= minimum``.
+        above: values must be ``> above``.
+        choices: the allowed values.
+        flags: extra flags, e.g. ``("-D",)``.
+        parse: turns one command-line word into a value (default: the annotated type).
+        show: writes a value for ``--help`` (default: ``str``, tuples space-separated).
+        metavar: the value's name in ``--help``.
+        group: the ``--help`` section (default: the command's own options).
+        default_text: what ``--help`` says for the default instead of the value (for ``None``).
+    """
 
     help: str
     minimum: float | None = None
@@ -100,43 +113,17 @@ class Option:
     show: Callable[[Any], str] | None = None
     metavar: str | None = None
     group: str | None = None
-    folder: bool = False
     default_text: str | None = None
 
 
-def option(
-    default: Any = MISSING,
-    help: str = "",
-    *,
-    minimum: float | None = None,
-    above: float | None = None,
-    choices: Sequence[str] | None = None,
-    flags: tuple[str, ...] = (),
-    parse: Callable[[str], Any] | None = None,
-    show: Callable[[Any], str] | None = None,
-    metavar: str | None = None,
-    group: str | None = None,
-    folder: bool = False,
-    default_text: str | None = None,
-) -> Any:
+def option(default: Any = MISSING, help: str = "", **spec: Any) -> Any:
     """A dataclass field that is also a command-line option ``--<name>`` (a positional argument without ``default``).
 
     Args:
         default: the default value (a tuple for options that take several values).
-        help: what the option means; ``--help`` adds ``(default: ...)`` once.
-        minimum: values (each value of a tuple) must be ``>= minimum``.
-        above: values must be ``> above``.
-        choices: the allowed values.
-        flags: extra flags, e.g. ``("-D",)``.
-        parse: turns one command-line word into a value (default: the annotated type).
-        show: writes a value for ``--help`` (default: ``str``, tuples space-separated).
-        metavar: the value's name in ``--help``.
-        group: the ``--help`` section (default: the command's own options).
-        folder: a path that, when given, must name an existing folder.
-        default_text: what ``--help`` says for the default instead of the value (for ``None``).
+        help, spec: the :class:`Option`: help text, bounds, choices, ...
     """
-    spec = Option(help, minimum, above, choices, flags, parse, show, metavar, group, folder, default_text)
-    return field(default=default, metadata={"option": spec})
+    return field(default=default, metadata={"option": Option(help, **spec)})
 
 
 def declared(config_type: type[Any]) -> list[tuple[str, Any, Option, Any]]:
@@ -173,7 +160,9 @@ def add_arguments(parser: argparse.ArgumentParser, config_type: type[Any]) -> No
     """
     groups: dict[str, Any] = {}
     for name, hint, spec, default in declared(config_type):
-        target = parser if spec.group is None else groups.setdefault(spec.group, parser.add_argument_group(spec.group))
+        if spec.group is not None and spec.group not in groups:
+            groups[spec.group] = parser.add_argument_group(spec.group)
+        target = parser if spec.group is None else groups[spec.group]
         element, several = _element_type(hint)
         kwargs: dict[str, Any] = {"help": spec.help}
         if default is not MISSING and default is not False:
@@ -206,9 +195,6 @@ def _check_value(option_flag: str, value: Any, spec: Option) -> None:
             check_at_least(option_flag, value, spec.minimum)
         if spec.above is not None and not value > spec.above:
             raise OptionError(option_flag, f"expected a value > {spec.above}, got {value}")
-    if spec.folder and isinstance(value, Path) and not value.expanduser().is_dir():
-        state = "a file" if value.expanduser().exists() else "a path that does not exist"
-        raise OptionError(option_flag, f"expected an existing folder, got {str(value)!r}, {state}")
 
 
 def validate(config: Any) -> None:

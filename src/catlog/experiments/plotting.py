@@ -11,7 +11,7 @@ from catlog.experiments.options import OptionError
 
 MARKER_LIMIT = 30
 # Line styles that tell apart runs drawn in one colour (e.g. two seeds of one estimator).
-LINESTYLES: tuple[str, ...] = ("-", (0, (5, 2)), ":", "-.")
+LINESTYLES: tuple[str | tuple[int, tuple[int, int]], ...] = ("-", (0, (5, 2)), ":", "-.")
 
 
 def line_style(points: int) -> dict[str, Any]:

@@ -222,4 +222,5 @@ def save_checkpoint(path: Path, state: Mapping[str, Any]) -> Path:
 
 def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
     """The checkpoint at ``path``, loaded with ``weights_only=True`` onto ``device``."""
-    return torch.load(path, map_location=device, weights_only=True)
+    checkpoint: dict[str, Any] = torch.load(path, map_location=device, weights_only=True)
+    return checkpoint

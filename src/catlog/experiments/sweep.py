@@ -240,7 +240,8 @@ def expand(spec: SweepSpec, out: Path) -> list[Run]:
 def read_record(run: Run) -> dict[str, Any] | None:
     """The record the sweep wrote when ``run`` last exited, or ``None``."""
     try:
-        return json.loads((run.folder / RECORD).read_text())
+        record: dict[str, Any] = json.loads((run.folder / RECORD).read_text())
+        return record
     except (FileNotFoundError, json.JSONDecodeError):
         return None
 

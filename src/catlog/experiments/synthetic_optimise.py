@@ -73,6 +73,11 @@ class Method:
     anneal_every: int = 20
     anneal_factor: float = math.exp(-0.05)
 
+    @property
+    def samples(self) -> int:
+        """The samples one estimate draws."""
+        return self.estimator().cost(self.budget.num_variables, self.budget.num_categories).samples
+
     def estimator(self) -> catlog.Estimator:
         """A fresh estimator (Gumbel-Softmax at its initial temperature)."""
         return estimators.make(self.name, self.budget)
@@ -145,7 +150,7 @@ def optimise(
 
     def gradient_step() -> None:
         optimiser.zero_grad(set_to_none=True)
-        (-estimator(objective, logits, generator=train_generator)).backward()
+        torch.autograd.backward(-estimator(objective, logits, generator=train_generator))
 
     rows = []
     for iteration in range(iterations + 1):
@@ -235,8 +240,7 @@ def summary_table(
     lines = [title, header, "-" * len(header)]
     for row in table:
         method = methods[row["method"]]
-        samples = method.estimator().cost(method.budget.num_variables, NUM_CATEGORIES).samples
-        lines.append(f"{row['method']:<10}{samples:>8}{method.lr:>6g}{cells(row)}")
+        lines.append(f"{row['method']:<10}{method.samples:>8}{method.lr:>6g}{cells(row)}")
     return "\n".join(lines)
 
 

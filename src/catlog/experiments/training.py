@@ -102,8 +102,11 @@ class Task(Protocol):
         num_examples: training examples; an epoch is one pass over ``0..num_examples-1``.
     """
 
-    model: nn.Module
-    num_examples: int
+    @property
+    def model(self) -> nn.Module: ...
+
+    @property
+    def num_examples(self) -> int: ...
 
     def loss(self, indices: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
         """The mean loss (with autograd) over the training examples ``indices: LongTensor[b]``, and
@@ -263,7 +266,7 @@ def step(trainer: Trainer, state: TrainState, part: distributed.Batch) -> TrainS
     def optimise() -> dict[str, float]:
         trainer.optimizer.zero_grad(set_to_none=True)
         loss, statistics = task.loss(indices, trainer.generators["train"])
-        (loss * part.weight).backward()
+        torch.autograd.backward(loss * part.weight)
         distributed.average_gradients(task.model.parameters(), ctx)
         trainer.optimizer.step()
         return statistics
@@ -323,9 +326,9 @@ def run_epoch(trainer: Trainer, state: TrainState) -> TrainState:
     bar = common.progress(batches, desc=f"epoch {state.epoch + 1}", disable=not ctx.is_main)
     for part in bar:
         state = step(trainer, state, part)
+        bar.set_postfix({key: f"{value:.3g}" for key, value in window_means(state).items()}, refresh=False)
         if task.log_due(state.iteration, len(batches)) and ctx.is_main:
             state = log_row(trainer, state, len(batches), final=False)
-            bar.set_postfix({key: f"{value:.3g}" for key, value in list(state.log[-1].items())[4:6]}, refresh=False)
         if state.budget_reached:
             break
     bar.close()
