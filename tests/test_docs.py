@@ -129,3 +129,22 @@ def test_every_equation_parses_with_katex(built_site: Path) -> None:
     result = subprocess.run([node, "-e", script, katex], input=json.dumps(expressions), capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == []
+
+
+def test_ci_builds_the_docs_strictly() -> None:
+    """CI's docs build is strict and not ``--quiet``: mkdocs 1.6 drops warnings under ``--quiet``
+    before strict mode counts them, so a broken link or a tutorial that raises would pass."""
+    builds = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if "mkdocs build" in line]
+    assert len(builds) == 1 and "--strict" in builds[0] and "--quiet" not in builds[0] and " -q" not in builds[0]
+    config = (ROOT / "mkdocs.yml").read_text()
+    assert "strict: true" in config and "anchors: warn" in config and "markdown-exec" in config
+
+
+def test_tutorials_are_in_the_menu_and_executed() -> None:
+    """Each tutorial page is in the menu and runs its code at build time (``exec="on"`` blocks)."""
+    tutorials = sorted((ROOT / "docs" / "tutorials").glob("*.md"))
+    config = (ROOT / "mkdocs.yml").read_text()
+    assert len(tutorials) == 3
+    for page in tutorials:
+        assert f"tutorials/{page.name}" in config
+        assert page.read_text().count('```python exec="on"') >= 3, page.name

@@ -39,7 +39,9 @@ class DisARM(Estimator):
 
     Args:
         num_pairs: ``P >= 1`` antithetic pairs.
-        one_hot, generator, validate_args: see :class:`~catlog.estimator.Estimator`.
+        one_hot: hand ``f`` float one-hot samples instead of category indices.
+        generator: the default generator of the samples (a call may override it).
+        validate_args: check values (see :class:`~catlog.estimator.Estimator`); ``None`` follows the class default.
 
     Raises:
         ValueError: for ``num_pairs < 1``, logits with ``K != 2`` or an ``Autoregressive``,

@@ -58,7 +58,9 @@ class SCateR(IndeCateR):
             all at once. The result does not depend on it.
         pathwise: ``"samples"`` or ``"all"``, as for :class:`~catlog.indecater.IndeCateR`
             (``"all"`` had 0.35 times the variance of ``"samples"`` on our test problem).
-        one_hot, generator, validate_args: see :class:`~catlog.estimator.Estimator`.
+        one_hot: hand ``f`` float one-hot samples instead of category indices.
+        generator: the default generator of the samples (a call may override it).
+        validate_args: check values (see :class:`~catlog.estimator.Estimator`); ``None`` follows the class default.
 
     Raises:
         ValueError: for an argument out of its range, here or in the call.

@@ -38,7 +38,9 @@ class REINFORCE(Estimator):
 
     Args:
         num_samples: ``N >= 1`` joint samples, each evaluated once.
-        one_hot, generator, validate_args: see :class:`~catlog.estimator.Estimator`.
+        one_hot: hand ``f`` float one-hot samples instead of category indices.
+        generator: the default generator of the samples (a call may override it).
+        validate_args: check values (see :class:`~catlog.estimator.Estimator`); ``None`` follows the class default.
 
     Raises:
         ValueError: for ``num_samples < 1``, and for bad input in the call.
@@ -115,7 +117,9 @@ class RLOO(REINFORCE):
 
     Args:
         num_samples: ``N >= 2`` joint samples, each evaluated once.
-        one_hot, generator, validate_args: see :class:`~catlog.estimator.Estimator`.
+        one_hot: hand ``f`` float one-hot samples instead of category indices.
+        generator: the default generator of the samples (a call may override it).
+        validate_args: check values (see :class:`~catlog.estimator.Estimator`); ``None`` follows the class default.
 
     Raises:
         ValueError: for ``num_samples < 2``, and for bad input in the call.
