@@ -67,12 +67,14 @@ class SCateR(IndeCateR):
 
     Example:
         >>> import torch, catlog
-        >>> table = torch.zeros(4, 4, requires_grad=True)    # logits of x_d given x_{d-1}
-        >>> def conditional(x, d):                          # x: [M, D] -> logits [M, K]
-        ...     return table[x[:, d - 1]] if d > 0 else table[0].expand(x.shape[0], 4)
+        >>> stay = torch.tensor(0.5, requires_grad=True)     # how much x_d prefers x_{d-1}
+        >>> def conditional(x, d):                          # x: [M, D] -> logits [M, K = 4]
+        ...     previous = x[:, d - 1] if d > 0 else torch.zeros_like(x[:, 0])
+        ...     return stay * torch.nn.functional.one_hot(previous, 4)
         >>> dist = catlog.Autoregressive(conditional, num_variables=3, num_categories=4)
-        >>> value = catlog.SCateR(2)(lambda x: (x == 1).sum(-1).float(), dist)
-        >>> value.backward()                                # table.grad: [4, 4]
+        >>> catlog.SCateR(2)(lambda x: (x == 0).sum(-1).float(), dist).backward()
+        >>> stay.grad.shape
+        torch.Size([])
     """
 
     def _estimate_autoregressive(
