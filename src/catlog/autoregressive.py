@@ -55,7 +55,7 @@ class Autoregressive(Distribution):
             ``batch_shape`` or device, or a dtype that is not floating point; when
             sampling, for logits of the wrong shape, dtype or device from ``conditional``.
 
-    Example:
+    Examples:
         >>> import torch, catlog
         >>> table = torch.zeros(3, 3, requires_grad=True)    # logits of x_d given x_{d-1}
         >>> def conditional(x, d):                           # x: [M, D] -> logits [M, K]

@@ -47,7 +47,7 @@ class DisARM(Estimator):
         ValueError: for ``num_pairs < 1``, logits with ``K != 2`` or an ``Autoregressive``,
             and for bad input in the call.
 
-    Example:
+    Examples:
         >>> import torch, catlog
         >>> logits = torch.zeros(5, 2, requires_grad=True)   # D = 5 binary variables
         >>> catlog.DisARM(2)(lambda x: x.sum(-1).float() ** 2, logits).backward()

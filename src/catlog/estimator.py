@@ -31,7 +31,7 @@ class Cost(NamedTuple):
         samples: how many joint samples ``x ~ p`` are drawn.
         evaluations: how many rows ``f`` is evaluated on.
 
-    Example:
+    Examples:
         >>> import catlog
         >>> catlog.IndeCateR(2).cost(num_variables=3, num_categories=5)   # N (1 + D (K - 1))
         Cost(samples=2, evaluations=26)
@@ -68,7 +68,7 @@ class Estimator(abc.ABC):
     it supports an :class:`~catlog.autoregressive.Autoregressive`) and :meth:`_cost`;
     its ``__init__`` stores every argument under the argument's name (``repr`` shows them).
 
-    Example:
+    Examples:
         >>> import torch, catlog
         >>> logits = torch.zeros(2, 3, requires_grad=True)      # D = 2 variables, K = 3
         >>> for estimator in (catlog.IndeCateR(2), catlog.RLOO(8), catlog.Exact()):

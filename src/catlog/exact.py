@@ -47,7 +47,7 @@ class Exact(Estimator):
     Raises:
         ValueError: where $K^D$ exceeds ``max_states``, and for bad input in the call.
 
-    Example:
+    Examples:
         >>> import torch, catlog
         >>> logits = torch.zeros(3, 2)
         >>> catlog.Exact()(lambda x: x.sum(-1).float(), logits)

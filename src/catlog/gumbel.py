@@ -44,7 +44,7 @@ class GumbelSoftmax(Relaxed):
         ValueError: for ``num_samples < 1``, a temperature that is not positive, and
             bad input in the call (an ``Autoregressive`` is refused).
 
-    Example:
+    Examples:
         >>> import torch, catlog
         >>> logits = torch.zeros(3, 4, requires_grad=True)
         >>> catlog.GumbelSoftmax(10, 0.5)(lambda x: (x - 1.5).square().sum(-1), logits).backward()

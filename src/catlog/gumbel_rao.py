@@ -78,7 +78,7 @@ class GumbelRao(Relaxed):
     Raises:
         ValueError: as :class:`GumbelSoftmax`, and for ``num_rao_samples < 1``.
 
-    Example:
+    Examples:
         >>> import torch, catlog
         >>> logits = torch.zeros(3, 4, requires_grad=True)
         >>> catlog.GumbelRao(2, 10)(lambda x: (x - 1.5).square().sum(-1), logits).backward()

@@ -75,7 +75,7 @@ class IndeCateR(Estimator):
         ValueError: for an argument out of its range (here or in the call: logits,
             ``f``'s output, a generator on another device).
 
-    Example:
+    Examples:
         >>> import torch, catlog
         >>> logits = torch.zeros(3, 4, requires_grad=True)   # D = 3 variables, K = 4 categories
         >>> f = lambda x: (x == 1).sum(-1).float() ** 2      # x: [M, 3] -> [M]

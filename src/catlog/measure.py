@@ -31,7 +31,7 @@ Conventions (the one place where they are defined):
   alternate with the first estimator's, so that both see the same load; only their
   ratio is meant to be compared.
 
-Example:
+Examples:
     >>> import torch, catlog
     >>> logits = torch.randn(3, 4)                      # D = 3 variables, K = 4 categories
     >>> f = lambda x: (x == 2).sum(-1).float() ** 2     # x: [M, D] -> [M]
@@ -533,7 +533,7 @@ def compare(
             size, ``repeats < 2``, a bad ``exact``, ``evaluations`` or ``timing_rounds``;
             and what :func:`repeated_gradients` and the estimators raise.
 
-    Example:
+    Examples:
         >>> import torch, catlog
         >>> logits = torch.zeros(4, 2)                  # D = 4 binary variables
         >>> f = lambda x: (x.sum(-1) >= 3).float()      # an indicator

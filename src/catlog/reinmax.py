@@ -45,7 +45,7 @@ class ReinMax(Relaxed):
     Raises:
         ValueError: as :class:`GumbelSoftmax`.
 
-    Example:
+    Examples:
         >>> import torch, catlog
         >>> logits = torch.zeros(3, 4, requires_grad=True)
         >>> catlog.ReinMax(10)(lambda x: (x - 1.5).square().sum(-1), logits).backward()

@@ -65,7 +65,7 @@ class SCateR(IndeCateR):
     Raises:
         ValueError: for an argument out of its range, here or in the call.
 
-    Example:
+    Examples:
         >>> import torch, catlog
         >>> stay = torch.tensor(0.5, requires_grad=True)     # how much x_d prefers x_{d-1}
         >>> def conditional(x, d):                          # x: [M, D] -> logits [M, K = 4]

@@ -45,7 +45,7 @@ class REINFORCE(Estimator):
     Raises:
         ValueError: for ``num_samples < 1``, and for bad input in the call.
 
-    Example:
+    Examples:
         >>> import torch, catlog
         >>> logits = torch.zeros(3, 4, requires_grad=True)
         >>> catlog.REINFORCE(10)(lambda x: x.sum(-1).float(), logits).backward()
@@ -124,7 +124,7 @@ class RLOO(REINFORCE):
     Raises:
         ValueError: for ``num_samples < 2``, and for bad input in the call.
 
-    Example:
+    Examples:
         >>> import torch, catlog
         >>> logits = torch.zeros(3, 4, requires_grad=True)
         >>> catlog.RLOO(10)(lambda x: x.sum(-1).float(), logits).backward()
