@@ -94,7 +94,7 @@ def test_equal_evaluations_and_rows(problem) -> None:
         timing_rounds=0,
     )
     assert [row.evaluations for row in table] == [14, 14, 14]  # 2 (1 + D (K - 1)) with D = 3, K = 3
-    assert table[1].estimator == repr(catlog.RLOO(14))
+    assert table[1].estimator == "RLOO(14)"
     assert all(row.sq_bias is None and row.ms is None and row.time_ratio is None for row in table)
     dicts = table.to_dicts()
     assert [d["name"] for d in dicts] == ["IndeCateR", "RLOO", "REINFORCE"]

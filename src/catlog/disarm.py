@@ -37,13 +37,15 @@ class DisARM(Estimator):
 
     Args:
         num_pairs: ``P >= 1`` antithetic pairs.
-        one_hot, generator, validate_args: see :class:`~catlog.estimator.Estimator`.
+        one_hot: hand ``f`` float one-hot samples instead of category indices.
+        generator: the default generator of the samples (a call may override it).
+        validate_args: check values (see :class:`~catlog.estimator.Estimator`); ``None`` follows the class default.
 
     Raises:
         ValueError: for ``num_pairs < 1``, logits with ``K != 2`` or an ``Autoregressive``,
             and for bad input in the call.
 
-    Example:
+    Examples:
         >>> import torch, catlog
         >>> logits = torch.zeros(5, 2, requires_grad=True)   # D = 5 binary variables
         >>> catlog.DisARM(2)(lambda x: x.sum(-1).float() ** 2, logits).backward()

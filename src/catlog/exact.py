@@ -41,12 +41,13 @@ class Exact(Estimator):
 
     Args:
         max_states: refuse problems with more than this many states.
-        one_hot, validate_args: see :class:`~catlog.estimator.Estimator`.
+        one_hot: hand ``f`` float one-hot states instead of category indices.
+        validate_args: check values (see :class:`~catlog.estimator.Estimator`); ``None`` follows the class default.
 
     Raises:
         ValueError: where $K^D$ exceeds ``max_states``, and for bad input in the call.
 
-    Example:
+    Examples:
         >>> import torch, catlog
         >>> logits = torch.zeros(3, 2)
         >>> catlog.Exact()(lambda x: x.sum(-1).float(), logits)

@@ -36,13 +36,15 @@ class GumbelSoftmax(Relaxed):
         num_samples: ``N >= 1`` relaxed samples.
         temperature: $\tau > 0$; may be reassigned between calls (annealing).
         straight_through: hard forward values, soft gradients.
-        one_hot, generator, validate_args: see :class:`~catlog.estimator.Estimator`.
+        one_hot: hand ``f`` float one-hot samples instead of category indices.
+        generator: the default generator of the samples (a call may override it).
+        validate_args: check values (see :class:`~catlog.estimator.Estimator`); ``None`` follows the class default.
 
     Raises:
         ValueError: for ``num_samples < 1``, a temperature that is not positive, and
             bad input in the call (an ``Autoregressive`` is refused).
 
-    Example:
+    Examples:
         >>> import torch, catlog
         >>> logits = torch.zeros(3, 4, requires_grad=True)
         >>> catlog.GumbelSoftmax(10, 0.5)(lambda x: (x - 1.5).square().sum(-1), logits).backward()

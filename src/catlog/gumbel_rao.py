@@ -71,12 +71,14 @@ class GumbelRao(Relaxed):
         num_samples: ``N >= 1`` hard samples, each evaluated once.
         num_rao_samples: ``R >= 1`` draws of the noise per sample.
         temperature: $\tau > 0$; may be reassigned between calls (annealing).
-        one_hot, generator, validate_args: see :class:`~catlog.estimator.Estimator`.
+        one_hot: hand ``f`` float one-hot samples instead of category indices.
+        generator: the default generator of the samples (a call may override it).
+        validate_args: check values (see :class:`~catlog.estimator.Estimator`); ``None`` follows the class default.
 
     Raises:
         ValueError: as :class:`GumbelSoftmax`, and for ``num_rao_samples < 1``.
 
-    Example:
+    Examples:
         >>> import torch, catlog
         >>> logits = torch.zeros(3, 4, requires_grad=True)
         >>> catlog.GumbelRao(2, 10)(lambda x: (x - 1.5).square().sum(-1), logits).backward()

@@ -67,13 +67,15 @@ class IndeCateR(Estimator):
               row: unbiased too, with less variance (0.28 to 0.42 times that of
               ``"samples"`` on our test problems) for a backward pass of ``f`` on every
               row (its time and memory: [docs/performance.md](performance.md)).
-        one_hot, generator, validate_args: see :class:`~catlog.estimator.Estimator`.
+        one_hot: hand ``f`` float one-hot samples instead of category indices.
+        generator: the default generator of the samples (a call may override it).
+        validate_args: check values (see :class:`~catlog.estimator.Estimator`); ``None`` follows the class default.
 
     Raises:
         ValueError: for an argument out of its range (here or in the call: logits,
             ``f``'s output, a generator on another device).
 
-    Example:
+    Examples:
         >>> import torch, catlog
         >>> logits = torch.zeros(3, 4, requires_grad=True)   # D = 3 variables, K = 4 categories
         >>> f = lambda x: (x == 1).sum(-1).float() ** 2      # x: [M, 3] -> [M]

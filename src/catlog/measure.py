@@ -31,7 +31,7 @@ Conventions (the one place where they are defined):
   alternate with the first estimator's, so that both see the same load; only their
   ratio is meant to be compared.
 
-Example:
+Examples:
     >>> import torch, catlog
     >>> logits = torch.randn(3, 4)                      # D = 3 variables, K = 4 categories
     >>> f = lambda x: (x == 2).sum(-1).float() ** 2     # x: [M, D] -> [M]
@@ -232,12 +232,16 @@ def exact_gradient(
     dist: DistributionLike,
     *,
     wrt: Sequence[torch.Tensor] | None = None,
+    one_hot: bool = False,
     max_states: int = 2**20,
 ) -> torch.Tensor:
     """The exact gradient of ``sum_b E[f(X_b)]`` by enumerating the ``K^D`` states (:class:`~catlog.Exact`).
 
     Args:
-        f, dist, wrt: as in :func:`repeated_gradients`.
+        f: as in :func:`repeated_gradients`.
+        dist: as in :func:`repeated_gradients`.
+        wrt: as in :func:`repeated_gradients`.
+        one_hot: hand ``f`` one-hot states ``[M, *B, D, K]`` instead of indices.
         max_states: refuse problems with more states than this.
 
     Returns:
@@ -246,7 +250,7 @@ def exact_gradient(
     Raises:
         ValueError: where ``K^D > max_states``, and as :func:`repeated_gradients`.
     """
-    return repeated_gradients(Exact(max_states), f, dist, 1, wrt=wrt)[0]
+    return repeated_gradients(Exact(max_states, one_hot=one_hot), f, dist, 1, wrt=wrt)[0]
 
 
 def _problem_size(dist: DistributionLike) -> tuple[int, int]:
@@ -275,7 +279,8 @@ def largest_size(
 
     Args:
         factory: ``n -> Estimator``.
-        num_variables, num_categories: ``D``, ``K``.
+        num_variables: ``D``.
+        num_categories: ``K``.
         budget: samples or evaluations of ``f`` per estimate and batch element.
         field: ``"evaluations"`` or ``"samples"``.
 
@@ -369,8 +374,10 @@ class EstimatorRow:
 
     Attributes:
         name: the estimator's name (its key, or its ``repr``).
-        estimator: the estimator's ``repr`` (its size after equal-evaluation sizing).
-        samples, evaluations: per estimate and batch element, from ``cost(D, K)``.
+        estimator: the estimator with its size (after equal-evaluation sizing) and the
+            arguments that differ from their defaults, as ``RLOO(14)``.
+        samples: per estimate and batch element, from ``cost(D, K)``.
+        evaluations: of ``f``, per estimate and batch element, from ``cost(D, K)``.
         repeats: ``R``, the estimates behind the statistics.
         variance: :func:`gradient_variance`.
         sq_bias: :func:`squared_bias`, or ``None`` without the exact gradient.
@@ -407,7 +414,8 @@ class Comparison:
 
     Attributes:
         rows: the :class:`EstimatorRow` of each estimator.
-        num_variables, num_categories: ``D``, ``K``.
+        num_variables: ``D``.
+        num_categories: ``K``.
         exact_norm: ``|g*|^2``, or ``None`` without the exact gradient.
     """
 
@@ -501,7 +509,8 @@ def compare(
             mapping from names. With ``evaluations`` a mapping's value may also be a
             factory ``size -> Estimator`` (``catlog.RLOO``, ``lambda n: catlog.GumbelSoftmax(n, 0.5)``).
         repeats: ``R >= 2`` estimates per estimator.
-        exact: ``True``: compute the exact gradient by enumeration (:class:`~catlog.Exact`);
+        exact: ``True``: compute the exact gradient by enumeration (:class:`~catlog.Exact`,
+            handing ``f`` one-hot states if the first estimator does);
             ``False``: do not (no squared bias); ``"auto"``: where ``K^D`` is at most
             :data:`AUTO_EXACT_STATES`; or the exact gradient itself, ``[P]``.
         generator: the generator of every estimate (default: torch's global one).
@@ -524,7 +533,7 @@ def compare(
             size, ``repeats < 2``, a bad ``exact``, ``evaluations`` or ``timing_rounds``;
             and what :func:`repeated_gradients` and the estimators raise.
 
-    Example:
+    Examples:
         >>> import torch, catlog
         >>> logits = torch.zeros(4, 2)                  # D = 4 binary variables
         >>> f = lambda x: (x.sum(-1) >= 3).float()      # an indicator
@@ -538,7 +547,7 @@ def compare(
     named = _named(estimators)
     num_variables, num_categories = _problem_size(dist)
     built = _sized(named, num_variables, num_categories, evaluations)
-    exact_grad = _exact(exact, f, dist, wrt, num_variables, num_categories)
+    exact_grad = _exact(exact, f, dist, wrt, built[0][1].one_hot, (num_variables, num_categories))
     rows = []
     device = dist.device if isinstance(dist, Autoregressive) else as_logits(dist).device
     first = built[0][1]
@@ -560,7 +569,7 @@ def compare(
         rows.append(
             EstimatorRow(
                 name,
-                repr(estimator),
+                _short_repr(estimator),
                 cost.samples,
                 cost.evaluations,
                 repeats,
@@ -658,16 +667,17 @@ def _exact(
     f: Objective,
     dist: DistributionLike,
     wrt: Sequence[torch.Tensor] | None,
-    num_variables: int,
-    num_categories: int,
+    one_hot: bool,
+    size: tuple[int, int],
 ) -> torch.Tensor | None:
-    """The exact gradient that ``exact`` asks for, or ``None``."""
+    """The exact gradient that ``exact`` asks for (``f`` handed one-hot states if ``one_hot``), or ``None``."""
+    num_variables, num_categories = size
     if isinstance(exact, torch.Tensor):
         return exact.detach().flatten().double()
     if exact is False or (exact == "auto" and num_categories**num_variables > AUTO_EXACT_STATES):
         return None
     if exact is True or exact == "auto":
-        return exact_gradient(f, dist, wrt=wrt).double()
+        return exact_gradient(f, dist, wrt=wrt, one_hot=one_hot).double()
     raise ValueError(f"exact: expected True, False, 'auto' or the exact gradient [P], got {_describe(exact)}")
 
 

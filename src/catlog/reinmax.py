@@ -38,12 +38,14 @@ class ReinMax(Relaxed):
         num_samples: ``N >= 1`` samples, each evaluated once.
         temperature: $\tau > 0$ in $\pi_1$; the paper recommends $\tau \ge 1$. May be
             reassigned between calls.
-        one_hot, generator, validate_args: see :class:`~catlog.estimator.Estimator`.
+        one_hot: hand ``f`` float one-hot samples instead of category indices.
+        generator: the default generator of the samples (a call may override it).
+        validate_args: check values (see :class:`~catlog.estimator.Estimator`); ``None`` follows the class default.
 
     Raises:
         ValueError: as :class:`GumbelSoftmax`.
 
-    Example:
+    Examples:
         >>> import torch, catlog
         >>> logits = torch.zeros(3, 4, requires_grad=True)
         >>> catlog.ReinMax(10)(lambda x: (x - 1.5).square().sum(-1), logits).backward()

@@ -58,19 +58,23 @@ class SCateR(IndeCateR):
             all at once. The result does not depend on it.
         pathwise: ``"samples"`` or ``"all"``, as for :class:`~catlog.indecater.IndeCateR`
             (``"all"`` had 0.35 times the variance of ``"samples"`` on our test problem).
-        one_hot, generator, validate_args: see :class:`~catlog.estimator.Estimator`.
+        one_hot: hand ``f`` float one-hot samples instead of category indices.
+        generator: the default generator of the samples (a call may override it).
+        validate_args: check values (see :class:`~catlog.estimator.Estimator`); ``None`` follows the class default.
 
     Raises:
         ValueError: for an argument out of its range, here or in the call.
 
-    Example:
+    Examples:
         >>> import torch, catlog
-        >>> table = torch.zeros(4, 4, requires_grad=True)    # logits of x_d given x_{d-1}
-        >>> def conditional(x, d):                          # x: [M, D] -> logits [M, K]
-        ...     return table[x[:, d - 1]] if d > 0 else table[0].expand(x.shape[0], 4)
+        >>> stay = torch.tensor(0.5, requires_grad=True)     # how much x_d prefers x_{d-1}
+        >>> def conditional(x, d):                          # x: [M, D] -> logits [M, K = 4]
+        ...     previous = x[:, d - 1] if d > 0 else torch.zeros_like(x[:, 0])
+        ...     return stay * torch.nn.functional.one_hot(previous, 4)
         >>> dist = catlog.Autoregressive(conditional, num_variables=3, num_categories=4)
-        >>> value = catlog.SCateR(2)(lambda x: (x == 1).sum(-1).float(), dist)
-        >>> value.backward()                                # table.grad: [4, 4]
+        >>> catlog.SCateR(2)(lambda x: (x == 0).sum(-1).float(), dist).backward()
+        >>> stay.grad.shape
+        torch.Size([])
     """
 
     def estimate_autoregressive(

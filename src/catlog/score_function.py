@@ -38,12 +38,14 @@ class REINFORCE(Estimator):
 
     Args:
         num_samples: ``N >= 1`` joint samples, each evaluated once.
-        one_hot, generator, validate_args: see :class:`~catlog.estimator.Estimator`.
+        one_hot: hand ``f`` float one-hot samples instead of category indices.
+        generator: the default generator of the samples (a call may override it).
+        validate_args: check values (see :class:`~catlog.estimator.Estimator`); ``None`` follows the class default.
 
     Raises:
         ValueError: for ``num_samples < 1``, and for bad input in the call.
 
-    Example:
+    Examples:
         >>> import torch, catlog
         >>> logits = torch.zeros(3, 4, requires_grad=True)
         >>> catlog.REINFORCE(10)(lambda x: x.sum(-1).float(), logits).backward()
@@ -116,12 +118,14 @@ class RLOO(REINFORCE):
 
     Args:
         num_samples: ``N >= 2`` joint samples, each evaluated once.
-        one_hot, generator, validate_args: see :class:`~catlog.estimator.Estimator`.
+        one_hot: hand ``f`` float one-hot samples instead of category indices.
+        generator: the default generator of the samples (a call may override it).
+        validate_args: check values (see :class:`~catlog.estimator.Estimator`); ``None`` follows the class default.
 
     Raises:
         ValueError: for ``num_samples < 2``, and for bad input in the call.
 
-    Example:
+    Examples:
         >>> import torch, catlog
         >>> logits = torch.zeros(3, 4, requires_grad=True)
         >>> catlog.RLOO(10)(lambda x: x.sum(-1).float(), logits).backward()
