@@ -42,6 +42,8 @@ def test_gradients_have_one_entry_per_parameter_entry(name: str) -> None:
     assert problem.exact is None or problem.exact.shape == (size,)
     x = torch.randint(problem.num_categories, (2, *problem.batch_shape, problem.num_variables))
     assert problem.f(x).shape == (2, *problem.batch_shape)
+    with pytest.raises(ValueError, match="^repeats: expected an integer >= 1, got 0"):
+        problem.gradients(estimator, 0)
 
 
 @pytest.mark.parametrize("name", ["fig1", "hamming", "fig2", "autoregressive"])

@@ -60,7 +60,12 @@ class Problem:
         Batched problems compute as many per call as :data:`ELEMENT_BUDGET` allows (from the
         estimator's cost); the others one :attr:`loss` and backward pass per estimate. The
         statistics of these rows are :mod:`catlog.measure`'s.
+
+        Raises:
+            ValueError: for ``repeats < 1``.
         """
+        if repeats < 1:
+            raise ValueError(f"repeats: expected an integer >= 1, got {repeats}")
         if self.batched is None:
             rows = [self.gradient(estimator, generator) for _ in range(repeats)]
             return torch.stack(rows)
