@@ -80,10 +80,11 @@ class Problem:
         grads = torch.autograd.grad(self.loss(estimator, generator), self.parameters)
         return torch.cat([grad.flatten() for grad in grads])
 
-    def budget(self, samples: int = 1, temperature: float = 1.0) -> estimators.Budget:
-        """The experiments' :class:`~catlog.experiments.estimators.Budget` on this problem's ``D``, ``K``."""
+    def budget(self, temperature: float = 1.0) -> estimators.Budget:
+        """The experiments' :class:`~catlog.experiments.estimators.Budget` on this problem's ``D``, ``K``, for
+        families built at a given size (``Family.build``; its ``samples`` is then unused)."""
         return estimators.Budget(
-            samples, self.num_variables, self.num_categories, temperature, autoregressive=self.autoregressive
+            1, self.num_variables, self.num_categories, temperature, autoregressive=self.autoregressive
         )
 
 
