@@ -29,7 +29,7 @@ def test_sizes_match_the_budget_by_cost() -> None:
     assert set(candidates) == set(compare.ESTIMATORS) - {"disarm"}
 
     def size(name: str, field: str, budget: int) -> int | None:
-        return compare.largest_size(candidates[name], problem.budget(), field, budget)  # type: ignore[arg-type]
+        return compare.largest_size(candidates[name], problem.budget(), field, budget)
 
     assert size("indecater", "evaluations", 110) == 2
     assert size("indecater", "evaluations", 109) == 1
