@@ -127,11 +127,14 @@ def option(default: Any = MISSING, help: str = "", **spec: Any) -> Any:
 
 
 def declared(config_type: type[Any]) -> list[tuple[str, Any, Option, Any]]:
-    """``(name, annotated type, Option, default)`` for every field of ``config_type`` made by :func:`option`."""
+    """``(name, annotated type, Option, default)`` for every field of ``config_type`` made by :func:`option`,
+    those the class itself declares first, then its bases' (so ``--help`` starts with the command's own)."""
     hints = typing.get_type_hints(config_type)
-    return [
-        (f.name, hints[f.name], f.metadata["option"], f.default) for f in fields(config_type) if "option" in f.metadata
-    ]
+    place: dict[str, tuple[int, int]] = {}  # (the declaring class's place in the MRO, the field's in that class)
+    for depth, cls in reversed(list(enumerate(config_type.__mro__))):
+        place.update((name, (depth, index)) for index, name in enumerate(vars(cls).get("__annotations__", {})))
+    ordered = sorted((f for f in fields(config_type) if "option" in f.metadata), key=lambda f: place[f.name])
+    return [(f.name, hints[f.name], f.metadata["option"], f.default) for f in ordered]
 
 
 def _element_type(hint: Any) -> tuple[Any, bool]:
