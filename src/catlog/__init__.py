@@ -11,15 +11,30 @@ from catlog.exact import Exact
 from catlog.gumbel import GumbelSoftmax
 from catlog.gumbel_rao import GumbelRao
 from catlog.indecater import IndeCateR
+from catlog.measure import (
+    Comparison,
+    EstimatorRow,
+    compare,
+    exact_gradient,
+    gradient_variance,
+    interleaved_ms,
+    largest_size,
+    repeated_gradients,
+    signal_to_noise,
+    squared_bias,
+    squared_bias_floor,
+)
 from catlog.reinmax import ReinMax
 from catlog.scater import SCateR
 from catlog.score_function import REINFORCE, RLOO
 
 __all__ = [
     "Autoregressive",
+    "Comparison",
     "Cost",
     "DisARM",
     "Estimator",
+    "EstimatorRow",
     "Exact",
     "GumbelRao",
     "GumbelSoftmax",
@@ -28,5 +43,14 @@ __all__ = [
     "RLOO",
     "ReinMax",
     "SCateR",
+    "compare",
+    "gradient_variance",
+    "squared_bias",
+    "squared_bias_floor",
+    "signal_to_noise",
+    "repeated_gradients",
+    "exact_gradient",
+    "largest_size",
+    "interleaved_ms",
 ]
 __version__ = "0.1.0"

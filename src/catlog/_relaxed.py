@@ -40,7 +40,9 @@ class Relaxed(Estimator):
     Args:
         num_samples: ``N >= 1`` samples, each evaluated once.
         temperature: ``> 0``; may be reassigned between calls (annealing).
-        one_hot, generator, validate_args: see :class:`~catlog.estimator.Estimator`.
+        one_hot: hand ``f`` float one-hot samples instead of category indices.
+        generator: the default generator of the samples (a call may override it).
+        validate_args: check values (see :class:`~catlog.estimator.Estimator`); ``None`` follows the class default.
     """
 
     num_samples = Checked(check_samples(1))

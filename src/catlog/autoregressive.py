@@ -15,7 +15,11 @@ _Choose = Callable[[torch.Tensor, int], torch.Tensor]
 
 
 class Autoregressive(Distribution):
-    """A distribution over ``D`` categorical variables, ``p(x) = prod_d p(x_d | x_<d)``.
+    r"""A distribution over ``D`` categorical variables, each given the ones before it.
+
+    $$
+    p(x) = \prod_{d=1}^{D} p(x_d \mid x_{<d}).
+    $$
 
     A ``torch.distributions.Distribution`` with ``batch_shape = B``, ``event_shape = [D]``
     and integer support ``{0..K-1}^D``; :meth:`sample` and :meth:`log_prob` take
@@ -45,6 +49,21 @@ class Autoregressive(Distribution):
         validate_args: check the values ``conditional`` returns and those handed to
             :meth:`log_prob` (host synchronisations); ``None`` follows
             ``torch.distributions.Distribution``'s class-wide default.
+
+    Raises:
+        ValueError: for a ``conditional`` that is not callable, counts below 1, a bad
+            ``batch_shape`` or device, or a dtype that is not floating point; when
+            sampling, for logits of the wrong shape, dtype or device from ``conditional``.
+
+    Examples:
+        >>> import torch, catlog
+        >>> table = torch.zeros(3, 3, requires_grad=True)    # logits of x_d given x_{d-1}
+        >>> def conditional(x, d):                           # x: [M, D] -> logits [M, K]
+        ...     return table[x[:, d - 1]] if d > 0 else table[0].expand(x.shape[0], 3)
+        >>> dist = catlog.Autoregressive(conditional, num_variables=4, num_categories=3)
+        >>> dist.sample((5,)).shape
+        torch.Size([5, 4])
+        >>> catlog.SCateR(1)(lambda x: (x == 2).sum(-1).float(), dist).backward()   # table.grad
     """
 
     arg_constraints: dict[str, constraints.Constraint] = {}

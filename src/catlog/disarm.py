@@ -10,29 +10,47 @@ from catlog.estimator import Cost, Estimator
 
 
 class DisARM(Estimator):
-    """DisARM for ``D`` binary variables (``K = 2``), with ``alpha_d = logit_d1 - logit_d0``.
+    r"""DisARM: antithetic pairs for binary variables (``K = 2``; Dong, Mnih and Tucker, NeurIPS 2020).
 
-    Each pair draws ``u ~ Uniform(0, 1)^D`` and evaluates ``f`` on the antithetic samples
-    ``b = 1[u < sigmoid(alpha)]`` and ``b~ = 1[1 - u < sigmoid(alpha)]`` (whole vectors
-    over ``d``; each is marginally a sample of ``p``). The estimate of ``d E[f] / d alpha_d``
-    is, averaged over the ``P`` pairs (Dong, Mnih and Tucker, "DisARM: An Antithetic
-    Gradient Estimator for Binary Latent Variables", NeurIPS 2020, its multivariate form):
+    With $\alpha_d$ the difference of variable ``d``'s two logits, each pair draws
+    $u \sim \mathrm{Uniform}(0, 1)^D$ and evaluates ``f`` on the antithetic samples
+    $b = 1[u < \sigma(\alpha)]$ and $\tilde b = 1[1 - u < \sigma(\alpha)]$ (each
+    marginally a sample of ``p``). Averaged over the ``P`` pairs, the estimate of
+    $\partial \mathbb{E}[f] / \partial \alpha_d$ is
 
-    ``g_d = 1/2 (f(b) - f(b~)) (-1)^{b~_d} 1[b_d != b~_d] sigmoid(|alpha_d|)``
-    ``    = 1/2 (f(b) - f(b~)) (b_d - b~_d) sigmoid(|alpha_d|)``.
+    $$
+    g_d = \tfrac{1}{2} \big(f(b) - f(\tilde b)\big)\, (b_d - \tilde b_d)\, \sigma(|\alpha_d|),
+    $$
 
-    It is unbiased: given ``u_{!=d}``, ``b_d != b~_d`` has probability
-    ``2 sigmoid(-|alpha_d|)``, split evenly between ``(b_d, b~_d) = (1, 0)`` and ``(0, 1)``,
-    so ``E[g_d] = sigmoid(alpha_d) sigmoid(-alpha_d) (E f(1, X_{!=d}) - E f(0, X_{!=d}))
-    = d E[f] / d alpha_d``. The logits receive ``g_d`` at category 1 and ``-g_d`` at
-    category 0 (``d alpha_d / d logit_d1 = 1``, ``d alpha_d / d logit_d0 = -1``). The value
-    is the mean of ``f`` over the ``2 P`` samples, and its gradient to parameters of ``f``
-    the pathwise term ``E[grad f]``. A variable with one possible value (a ``-inf`` logit)
-    takes that value in both samples and gets zero gradient.
+    unbiased (the multivariate form of the paper). The logits receive $g_d$ at
+    category 1 and $-g_d$ at category 0. The value returned is the mean of ``f`` over
+    the $2P$ samples, and parameters that ``f`` uses get the pathwise term. A variable
+    with one possible value (a ``-inf`` logit) gets zero gradient.
+
+    Shapes:
+        - dist: logits ``[*B, D, 2]`` or a factorised categorical distribution with ``K = 2``.
+        - f: ``LongTensor[2P, *B, D] -> Tensor[2P, *B]`` (one-hot with ``one_hot``).
+        - returns: ``Tensor[*B]``.
+
+    Cost:
+        $2P$ samples and $2P$ evaluations of ``f`` per batch element.
 
     Args:
-        num_pairs: ``P >= 1`` antithetic pairs: ``2 P`` samples, each evaluated once.
-        one_hot, generator, validate_args: see :class:`~catlog.estimator.Estimator`.
+        num_pairs: ``P >= 1`` antithetic pairs.
+        one_hot: hand ``f`` float one-hot samples instead of category indices.
+        generator: the default generator of the samples (a call may override it).
+        validate_args: check values (see :class:`~catlog.estimator.Estimator`); ``None`` follows the class default.
+
+    Raises:
+        ValueError: for ``num_pairs < 1``, logits with ``K != 2`` or an ``Autoregressive``,
+            and for bad input in the call.
+
+    Examples:
+        >>> import torch, catlog
+        >>> logits = torch.zeros(5, 2, requires_grad=True)   # D = 5 binary variables
+        >>> catlog.DisARM(2)(lambda x: x.sum(-1).float() ** 2, logits).backward()
+        >>> catlog.DisARM(2).cost(5, 2)
+        Cost(samples=4, evaluations=4)
     """
 
     num_pairs = Checked(check_samples(1))

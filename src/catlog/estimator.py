@@ -25,11 +25,16 @@ if TYPE_CHECKING:
 
 
 class Cost(NamedTuple):
-    """What one estimate costs per batch element.
+    """What one estimate costs per batch element, as :meth:`Estimator.cost` gives it.
 
     Attributes:
         samples: how many joint samples ``x ~ p`` are drawn.
         evaluations: how many rows ``f`` is evaluated on.
+
+    Examples:
+        >>> import catlog
+        >>> catlog.IndeCateR(2).cost(num_variables=3, num_categories=5)   # N (1 + D (K - 1))
+        Cost(samples=2, evaluations=26)
     """
 
     samples: int
@@ -62,6 +67,14 @@ class Estimator(abc.ABC):
     A subclass implements :meth:`_estimate` (and :meth:`_estimate_autoregressive` if
     it supports an :class:`~catlog.autoregressive.Autoregressive`) and :meth:`_cost`;
     its ``__init__`` stores every argument under the argument's name (``repr`` shows them).
+
+    Examples:
+        >>> import torch, catlog
+        >>> logits = torch.zeros(2, 3, requires_grad=True)      # D = 2 variables, K = 3
+        >>> for estimator in (catlog.IndeCateR(2), catlog.RLOO(8), catlog.Exact()):
+        ...     estimator(lambda x: x.sum(-1).float(), logits).backward()   # same call for all
+        >>> catlog.Exact()(lambda x: x.sum(-1).float(), logits)             # 2 variables of mean 1
+        tensor(2., grad_fn=<SumBackward1>)
     """
 
     _default_validate_args: ClassVar[bool] = True

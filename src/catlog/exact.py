@@ -19,21 +19,39 @@ def _enumerate_states(num_variables: int, num_categories: int, device: torch.dev
 
 
 class Exact(Estimator):
-    """``E[f(X)] = sum_x p(x) f(x)`` over all ``K**D`` states, differentiated by autograd.
+    r"""The exact expectation and gradient, by enumerating all $K^D$ joint states.
 
-    States with an impossible category (``-inf`` logit) have ``p(x) = 0``; ``f`` sees
-    them with each impossible value replaced by that variable's most likely
-    category, so it is never handed an impossible value.
+    $$
+    \mathbb{E}[f(X)] = \sum_{x \in \{0..K-1\}^D} p(x)\, f(x),
+    $$
 
-    On an :class:`~catlog.autoregressive.Autoregressive` the ``K**D`` sequences are
-    scored by ``D`` calls of ``conditional`` on all of them at once; a sequence whose
-    ``x_d`` is impossible given its prefix has ``p(x) = 0`` and is replaced, from
-    ``d`` on, by the most likely category at each position, so neither
-    ``conditional`` nor ``f`` sees an impossible prefix.
+    differentiated by autograd. States with an impossible category (``-inf`` logit)
+    have $p(x) = 0$, and ``f`` is never handed an impossible value (it sees such a
+    variable at its most likely category). On an :class:`~catlog.Autoregressive` the
+    $K^D$ sequences are scored by ``D`` calls of ``conditional``, all at once. For
+    small problems and tests; :func:`catlog.exact_gradient` uses it.
+
+    Shapes:
+        - dist: logits ``[*B, D, K]``, a factorised categorical distribution or an ``Autoregressive``.
+        - f: ``LongTensor[K^D, *B, D] -> Tensor[K^D, *B]``.
+        - returns: ``Tensor[*B]``.
+
+    Cost:
+        No samples and $K^D$ evaluations of ``f`` per batch element.
 
     Args:
-        max_states: refuse (``ValueError``) problems with more than this many states.
-        one_hot, validate_args: see :class:`~catlog.estimator.Estimator`.
+        max_states: refuse problems with more than this many states.
+        one_hot: hand ``f`` float one-hot states instead of category indices.
+        validate_args: check values (see :class:`~catlog.estimator.Estimator`); ``None`` follows the class default.
+
+    Raises:
+        ValueError: where $K^D$ exceeds ``max_states``, and for bad input in the call.
+
+    Examples:
+        >>> import torch, catlog
+        >>> logits = torch.zeros(3, 2)
+        >>> catlog.Exact()(lambda x: x.sum(-1).float(), logits)
+        tensor(1.5000)
     """
 
     max_states = Checked(check_states)

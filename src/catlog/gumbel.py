@@ -11,18 +11,45 @@ from catlog._validation import check_flag
 
 
 class GumbelSoftmax(Relaxed):
-    """Gumbel-Softmax: ``1/N sum_n f(y_n)``, ``y_n = softmax((log p + G_n) / temperature)``.
+    r"""Gumbel-Softmax (the concrete relaxation), straight-through by default.
 
-    Biased. With ``straight_through`` the forward pass uses the hard one-hot
-    ``onehot(argmax y_n)`` (exactly) and the backward pass the soft ``y_n``.
-    ``f`` receives the relaxed category value ``sum_k k * y_nk`` as a float
-    ``[M, *B, D]`` tensor, or ``y_n`` itself with ``one_hot``.
+    $$
+    \mathbb{E}[f(X)] \approx \frac{1}{N} \sum_{n=1}^{N} f(y_n), \qquad
+    y_n = \mathrm{softmax}\big((\log p + G_n) / \tau\big), \qquad G_n \sim \mathrm{Gumbel}(0, 1)^{D \times K},
+    $$
+
+    differentiated through $y_n$. With ``straight_through`` the forward pass uses the
+    hard one-hot $\mathrm{onehot}(\arg\max_k y_{nk})$, exactly, and the backward pass
+    the soft $y_n$. **Biased**: use it where ``f`` is a smooth function that accepts
+    relaxed values. ``f`` receives the relaxed category value $\sum_k k\, y_{nk}$ as a
+    float ``[N, *B, D]``, or $y_n$ itself (``[N, *B, D, K]``) with ``one_hot``.
+
+    Shapes:
+        - dist: logits ``[*B, D, K]`` or a factorised categorical distribution.
+        - f: ``Tensor[N, *B, D] -> Tensor[N, *B]`` (float; one-hot with ``one_hot``).
+        - returns: ``Tensor[*B]``.
+
+    Cost:
+        ``N`` samples and ``N`` evaluations of ``f`` per batch element.
 
     Args:
-        num_samples: ``N >= 1`` relaxed samples, each evaluated once.
-        temperature: ``> 0``; may be reassigned between calls (annealing).
+        num_samples: ``N >= 1`` relaxed samples.
+        temperature: $\tau > 0$; may be reassigned between calls (annealing).
         straight_through: hard forward values, soft gradients.
-        one_hot, generator, validate_args: see :class:`~catlog.estimator.Estimator`.
+        one_hot: hand ``f`` float one-hot samples instead of category indices.
+        generator: the default generator of the samples (a call may override it).
+        validate_args: check values (see :class:`~catlog.estimator.Estimator`); ``None`` follows the class default.
+
+    Raises:
+        ValueError: for ``num_samples < 1``, a temperature that is not positive, and
+            bad input in the call (an ``Autoregressive`` is refused).
+
+    Examples:
+        >>> import torch, catlog
+        >>> logits = torch.zeros(3, 4, requires_grad=True)
+        >>> catlog.GumbelSoftmax(10, 0.5)(lambda x: (x - 1.5).square().sum(-1), logits).backward()
+        >>> logits.grad.shape
+        torch.Size([3, 4])
     """
 
     def __init__(

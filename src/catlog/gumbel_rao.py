@@ -43,27 +43,45 @@ def conditional_gumbel(
 
 
 class GumbelRao(Relaxed):
-    """Gumbel-Rao: straight-through Gumbel-Softmax with the soft sample averaged over the
-    Gumbel noise given the hard sample (Paulus, Maddison and Krause, "Rao-Blackwellizing
-    the Straight-Through Gumbel-Softmax Gradient Estimator", ICLR 2021).
+    r"""Gumbel-Rao: straight-through Gumbel-Softmax with its backward pass averaged over the noise
+    given the sample (Paulus, Maddison and Krause, ICLR 2021).
 
-    ``f`` receives hard one-hot samples ``y_n ~ Cat(softmax(theta))`` forward, exactly;
-    backward, the gradient of the relaxation
+    ``f`` is evaluated on hard one-hot samples $y_n \sim \mathrm{Cat}(\mathrm{softmax}(\theta))$,
+    exactly; backward, on the gradient of the relaxation
 
-    ``s_n = 1/R sum_r softmax((theta + G_nr) / temperature)``, ``G_nr ~ Gumbel | argmax(theta + G) = y_n``
+    $$
+    s_n = \frac{1}{R} \sum_{r=1}^{R} \mathrm{softmax}\big((\theta + G_{nr}) / \tau\big),
+    \qquad G_{nr} \sim \mathrm{Gumbel} \mid \arg\max_k (\theta_k + G_k) = y_n.
+    $$
 
-    (:func:`conditional_gumbel`). With ``R = 1`` it has the distribution of
-    straight-through Gumbel-Softmax; as ``R`` grows it tends to that estimator's
-    conditional expectation given ``y_n``, so its variance is never larger (the
-    Rao-Blackwell theorem) and its mean the same. Biased. ``f`` receives the category
-    value ``sum_k k * y_k`` as a float ``[M, *B, D]`` tensor, or the one-hot itself with
+    With ``R = 1`` it is straight-through Gumbel-Softmax in distribution; as ``R`` grows
+    it tends to that estimator's conditional expectation given $y_n$: the same mean,
+    never more variance (the Rao-Blackwell theorem). **Biased**. ``f`` receives the
+    category value $\sum_k k\, y_k$ as a float ``[N, *B, D]``, or the one-hot itself with
     ``one_hot``. Impossible categories (``-inf`` logits) are never drawn and get zero gradient.
+
+    Shapes:
+        As :class:`GumbelSoftmax`.
+
+    Cost:
+        ``N`` samples and ``N`` evaluations of ``f`` per batch element (the ``R`` noise
+        draws are not evaluated).
 
     Args:
         num_samples: ``N >= 1`` hard samples, each evaluated once.
-        num_rao_samples: ``R >= 1`` draws of the noise per sample (``f`` is not evaluated on them).
-        temperature: ``> 0``; may be reassigned between calls (annealing).
-        one_hot, generator, validate_args: see :class:`~catlog.estimator.Estimator`.
+        num_rao_samples: ``R >= 1`` draws of the noise per sample.
+        temperature: $\tau > 0$; may be reassigned between calls (annealing).
+        one_hot: hand ``f`` float one-hot samples instead of category indices.
+        generator: the default generator of the samples (a call may override it).
+        validate_args: check values (see :class:`~catlog.estimator.Estimator`); ``None`` follows the class default.
+
+    Raises:
+        ValueError: as :class:`GumbelSoftmax`, and for ``num_rao_samples < 1``.
+
+    Examples:
+        >>> import torch, catlog
+        >>> logits = torch.zeros(3, 4, requires_grad=True)
+        >>> catlog.GumbelRao(2, 10)(lambda x: (x - 1.5).square().sum(-1), logits).backward()
     """
 
     num_rao_samples = Checked(check_samples(1))

@@ -16,68 +16,75 @@ from catlog.estimator import Cost, Estimator
 
 
 class IndeCateR(Estimator):
-    """The IndeCateR gradient estimator (paper eq. 4.1).
+    r"""IndeCateR: the CatLog-Derivative gradient estimator for independent variables (paper eq. 4.1).
 
-    ``grad E[f(X)] ~= sum_d sum_k grad p_d(k) * 1/N sum_n f(x_{!=d}^(n), k)``
+    For ``D`` independent categorical variables with probabilities $p_d(k)$ (the
+    softmax of the logits), the gradient of $\mathbb{E}_{X \sim p}[f(X)]$ is
+    estimated by summing each variable out, given the others, on ``N`` samples:
 
-    For every sample ``n``, variable ``d`` and possible category ``k``, ``f`` is
-    evaluated on the sample with ``X_d`` set to ``k``. The row with ``k = x_d^(n)``
-    is the sample itself, whose value is already known, so ``f`` runs on the
-    ``N`` samples (with autograd, for the value and the pathwise term) plus
-    ``N * sum_d (K_d - 1)`` perturbed rows (without autograd, as they only feed the
-    stop-gradient coefficient, unless ``pathwise="all"``). Impossible categories
-    (``-inf`` logits) are never handed to ``f``. The perturbed rows are built with
-    tensor ops.
+    $$
+    \nabla \mathbb{E}[f(X)] \approx \sum_{d=1}^{D} \sum_{k=1}^{K} \nabla p_d(k)\, c_{dk},
+    \qquad c_{dk} = \frac{1}{N} \sum_{n=1}^{N} f\big(x^{(n)}_{\neq d}, k\big),
+    \qquad x^{(n)} \sim p,
+    $$
 
-    The value returned is the Rao-Blackwellised estimate
-    ``1/D sum_d sum_k p_d(k) c_dk`` of ``E[f]``, ``c_dk = 1/N sum_n f(x_{!=d}^(n), k)``
-    (the surrogate of ``catlog._surrogate.catlog_estimate``): unbiased, with no more variance
-    than the plain sample mean, and, for ``f >= 0``, zero only when the score term is
-    zero too, so a loss such as ``-log(value)`` never divides a non-zero gradient by zero.
+    where $(x^{(n)}_{\neq d}, k)$ is sample ``n`` with variable ``d`` set to category
+    ``k``. The estimate is unbiased. The value returned is the Rao-Blackwellised
+    estimate of $\mathbb{E}[f]$, $\frac{1}{D} \sum_d \sum_k p_d(k)\, c_{dk}$: unbiased,
+    and for $f \ge 0$ zero only where the gradient is zero too, so that a loss such as
+    ``-log(value)`` is safe. Its gradient is the estimate above for the logits, plus
+    the pathwise term for parameters that ``f`` uses (see ``pathwise``).
 
-    With ``validate_args`` off and no chunks (or any chunks when ``K = 2``), an estimate
-    makes no host synchronisation (it compiles with ``torch.compile(fullgraph=True)``);
-    ``f`` is then evaluated on all ``N * D * (K - 1)`` perturbed rows whether or not some
-    categories are impossible: a row that would hold an impossible category holds
-    the sample itself and its value is discarded. With validation on (the default),
-    the check of the logits tells whether every category is possible; if some are not,
-    one more host synchronisation finds them and their rows are skipped.
-    For ``K = 2`` with every category possible (or validation off) the perturbed row
-    is the sample with one variable flipped, and a fused path builds and scores the
-    rows in a handful of ops (:func:`catlog._binary.flip_means`).
+    ``f`` is evaluated on the ``N`` samples (with autograd) and on the
+    $N \sum_d (K_d - 1)$ rows that change one variable of a sample (without autograd,
+    unless ``pathwise="all"``). Impossible categories (``-inf`` logits) are never
+    handed to ``f``.
 
-    Samples are drawn by the Gumbel-max trick, except for ``K = 2``: there
-    ``X_d = 1[U_d >= p_d(0)]`` with one uniform per variable, by inversion
-    (:func:`catlog._sampling.sample_by_inversion`, as REINFORCE and RLOO draw), the same
-    law with other draws for a given generator.
+    Shapes:
+        - dist: logits ``[*B, D, K]`` or a factorised categorical distribution
+          (see :meth:`Estimator.__call__`).
+        - f: ``LongTensor[M, *B, D] -> Tensor[M, *B]`` (one-hot ``[M, *B, D, K]`` with
+          ``one_hot``); ``M`` is ``N`` for the samples and the number of changed
+          rows (or ``chunk_size``) for the others.
+        - returns: ``Tensor[*B]``.
+
+    Cost:
+        ``N`` samples and $N (1 + D (K - 1))$ evaluations of ``f`` per batch element;
+        with ``per_variable``, $D N$ samples and $D N K$ evaluations (:meth:`cost`).
 
     Args:
         num_samples: ``N >= 1`` samples (per variable if ``per_variable``).
-        per_variable: draw fresh samples ``x^(n_d)`` for every variable ``d`` (the
-            paper's IndeCateR with sampling per variable, section 6.4): ``D * N``
-            samples, the same number of evaluations.
-        chunk_size: evaluate the perturbed rows at most this many rows (each holding
-            the whole batch ``*B``) per call of ``f``, to bound peak memory; ``None``
-            evaluates them in one call. The result does not depend on it.
-        pathwise: the gradient reaching parameters that ``f`` uses (the value and the
-            score term, the logits' gradient, are the same in both modes, up to rounding):
+        per_variable: draw fresh samples for every variable ``d`` (the paper's
+            IndeCateR with sampling per variable, section 6.4).
+        chunk_size: hand ``f`` at most this many changed rows (each holding the whole
+            batch ``*B``) per call, to bound peak memory; ``None``: all in one call.
+            The result does not depend on it.
+        pathwise: the gradient of parameters that ``f`` uses (the value and the
+            logits' gradient are the same in both modes):
 
-            - ``"samples"``: ``1/N sum_n grad f(x^(n))``, through the ``N`` samples only;
-            - ``"all"``: the gradient of the Rao-Blackwellised value with ``p_d(k)``
-              held constant, ``1/D sum_d sum_k p_d(k) grad c_dk``, through every
-              perturbed row. Unbiased too, with no more variance (each ``d``'s term is
-              ``E[grad f(X) | x_{!=d}]``): 0.28 to 0.42 times the variance of
-              ``"samples"`` on the test problems with parameters in ``f``. Same
-              evaluations (:meth:`cost`), but ``f``'s backward pass runs on all of them:
-              on the DVAE step (``D = 200``, ``K = 2``, ``N = 2``, batch 100, one
-              thread) 2.3-2.5x the CPU time of ``"samples"``, and a peak of 490-504 MiB
-              against 434-452 MiB. With ``chunk_size`` the graph of ``f`` on the
-              perturbed rows is not kept: each chunk is rebuilt and evaluated again in
-              the backward pass (``torch.utils.checkpoint``), so peak memory stays
-              that of a chunk (123 MiB at chunks of 50 there, against 70-83 MiB for
-              ``"samples"``) for a second forward pass over the rows (3.1-4.4x the CPU
-              time of chunked ``"samples"``; see ``docs/performance.md``).
-        one_hot, generator, validate_args: see :class:`~catlog.estimator.Estimator`.
+            - ``"samples"``: $\frac{1}{N} \sum_n \nabla f(x^{(n)})$, through the samples only;
+            - ``"all"``: $\frac{1}{D} \sum_d \sum_k p_d(k)\, \nabla c_{dk}$, through every
+              row: unbiased too, with less variance (0.28 to 0.42 times that of
+              ``"samples"`` on our test problems) for a backward pass of ``f`` on every
+              row (its time and memory: [docs/performance.md](performance.md)).
+        one_hot: hand ``f`` float one-hot samples instead of category indices.
+        generator: the default generator of the samples (a call may override it).
+        validate_args: check values (see :class:`~catlog.estimator.Estimator`); ``None`` follows the class default.
+
+    Raises:
+        ValueError: for an argument out of its range (here or in the call: logits,
+            ``f``'s output, a generator on another device).
+
+    Examples:
+        >>> import torch, catlog
+        >>> logits = torch.zeros(3, 4, requires_grad=True)   # D = 3 variables, K = 4 categories
+        >>> f = lambda x: (x == 1).sum(-1).float() ** 2      # x: [M, 3] -> [M]
+        >>> value = catlog.IndeCateR(2)(f, logits)           # an estimate of E[f(X)], Tensor[]
+        >>> value.backward()
+        >>> logits.grad.shape
+        torch.Size([3, 4])
+        >>> catlog.IndeCateR(2).cost(3, 4)
+        Cost(samples=2, evaluations=20)
     """
 
     num_samples = Checked(check_samples(1))

@@ -12,29 +12,43 @@ from catlog._sampling import sample_by_inversion
 
 
 class ReinMax(Relaxed):
-    """ReinMax: ``1/N sum_n f(y_n)`` with hard one-hot samples ``y_n ~ Cat(softmax(theta))``
-    forward and a second-order approximation of the gradient backward.
+    r"""ReinMax: straight-through with a second-order backward pass (Liu et al., NeurIPS 2023).
 
-    With ``theta`` the logits of a variable (Liu et al., "Bridging Discrete and
-    Backpropagation: Straight-Through and Beyond", NeurIPS 2023, the ReinMax algorithm):
+    ``f`` is evaluated on hard one-hot samples $y_n \sim \mathrm{Cat}(\mathrm{softmax}(\theta))$,
+    $\frac{1}{N} \sum_n f(y_n)$, exactly; backward, with $\pi_0 = \mathrm{softmax}(\theta)$
+    and $\pi_1 = \big(y + \mathrm{softmax}(\theta / \tau)\big) / 2$ (its softmax
+    Jacobian taken at $\pi_1$),
 
-    - ``pi0 = softmax(theta)``,
-    - ``pi1 = (y + softmax(theta / temperature)) / 2``,
-    - ``pi1 = softmax(stopgrad(log pi1 - theta) + theta)`` (the same value, with the
-      softmax Jacobian at ``pi1``),
-    - ``pi2 = 2 pi1 - pi0 / 2``,
+    $$
+    \nabla_\theta \approx \Big(2 \big(\mathrm{diag}(\pi_1) - \pi_1 \pi_1^\top\big)
+    - \tfrac{1}{2} \big(\mathrm{diag}(\pi_0) - \pi_0 \pi_0^\top\big)\Big)\, \frac{\partial f}{\partial y}.
+    $$
 
-    and ``f`` receives ``y + pi2 - stopgrad(pi2)``: exactly ``y`` forward, so that
-    ``grad theta = (2 (diag(pi1) - pi1 pi1^T) - (diag(pi0) - pi0 pi0^T) / 2) df/dy``.
-    Biased. ``f`` receives the category value ``sum_k k * y_k`` as a float ``[M, *B, D]``
-    tensor, or the one-hot itself with ``one_hot``. Impossible categories (``-inf``
-    logits) are never drawn and get zero gradient.
+    **Biased**; for an ``f`` that accepts relaxed values. ``f`` receives the category
+    value $\sum_k k\, y_k$ as a float ``[N, *B, D]``, or the one-hot itself with
+    ``one_hot``. Impossible categories (``-inf`` logits) are never drawn and get zero gradient.
+
+    Shapes:
+        As :class:`GumbelSoftmax`.
+
+    Cost:
+        ``N`` samples and ``N`` evaluations of ``f`` per batch element.
 
     Args:
         num_samples: ``N >= 1`` samples, each evaluated once.
-        temperature: ``> 0``, of ``softmax(theta / temperature)`` in ``pi1``; the paper
-            recommends ``>= 1``. May be reassigned between calls.
-        one_hot, generator, validate_args: see :class:`~catlog.estimator.Estimator`.
+        temperature: $\tau > 0$ in $\pi_1$; the paper recommends $\tau \ge 1$. May be
+            reassigned between calls.
+        one_hot: hand ``f`` float one-hot samples instead of category indices.
+        generator: the default generator of the samples (a call may override it).
+        validate_args: check values (see :class:`~catlog.estimator.Estimator`); ``None`` follows the class default.
+
+    Raises:
+        ValueError: as :class:`GumbelSoftmax`.
+
+    Examples:
+        >>> import torch, catlog
+        >>> logits = torch.zeros(3, 4, requires_grad=True)
+        >>> catlog.ReinMax(10)(lambda x: (x - 1.5).square().sum(-1), logits).backward()
     """
 
     def _estimate(self, objective: Objective, logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:

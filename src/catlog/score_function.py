@@ -16,14 +16,41 @@ from catlog.estimator import Cost, Estimator
 
 
 class REINFORCE(Estimator):
-    """REINFORCE (paper eq. 2.4): ``1/N sum_n f(x_n) grad log p(x_n)`` plus the pathwise term.
+    r"""REINFORCE, the score-function estimator (paper eq. 2.4).
 
-    ``log p(x) = sum_d log p_d(x_d)``, so the score term is computed as
-    ``sum_{d,k} w_dk grad log p_d(k)`` with ``w_dk = 1/N sum_n f(x_n) 1[x_nd = k]``.
+    $$
+    \nabla \mathbb{E}[f(X)] \approx \frac{1}{N} \sum_{n=1}^{N} f\big(x^{(n)}\big)\,
+    \nabla \log p\big(x^{(n)}\big), \qquad x^{(n)} \sim p,
+    $$
+
+    plus the pathwise term $\frac{1}{N} \sum_n \nabla f(x^{(n)})$ for parameters that
+    ``f`` uses. Unbiased; its variance grows with $f^2$, as nothing is subtracted from
+    ``f`` (:class:`RLOO` subtracts a baseline). The value returned is the sample mean of ``f``.
+    Takes an :class:`~catlog.Autoregressive` too ($\log p(x) = \sum_d \log p(x_d \mid x_{<d})$).
+
+    Shapes:
+        - dist: logits ``[*B, D, K]``, a factorised categorical distribution or an ``Autoregressive``.
+        - f: ``LongTensor[N, *B, D] -> Tensor[N, *B]`` (one-hot with ``one_hot``).
+        - returns: ``Tensor[*B]``.
+
+    Cost:
+        ``N`` samples and ``N`` evaluations of ``f`` per batch element.
 
     Args:
         num_samples: ``N >= 1`` joint samples, each evaluated once.
-        one_hot, generator, validate_args: see :class:`~catlog.estimator.Estimator`.
+        one_hot: hand ``f`` float one-hot samples instead of category indices.
+        generator: the default generator of the samples (a call may override it).
+        validate_args: check values (see :class:`~catlog.estimator.Estimator`); ``None`` follows the class default.
+
+    Raises:
+        ValueError: for ``num_samples < 1``, and for bad input in the call.
+
+    Examples:
+        >>> import torch, catlog
+        >>> logits = torch.zeros(3, 4, requires_grad=True)
+        >>> catlog.REINFORCE(10)(lambda x: x.sum(-1).float(), logits).backward()
+        >>> logits.grad.shape
+        torch.Size([3, 4])
     """
 
     num_samples = Checked(check_samples(1))
@@ -70,11 +97,40 @@ class REINFORCE(Estimator):
 
 
 class RLOO(REINFORCE):
-    """REINFORCE leave-one-out: ``1/(N-1) sum_n (f(x_n) - 1/N sum_m f(x_m)) grad log p(x_n)``.
+    r"""REINFORCE leave-one-out: the score-function estimator with the other samples' mean as baseline.
+
+    $$
+    \nabla \mathbb{E}[f(X)] \approx \frac{1}{N-1} \sum_{n=1}^{N}
+    \Big(f\big(x^{(n)}\big) - \frac{1}{N} \sum_{m=1}^{N} f\big(x^{(m)}\big)\Big)\,
+    \nabla \log p\big(x^{(n)}\big), \qquad x^{(n)} \sim p,
+    $$
+
+    plus the pathwise term for parameters that ``f`` uses. Unbiased (each sample's
+    baseline is independent of it), with far less variance than :class:`REINFORCE`
+    where $\mathbb{E}[f]$ is large compared with the spread of ``f``. The value
+    returned is the sample mean of ``f``. Takes an :class:`~catlog.Autoregressive` too.
+
+    Shapes:
+        As :class:`REINFORCE`.
+
+    Cost:
+        ``N`` samples and ``N`` evaluations of ``f`` per batch element.
 
     Args:
         num_samples: ``N >= 2`` joint samples, each evaluated once.
-        one_hot, generator, validate_args: see :class:`~catlog.estimator.Estimator`.
+        one_hot: hand ``f`` float one-hot samples instead of category indices.
+        generator: the default generator of the samples (a call may override it).
+        validate_args: check values (see :class:`~catlog.estimator.Estimator`); ``None`` follows the class default.
+
+    Raises:
+        ValueError: for ``num_samples < 2``, and for bad input in the call.
+
+    Examples:
+        >>> import torch, catlog
+        >>> logits = torch.zeros(3, 4, requires_grad=True)
+        >>> catlog.RLOO(10)(lambda x: x.sum(-1).float(), logits).backward()
+        >>> catlog.RLOO(10).cost(3, 4)
+        Cost(samples=10, evaluations=10)
     """
 
     num_samples = Checked(check_samples(2))
