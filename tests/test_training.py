@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from catlog.experiments import data, run_folder, training
+from catlog.experiments import common, data, run_folder, training
 from catlog.experiments.cli import main
 from catlog.experiments.dvae_model import DiscreteVAE
 
@@ -18,16 +18,20 @@ RUNS = Path(__file__).resolve().parent.parent / "docs" / "runs"
 def old_checkpoint(path: Path, model: torch.nn.Module) -> Path:
     """A checkpoint as ``catlog addition`` wrote it before the one training loop (no schema key)."""
     state = {"model": model.state_dict(), "optimizer": {}, "clock": [1.0, 1.0], "history": [], "epoch": 1}
-    return run_folder.save_checkpoint(path, state)
+    return common.write_torch(path, state)
 
 
-def test_an_old_checkpoint_is_refused_for_training_in_one_line(tmp_path: Path) -> None:
-    path = old_checkpoint(tmp_path / "checkpoint.pt", DiscreteVAE(4, 2))
+def test_an_old_checkpoint_is_refused_for_resume_in_one_line_and_changes_nothing(tmp_path: Path) -> None:
+    config = {"digits": 4, "estimator": "indecater"}
+    with run_folder.open_run(tmp_path / "run", config) as run:
+        path = old_checkpoint(run.checkpoint, DiscreteVAE(4, 2))
+    saved = (tmp_path / "run" / "config.json").read_text()
     with pytest.raises(run_folder.RunFolderError) as error:
-        training.read_checkpoint(path)
+        run_folder.open_run(tmp_path / "run", {**config, "epochs": 2}, resume=True, may_change=["epochs"])
     message = str(error.value)
     assert "\n" not in message and message.startswith(f"--resume: {path} is a checkpoint of an older catlog")
     assert "schema 1, expected 2" in message and "--overwrite" in message
+    assert (tmp_path / "run" / "config.json").read_text() == saved
 
 
 def test_an_old_checkpoints_model_still_loads(tmp_path: Path) -> None:

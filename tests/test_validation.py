@@ -118,6 +118,17 @@ def test_counts_are_checked_on_assignment_after_construction(name: str, make) ->
     assert getattr(estimator, name) == 3
 
 
+@pytest.mark.parametrize(
+    ("make", "name"), [(lambda: catlog.IndeCateR(2, chunk_size=4), "chunk_size"), (catlog.Exact, "max_states")]
+)
+def test_size_bounds_are_checked_on_assignment_after_construction(make, name: str) -> None:
+    estimator = make()
+    with pytest.raises(ValueError, match=f"{name}: expected an integer >= 1, got 0"):
+        setattr(estimator, name, 0)
+    setattr(estimator, name, 5)
+    assert getattr(estimator, name) == 5
+
+
 @pytest.mark.parametrize("name, make", [(name, make) for name, makers in COUNTS.items() for make in makers])
 def test_counts_too_large_for_a_tensor_name_the_argument(name: str, make) -> None:
     with pytest.raises(ValueError, match=f"{name}: expected an integer <= {2**32}.*got {2**62}"):

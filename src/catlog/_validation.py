@@ -115,6 +115,16 @@ def check_samples(minimum: int) -> Callable[[str, object], int]:
     return lambda name, value: check_count(name, value, minimum, MAX_SAMPLES)
 
 
+def check_chunk_size(name: str, value: object) -> int | None:
+    """A chunk size: ``None`` (no chunks) or an integer ``>= 1``."""
+    return None if value is None else check_count(name, value, 1)
+
+
+def check_states(name: str, value: object) -> int:
+    """A bound on enumerated states: an integer ``>= 1``."""
+    return check_count(name, value, 1)
+
+
 class Checked(Generic[Value]):
     """An estimator hyper-parameter checked on every assignment, construction or later
     (``est.num_samples = 0`` raises as ``IndeCateR(0)`` does).

@@ -7,7 +7,7 @@ import math
 import torch
 
 from catlog._objective import Objective
-from catlog._validation import check_count
+from catlog._validation import Checked, check_states
 from catlog.autoregressive import Autoregressive, _sequence_log_prob
 from catlog.estimator import Cost, Estimator
 
@@ -54,9 +54,11 @@ class Exact(Estimator):
         tensor(1.5000)
     """
 
+    max_states = Checked(check_states)
+
     def __init__(self, max_states: int = 2**20, *, one_hot: bool = False, validate_args: bool | None = None) -> None:
         super().__init__(one_hot=one_hot, validate_args=validate_args)
-        self.max_states = check_count("max_states", max_states, 1)
+        self.max_states = max_states
 
     def compute_cost(self, num_variables: int, num_categories: int) -> Cost:
         """No samples and ``K**D`` evaluations."""

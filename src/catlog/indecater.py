@@ -11,7 +11,7 @@ from catlog._objective import Objective
 from catlog._perturbation import category_means
 from catlog._sampling import sample_by_inversion, sample_categorical
 from catlog._surrogate import PATHWISE, Pathwise, catlog_estimate
-from catlog._validation import Checked, check_choice, check_count, check_flag, check_samples
+from catlog._validation import Checked, check_choice, check_chunk_size, check_flag, check_samples
 from catlog.estimator import Cost, Estimator
 
 
@@ -88,6 +88,7 @@ class IndeCateR(Estimator):
     """
 
     num_samples = Checked(check_samples(1))
+    chunk_size = Checked(check_chunk_size)
 
     def __init__(
         self,
@@ -103,7 +104,7 @@ class IndeCateR(Estimator):
         super().__init__(one_hot=one_hot, generator=generator, validate_args=validate_args)
         self.num_samples = num_samples
         self.per_variable = check_flag("per_variable", per_variable)
-        self.chunk_size = None if chunk_size is None else check_count("chunk_size", chunk_size, 1)
+        self.chunk_size = chunk_size
         self.pathwise = check_choice("pathwise", pathwise, PATHWISE)
 
     def compute_cost(self, num_variables: int, num_categories: int) -> Cost:

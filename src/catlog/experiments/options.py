@@ -127,11 +127,14 @@ def option(default: Any = MISSING, help: str = "", **spec: Any) -> Any:
 
 
 def declared(config_type: type[Any]) -> list[tuple[str, Any, Option, Any]]:
-    """``(name, annotated type, Option, default)`` for every field of ``config_type`` made by :func:`option`."""
+    """``(name, annotated type, Option, default)`` for every field of ``config_type`` made by :func:`option`,
+    those the class itself declares first, then its bases' (so ``--help`` starts with the command's own)."""
     hints = typing.get_type_hints(config_type)
-    return [
-        (f.name, hints[f.name], f.metadata["option"], f.default) for f in fields(config_type) if "option" in f.metadata
-    ]
+    place: dict[str, tuple[int, int]] = {}  # (the declaring class's place in the MRO, the field's in that class)
+    for depth, cls in reversed(list(enumerate(config_type.__mro__))):
+        place.update((name, (depth, index)) for index, name in enumerate(vars(cls).get("__annotations__", {})))
+    ordered = sorted((f for f in fields(config_type) if "option" in f.metadata), key=lambda f: place[f.name])
+    return [(f.name, hints[f.name], f.metadata["option"], f.default) for f in ordered]
 
 
 def _element_type(hint: Any) -> tuple[Any, bool]:
@@ -169,15 +172,12 @@ def add_arguments(parser: argparse.ArgumentParser, config_type: type[Any]) -> No
             shown = spec.default_text if spec.default_text is not None else _show(default, spec)
             kwargs["help"] = f"{spec.help} (default: {shown})"
         if element is bool:
-            target.add_argument(flag(name, default), *spec.flags, action="store_true", **kwargs)
-            continue
-        kwargs.update(type=spec.parse or element, choices=spec.choices, metavar=spec.metavar)
-        if several:
-            kwargs["nargs"] = "+"
-        if default is MISSING:
-            target.add_argument(name, **kwargs)
+            kwargs["action"] = "store_true"
         else:
-            target.add_argument(flag(name, default), *spec.flags, default=default, **kwargs)
+            kwargs.update(type=spec.parse or element, choices=spec.choices, metavar=spec.metavar)
+            kwargs.update({"nargs": "+"} if several else {})
+            kwargs.update({} if default is MISSING else {"default": default})
+        target.add_argument(flag(name, default), *spec.flags, **kwargs)
 
 
 def flag(name: str, default: Any) -> str:
@@ -219,23 +219,9 @@ class Options:
         validate(self)
 
 
-def _check_out(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise OptionError("--out", f"expected a run folder, got {str(out)!r}, an existing file")
-
-
 @dataclass(frozen=True, kw_only=True)
 class RunOptions(Options):
-    """The options of every command that writes a run folder.
-
-    Attributes:
-        out: the run folder (``None``: a fresh timestamped folder under ``results/``).
-        overwrite: delete the results already in ``out`` and start again.
-        device: torch device name, e.g. ``cpu`` or ``cuda:1``.
-        seed: random seed.
-        dtype: ``float32`` or ``float64``.
-        threads: torch CPU threads (``None``: torch's choice).
-    """
+    """The options of every command that writes a run folder (each field's help says what it is)."""
 
     out: Path | None = option(
         None, "run folder", group=COMMON_GROUP, default_text="a fresh timestamped folder under results/"
@@ -256,8 +242,8 @@ class RunOptions(Options):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.out is not None:
-            _check_out(self.out)
+        if self.out is not None and self.out.exists() and not self.out.is_dir():
+            raise OptionError("--out", f"expected a run folder, got {str(self.out)!r}, an existing file")
         try:
             device = torch.device(self.device)
         except RuntimeError:

@@ -7,14 +7,17 @@
 2. removes temporary files left by a process killed during an atomic write;
 3. refuses a folder that already holds results unless ``resume`` (continue from its
    checkpoint) or ``overwrite`` (delete its results and start again) is set;
-4. on ``resume``, compares the saved ``config.json`` with the new config and names
-   every key that differs (keys in ``may_change`` may differ, e.g. ``epochs``), and
-   says plainly when there is no checkpoint to resume from;
+4. on ``resume``, says plainly when there is no checkpoint to resume from or when the
+   checkpoint is of an older format (:data:`SCHEMA`), and compares the saved
+   ``config.json`` with the new config, naming every key that differs (keys in
+   ``may_change`` may differ, e.g. ``epochs``);
 5. writes ``config.json`` before anything else, and removes it again when the run fails
    before writing any result (so that the corrected rerun does not find a used folder).
 
 Checkpoints are plain containers of tensors, numbers, strings, lists and dicts written
-with :func:`save_checkpoint` and read with ``torch.load(..., weights_only=True)``.
+with :func:`save_checkpoint` (which adds ``"schema": SCHEMA``) and read with
+``torch.load(..., weights_only=True)``. Older checkpoints, without the schema, still load
+(:func:`load_checkpoint`: their ``model`` is where it was) but cannot be resumed.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from catlog.experiments.options import RunOptions, config_json
 LOCK = ".lock"
 CONFIG = "config.json"
 CHECKPOINT = "checkpoint.pt"
+SCHEMA = 2  # the checkpoint format of the one training loop (catlog.experiments.training); 1: before it
 # Files the sweep runner keeps in a run's folder; they do not make the folder "used".
 SWEEP_RECORD = "sweep-run.json"
 SWEEP_LOGS: tuple[str, str] = ("stdout.log", "stderr.log")
@@ -180,6 +184,13 @@ def _check_resumable(folder: Path, config: Mapping[str, Any], may_change: Iterab
             f"--resume: {folder} has no {CHECKPOINT} to continue from (the run stopped before its first "
             "checkpoint); run again with --overwrite to start it afresh"
         )
+    schema = load_checkpoint(folder / CHECKPOINT).get("schema", 1)
+    if schema != SCHEMA:
+        raise RunFolderError(
+            f"--resume: {folder / CHECKPOINT} is a checkpoint of an older catlog (schema {schema}, expected "
+            f"{SCHEMA}: one training loop, Keras' Adam); its model still loads (dvae-variance, compare "
+            "--dvae-checkpoint), but training cannot continue it: start the run again with --overwrite"
+        )
     saved = json.loads((folder / CONFIG).read_text())
     changed = config_differences(saved, config, may_change)
     if changed:
@@ -216,8 +227,9 @@ def open_on_main(
 
 
 def save_checkpoint(path: Path, state: Mapping[str, Any]) -> Path:
-    """Write ``state`` (tensors, numbers, strings, lists, dicts) to the checkpoint ``path`` atomically."""
-    return common.write_torch(path, dict(state))
+    """Write ``state`` (tensors, numbers, strings, lists, dicts) and the :data:`SCHEMA` to the checkpoint
+    ``path`` atomically."""
+    return common.write_torch(path, {"schema": SCHEMA, **state})
 
 
 def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:

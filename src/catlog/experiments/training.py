@@ -18,11 +18,10 @@ evaluates); :func:`train` does the rest for both:
   ``log.csv`` is rewritten at each row;
 - **length**: ``--epochs`` passes over the training examples, or until ``--time-budget``
   seconds of training on ``--budget-clock`` (the first reached stops);
-- **checkpoint** at the end of every epoch (and when the budget stops training):
-  :data:`SCHEMA`, model, optimiser, every rank's random streams and the :class:`TrainState`;
-  ``--resume`` continues from it bit for bit. Checkpoints of older versions (without the
-  schema key) are refused with one line saying why; their ``model`` still loads
-  (:func:`load_model`).
+- **checkpoint** at the end of every epoch (and when the budget stops training): model,
+  optimiser, every rank's random streams and the :class:`TrainState`, in the run folder's
+  format (:mod:`catlog.experiments.run_folder`, which refuses older ones for ``--resume``);
+  ``--resume`` continues from it bit for bit; the model of any version loads (:func:`load_model`).
 """
 
 from __future__ import annotations
@@ -39,7 +38,6 @@ from catlog.experiments import common, distributed, run_folder
 from catlog.experiments.keras import KerasAdam
 from catlog.experiments.options import OptionError, RunOptions, option
 
-SCHEMA = 2
 # Settings a resumed run may change; any other difference from the saved config is refused.
 MAY_CHANGE: tuple[str, ...] = (
     "epochs",
@@ -198,29 +196,12 @@ def save(trainer: Trainer, state: TrainState) -> None:
     run_folder.save_checkpoint(
         trainer.out / run_folder.CHECKPOINT,
         {
-            "schema": SCHEMA,
             "model": trainer.task.model.state_dict(),
             "optimizer": trainer.optimizer.state_dict(),
             "generators": {"eval": trainer.generators["eval"].get_state(), "train": train_states},
             "state": {**asdict(state), "log": list(state.log)},
         },
     )
-
-
-def read_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
-    """The checkpoint at ``path`` if this version can continue it.
-
-    Raises:
-        RunFolderError: the checkpoint was written before :data:`SCHEMA` (one line: why, and what still works).
-    """
-    saved = run_folder.load_checkpoint(path, device)
-    if saved.get("schema") != SCHEMA:
-        raise run_folder.RunFolderError(
-            f"--resume: {path} is a checkpoint of an older catlog (schema {saved.get('schema', 1)}, expected "
-            f"{SCHEMA}: one training loop, Keras' Adam); its model still loads (dvae-variance, compare "
-            "--dvae-checkpoint), but training cannot continue it: start the run again with --overwrite"
-        )
-    return saved
 
 
 def load_model(path: Path, model: nn.Module) -> nn.Module:
@@ -231,7 +212,7 @@ def load_model(path: Path, model: nn.Module) -> nn.Module:
 
 def load(trainer: Trainer) -> TrainState:
     """Restore model, optimiser and random streams from the run's checkpoint; returns its state."""
-    saved = read_checkpoint(trainer.out / run_folder.CHECKPOINT)
+    saved = run_folder.load_checkpoint(trainer.out / run_folder.CHECKPOINT)
     train_states = saved["generators"]["train"]
     if len(train_states) != trainer.ctx.world_size:
         raise run_folder.RunFolderError(
