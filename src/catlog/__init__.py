@@ -5,6 +5,7 @@ Every estimator has one shape, ``est(f, logits) -> Tensor[*B]``: see
 """
 
 from catlog.autoregressive import Autoregressive
+from catlog.control_variates import Bilinear, ControlVariate, Correction, Taylor
 from catlog.disarm import DisARM
 from catlog.estimator import Cost, Estimator
 from catlog.exact import Exact
@@ -12,11 +13,15 @@ from catlog.gumbel import GumbelSoftmax
 from catlog.gumbel_rao import GumbelRao
 from catlog.indecater import IndeCateR
 from catlog.reinmax import ReinMax
+from catlog.relax import REBAR, RELAX
 from catlog.scater import SCateR
 from catlog.score_function import REINFORCE, RLOO
 
 __all__ = [
     "Autoregressive",
+    "Bilinear",
+    "ControlVariate",
+    "Correction",
     "Cost",
     "DisARM",
     "Estimator",
@@ -24,9 +29,12 @@ __all__ = [
     "GumbelRao",
     "GumbelSoftmax",
     "IndeCateR",
+    "REBAR",
     "REINFORCE",
+    "RELAX",
     "RLOO",
     "ReinMax",
     "SCateR",
+    "Taylor",
 ]
 __version__ = "0.1.0"

@@ -69,12 +69,19 @@ class SCateR(IndeCateR):
         pathwise: ``"samples"`` or ``"all"``, as for :class:`~catlog.indecater.IndeCateR`
             (step 3); with ``"all"`` and ``chunk_size``, the backward pass rolls out and
             evaluates each chunk again instead of keeping ``f``'s graph.
+        control_variate: as for :class:`~catlog.indecater.IndeCateR`, on logits only (refused
+            with an ``Autoregressive``).
         one_hot, generator, validate_args: see :class:`~catlog.estimator.Estimator`.
     """
 
     def _estimate_autoregressive(
         self, objective: Objective, dist: Autoregressive, generator: torch.Generator | None
     ) -> torch.Tensor:
+        if self.control_variate is not None:
+            raise ValueError(
+                f"control_variate: applies to independent variables (logits [*B, D, K]); expected None with "
+                f"an Autoregressive, got {self.control_variate!r}"
+            )
         num_samples, num_variables = self.num_samples, dist.num_variables
         groups = num_variables if self.per_variable else 1
         noise = dist._gumbel(num_samples * groups, generator)
