@@ -82,7 +82,8 @@ class IndeCateR(Estimator):
             mean Hessian of ``f`` at 4 extra draws) or a
             :class:`~catlog.control_variates.ControlVariate`: its rows are subtracted from the
             coefficients in the score term and its expectation's gradient added back
-            (unbiased; the value is unchanged). Not with ``per_variable``.
+            (unbiased; the value is unchanged). Not with ``per_variable``. :meth:`cost` does
+            not count its rows (``Taylor``: 4 rows, through a double backward pass).
         one_hot, generator, validate_args: see :class:`~catlog.estimator.Estimator`.
     """
 

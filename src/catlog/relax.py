@@ -74,15 +74,14 @@ class LearnedControlVariate(Estimator):
         Shapes: ``logits: [*B, D, K]`` (a leaf with autograd), ``noise: [K, N, *B, D]``,
         ``samples: LongTensor[N, *B, D]``, ``values: [N, *B]``.
         """
-        log_probs = logits.log_softmax(-1)
+        # a finite floor for impossible categories (exp(-1e4) is 0 in every dtype): -inf in z would
+        # give the temperature a NaN gradient, and masks around it are slow in double backward
+        log_probs = logits.log_softmax(-1).clamp_min(-1e4)
         theta = log_probs.movedim(-1, 0)  # [K, *B, D]
         free = theta.unsqueeze(1)
         conditional = conditional_gumbel(log_probs, samples, 1, generator)[:, 0]
         temperature = self.log_temperature.to(theta).exp()
-        possible = free.detach() > -math.inf  # -inf / temperature would give the temperature a NaN gradient
-        perturbed = torch.cat([free + noise, free + conditional], 1).masked_fill(~possible, 0.0)
-        scores = (perturbed / temperature).masked_fill(~possible, -math.inf)
-        relaxed = scores.softmax(0).movedim(0, -1)
+        relaxed = (torch.cat([free + noise, free + conditional], 1) / temperature).softmax(0).movedim(0, -1)
         control = self._control(objective, relaxed)  # [2N, *B]
         free_control, conditional_control = control.chunk(2)
         difference = (free_control - conditional_control).sum() / self.num_samples
