@@ -26,7 +26,6 @@ zero variance (:class:`Bilinear`). :class:`Taylor` takes ``A`` from the Hessian 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Literal, NamedTuple, Protocol, runtime_checkable
 
@@ -217,7 +216,7 @@ class Taylor:
             rows = off_diagonal_products(f, points, directions).sum(0)
         else:
             rows = hessian_vector_products(f, points, directions).sum(0)
-        return Correction(rows.masked_fill(logits.detach() == -math.inf, 0.0), probs.new_zeros(probs.shape[:-2]))
+        return Correction(rows, probs.new_zeros(probs.shape[:-2]))
 
 
 def hessian_vector_products(f: RelaxedF, points: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:

@@ -83,7 +83,8 @@ class IndeCateR(Estimator):
             :class:`~catlog.control_variates.ControlVariate`: its rows are subtracted from the
             coefficients in the score term and its expectation's gradient added back
             (unbiased; the value is unchanged). Not with ``per_variable``. :meth:`cost` does
-            not count its rows (``Taylor``: 4 rows, through a double backward pass).
+            not count its rows (``Taylor``: 4 rows, through a double backward pass). ``Taylor``
+            calls ``torch.autograd.grad``, which ``torch.compile(fullgraph=True)`` refuses to trace.
         one_hot, generator, validate_args: see :class:`~catlog.estimator.Estimator`.
     """
 
@@ -134,7 +135,8 @@ class IndeCateR(Estimator):
         if self._control_variate is None or not (torch.is_grad_enabled() and logits.requires_grad):
             return estimate
         rows, expectation = self._control_variate(objective.relaxed_one_hot, samples[:, 0], logits, generator)
-        correction = expectation - (rows.detach() * probs).flatten(-2).sum(-1)
+        rows = rows.detach().masked_fill(logits.detach() == -math.inf, 0.0)  # 0 * NaN there would be NaN
+        correction = expectation - (rows * probs).flatten(-2).sum(-1)
         return estimate + (correction - correction.detach())
 
     def _coefficients(

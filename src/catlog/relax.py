@@ -194,7 +194,10 @@ class RELAX(LearnedControlVariate):
 
     Cost: ``N`` evaluations of ``f`` on hard samples, two of ``c`` on relaxed ones, a
     backward pass through ``c`` that keeps its graph (``create_graph``) and one more for
-    the parameters' gradient.
+    the parameters' gradient. The learned parameters are CPU scalars of the default dtype, cast to
+    the logits' dtype and device in each estimate (their gradients come back to them);
+    an estimate calls ``torch.autograd.grad``, so ``torch.compile(fullgraph=True)`` does
+    not trace it.
 
     Args:
         num_samples: ``N >= 1`` samples, each evaluated once by ``f``.
