@@ -153,8 +153,8 @@ class Taylor:
     at ``D`` times the cost (a product per variable, direction masked to ``e != d``).
 
     Measured (``benchmarks/control_variates.py``, variance against plain IndeCateR(2)):
-    on figure 3's DVAE encoder (``D = 200``, a trained ReLU decoder) 0.067 with 4 draws,
-    0.092 with 2, 0.15 at the others, 0.24 at the mean, at 1.0-1.14 times the CPU time;
+    on figure 3's DVAE encoder (``D = 200``, a trained ReLU decoder) 0.066 with 4 draws,
+    0.071 with 2, 0.13 at the others, 0.25 at the mean, at 0.95-1.08 times the CPU time;
     removing the diagonal there changed nothing measurable, for 3-6 times the time. With
     few variables, or an ``f`` whose curvature in each variable adds up coherently over
     many outputs (a logistic decoder with ``D = 20`` and 30 outputs), the diagonal term

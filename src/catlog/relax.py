@@ -39,7 +39,7 @@ class LearnedControlVariate(Estimator):
     """The argument that defines the control variate (named in errors)."""
 
     def parameters(self) -> Iterator[nn.Parameter]:
-        """The control variate's learned parameters, for an optimiser (see the class docstring)."""
+        """The control variate's learned parameters, for an optimiser (see :class:`RELAX`)."""
         yield self.log_temperature
 
     @abc.abstractmethod
@@ -69,7 +69,7 @@ class LearnedControlVariate(Estimator):
         values: torch.Tensor,
         generator: torch.Generator | None,
     ) -> torch.Tensor:
-        """``g: [*B, D, K]`` (see the class docstring), and ``d |g|^2 / d phi`` added into the parameters' ``.grad``.
+        """``g: [*B, D, K]`` (see :class:`RELAX`), and ``d |g|^2 / d phi`` added into the parameters' ``.grad``.
 
         Shapes: ``logits: [*B, D, K]`` (a leaf with autograd), ``noise: [K, N, *B, D]``,
         ``samples: LongTensor[N, *B, D]``, ``values: [N, *B]``.
