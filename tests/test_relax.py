@@ -72,14 +72,14 @@ def test_relax_one_hot_matches_enumeration() -> None:
 
 def test_training_relax_lowers_its_variance() -> None:
     """Adam on the variance gradient the estimator accumulates: from an untrained surrogate,
-    at least 4 times less variance after 300 steps at fixed logits."""
+    at least 4 times less variance after 100 steps at fixed logits (10.7 times measured)."""
     make = binary_nonseparable
     estimator = catlog.RELAX(1, Surrogate(*size_of(make), seed=1), temperature=1.0)
     before = estimates(make, estimator, 2000, seed=4, sample_seed=5)[1]
     optimiser = torch.optim.Adam(estimator.parameters(), lr=3e-2)
-    for step in range(300):
+    for step in range(100):
         optimiser.zero_grad()
-        estimates(make, estimator, 20, seed=4, sample_seed=100 + step)
+        estimates(make, estimator, 50, seed=4, sample_seed=100 + step)
         optimiser.step()
     after = estimates(make, estimator, 2000, seed=4, sample_seed=6)[1]
     assert_variance_smaller(2 * after, before)  # Var(2 g) = 4 Var(g)
