@@ -112,6 +112,7 @@ def candidates(setup: Setup, dtype: torch.dtype, remove_diagonal_up_to: int) -> 
         ("mean", catlog.Taylor("mean")),
         ("2 draws", catlog.Taylor(2)),
         ("4 draws", catlog.Taylor(4)),
+        ("4 draws at the vertices", catlog.Taylor(4, shrink=0.0)),
     ]
     if setup.num_variables <= remove_diagonal_up_to:
         points += [

@@ -46,7 +46,7 @@ def random_bilinear(seed: int, num_variables: int, num_categories: int) -> catlo
 
 CONTROLLED = {
     "taylor": lambda: catlog.IndeCateR(1, control_variate="taylor"),
-    "taylor-others": lambda: catlog.IndeCateR(2, control_variate=catlog.Taylor("others")),
+    "taylor-others-at-the-vertices": lambda: catlog.IndeCateR(2, control_variate=catlog.Taylor("others", shrink=0)),
     "taylor-mean-no-diagonal": lambda: catlog.IndeCateR(2, control_variate=catlog.Taylor("mean", remove_diagonal=True)),
     "taylor-others-all-rows": lambda: catlog.IndeCateR(3, control_variate=catlog.Taylor("others"), pathwise="all"),
 }
@@ -157,6 +157,7 @@ def indicator_f(x: torch.Tensor) -> torch.Tensor:
         (lambda: catlog.IndeCateR(2, per_variable=True, control_variate="taylor"), None, "per_variable=True"),
         (lambda: catlog.Taylor("everywhere"), None, "points: expected"),
         (lambda: catlog.Taylor(0), None, "points: expected an integer >= 1"),
+        (lambda: catlog.Taylor(shrink=1.5), None, r"shrink: expected a number in \[0, 1\], got 1.5"),
         (lambda: catlog.Bilinear(torch.zeros(3, 2, 3)), None, "weights: expected shape"),
     ],
 )
