@@ -123,7 +123,9 @@ class REBAR(LearnedControlVariate):
         num_samples: ``N >= 1`` samples; ``3 N`` evaluations of ``f`` (hard, relaxed, conditionally relaxed).
         temperature: initial temperature, ``> 0`` (learned in log space).
         scale: initial ``scale`` (learned).
-        one_hot, generator, validate_args: see :class:`~catlog.estimator.Estimator`.
+        one_hot: hand ``f`` float one-hot samples instead of category indices.
+        generator: the default generator of the samples (a call may override it).
+        validate_args: check values (see :class:`~catlog.estimator.Estimator`); ``None`` follows the class default.
     """
 
     def __init__(
@@ -204,7 +206,9 @@ class RELAX(LearnedControlVariate):
         surrogate: maps relaxed one-hot ``[M, *B, D, K]`` to ``[M, *B]``, differentiably
             (an ``nn.Module`` whose parameters are learned, or any callable).
         temperature: initial temperature, ``> 0`` (learned in log space).
-        one_hot, generator, validate_args: see :class:`~catlog.estimator.Estimator`.
+        one_hot: hand ``f`` float one-hot samples instead of category indices.
+        generator: the default generator of the samples (a call may override it).
+        validate_args: check values (see :class:`~catlog.estimator.Estimator`); ``None`` follows the class default.
     """
 
     def __init__(
