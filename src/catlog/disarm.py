@@ -34,7 +34,7 @@ class DisARM(Estimator):
 
     Args:
         num_pairs: ``P >= 1`` antithetic pairs: ``2 P`` samples, each evaluated once.
-        one_hot, generator, validate_args: see :class:`~catlog.estimator.Estimator`.
+        one_hot, generator, validate_args, chunk_size: see :class:`~catlog.estimator.Estimator`.
     """
 
     def __init__(
@@ -44,8 +44,9 @@ class DisARM(Estimator):
         one_hot: bool = False,
         generator: torch.Generator | None = None,
         validate_args: bool | None = None,
+        chunk_size: int | None = None,
     ) -> None:
-        super().__init__(one_hot=one_hot, generator=generator, validate_args=validate_args)
+        super().__init__(one_hot=one_hot, generator=generator, validate_args=validate_args, chunk_size=chunk_size)
         self.num_pairs = check_count("num_pairs", num_pairs, 1)
 
     def _cost(self, num_variables: int, num_categories: int) -> Cost:

@@ -33,11 +33,18 @@ class Exact(Estimator):
 
     Args:
         max_states: refuse (``ValueError``) problems with more than this many states.
-        one_hot, validate_args: see :class:`~catlog.estimator.Estimator`.
+        one_hot, validate_args, chunk_size: see :class:`~catlog.estimator.Estimator`.
     """
 
-    def __init__(self, max_states: int = 2**20, *, one_hot: bool = False, validate_args: bool | None = None) -> None:
-        super().__init__(one_hot=one_hot, validate_args=validate_args)
+    def __init__(
+        self,
+        max_states: int = 2**20,
+        *,
+        one_hot: bool = False,
+        validate_args: bool | None = None,
+        chunk_size: int | None = None,
+    ) -> None:
+        super().__init__(one_hot=one_hot, validate_args=validate_args, chunk_size=chunk_size)
         self.max_states = check_count("max_states", max_states, 1)
 
     def _cost(self, num_variables: int, num_categories: int) -> Cost:

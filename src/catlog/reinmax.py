@@ -34,7 +34,7 @@ class ReinMax(Relaxed):
         num_samples: ``N >= 1`` samples, each evaluated once.
         temperature: ``> 0``, of ``softmax(theta / temperature)`` in ``pi1``; the paper
             recommends ``>= 1``. May be reassigned between calls.
-        one_hot, generator, validate_args: see :class:`~catlog.estimator.Estimator`.
+        one_hot, generator, validate_args, chunk_size: see :class:`~catlog.estimator.Estimator`.
     """
 
     def _estimate(self, objective: Objective, logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -44,9 +44,12 @@ class ReinMax(Relaxed):
         theta = log_probs.movedim(-1, 0).unsqueeze(1)
         fixed = theta.detach()
         categories = torch.arange(theta.shape[0], device=theta.device).view(-1, *([1] * (theta.ndim - 1)))
-        sample = (categories == hard).to(theta.dtype)
         pi0 = theta.exp()
-        pi1 = (sample + (fixed / self.temperature).softmax(0)) / 2
-        shift = (pi1.log() - fixed).masked_fill(fixed == -math.inf, 0.0)
-        pi1 = (shift + theta).softmax(0)
-        return relaxed_estimate(objective, 2 * pi1 - pi0 / 2, hard)
+        tempered = (fixed / self.temperature).softmax(0)
+
+        def relax(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            pi1 = ((categories == rows).to(theta.dtype) + tempered) / 2
+            shift = (pi1.log() - fixed).masked_fill(fixed == -math.inf, 0.0)
+            return 2 * (shift + theta).softmax(0) - pi0 / 2, rows
+
+        return relaxed_estimate(objective, relax, hard)

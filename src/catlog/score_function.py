@@ -23,7 +23,7 @@ class REINFORCE(Estimator):
 
     Args:
         num_samples: ``N >= 1`` joint samples, each evaluated once.
-        one_hot, generator, validate_args: see :class:`~catlog.estimator.Estimator`.
+        one_hot, generator, validate_args, chunk_size: see :class:`~catlog.estimator.Estimator`.
     """
 
     min_samples = 1
@@ -35,8 +35,9 @@ class REINFORCE(Estimator):
         one_hot: bool = False,
         generator: torch.Generator | None = None,
         validate_args: bool | None = None,
+        chunk_size: int | None = None,
     ) -> None:
-        super().__init__(one_hot=one_hot, generator=generator, validate_args=validate_args)
+        super().__init__(one_hot=one_hot, generator=generator, validate_args=validate_args, chunk_size=chunk_size)
         self.num_samples = check_count("num_samples", num_samples, self.min_samples)
 
     def _cost(self, num_variables: int, num_categories: int) -> Cost:
@@ -73,7 +74,7 @@ class RLOO(REINFORCE):
 
     Args:
         num_samples: ``N >= 2`` joint samples, each evaluated once.
-        one_hot, generator, validate_args: see :class:`~catlog.estimator.Estimator`.
+        one_hot, generator, validate_args, chunk_size: see :class:`~catlog.estimator.Estimator`.
     """
 
     min_samples = 2
