@@ -136,3 +136,13 @@ def test_host_syncs_runs_on_cpu(load_script, capsys: pytest.CaptureFixture[str])
     problem = host_syncs.bench.CONFIGS["fig2"](torch.device("cpu"), torch.float32)
     message = host_syncs.synchronises(problem, catlog.IndeCateR(2, validate_args=True), torch.device("cpu"))
     assert message is not None and "_local_scalar_dense" in message
+
+
+def test_control_variates_runs_on_tiny_settings(tmp_path: Path, load_script) -> None:
+    control_variates = load_script("control_variates")
+    options = ["--problems", "binary", "quadratic", "--repeats", "3", "--train-steps", "1", "--rounds", "1"]
+    assert control_variates.main([*options, "--out", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "control_variates.json").read_text())
+    labels = [row["estimator"] for row in results["quadratic"]]
+    assert "IndeCateR(2) + Taylor(4 draws)" in labels and "RLOO(34)" in labels and "RELAX(2)" in labels
+    assert all(row["max |bias| / SE"] >= 0 for row in results["binary"])

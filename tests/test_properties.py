@@ -20,6 +20,7 @@ ESTIMATORS = {
     "disarm": lambda: catlog.DisARM(2),
     "reinmax": lambda: catlog.ReinMax(2, temperature=1.5),
     "gumbel-rao": lambda: catlog.GumbelRao(2, 3, temperature=0.5),
+    "relax": lambda: catlog.RELAX(2, lambda y: y.square().sum((-2, -1))),
 }
 RELAXED = {"gumbel-softmax", "reinmax", "gumbel-rao"}
 BINARY_ONLY = {"disarm"}

@@ -19,6 +19,9 @@ ESTIMATORS = {
     "disarm": lambda: catlog.DisARM(2),
     "reinmax": lambda: catlog.ReinMax(2),
     "gumbel-rao": lambda: catlog.GumbelRao(2, 3),
+    "indecater-taylor": lambda: catlog.IndeCateR(2, control_variate="taylor"),
+    "rebar": lambda: catlog.REBAR(2),
+    "relax": lambda: catlog.RELAX(2, lambda y: y.square().sum((-2, -1))),
 }
 
 
@@ -89,6 +92,8 @@ COUNTS = {
         catlog.GumbelSoftmax,
         catlog.ReinMax,
         lambda n: catlog.GumbelRao(n, 1),
+        catlog.REBAR,
+        lambda n: catlog.RELAX(n, lambda y: y.square().sum((-2, -1))),
     ],
     "num_pairs": [catlog.DisARM],
     "num_rao_samples": [lambda n: catlog.GumbelRao(1, n)],

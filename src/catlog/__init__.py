@@ -5,6 +5,7 @@ Every estimator has one shape, ``est(f, logits) -> Tensor[*B]``: see
 """
 
 from catlog.autoregressive import Autoregressive
+from catlog.control_variates import Bilinear, ControlVariate, Correction, Taylor
 from catlog.disarm import DisARM
 from catlog.estimator import Cost, Estimator
 from catlog.exact import Exact
@@ -25,12 +26,16 @@ from catlog.measure import (
     squared_bias_floor,
 )
 from catlog.reinmax import ReinMax
+from catlog.relax import REBAR, RELAX
 from catlog.scater import SCateR
 from catlog.score_function import REINFORCE, RLOO
 
 __all__ = [
     "Autoregressive",
+    "Bilinear",
     "Comparison",
+    "ControlVariate",
+    "Correction",
     "Cost",
     "DisARM",
     "Estimator",
@@ -39,10 +44,13 @@ __all__ = [
     "GumbelRao",
     "GumbelSoftmax",
     "IndeCateR",
+    "REBAR",
     "REINFORCE",
+    "RELAX",
     "RLOO",
     "ReinMax",
     "SCateR",
+    "Taylor",
     "compare",
     "gradient_variance",
     "squared_bias",

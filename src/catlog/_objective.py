@@ -79,6 +79,14 @@ class Objective:
         """
         return self._checked(self.f(inputs), inputs.shape[0])
 
+    def relaxed_one_hot(self, one_hot: torch.Tensor) -> torch.Tensor:
+        """``f`` on relaxed one-hot vectors ``[M, *B, D, K]``, encoded as :meth:`relaxed` takes them
+        (the vectors themselves when ``one_hot``, else ``sum_k k * y_k``); returns ``Tensor[M, *B]``."""
+        if self.one_hot:
+            return self.relaxed(one_hot)
+        categories = torch.arange(one_hot.shape[-1], dtype=one_hot.dtype, device=one_hot.device)
+        return self.relaxed(one_hot @ categories)
+
     def _checked(self, out: object, rows: int) -> torch.Tensor:
         expected = (rows, *self.batch_shape)
         if not isinstance(out, torch.Tensor):

@@ -24,7 +24,9 @@ def conditional_gumbel(
     ``z_k = -log(exp(-z_h) + exp(-logits_k) E_k)`` with ``E_k ~ Exponential(1)``.
 
     Args:
-        logits: ``[*B, D, K]``, no autograd; ``-inf`` marks an impossible category.
+        logits: ``[*B, D, K]``; ``-inf`` marks an impossible category. With autograd, ``G``
+            is differentiable in them for fixed uniforms (the reparameterisation of
+            ``z = logits + G`` given ``hard`` that REBAR and RELAX use).
         hard: ``LongTensor[N, *B, D]``, possible categories.
         num_draws: ``R``, draws of ``G`` for every sample.
         generator: optional torch generator.
@@ -36,7 +38,7 @@ def conditional_gumbel(
     shape = (num_draws, *hard.shape)
     top = gumbel_noise(shape, logits, generator) + theta.logsumexp(0)
     log_exponential = log_exponential_noise((theta.shape[0], *shape), logits, generator)
-    below = -torch.logaddexp(-top, log_exponential - theta)
+    below = -torch.logaddexp(-top, log_exponential - theta.clamp_min(torch.finfo(theta.dtype).min))
     categories = torch.arange(theta.shape[0], device=logits.device).view(-1, *([1] * len(shape)))
     perturbed = torch.where(categories == hard, top, below)
     return (perturbed - theta).masked_fill(theta == -math.inf, 0.0)
