@@ -12,7 +12,7 @@ from torch import nn
 
 from catlog._objective import Objective
 from catlog._sampling import gumbel_noise
-from catlog._validation import check_count, check_positive
+from catlog._validation import Checked, check_positive, check_samples
 from catlog.estimator import Cost, Estimator
 from catlog.gumbel_rao import conditional_gumbel
 
@@ -20,6 +20,8 @@ from catlog.gumbel_rao import conditional_gumbel
 class LearnedControlVariate(Estimator):
     """What REBAR and RELAX share: the estimator, its learned parameters and their training
     (described in :class:`RELAX`); a subclass gives the control variate ``c`` (:meth:`_control`)."""
+
+    num_samples = Checked(check_samples(1))
 
     def __init__(
         self,
@@ -32,7 +34,7 @@ class LearnedControlVariate(Estimator):
         chunk_size: int | None,
     ) -> None:
         super().__init__(one_hot=one_hot, generator=generator, validate_args=validate_args, chunk_size=chunk_size)
-        self.num_samples = check_count("num_samples", num_samples, 1)
+        self.num_samples = num_samples
         self.temperature = check_positive("temperature", temperature)
         self.log_temperature = nn.Parameter(torch.tensor(math.log(self.temperature)))
 

@@ -92,6 +92,8 @@ COUNTS = {
         catlog.GumbelSoftmax,
         catlog.ReinMax,
         lambda n: catlog.GumbelRao(n, 1),
+        catlog.REBAR,
+        lambda n: catlog.RELAX(n, lambda y: y.square().sum((-2, -1))),
     ],
     "num_pairs": [catlog.DisARM],
     "num_rao_samples": [lambda n: catlog.GumbelRao(1, n)],

@@ -318,7 +318,7 @@ def test_chunks_recomputed_in_backward_give_the_unchunked_gradient() -> None:
 
 
 def test_plot_against_evaluations_scales_iterations_by_the_runs_cost(monkeypatch: pytest.MonkeyPatch) -> None:
-    runs = sorted(Path(__file__).parents[1].glob("docs/runs/fig3/seed=0_dataset=mnist_estimator=*"))[:2]
+    runs = sorted(Path(__file__).parents[2].glob("docs/runs/fig3/seed=0_dataset=mnist_estimator=*"))[:2]
     figures = []
     monkeypatch.setattr(dvae_plot.common, "save_figure", lambda fig, path: figures.append(fig) or path)
     dvae_plot.plot_runs(runs, Path("unused.png"), x_axis="evaluations")

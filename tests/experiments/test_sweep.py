@@ -14,7 +14,7 @@ import pytest
 from catlog.experiments import cli, commands, sweep
 from catlog.experiments.options import config_from_args
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 # A stand-in experiment: counts its calls; for --score 13 it leaves a checkpoint and fails
 # unless resumed; writes summary.json into --out.

@@ -12,7 +12,7 @@ from catlog.experiments import common, data, run_folder, training
 from catlog.experiments.cli import main
 from catlog.experiments.dvae_model import DiscreteVAE
 
-RUNS = Path(__file__).resolve().parent.parent / "docs" / "runs"
+RUNS = Path(__file__).resolve().parents[2] / "docs" / "runs"
 
 
 def old_checkpoint(path: Path, model: torch.nn.Module) -> Path:

@@ -328,7 +328,7 @@ def test_f_output_checked_and_gradient_reaches_shared_parameters() -> None:
 
 def test_example_policy_runs_on_a_tiny_config(tmp_path) -> None:
     """Smoke test of ``examples/autoregressive_policy.py``: trains, writes its files."""
-    path = Path(__file__).resolve().parents[1] / "examples" / "autoregressive_policy.py"
+    path = Path(__file__).resolve().parents[2] / "examples" / "autoregressive_policy.py"
     spec = importlib.util.spec_from_file_location("autoregressive_policy", path)
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
@@ -342,7 +342,7 @@ def test_example_policy_runs_on_a_tiny_config(tmp_path) -> None:
 
 def test_cost_benchmark_runs_on_a_tiny_size(tmp_path) -> None:
     """Smoke test of ``benchmarks/scater_cost.py`` (timings and call counts, no memory probe)."""
-    folder = Path(__file__).resolve().parents[1] / "benchmarks"
+    folder = Path(__file__).resolve().parents[2] / "benchmarks"
     sys.path.insert(0, str(folder))
     try:
         spec = importlib.util.spec_from_file_location("scater_cost", folder / "scater_cost.py")

@@ -13,7 +13,7 @@ import torch
 
 import catlog
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 FAKE_TF_WORKER = """
 import json, sys
