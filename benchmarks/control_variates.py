@@ -20,13 +20,14 @@ Estimators: plain ``IndeCateR(2)``; IndeCateR(2) with each ``Taylor`` control va
 ``RELAX(2)`` (a 784-free MLP surrogate), their parameters first trained on the problem
 (Adam, ``--train-steps`` estimates); and pydrobert-pytorch's REBAR at one sample, where installed.
 
-For each: the variance (``common.gradient_variance``: the mean over coordinates of the
-variance across ``R`` estimates), its ratio to plain IndeCateR's, the largest bias over its
-standard error across coordinates (``max_i |mean_i - exact_i| / (SE_i + rounding)``; for an
-unbiased estimator below about 3.5 for ``P <= 60`` coordinates; ``rounding`` is
-``100 eps max|exact|`` in the problem's dtype, for the estimators that are exact)
-where the exact gradient is known, and the process CPU time per estimate relative to
-plain IndeCateR's, measured interleaved in one loop (median of per-round ratios), one thread.
+Every problem is a :class:`catlog.experiments.problems.Problem`. For each estimator: the
+variance (``variance_per_entry``: the mean over coordinates of the variance across ``R``
+estimates), its ratio to plain IndeCateR's, the largest bias over its standard error
+across coordinates (``max_i |mean_i - exact_i| / (SE_i + rounding)``; for an unbiased
+estimator below about 3.5 for ``P <= 60`` coordinates; ``rounding`` is ``100 eps
+max|exact|`` in the problem's dtype, for the estimators that are exact) where the exact
+gradient is known, and the process CPU time per estimate relative to plain IndeCateR's,
+measured interleaved in one loop (median of per-round ratios), one thread.
 It prints Markdown tables and writes ``control_variates.json`` into ``--out`` if given.
 """
 
@@ -44,32 +45,12 @@ import torch
 from torch import nn
 
 import catlog
-from catlog.experiments import common, compare_problems
-
-Gradients = Callable[[catlog.Estimator, int, torch.Generator], torch.Tensor]
-
-
-class Setup:
-    """A problem: ``gradients(estimator, count, generator) -> [R, P]``, the exact gradient (or
-    ``None``), ``D``, ``K``, whether estimators hand ``f`` one-hot input."""
-
-    def __init__(
-        self, name: str, gradients: Gradients, exact: torch.Tensor | None, size: tuple[int, int], one_hot: bool
-    ) -> None:
-        self.name, self.gradients, self.exact, self.one_hot = name, gradients, exact, one_hot
-        self.num_variables, self.num_categories = size
+from catlog.experiments import common
+from catlog.experiments.problems import Problem, binary, dvae, figure1, logits_problem, variance_per_entry
 
 
-def from_compare(problem: compare_problems.Problem, block: int) -> Setup:
-    def gradients(estimator: catlog.Estimator, count: int, generator: torch.Generator) -> torch.Tensor:
-        return problem.gradients(estimator, count, block, generator)
-
-    size = (problem.num_variables, problem.num_categories)
-    return Setup(problem.name, gradients, problem.exact, size, False)
-
-
-def quadratic_setup(num_variables: int = 8, num_categories: int = 3, block: int = 50) -> Setup:
-    """The dense quadratic problem, exact gradient by enumeration."""
+def quadratic_problem(num_variables: int = 8, num_categories: int = 3) -> Problem:
+    """The dense quadratic problem (``f`` takes one-hot ``x``), exact gradient by enumeration."""
     generator = torch.Generator().manual_seed(0)
     flat = torch.randn(num_variables * num_categories, num_variables * num_categories, generator=generator)
     # symmetric, zero on the diagonal blocks (Bilinear drops them)
@@ -81,13 +62,8 @@ def quadratic_setup(num_variables: int = 8, num_categories: int = 3, block: int 
         y = x.flatten(-2)
         return (y @ weights.flatten(0, 1).flatten(1) * y).sum(-1) / 4 + (x * linear).sum((-2, -1))
 
-    def gradients(estimator: catlog.Estimator, count: int, generator: torch.Generator) -> torch.Tensor:
-        _, (grads,) = common.repeated_gradients(estimator, f, logits, count, block, generator, [lambda v: v])
-        return grads
-
-    leaf = logits.clone().requires_grad_(True)
-    (exact,) = torch.autograd.grad(catlog.Exact(one_hot=True)(f, leaf), leaf)
-    return Setup("quadratic", gradients, exact.flatten(), (num_variables, num_categories), True)
+    exact = catlog.exact_gradient(f, logits, one_hot=True)
+    return logits_problem("quadratic", "x^T W x / 2 + u^T x, one-hot x", logits, f, relaxable=True, exact=exact)
 
 
 class Surrogate(nn.Module):
@@ -102,11 +78,12 @@ class Surrogate(nn.Module):
         return self.net(relaxed).squeeze(-1)
 
 
-def candidates(setup: Setup, dtype: torch.dtype, remove_diagonal_up_to: int) -> dict[str, catlog.Estimator]:
-    """The estimators measured on ``setup`` (see the module docstring); ``Taylor(remove_diagonal=True)``
-    up to ``D = remove_diagonal_up_to`` (it costs ``D`` times the products)."""
-    one_hot = setup.one_hot
-    equal = catlog.IndeCateR(2).cost(setup.num_variables, setup.num_categories).evaluations
+def candidates(problem: Problem, dtype: torch.dtype, remove_diagonal_up_to: int) -> dict[str, catlog.Estimator]:
+    """The estimators measured on ``problem`` (see the module docstring; one-hot samples on the quadratic
+    problem); ``Taylor(remove_diagonal=True)`` up to ``D = remove_diagonal_up_to`` (it costs ``D`` times the
+    products)."""
+    one_hot = problem.name == "quadratic"
+    equal = catlog.IndeCateR(2).cost(problem.num_variables, problem.num_categories).evaluations
     points: list[tuple[str, catlog.Taylor]] = [
         ("others", catlog.Taylor("others")),
         ("mean", catlog.Taylor("mean")),
@@ -114,7 +91,7 @@ def candidates(setup: Setup, dtype: torch.dtype, remove_diagonal_up_to: int) -> 
         ("4 draws", catlog.Taylor(4)),
         ("4 draws at the vertices", catlog.Taylor(4, shrink=0.0)),
     ]
-    if setup.num_variables <= remove_diagonal_up_to:
+    if problem.num_variables <= remove_diagonal_up_to:
         points += [
             ("others, no diagonal", catlog.Taylor("others", remove_diagonal=True)),
             ("mean, no diagonal", catlog.Taylor("mean", remove_diagonal=True)),
@@ -125,34 +102,36 @@ def candidates(setup: Setup, dtype: torch.dtype, remove_diagonal_up_to: int) -> 
     table["RLOO(2)"] = catlog.RLOO(2, one_hot=one_hot)
     table[f"RLOO({equal})"] = catlog.RLOO(equal, one_hot=one_hot)
     table["REBAR(2)"] = catlog.REBAR(2, one_hot=one_hot)
-    table["RELAX(2)"] = catlog.RELAX(2, Surrogate(setup.num_variables, setup.num_categories, dtype), one_hot=one_hot)
+    table["RELAX(2)"] = catlog.RELAX(
+        2, Surrogate(problem.num_variables, problem.num_categories, dtype), one_hot=one_hot
+    )
     return table
 
 
-def train(estimator: catlog.Estimator, setup: Setup, steps: int, generator: torch.Generator) -> None:
+def train(estimator: catlog.Estimator, problem: Problem, steps: int, generator: torch.Generator) -> None:
     """Fit a learned control variate: ``steps`` Adam steps on its own variance gradient."""
     if not isinstance(estimator, (catlog.REBAR, catlog.RELAX)) or steps == 0:
         return
     optimiser = torch.optim.Adam(estimator.parameters(), lr=1e-2)
     for _ in range(steps):
         optimiser.zero_grad()
-        setup.gradients(estimator, 1 if setup.name == "dvae" else 10, generator)
+        problem.gradients(estimator, 1 if problem.name == "dvae" else 10, generator)
         optimiser.step()
 
 
 def measure(
-    setup: Setup, repeats: int, train_steps: int, rounds: int, dtype: torch.dtype, remove_diagonal_up_to: int
+    problem: Problem, repeats: int, train_steps: int, rounds: int, dtype: torch.dtype, remove_diagonal_up_to: int
 ) -> list[dict[str, Any]]:
-    """Variance, bias and interleaved CPU time of every candidate on ``setup``."""
+    """Variance, bias and interleaved CPU time of every candidate on ``problem``."""
     generator = torch.Generator().manual_seed(1)
-    table = candidates(setup, dtype, remove_diagonal_up_to)
+    table = candidates(problem, dtype, remove_diagonal_up_to)
     rows: dict[str, dict[str, Any]] = {}
     for label, estimator in table.items():
-        train(estimator, setup, train_steps, generator)
-        grads = setup.gradients(estimator, repeats, generator).double()
-        row: dict[str, Any] = {"estimator": label, "variance": common.gradient_variance(grads)}
-        if setup.exact is not None:
-            exact = setup.exact.double()
+        train(estimator, problem, train_steps, generator)
+        grads = problem.gradients(estimator, repeats, generator).double()
+        row: dict[str, Any] = {"estimator": label, "variance": variance_per_entry(grads)}
+        if problem.exact is not None:
+            exact = problem.exact.double()
             rounding = 100 * torch.finfo(dtype).eps * float(exact.abs().max())
             standard_error = grads.std(0) / repeats**0.5 + rounding
             row["max |bias| / SE"] = float(((grads.mean(0) - exact).abs() / standard_error).max())
@@ -161,7 +140,7 @@ def measure(
     for _ in range(rounds):
         for label, estimator in table.items():
             start = time.process_time()
-            setup.gradients(estimator, 1, generator)
+            problem.gradients(estimator, 1, generator)
             times[label].append(time.process_time() - start)
     base_variance = rows["IndeCateR(2)"]["variance"]
     for label, row in rows.items():
@@ -186,26 +165,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     device, dtype = torch.device("cpu"), torch.float32
-    builders: dict[str, Callable[[], Setup]] = {
-        "fig1": lambda: from_compare(compare_problems.fig1_problem(6, 10, 0, args.repeats, device, dtype), 50),
-        "binary": lambda: from_compare(compare_problems.binary_problem(12, 0, args.repeats, device, dtype), 50),
-        "quadratic": quadratic_setup,
-        "dvae": lambda: from_compare(
-            compare_problems.dvae_problem(None, 300, 10, args.data_dir, 0, args.dvae_repeats, device, dtype), 1
-        ),
+    builders: dict[str, Callable[[], Problem]] = {
+        "fig1": lambda: figure1.problem(6, 10, "nonseparable", 0, device, dtype),
+        "binary": lambda: binary.hamming(12, 0, device, dtype),
+        "quadratic": quadratic_problem,
+        "dvae": lambda: dvae.mnist(None, 300, 10, args.data_dir, 0, device, dtype),
     }
     results: dict[str, list[dict[str, Any]]] = {}
     for name in args.problems:
-        setup = builders[name]()
+        problem = builders[name]()
         repeats = args.dvae_repeats if name == "dvae" else args.repeats
         steps = min(args.train_steps, 20) if name == "dvae" else args.train_steps
         wide = torch.float64 if name == "quadratic" else dtype
-        results[name] = measure(setup, repeats, steps, args.rounds, wide, args.remove_diagonal_up_to)
+        results[name] = measure(problem, repeats, steps, args.rounds, wide, args.remove_diagonal_up_to)
         columns = list(results[name][0])
         for row in results[name]:
             columns += [key for key in row if key not in columns]
         cells = [[_format(row.get(column, "")) for column in columns] for row in results[name]]
-        print(f"\n## {name} (D = {setup.num_variables}, K = {setup.num_categories})\n")
+        print(f"\n## {name} (D = {problem.num_variables}, K = {problem.num_categories})\n")
         print(common.markdown_table(columns, cells), flush=True)
     peer = peer_comparison(args.repeats)
     if peer:
@@ -227,12 +204,11 @@ def peer_comparison(repeats: int) -> list[dict[str, Any]]:
         from pydrobert.torch import estimators as peer
     except ImportError:
         return []
-    problem = compare_problems.synthetic_gradients.make_problem(
-        12, 2, "nonseparable", 0, torch.device("cpu"), torch.float32
-    )
+    logits, target = figure1.draw(12, 2, 0)
+    distance = figure1.Distance(target.float(), "nonseparable")
 
     def f(one_hot: torch.Tensor) -> torch.Tensor:
-        return problem(one_hot @ torch.arange(2.0))
+        return distance(one_hot @ torch.arange(2.0))
 
     control = peer.REBARControlVariate(f, "onehot", start_temp=0.5, warn=False)
 
@@ -257,13 +233,13 @@ def peer_comparison(repeats: int) -> list[dict[str, Any]]:
     for _ in range(repeats):
         for label, run in runs.items():
             start = time.process_time()
-            grads[label].append(run(problem.logits.detach().clone().requires_grad_(True)).detach().flatten())
+            grads[label].append(run(logits.float().requires_grad_(True)).detach().flatten())
             times[label].append(time.process_time() - start)
     reference = times["pydrobert REBAR"]
     return [
         {
             "estimator": label,
-            "variance": common.gradient_variance(torch.stack(grads[label])),
+            "variance": variance_per_entry(torch.stack(grads[label])),
             "CPU time / pydrobert": statistics.median(t / r for t, r in zip(times[label], reference, strict=True)),
         }
         for label in runs
