@@ -70,7 +70,9 @@ class IndeCateR(Estimator):
               row (its time and memory: [docs/performance.md](performance.md)).
         control_variate: ``None``; ``"taylor"``, a :class:`~catlog.control_variates.Taylor`
             built from Hessian-vector products of ``f`` at 4 extra draws (``f`` must take
-            float one-hot input); or any :class:`~catlog.control_variates.ControlVariate`.
+            float one-hot input); a :class:`~catlog.control_variates.Fitted`, fitted on every
+            sample's rows (for ``f`` without relaxation; they are then evaluated in one call,
+            without ``chunk_size``); or any :class:`~catlog.control_variates.ControlVariate`.
             Its rows $h_{dk}$ are subtracted from the coefficients of the score term and the
             gradient of its expectation is added back, so the estimate stays unbiased and
             the value is unchanged (see [control variates](control_variates.md)). Not with
