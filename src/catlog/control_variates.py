@@ -313,6 +313,14 @@ class Fitted:
       current ``mu``, but fitted to an older ``f`` and ``p``. Reuse an instance only on
       the same problem (batch element ``b`` always the same problem).
 
+    Scale: with ``memory > 0`` the correction is ``beta_dk s_dk`` with
+    ``beta_dk = clamp(sum y_dk s_dk / sum s_dk^2, 0, 1)`` over earlier calls' rows and their
+    corrections (decayed like the rest): the variance-minimising factor ``Cov(y, s) /
+    Var(s)`` of a control variate with ``E[s] = 0``. A fit that is mostly noise (few rows
+    against its ``D^2 K^2`` coefficients) is so turned down instead of adding variance;
+    ``beta = 0`` on the first call. It depends on earlier calls only, so the estimate stays
+    unbiased. Without memory ``beta = 1``.
+
     Exact in the limit of many fitting rows only where ``y_dk`` is additive in
     ``x_{!=d}`` (``f`` with pairwise interactions alone); otherwise it removes the
     additive part of each ``y_dk``, with estimation noise of order ``1 / sqrt(rows per
@@ -376,23 +384,26 @@ class Fitted:
         fit = carried if carried is not None else FitStatistics.zeros(probs, samples.shape[-1])
         if self.leave_one_out:
             fit = fit.plus(current)
+        own = float(self.leave_one_out)  # sample n's own rows, to leave out of its fit
         centred = one_hot - probs
-        weights = centred / (fit.counts.unsqueeze(0) - self.leave_one_out * one_hot + self.prior)  # [N, *B, D, K]
+        weights = centred / (fit.counts.unsqueeze(0) - own * one_hot + self.prior)  # [N, *B, D, K]
         num_variables = samples.shape[-1]
         off_diagonal = ~torch.eye(num_variables, dtype=torch.bool, device=probs.device)
         sums = fit.sums * off_diagonal.view(num_variables, 1, num_variables, 1)
-        totals = fit.totals.unsqueeze(0) - self.leave_one_out * differences
-        means = totals / max(fit.weight - self.leave_one_out, 1e-12)
+        totals = fit.totals.unsqueeze(0) - own * differences
+        means = totals / (fit.weight - own).clamp_min(1e-12)
         # s^n_dk = sum_{e != d, j} (S_dkej + lambda ybar_dk) w^n_ej, S without sample n's own y^n_dk [x^n_e = j]
         corrections = (
             torch.einsum("...dkej,n...ej->n...dk", sums, weights)
-            - self.leave_one_out * differences * others((one_hot * weights).sum(-1)).unsqueeze(-1)
+            - own * differences * others((one_hot * weights).sum(-1)).unsqueeze(-1)
             + self.prior * means * others(weights.sum(-1)).unsqueeze(-1)
         )
-        if self.memory > 0:
-            kept = carried.scaled(self.memory) if carried is not None else FitStatistics.zeros(probs, num_variables)
-            self.statistics = kept.plus(current)
-        return Correction(corrections.mean(0), probs.new_zeros(probs.shape[:-2]))
+        if self.memory == 0:
+            return Correction(corrections.mean(0), probs.new_zeros(probs.shape[:-2]))
+        kept = carried.scaled(self.memory) if carried is not None else FitStatistics.zeros(probs, num_variables)
+        scale = (kept.products / kept.squares.clamp_min(torch.finfo(probs.dtype).tiny)).clamp(0, 1)
+        self.statistics = kept.plus(current.agreeing(differences, corrections))
+        return Correction(scale * corrections.mean(0), probs.new_zeros(probs.shape[:-2]))
 
 
 class FitStatistics(NamedTuple):
@@ -402,35 +413,45 @@ class FitStatistics(NamedTuple):
         sums: ``[*B, D, K, D, K]``, ``S[d, k, e, j] = sum_m y^m_dk [x^m_e = j]``.
         counts: ``[*B, D, K]``, ``C[e, j] = sum_m [x^m_e = j]``.
         totals: ``[*B, D, K]``, ``T[d, k] = sum_m y^m_dk``.
-        weight: the number of rows (a float: decayed sums).
+        products, squares: ``[*B, D, K]``, ``sum_m y^m_dk s^m_dk`` and ``sum_m (s^m_dk)^2`` over
+            the rows of earlier calls with their corrections ``s`` (for the scale ``beta``).
+        weight: ``[]``, the number of rows (decayed sums).
     """
 
     sums: torch.Tensor
     counts: torch.Tensor
     totals: torch.Tensor
-    weight: float
+    products: torch.Tensor
+    squares: torch.Tensor
+    weight: torch.Tensor
 
     @staticmethod
     def of(differences: torch.Tensor, one_hot: torch.Tensor) -> FitStatistics:
         """The statistics of the rows ``y: [N, *B, D, K]`` at ``onehot(x): [N, *B, D, K]``."""
         sums = torch.einsum("n...dk,n...ej->...dkej", differences, one_hot)
-        return FitStatistics(sums, one_hot.sum(0), differences.sum(0), float(one_hot.shape[0]))
+        none = torch.zeros_like(differences[0])
+        rows = one_hot.new_tensor(float(one_hot.shape[0]))
+        return FitStatistics(sums, one_hot.sum(0), differences.sum(0), none, none, rows)
 
     @staticmethod
     def zeros(probs: torch.Tensor, num_variables: int) -> FitStatistics:
         """No rows, for ``probs: [*B, D, K]``."""
         sums = probs.new_zeros((*probs.shape, num_variables, probs.shape[-1]))
-        return FitStatistics(sums, torch.zeros_like(probs), torch.zeros_like(probs), 0.0)
+        none = torch.zeros_like(probs)
+        return FitStatistics(sums, none, none, none, none, probs.new_zeros(()))
+
+    def agreeing(self, differences: torch.Tensor, corrections: torch.Tensor) -> FitStatistics:
+        """These statistics with the products and squares of ``y, s: [N, *B, D, K]``."""
+        products, squares = (differences * corrections).sum(0), corrections.square().sum(0)
+        return self._replace(products=products, squares=squares)
 
     def plus(self, other: FitStatistics) -> FitStatistics:
         """The statistics of both sets of rows."""
-        return FitStatistics(
-            self.sums + other.sums, self.counts + other.counts, self.totals + other.totals, self.weight + other.weight
-        )
+        return FitStatistics(*(mine + theirs for mine, theirs in zip(self, other, strict=True)))
 
     def scaled(self, factor: float) -> FitStatistics:
         """Every row's weight times ``factor``."""
-        return FitStatistics(factor * self.sums, factor * self.counts, factor * self.totals, factor * self.weight)
+        return FitStatistics(*(factor * value for value in self))
 
 
 def others(values: torch.Tensor) -> torch.Tensor:
