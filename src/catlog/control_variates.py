@@ -401,8 +401,9 @@ class Fitted:
         if self.memory == 0:
             return Correction(corrections.mean(0), probs.new_zeros(probs.shape[:-2]))
         kept = carried.scaled(self.memory) if carried is not None else FitStatistics.zeros(probs, num_variables)
-        scale = (kept.products / kept.squares.clamp_min(torch.finfo(probs.dtype).tiny)).clamp(0, 1)
-        self.statistics = kept.plus(current.agreeing(differences, corrections))
+        products, squares = kept.products.sum((-2, -1), keepdim=True), kept.squares.sum((-2, -1), keepdim=True)
+        scale = (products / squares.clamp_min(torch.finfo(probs.dtype).tiny)).clamp(0, 1)
+        self.statistics = kept.plus(current.agreeing(differences, corrections, probs))
         return Correction(scale * corrections.mean(0), probs.new_zeros(probs.shape[:-2]))
 
 
@@ -440,10 +441,13 @@ class FitStatistics(NamedTuple):
         none = torch.zeros_like(probs)
         return FitStatistics(sums, none, none, none, none, probs.new_zeros(()))
 
-    def agreeing(self, differences: torch.Tensor, corrections: torch.Tensor) -> FitStatistics:
-        """These statistics with the products and squares of ``y, s: [N, *B, D, K]``."""
-        products, squares = (differences * corrections).sum(0), corrections.square().sum(0)
-        return self._replace(products=products, squares=squares)
+    def agreeing(self, differences: torch.Tensor, corrections: torch.Tensor, probs: torch.Tensor) -> FitStatistics:
+        """These statistics with the products and squares of ``y, s: [N, *B, D, K]`` as they
+        reach the gradient in the logits, ``p_dk (v_dk - sum_j p_dj v_dj)`` (``probs: [*B, D, K]``)."""
+        target, correction = (
+            (values - (values * probs).sum(-1, keepdim=True)) * probs for values in (differences, corrections)
+        )
+        return self._replace(products=(target * correction).sum(0), squares=correction.square().sum(0))
 
     def plus(self, other: FitStatistics) -> FitStatistics:
         """The statistics of both sets of rows."""
