@@ -229,15 +229,15 @@ def test_fitted_matches_enumeration(name: str, make) -> None:
 
 def test_fitted_lowers_the_variance_of_pairwise_interactions() -> None:
     """On a dense quadratic (interactions only pairwise, so additive in the others for each
-    ``d``): at least 2.25 times less variance than plain IndeCateR with a fit carried over 40
-    calls (6.2x measured), and less with leave-one-out alone at ``N = 8`` (1.7x measured)."""
+    ``d``): at least 4 times less variance than plain IndeCateR with a fit carried over 40
+    calls (20x measured), and less with leave-one-out alone at ``N = 8`` (1.7x measured)."""
     make = dense_quadratic(3, True)
     plain = estimates(make, catlog.IndeCateR(2, one_hot=True), 1000, seed=8, sample_seed=9)[1]
     carried = catlog.IndeCateR(2, control_variate=catlog.Fitted(memory=0.99), one_hot=True)
     for call in range(40):
         estimates(make, carried, 1000, seed=8, sample_seed=20 + call)
     fitted = estimates(make, carried, 1000, seed=8, sample_seed=10)[1]
-    assert_variance_smaller(1.5 * fitted, plain)  # Var(1.5 g) = 2.25 Var(g)
+    assert_variance_smaller(2 * fitted, plain)  # Var(2 g) = 4 Var(g)
     plain = estimates(make, catlog.IndeCateR(8, one_hot=True), 1000, seed=8, sample_seed=9)[1]
     estimator = catlog.IndeCateR(8, control_variate=catlog.Fitted(memory=0), one_hot=True)
     assert_variance_smaller(estimates(make, estimator, 1000, seed=8, sample_seed=10)[1], plain)

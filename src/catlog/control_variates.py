@@ -313,13 +313,14 @@ class Fitted:
       current ``mu``, but fitted to an older ``f`` and ``p``. Reuse an instance only on
       the same problem (batch element ``b`` always the same problem).
 
-    Scale: with ``memory > 0`` the correction is ``beta_dk s_dk`` with
-    ``beta_dk = clamp(sum y_dk s_dk / sum s_dk^2, 0, 1)`` over earlier calls' rows and their
-    corrections (decayed like the rest): the variance-minimising factor ``Cov(y, s) /
-    Var(s)`` of a control variate with ``E[s] = 0``. A fit that is mostly noise (few rows
-    against its ``D^2 K^2`` coefficients) is so turned down instead of adding variance;
-    ``beta = 0`` on the first call. It depends on earlier calls only, so the estimate stays
-    unbiased. Without memory ``beta = 1``.
+    Scale: with ``memory > 0`` the correction is ``beta s`` with ``beta = clamp(sum_{m,d,k}
+    u^m_dk v^m_dk / sum (v^m_dk)^2, 0, 1)`` per batch element, over earlier calls' rows
+    (decayed like the rest), where ``u, v`` are ``y, s`` as they reach the gradient in the
+    logits, ``p_dk (y_dk - sum_j p_dj y_dj)`` (shifts constant in ``k`` cancel there): the
+    variance-minimising factor ``Cov(u, v) / Var(v)`` of a control variate with ``E[v] = 0``.
+    A fit that is mostly noise (few rows against its ``D^2 K^2`` coefficients) is so turned
+    down instead of adding variance; ``beta = 0`` on the first call. It depends on earlier
+    calls only, so the estimate stays unbiased. Without memory ``beta = 1``.
 
     Exact in the limit of many fitting rows only where ``y_dk`` is additive in
     ``x_{!=d}`` (``f`` with pairwise interactions alone); otherwise it removes the
