@@ -11,14 +11,20 @@ Problems (gradient w.r.t. the logits, or the DVAE encoder's weights, at fixed pa
 - ``binary``: the same ``f`` on ``K = 2``, ``D = 12`` (``compare``'s ``binary``);
 - ``quadratic``: a dense quadratic form in one-hot ``x``, ``f = x^T W x / 2 + u^T x`` with
   ``W`` symmetric, ``N(0, 1)`` off the diagonal blocks and zero on them, ``D = 8``, ``K = 3``;
+- ``addition``: MNIST addition of 4 digits, ``f = [sum_d x_d = y]``, 10 test sequences at
+  the untrained LeNet, gradient w.r.t. its logits (``compare``'s ``addition``; no relaxation:
+  Taylor, REBAR and RELAX do not apply);
 - ``dvae``: figure 3's discrete VAE (``D = 200``, ``K = 2``) after 300 RLOO(2) Adam steps
   on MNIST, encoder gradient of the negative ELBO on the first 10 validation images
   (``compare``'s ``dvae``).
 
-Estimators: plain ``IndeCateR(2)``; IndeCateR(2) with each ``Taylor`` control variate;
+Estimators: plain ``IndeCateR(2)``; IndeCateR(2) with each ``Taylor`` control variate and
+with ``Fitted()`` (memory 0.9) and ``Fitted(memory=0.99)``, their fit first carried over
+``--train-steps`` calls of 50 estimates at the same parameters (20 on the DVAE);
 ``RLOO(2)`` and RLOO at IndeCateR(2)'s evaluations (402 on the DVAE); ``REBAR(2)`` and
 ``RELAX(2)`` (a 784-free MLP surrogate), their parameters first trained on the problem
 (Adam, ``--train-steps`` estimates); and pydrobert-pytorch's REBAR at one sample, where installed.
+The autoregressive problem is not here: SCateR refuses a control variate on an ``Autoregressive``.
 
 For each: the variance (``common.gradient_variance``: the mean over coordinates of the
 variance across ``R`` estimates), its ratio to plain IndeCateR's, the largest bias over its
@@ -50,22 +56,31 @@ Gradients = Callable[[catlog.Estimator, int, torch.Generator], torch.Tensor]
 
 
 class Setup:
-    """A problem: ``gradients(estimator, count, generator) -> [R, P]``, the exact gradient (or
-    ``None``), ``D``, ``K``, whether estimators hand ``f`` one-hot input."""
+    """A problem: ``gradients(estimator, count, generator) -> [R, P]`` (``block`` estimates per
+    call), the exact gradient (or ``None``), ``D``, ``K``, whether estimators hand ``f``
+    one-hot input, whether ``f`` takes relaxed input (Taylor, REBAR, RELAX)."""
 
     def __init__(
-        self, name: str, gradients: Gradients, exact: torch.Tensor | None, size: tuple[int, int], one_hot: bool
+        self,
+        name: str,
+        gradients: Gradients,
+        exact: torch.Tensor | None,
+        size: tuple[int, int],
+        one_hot: bool,
+        block: int,
+        relaxable: bool = True,
     ) -> None:
         self.name, self.gradients, self.exact, self.one_hot = name, gradients, exact, one_hot
         self.num_variables, self.num_categories = size
+        self.block, self.relaxable = block, relaxable
 
 
-def from_compare(problem: compare_problems.Problem, block: int) -> Setup:
+def from_compare(problem: compare_problems.Problem, block: int, relaxable: bool = True) -> Setup:
     def gradients(estimator: catlog.Estimator, count: int, generator: torch.Generator) -> torch.Tensor:
         return problem.gradients(estimator, count, block, generator)
 
     size = (problem.num_variables, problem.num_categories)
-    return Setup(problem.name, gradients, problem.exact, size, False)
+    return Setup(problem.name, gradients, problem.exact, size, False, block, relaxable)
 
 
 def quadratic_setup(num_variables: int = 8, num_categories: int = 3, block: int = 50) -> Setup:
@@ -87,7 +102,7 @@ def quadratic_setup(num_variables: int = 8, num_categories: int = 3, block: int 
 
     leaf = logits.clone().requires_grad_(True)
     (exact,) = torch.autograd.grad(catlog.Exact(one_hot=True)(f, leaf), leaf)
-    return Setup("quadratic", gradients, exact.flatten(), (num_variables, num_categories), True)
+    return Setup("quadratic", gradients, exact.flatten(), (num_variables, num_categories), True, block)
 
 
 class Surrogate(nn.Module):
@@ -120,17 +135,27 @@ def candidates(setup: Setup, dtype: torch.dtype, remove_diagonal_up_to: int) -> 
             ("mean, no diagonal", catlog.Taylor("mean", remove_diagonal=True)),
         ]
     table: dict[str, catlog.Estimator] = {"IndeCateR(2)": catlog.IndeCateR(2, one_hot=one_hot)}
-    for label, taylor in points:
+    for label, taylor in points if setup.relaxable else []:
         table[f"IndeCateR(2) + Taylor({label})"] = catlog.IndeCateR(2, control_variate=taylor, one_hot=one_hot)
+    for fitted in (catlog.Fitted(), catlog.Fitted(memory=0.99)):
+        table[f"IndeCateR(2) + {fitted!r}"] = catlog.IndeCateR(2, control_variate=fitted, one_hot=one_hot)
     table["RLOO(2)"] = catlog.RLOO(2, one_hot=one_hot)
     table[f"RLOO({equal})"] = catlog.RLOO(equal, one_hot=one_hot)
-    table["REBAR(2)"] = catlog.REBAR(2, one_hot=one_hot)
-    table["RELAX(2)"] = catlog.RELAX(2, Surrogate(setup.num_variables, setup.num_categories, dtype), one_hot=one_hot)
+    if setup.relaxable:
+        table["REBAR(2)"] = catlog.REBAR(2, one_hot=one_hot)
+        surrogate = Surrogate(setup.num_variables, setup.num_categories, dtype)
+        table["RELAX(2)"] = catlog.RELAX(2, surrogate, one_hot=one_hot)
     return table
 
 
 def train(estimator: catlog.Estimator, setup: Setup, steps: int, generator: torch.Generator) -> None:
-    """Fit a learned control variate: ``steps`` Adam steps on its own variance gradient."""
+    """Fit a learned control variate: ``steps`` Adam steps on its own variance gradient; or fill
+    a carried ``Fitted`` fit with ``steps`` calls of ``block`` estimates (the measured calls
+    have the same shape, so they carry it on)."""
+    if isinstance(estimator, catlog.IndeCateR) and isinstance(estimator.control_variate, catlog.Fitted):
+        for _ in range(steps if estimator.control_variate.memory > 0 else 0):
+            setup.gradients(estimator, setup.block, generator)
+        return
     if not isinstance(estimator, (catlog.REBAR, catlog.RELAX)) or steps == 0:
         return
     optimiser = torch.optim.Adam(estimator.parameters(), lr=1e-2)
@@ -177,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dvae-repeats", type=int, default=20, help="estimates per variance on the DVAE")
     parser.add_argument("--train-steps", type=int, default=100, help="REBAR/RELAX fitting steps (default: 100)")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (default: 5)")
-    parser.add_argument("--problems", nargs="+", default=["fig1", "binary", "quadratic", "dvae"])
+    parser.add_argument("--problems", nargs="+", default=["fig1", "binary", "quadratic", "addition", "dvae"])
     parser.add_argument(
         "--remove-diagonal-up-to", type=int, default=12, help="measure remove_diagonal=True up to this D (default: 12)"
     )
@@ -190,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
         "fig1": lambda: from_compare(compare_problems.fig1_problem(6, 10, 0, args.repeats, device, dtype), 50),
         "binary": lambda: from_compare(compare_problems.binary_problem(12, 0, args.repeats, device, dtype), 50),
         "quadratic": quadratic_setup,
+        "addition": lambda: from_compare(
+            compare_problems.addition_problem(4, 10, args.data_dir, 0, args.repeats, device, dtype), 50, False
+        ),
         "dvae": lambda: from_compare(
             compare_problems.dvae_problem(None, 300, 10, args.data_dir, 0, args.dvae_repeats, device, dtype), 1
         ),
