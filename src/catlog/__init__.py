@@ -7,7 +7,7 @@ Every estimator has one shape, ``est(f, logits) -> Tensor[*B]``: see
 from catlog._objective import Objective
 from catlog._relaxed import Relaxed
 from catlog.autoregressive import Autoregressive
-from catlog.control_variates import Bilinear, ControlVariate, Correction, Taylor
+from catlog.control_variates import Bilinear, ControlVariate, Correction, Fitted, Taylor
 from catlog.disarm import DisARM
 from catlog.estimator import Cost, Estimator
 from catlog.exact import Exact
@@ -43,6 +43,7 @@ __all__ = [
     "Estimator",
     "EstimatorRow",
     "Exact",
+    "Fitted",
     "GumbelRao",
     "GumbelSoftmax",
     "IndeCateR",

@@ -36,7 +36,7 @@ def category_means(
         skip_impossible: look whether some category is impossible (a host
             synchronisation) and, if so, evaluate no row that only serves one. Without
             it, and without chunks, every offset ``1..K-1`` is evaluated in one call
-            of ``f`` with no host synchronisation (see :func:`_means_every_offset`).
+            of ``f`` with no host synchronisation (see :func:`sample_rows`).
 
     Returns:
         ``[*B, D, K]``; zero at impossible categories. With autograd on (``pathwise="all"``)
@@ -53,9 +53,9 @@ def category_means(
     perturbed_rows = num_samples * num_variables * (num_categories - 1)
     if chunk_size is None or chunk_size >= perturbed_rows:
         if possible is None or not skip_impossible:
-            return _means_every_offset(objective, samples, values, num_categories, possible)
+            return sample_rows(objective, samples, values, num_categories, possible).mean(0)
         if bool(possible.all()):
-            return _means_every_offset(objective, samples, values, num_categories, None)
+            return sample_rows(objective, samples, values, num_categories, None).mean(0)
     if possible is None:
         possible = torch.ones((*batch_shape, num_variables, num_categories), dtype=torch.bool, device=samples.device)
     sums = values.new_zeros((*batch_shape, num_variables, num_categories + 1))
@@ -90,25 +90,25 @@ def category_means(
     return sums[..., :num_categories] / num_samples
 
 
-def _means_every_offset(
+def sample_rows(
     objective: Objective,
     samples: torch.Tensor,
     values: torch.Tensor,
     num_categories: int,
     possible: torch.Tensor | None,
 ) -> torch.Tensor:
-    """:func:`category_means` from every offset ``j = 1..K-1``, in at most one call of ``f``.
+    """Every sample's rows ``f(x_{!=d}^(n), k)`` (zero at impossible ``k``), in at most one call of ``f``.
 
     Row ``(n, d, j)`` is sample ``n`` (of group ``d`` per variable) with ``x_d`` moved to
     ``k = (x_d + j) mod K``, or kept where ``k`` is impossible (a valid input whose
-    value is discarded): the rows of the general path, in its order, built by one
+    value is discarded): the rows of :func:`category_means`' general path, in its order, built by one
     broadcast ``where`` without the rank bookkeeping and without host synchronisation.
     Offset ``j = 0`` is the sample itself, whose value is ``values``; category ``k`` is
     offset ``(k - x_d) mod K``.
 
     Shapes: ``samples: LongTensor[N, G, *B, D]``, ``values: [N, G, *B]``,
     ``possible: BoolTensor[*B, D, K]``, or ``None`` when every category is known to be
-    possible (the masking is then skipped); returns ``[*B, D, K]``.
+    possible (the masking is then skipped); returns ``[N, *B, D, K]``.
     """
     num_samples, num_variables = samples.shape[0], samples.shape[-1]
     batch_shape = samples.shape[2:-1]
@@ -129,8 +129,8 @@ def _means_every_offset(
         perturbed = objective(rows.flatten(0, 2)).reshape(num_samples, num_variables, num_categories - 1, *batch_shape)
         by_offset = torch.cat([by_offset, perturbed], 2)
     offset_of = ((offsets - current.unsqueeze(-1)) % num_categories).movedim((-2, -1), (1, 2))  # [N, D, K, *B]
-    means = by_offset.gather(2, offset_of).mean(0).movedim((0, 1), (-2, -1))
-    return means if possible is None else means.masked_fill(~possible, 0.0)
+    rows = by_offset.gather(2, offset_of).movedim((1, 2), (-2, -1))
+    return rows if possible is None else rows.masked_fill(~possible, 0.0)
 
 
 def offset_pairs(counts: torch.Tensor, num_categories: int, skip_impossible: bool) -> tuple[torch.Tensor, torch.Tensor]:

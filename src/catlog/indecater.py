@@ -8,11 +8,11 @@ import torch
 
 from catlog._binary import flip_means
 from catlog._objective import Objective
-from catlog._perturbation import category_means
+from catlog._perturbation import category_means, sample_rows
 from catlog._sampling import sample_by_inversion, sample_categorical
 from catlog._surrogate import PATHWISE, Pathwise, catlog_estimate
 from catlog._validation import Checked, check_choice, check_flag, check_samples
-from catlog.control_variates import ControlVariate, Taylor
+from catlog.control_variates import ControlVariate, Fitted, Taylor
 from catlog.estimator import Cost, Estimator
 
 
@@ -70,7 +70,9 @@ class IndeCateR(Estimator):
               row (its time and memory: [docs/performance.md](performance.md)).
         control_variate: ``None``; ``"taylor"``, a :class:`~catlog.control_variates.Taylor`
             built from Hessian-vector products of ``f`` at 4 extra draws (``f`` must take
-            float one-hot input); or any :class:`~catlog.control_variates.ControlVariate`.
+            float one-hot input); a :class:`~catlog.control_variates.Fitted`, fitted on every
+            sample's rows (for ``f`` without relaxation; they are then evaluated in one call,
+            without ``chunk_size``); or any :class:`~catlog.control_variates.ControlVariate`.
             Its rows $h_{dk}$ are subtracted from the coefficients of the score term and the
             gradient of its expectation is added back, so the estimate stays unbiased and
             the value is unchanged (see [control variates](control_variates.md)). Not with
@@ -138,12 +140,22 @@ class IndeCateR(Estimator):
         sample_values = objective(samples.flatten(0, 1))  # [N * G, *B]
         values = sample_values.reshape(samples.shape[:-1])
         possible = None if objective.every_possible else logits.detach() > -math.inf
+        fitted = isinstance(self._control_variate, Fitted)
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.pathwise == "all"):
-            coefficients = self._coefficients(objective, samples, values, possible, num_categories)
+            if fitted:  # it fits on every sample's rows
+                per_sample = sample_rows(objective, samples, values, num_categories, possible)
+                coefficients = per_sample.mean(0)
+            else:
+                coefficients = self._coefficients(objective, samples, values, possible, num_categories)
         estimate = catlog_estimate(sample_values, probs, coefficients, self.pathwise)
         if self._control_variate is None or not (torch.is_grad_enabled() and logits.requires_grad):
             return estimate
-        rows, expectation = self._control_variate(objective.relaxed_one_hot, samples[:, 0], logits, generator)
+        if isinstance(self._control_variate, Fitted):
+            rows, expectation = self._control_variate(
+                objective.relaxed_one_hot, samples[:, 0], logits, generator, rows=per_sample
+            )
+        else:
+            rows, expectation = self._control_variate(objective.relaxed_one_hot, samples[:, 0], logits, generator)
         rows = rows.detach().masked_fill(logits.detach() == -math.inf, 0.0)  # 0 * NaN there would be NaN
         correction = expectation - (rows * probs).flatten(-2).sum(-1)
         return estimate + (correction - correction.detach())
@@ -181,6 +193,6 @@ def _resolve_control_variate(control_variate: object, num_samples: int, per_vari
             f"control_variate: expected None, 'taylor' or a catlog.ControlVariate (a callable "
             f"(f, samples, logits, generator) -> Correction), got {control_variate!r}"
         )
-    if isinstance(resolved, Taylor):
+    if isinstance(resolved, (Taylor, Fitted)):
         resolved.check_num_samples(num_samples)
     return resolved

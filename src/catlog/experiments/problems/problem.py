@@ -53,13 +53,17 @@ class Problem:
     batched: Batched | None = None
 
     def gradients(
-        self, estimator: catlog.Estimator, repeats: int, generator: torch.Generator | None = None
+        self,
+        estimator: catlog.Estimator,
+        repeats: int,
+        generator: torch.Generator | None = None,
+        block: int | None = None,
     ) -> torch.Tensor:
         """``repeats`` independent gradient estimates ``[R, P]`` at the problem's fixed parameters.
 
-        Batched problems compute as many per call as :data:`ELEMENT_BUDGET` allows (from the
-        estimator's cost); the others one :attr:`loss` and backward pass per estimate. The
-        statistics of these rows are :mod:`catlog.measure`'s.
+        Batched problems compute ``block`` estimates per call (``None``: as many as
+        :data:`ELEMENT_BUDGET` allows, from the estimator's cost); the others one :attr:`loss`
+        and backward pass per estimate. The statistics of these rows are :mod:`catlog.measure`'s.
 
         Raises:
             ValueError: for ``repeats < 1``.
@@ -69,9 +73,10 @@ class Problem:
         if self.batched is None:
             rows = [self.gradient(estimator, generator) for _ in range(repeats)]
             return torch.stack(rows)
-        cost = estimator.cost(self.num_variables, self.num_categories)
-        width = max(cost.samples, cost.evaluations) * math.prod(self.batch_shape) * self.num_variables
-        block = max(1, min(repeats, ELEMENT_BUDGET // (width * self.num_categories)))
+        if block is None:
+            cost = estimator.cost(self.num_variables, self.num_categories)
+            width = max(cost.samples, cost.evaluations) * math.prod(self.batch_shape) * self.num_variables
+            block = max(1, min(repeats, ELEMENT_BUDGET // (width * self.num_categories)))
         parts = [self.batched(estimator, min(block, repeats - start), generator) for start in range(0, repeats, block)]
         return torch.cat(parts)
 
