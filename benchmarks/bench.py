@@ -142,6 +142,8 @@ CONFIGS: dict[str, Callable[[torch.device, torch.dtype], Problem]] = {
 }
 
 DVAE_CHUNK_ROWS = DvaeConfig.chunk_size
+SAMPLE_CHUNK_ROWS = 50
+"""Sample rows per call of the DVAE decoder for RLOO 800 and GS 800 (``docs/performance_guide.md``)."""
 """IndeCateR's perturbed rows per decoder call in the DVAE case: the default of ``catlog dvae``."""
 
 CASES: tuple[Case, ...] = (
@@ -179,7 +181,21 @@ CASES: tuple[Case, ...] = (
     ),
     Case("dvae", "RLOO 2", lambda: catlog.RLOO(2), 5.4, "dvae:RLOO2"),
     Case("dvae", "RLOO 800", lambda: catlog.RLOO(800), 970.0, "dvae:RLOO800"),
+    Case(
+        "dvae",
+        f"RLOO 800, chunks of {SAMPLE_CHUNK_ROWS}",
+        lambda: catlog.RLOO(800, chunk_size=SAMPLE_CHUNK_ROWS),
+        None,
+        "dvae:RLOO800",
+    ),
     Case("dvae", "GS 800", lambda: catlog.GumbelSoftmax(800), 1081.0, "dvae:GS800"),
+    Case(
+        "dvae",
+        f"GS 800, chunks of {SAMPLE_CHUNK_ROWS}",
+        lambda: catlog.GumbelSoftmax(800, chunk_size=SAMPLE_CHUNK_ROWS),
+        None,
+        "dvae:GS800",
+    ),
     Case("addition-4", "IndeCateR 10", lambda: addition.make_estimator("indecater", 4), 3.1, "add4:ICR10"),
     Case(
         "addition-4",

@@ -3,11 +3,14 @@
 Usage::
 
     python benchmarks/compile.py --threads 1 --device cpu [--repeats 30] [--sync-debug]
+        [--config fig1-3x100 ...] [--estimator TEXT ...] [--fallback-random]
 
 A step is ``bench.gradient_step`` (``loss = est(f, logits).sum(); loss.backward()``) on
-the paper's synthetic configs of ``benchmarks/bench.py`` (figure 1's
-``f(x) = sum_d |x_d - b_d|`` at D=12, K=3; figure 2's ``f(x) = mean_d (x_d - 0.499)^2``
-at D=200, K=2). For each estimator it times:
+the configs of ``benchmarks/bench.py``: by default the paper's synthetic ones (figure 1's
+``f(x) = sum_d |x_d - b_d|`` at D x K = 12 x 3, 6 x 10 and 3 x 100; figure 2's
+``f(x) = mean_d (x_d - 0.499)^2`` at D=200, K=2), and with ``--config dvae`` the DVAE step
+with IndeCateR(2), unchunked and in chunks (:data:`DVAE_ESTIMATORS`). ``--estimator TEXT``
+keeps the estimators whose name contains ``TEXT``. For each estimator it times:
 
 - ``eager``: validation on (the default);
 - ``eager, no validation``: ``validate_args=False``;
@@ -18,6 +21,10 @@ at D=200, K=2). For each estimator it times:
 Times are the median over ``--repeats`` calls after one warm-up call (``bench.timings``), in ms.
 ``--sync-debug`` (CUDA only) runs every step without validation under
 ``torch.cuda.set_sync_debug_mode("error")``: a host synchronisation raises.
+``--fallback-random`` sets ``torch._inductor.config.fallback_random``: compiled code then
+draws its random numbers with torch's generator instead of inductor's per-element Philox
+(see ``docs/performance_guide.md``). The compile time includes inductor's cache: run with
+``TORCHINDUCTOR_CACHE_DIR`` set to an empty folder for a cold compile.
 """
 
 from __future__ import annotations
@@ -31,7 +38,14 @@ import torch
 import bench
 import catlog
 
-CONFIGS = ("fig1-12x3", "fig2")
+CONFIGS = ("fig1-12x3", "fig1-6x10", "fig1-3x100", "fig2")
+
+DVAE_ESTIMATORS: dict[str, Callable[[bool], catlog.Estimator]] = {
+    "IndeCateR 2": lambda validate: catlog.IndeCateR(2, validate_args=validate),
+    f"IndeCateR 2, chunks of {bench.DVAE_CHUNK_ROWS}": lambda validate: catlog.IndeCateR(
+        2, chunk_size=bench.DVAE_CHUNK_ROWS, validate_args=validate
+    ),
+}
 
 ESTIMATORS: dict[str, Callable[[bool], catlog.Estimator]] = {
     "IndeCateR 2": lambda validate: catlog.IndeCateR(2, validate_args=validate),
@@ -53,16 +67,23 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--sync-debug", action="store_true", help="CUDA: raise on any host synchronisation")
+    parser.add_argument("--config", action="append", choices=[*CONFIGS, "dvae"], help="repeat for several")
+    parser.add_argument("--estimator", action="append", help="only estimators whose name contains this text")
+    parser.add_argument("--fallback-random", action="store_true", help="torch's generator in compiled code")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    torch._inductor.config.fallback_random = args.fallback_random
     device = torch.device(args.device)
     print(
         f"torch {torch.__version__}, device {device}, {args.threads} thread(s); times in ms (median of {args.repeats})"
     )
-    print(f"{'config':12} {'estimator':16} {'eager':>9} {'eager, no validation':>21} {'compiled':>9} {'compile s':>10}")
-    for config in CONFIGS:
+    print(f"{'config':12} {'estimator':26} {'eager':>9} {'eager, no validation':>21} {'compiled':>9} {'compile s':>10}")
+    for config in args.config or CONFIGS:
         problem = bench.CONFIGS[config](device, torch.float32)
-        for name, make in ESTIMATORS.items():
+        estimators = DVAE_ESTIMATORS if config == "dvae" else ESTIMATORS
+        for name, make in estimators.items():
+            if args.estimator and not any(text in name for text in args.estimator):
+                continue
             eager = median_ms(problem, make(True), device, args.repeats)
             unchecked = make(False)
             if args.sync_debug:
@@ -76,7 +97,7 @@ def main() -> None:
             bench.gradient_step(compiled, unchecked)
             compile_s = time.perf_counter() - start
             compiled_ms = median_ms(compiled, unchecked, device, args.repeats)
-            print(f"{config:12} {name:16} {eager:9.3f} {unchecked_ms:21.3f} {compiled_ms:9.3f} {compile_s:10.1f}")
+            print(f"{config:12} {name:26} {eager:9.3f} {unchecked_ms:21.3f} {compiled_ms:9.3f} {compile_s:10.1f}")
 
 
 if __name__ == "__main__":

@@ -3,14 +3,18 @@
 Usage::
 
     python benchmarks/side_by_side.py --tf-python TF_VENV/bin/python [--tools DIR] [--reference DIR]
-        [--config fig2 ...] [--rounds 7] [--block-seconds 0.4] [--compile {f,step}] [--out DIR]
+        [--config fig2 ...] [--rounds 7] [--block-seconds 0.4] [--compile {f,step}]
+        [--settings {plain,experiments} ...] [--out DIR]
 
 Absolute times move twofold between machines, days and loads, so only ratios
 measured together mean anything. Both sides run in persistent worker processes:
 
 - ours: this script with ``--worker``, at ``--threads`` torch threads (default 1),
   running the steps of ``benchmarks/bench.py`` (``bench.CASES``: logits, estimate,
-  loss, ``backward()``);
+  loss, ``backward()``), one worker per process setting of ``--settings`` (default both):
+  ``plain``, the library as a user's script runs it (torch's threads set, glibc's
+  ``malloc`` as it comes), and ``experiments``, the settings of every ``catlog``
+  command (``catlog.experiments.allocator.keep_freed_memory()`` as well);
 - TF: ``worker_tf3.py`` of ``--tools`` (default ``../shared/reference-tf-tools``)
   under ``--tf-python``, with ``CATLOG_REF`` = ``--reference`` (default
   ``../shared/reference-tf``), ``--tf-threads`` intra-op threads and
@@ -28,10 +32,10 @@ The authors' steps are ``tf.function`` graphs; ours run eagerly unless ``--compi
   and 2 only: their logits are the parameters and ``f`` is a plain function).
 
 Each worker builds a case and warms it up (3 calls) before the first timed block.
-A round times one block of calls of every case on each side, the side that goes
-first alternating from round to round and from case to case; a block's time is
+A round times one block of calls of every case on each side, the order of the sides
+rotating from round to round and from case to case; a block's time is
 the median of its calls, a round's ratio is ours/TF of the block medians. The
-table gives per case the median of the round ratios with their min-max range, the
+table gives per case and process setting the median of the round ratios with their min-max range, the
 median block times, the process CPU time per call on each side (all threads: a
 check that each side used one core) and the median of the per-round CPU ratios, and
 the load average before and after; ``side_by_side.{csv,json,md}`` go into ``--out``.
@@ -56,7 +60,7 @@ import torch
 import bench
 import catlog
 from catlog.experiments import common
-from catlog.experiments.options import add_common_options, apply_common_options
+from catlog.experiments.options import RunOptions, add_common_options, apply_common_options, config_from_args
 
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared"
@@ -97,6 +101,7 @@ class Worker:
 
 
 COMPILE_MODES = ("f", "step")
+SETTINGS = ("plain", "experiments")
 
 
 def our_step(
@@ -116,7 +121,13 @@ def our_step(
 
 def serve_ours(options: argparse.Namespace) -> int:
     """The ``--worker`` loop: time ``bench.CASES[case]`` steps on request (see :class:`Worker`)."""
-    device, dtype = apply_common_options(options)
+    if options.settings == ["experiments"]:
+        device, dtype = apply_common_options(options)
+    else:  # as a user's script: the threads set, nothing else
+        run = config_from_args(RunOptions, options)
+        if run.threads is not None:
+            torch.set_num_threads(run.threads)
+        device, dtype = torch.device(run.device), run.torch_dtype
     torch.manual_seed(options.seed)
     if options.compile == "step":
         catlog.Estimator.set_default_validate_args(False)
@@ -142,13 +153,18 @@ def serve_ours(options: argparse.Namespace) -> int:
     return 0
 
 
-def start_workers(options: argparse.Namespace) -> tuple[Worker, Worker]:
-    """Our worker (this script, ``--worker``) and the TF worker (``worker_tf3.py``)."""
+def start_workers(options: argparse.Namespace) -> dict[str, Worker]:
+    """Our workers (this script, ``--worker``), one per process setting, and the TF worker (``worker_tf3.py``),
+    by side: the setting's name, or ``"tf"``."""
     ours_command = [sys.executable, str(Path(__file__).resolve()), "--worker", "--device", options.device]
     ours_command += ["--dtype", options.dtype, "--seed", str(options.seed), "--threads", str(options.threads)]
     if options.compile:
         ours_command += ["--compile", options.compile, "--compile-backend", options.compile_backend]
     ours_env = {**os.environ, "OMP_NUM_THREADS": str(options.threads)}
+    workers = {
+        setting: Worker(f"ours ({setting})", [*ours_command, "--settings", setting], ours_env)
+        for setting in options.settings
+    }
     tf_env = {
         **os.environ,
         "CATLOG_REF": str(Path(options.reference).resolve()),
@@ -158,7 +174,8 @@ def start_workers(options: argparse.Namespace) -> tuple[Worker, Worker]:
         "TF_CPP_MIN_LOG_LEVEL": "2",
     }
     tf_command = [options.tf_python, str(Path(options.tools).resolve() / "worker_tf3.py"), str(options.tf_threads)]
-    return Worker("ours", ours_command, ours_env), Worker("TF", tf_command, tf_env)
+    workers["tf"] = Worker("TF", tf_command, tf_env)
+    return workers
 
 
 def block_calls(seconds_per_call: float, block_seconds: float, most: int) -> int:
@@ -166,62 +183,65 @@ def block_calls(seconds_per_call: float, block_seconds: float, most: int) -> int
     return max(1, min(most, round(block_seconds / max(seconds_per_call, 1e-6))))
 
 
-def measure(selected: Sequence[int], ours: Worker, tf: Worker, options: argparse.Namespace) -> list[dict[str, Any]]:
-    """Interleaved rounds over ``selected`` case indices; one result row per case (see module doc)."""
-    calls: dict[int, tuple[int, int]] = {}
+def measure(selected: Sequence[int], workers: dict[str, Worker], options: argparse.Namespace) -> list[dict[str, Any]]:
+    """Interleaved rounds over ``selected`` case indices; one result row per case and process setting of ours
+    (see module doc)."""
+
+    def key(side: str, index: int) -> str | int:
+        return bench.CASES[index].tf_case if side == "tf" else index
+
+    calls: dict[tuple[str, int], int] = {}
     for index in common.progress(selected, desc="warm-up"):
-        case = bench.CASES[index]
-        ours_call = statistics.median(ours.times(index, 3)[0])
-        tf_call = statistics.median(tf.times(case.tf_case, 3)[0])
-        calls[index] = (
-            block_calls(ours_call, options.block_seconds, options.max_calls),
-            block_calls(tf_call, options.block_seconds, options.max_calls),
-        )
-    # per case and round: (ours wall median, TF wall median, ours CPU per call, TF CPU per call)
-    blocks: dict[int, list[tuple[float, float, float, float]]] = {index: [] for index in selected}
+        for side, worker in workers.items():
+            call = statistics.median(worker.times(key(side, index), 3)[0])
+            calls[side, index] = block_calls(call, options.block_seconds, options.max_calls)
+    # per side and case, per round: (wall median, CPU per call)
+    blocks: dict[tuple[str, int], list[tuple[float, float]]] = {pair: [] for pair in calls}
+    sides = list(workers)
     for round_index in common.progress(range(options.rounds), desc="rounds"):
         for position, index in enumerate(selected):
-            ours_first = (round_index + position) % 2 == 0
-            sides = [("ours", ours), ("tf", tf)] if ours_first else [("tf", tf), ("ours", ours)]
-            walls, cpus = {}, {}
-            for side, worker in sides:
-                case_key: str | int = index if side == "ours" else bench.CASES[index].tf_case
-                wall, cpus[side] = worker.times(case_key, calls[index][side == "tf"])
-                walls[side] = statistics.median(wall)
-            blocks[index].append((walls["ours"], walls["tf"], cpus["ours"], cpus["tf"]))
+            shift = (round_index + position) % len(sides)
+            for side in sides[shift:] + sides[:shift]:
+                wall, cpu = workers[side].times(key(side, index), calls[side, index])
+                blocks[side, index].append((statistics.median(wall), cpu))
     rows = []
     for index in selected:
-        case = bench.CASES[index]
-        ratios = [ours_s / tf_s for ours_s, tf_s, _, _ in blocks[index]]
-        cpu_ratios = [ours_cpu / tf_cpu for _, _, ours_cpu, tf_cpu in blocks[index]]
-        rows.append(
-            {
-                "config": case.config,
-                "estimator": case.label,
-                "tf_case": case.tf_case,
-                "ours_ms": statistics.median(block[0] for block in blocks[index]) * 1e3,
-                "tf_ms": statistics.median(block[1] for block in blocks[index]) * 1e3,
-                "ratio_median": statistics.median(ratios),
-                "ratio_min": min(ratios),
-                "ratio_max": max(ratios),
-                "ours_cpu_ms": statistics.median(block[2] for block in blocks[index]) * 1e3,
-                "tf_cpu_ms": statistics.median(block[3] for block in blocks[index]) * 1e3,
-                "cpu_ratio_median": statistics.median(cpu_ratios),
-                "rounds": len(ratios),
-                "ours_calls_per_block": calls[index][0],
-                "tf_calls_per_block": calls[index][1],
-            }
-        )
+        case, tf = bench.CASES[index], blocks["tf", index]
+        for setting in (side for side in sides if side != "tf"):
+            ours = blocks[setting, index]
+            ratios = [ours_block[0] / tf_block[0] for ours_block, tf_block in zip(ours, tf)]
+            cpu_ratios = [ours_block[1] / tf_block[1] for ours_block, tf_block in zip(ours, tf)]
+            rows.append(
+                {
+                    "config": case.config,
+                    "estimator": case.label,
+                    "settings": setting,
+                    "tf_case": case.tf_case,
+                    "ours_ms": statistics.median(block[0] for block in ours) * 1e3,
+                    "tf_ms": statistics.median(block[0] for block in tf) * 1e3,
+                    "ratio_median": statistics.median(ratios),
+                    "ratio_min": min(ratios),
+                    "ratio_max": max(ratios),
+                    "ours_cpu_ms": statistics.median(block[1] for block in ours) * 1e3,
+                    "tf_cpu_ms": statistics.median(block[1] for block in tf) * 1e3,
+                    "cpu_ratio_median": statistics.median(cpu_ratios),
+                    "rounds": len(ratios),
+                    "ours_calls_per_block": calls[setting, index],
+                    "tf_calls_per_block": calls["tf", index],
+                }
+            )
     return rows
 
 
 def format_table(rows: Sequence[dict[str, Any]], header: str) -> str:
     """The rows as a Markdown table after a ``header`` paragraph (times in ms)."""
-    columns = ["config", "estimator", "ours ms", "TF ms", "ours/TF median", "min-max", "CPU ms ours / TF", "CPU ratio"]
+    columns = ["config", "estimator", "process", "ours ms", "TF ms", "ours/TF median", "min-max"]
+    columns += ["CPU ms ours / TF", "CPU ratio"]
     cells = [
         [
             r["config"],
             r["estimator"],
+            r["settings"],
             f"{r['ours_ms']:.3g}",
             f"{r['tf_ms']:.3g}",
             f"{r['ratio_median']:.2f}",
@@ -262,10 +282,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--compile-backend", default="inductor", help="torch.compile backend with --compile (default inductor)"
     )
+    parser.add_argument(
+        "--settings",
+        action="append",
+        choices=SETTINGS,
+        help="our process settings, repeat for several (default both: plain, as a user's script; experiments)",
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     add_common_options(parser)
     parser.set_defaults(threads=1)
     options = parser.parse_args(argv)
+    options.settings = options.settings or list(SETTINGS)
     if not options.worker and not options.tf_python:
         parser.error("--tf-python: expected the python of a TensorFlow venv, got nothing")
     return options
@@ -283,12 +310,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if case.config in configs and (not options.estimator or any(text in case.label for text in options.estimator))
     ]
     load_before = os.getloadavg()
-    ours, tf = start_workers(options)
+    workers = start_workers(options)
     try:
-        rows = measure(selected, ours, tf, options)
+        rows = measure(selected, workers, options)
     finally:
-        ours.close()
-        tf.close()
+        for worker in workers.values():
+            worker.close()
+    ours, tf = workers[options.settings[0]], workers["tf"]
     load_after = os.getloadavg()
     settings = {
         "ours_threads": ours.ready["threads"],
@@ -304,6 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "rounds": options.rounds,
         "block_seconds": options.block_seconds,
         "compile": options.compile,
+        "ours_settings": options.settings,
     }
     header = (
         f"torch {settings['torch']} at {settings['ours_threads']} thread(s) on {options.device}"

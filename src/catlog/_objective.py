@@ -26,6 +26,8 @@ class Objective:
         every_possible: validation found every logit finite, so every category of
             every variable is a valid input (false when it found ``-inf`` logits or did
             not look); lets an estimator skip looking for impossible categories.
+        chunk_size: most rows per call of ``f``, or ``None`` for one call; each chunk's graph is
+            kept for the backward pass, as one call's would be.
     """
 
     def __init__(
@@ -39,6 +41,7 @@ class Objective:
         validate: bool,
         *,
         every_possible: bool = False,
+        chunk_size: int | None = None,
     ) -> None:
         if not callable(f):
             raise ValueError(
@@ -52,9 +55,31 @@ class Objective:
         self.one_hot = one_hot
         self.validate = validate
         self.every_possible = every_possible
+        self.chunk_size = chunk_size
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """``f(x)`` for samples ``x: LongTensor[M, *B, D]``; returns ``Tensor[M, *B]``."""
+        """``f(x)`` for samples ``x: LongTensor[M, *B, D]``, in chunks of rows; returns ``Tensor[M, *B]``."""
+        return self.by_chunks(self._encoded, x)
+
+    def relaxed(self, inputs: torch.Tensor) -> torch.Tensor:
+        """``f`` on relaxed samples, in one call; returns ``Tensor[M, *B]``.
+
+        ``inputs`` are what ``f`` takes: relaxed one-hot vectors ``[M, *B, D, K]`` when
+        ``one_hot``, else relaxed category values ``sum_k k * y_k`` of shape ``[M, *B, D]``
+        (equal to the category exactly when ``y`` is a hard one-hot).
+        """
+        return self._checked(self.f(inputs), inputs.shape[0])
+
+    def by_chunks(self, evaluate: Callable[..., torch.Tensor], *rows: torch.Tensor) -> torch.Tensor:
+        """``evaluate(*rows)`` (each ``[M, ...]``, rows first; returns ``[M, ...]``), called on
+        chunks of at most ``chunk_size`` rows of every tensor of ``rows`` when it is set."""
+        if self.chunk_size is None or rows[0].shape[0] <= self.chunk_size:
+            return evaluate(*rows)
+        chunks = zip(*(torch.split(tensor, self.chunk_size) for tensor in rows))
+        return torch.cat([evaluate(*chunk) for chunk in chunks])
+
+    def _encoded(self, x: torch.Tensor) -> torch.Tensor:
+        """``f(x)`` for samples ``x: LongTensor[M, *B, D]``, one-hot encoded if ``one_hot``."""
         if self.one_hot:
             categories = torch.arange(self.num_categories, device=x.device)
             # a comparison, not F.one_hot: that checks the range of x, a host synchronisation
@@ -70,22 +95,14 @@ class Objective:
             )
         return self._checked(out, x.shape[0])
 
-    def relaxed(self, inputs: torch.Tensor) -> torch.Tensor:
-        """``f`` on relaxed samples; returns ``Tensor[M, *B]``.
-
-        ``inputs`` are what ``f`` takes: relaxed one-hot vectors ``[M, *B, D, K]`` when
-        ``one_hot``, else relaxed category values ``sum_k k * y_k`` of shape ``[M, *B, D]``
-        (equal to the category exactly when ``y`` is a hard one-hot).
-        """
-        return self._checked(self.f(inputs), inputs.shape[0])
-
     def relaxed_one_hot(self, one_hot: torch.Tensor) -> torch.Tensor:
         """``f`` on relaxed one-hot vectors ``[M, *B, D, K]``, encoded as :meth:`relaxed` takes them
-        (the vectors themselves when ``one_hot``, else ``sum_k k * y_k``); returns ``Tensor[M, *B]``."""
+        (the vectors themselves when ``one_hot``, else ``sum_k k * y_k``), in chunks of rows;
+        returns ``Tensor[M, *B]``."""
         if self.one_hot:
-            return self.relaxed(one_hot)
+            return self.by_chunks(self.relaxed, one_hot)
         categories = torch.arange(one_hot.shape[-1], dtype=one_hot.dtype, device=one_hot.device)
-        return self.relaxed(one_hot @ categories)
+        return self.by_chunks(self.relaxed, one_hot @ categories)
 
     def _checked(self, out: object, rows: int) -> torch.Tensor:
         expected = (rows, *self.batch_shape)

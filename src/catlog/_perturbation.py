@@ -73,7 +73,7 @@ def category_means(
     counts = possible.sum(-1)
     ranks = possible.cumsum(-1) - 1
     by_rank = torch.argsort((~possible).to(torch.uint8), dim=-1, stable=True)
-    row_variable, row_offset = offset_pairs(counts)
+    row_variable, row_offset = offset_pairs(counts, num_categories, skip_impossible)
     num_rows = num_samples * row_variable.shape[0]
     step = max(num_rows, 1) if chunk_size is None else chunk_size
 
@@ -133,20 +133,28 @@ def _means_every_offset(
     return means if possible is None else means.masked_fill(~possible, 0.0)
 
 
-def offset_pairs(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The perturbations to evaluate: every (variable ``d``, offset ``1 <= j < max K_d``).
+def offset_pairs(counts: torch.Tensor, num_categories: int, skip_impossible: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The perturbations to evaluate: every (variable ``d``, offset ``1 <= j < max_b K_d``).
 
     Args:
         counts: ``LongTensor[..., D]``, the number of possible categories of each variable.
+        num_categories: ``K``.
+        skip_impossible: find ``max_b K_d`` (a host synchronisation); without it, every offset
+            ``1 <= j < K`` of every variable, a number of rows known without looking at the data.
 
     Returns:
         ``variable, offset: LongTensor[R]``, sorted by variable, then offset.
     """
-    num_variables = counts.shape[-1]
+    num_variables, device = counts.shape[-1], counts.device
+    if not skip_impossible:
+        offsets = torch.arange(1, num_categories, device=device)
+        return torch.arange(num_variables, device=device).repeat_interleave(num_categories - 1), offsets.repeat(
+            num_variables
+        )
     if counts.numel() == 0:
         return counts.new_zeros(0), counts.new_zeros(0)
     most = counts.reshape(-1, num_variables).amax(0)
-    offsets = torch.arange(1, int(most.max()), device=counts.device)
+    offsets = torch.arange(1, int(most.max()), device=device)
     variable, offset = (offsets < most[:, None]).nonzero(as_tuple=True)
     return variable, offsets[offset]
 

@@ -40,6 +40,9 @@ class DisARM(Estimator):
         one_hot: hand ``f`` float one-hot samples instead of category indices.
         generator: the default generator of the samples (a call may override it).
         validate_args: check values (see :class:`~catlog.estimator.Estimator`); ``None`` follows the class default.
+        chunk_size: evaluate ``f`` on at most this many sample rows per call (each holding
+            the whole batch ``*B``), to bound peak memory; ``None``: all in one call. The
+            result does not depend on it.
 
     Raises:
         ValueError: for ``num_pairs < 1``, logits with ``K != 2`` or an ``Autoregressive``,
@@ -62,8 +65,9 @@ class DisARM(Estimator):
         one_hot: bool = False,
         generator: torch.Generator | None = None,
         validate_args: bool | None = None,
+        chunk_size: int | None = None,
     ) -> None:
-        super().__init__(one_hot=one_hot, generator=generator, validate_args=validate_args)
+        super().__init__(one_hot=one_hot, generator=generator, validate_args=validate_args, chunk_size=chunk_size)
         self.num_pairs = num_pairs
 
     def _cost(self, num_variables: int, num_categories: int) -> Cost:

@@ -12,7 +12,9 @@ import torch
 from catlog._distributions import as_logits, resolve_alias
 from catlog._objective import Objective
 from catlog._validation import (
+    Checked,
     check_category_logits,
+    check_chunk_size,
     check_count,
     check_flag,
     check_generator,
@@ -63,6 +65,11 @@ class Estimator(abc.ABC):
             category indices ``LongTensor[M, *B, D]``; a call may override it.
         generator: default torch generator for the samples; a call may override it.
         validate_args: check values (see above); ``None`` follows the class default.
+        chunk_size: evaluate ``f`` on at most this many sample rows (each holding the whole
+            batch ``*B``) per call, to bound the size of ``f``'s temporaries; ``None`` evaluates
+            them in one call. The result does not depend on it. Each chunk's graph is kept for
+            the backward pass, as one call's is (IndeCateR and SCateR recompute theirs instead
+            with ``pathwise="all"``). See the Performance guide for when it pays.
 
     A subclass implements :meth:`_estimate` (and :meth:`_estimate_autoregressive` if
     it supports an :class:`~catlog.autoregressive.Autoregressive`) and :meth:`_cost`;
@@ -78,13 +85,20 @@ class Estimator(abc.ABC):
     """
 
     _default_validate_args: ClassVar[bool] = True
+    chunk_size = Checked(check_chunk_size)
 
     def __init__(
-        self, *, one_hot: bool = False, generator: torch.Generator | None = None, validate_args: bool | None = None
+        self,
+        *,
+        one_hot: bool = False,
+        generator: torch.Generator | None = None,
+        validate_args: bool | None = None,
+        chunk_size: int | None = None,
     ) -> None:
         self.one_hot = check_flag("one_hot", one_hot)
         self.generator = check_generator("generator", generator)
         self.validate_args = None if validate_args is None else check_flag("validate_args", validate_args)
+        self.chunk_size = chunk_size
 
     @staticmethod
     def set_default_validate_args(value: bool) -> None:
@@ -141,14 +155,31 @@ class Estimator(abc.ABC):
         if isinstance(given, Autoregressive):
             check_generator_device(generator, given.device, "dist")
             objective = Objective(
-                f, given.batch_shape, given.num_categories, given.dtype, given.device, one_hot, validate
+                f,
+                given.batch_shape,
+                given.num_categories,
+                given.dtype,
+                given.device,
+                one_hot,
+                validate,
+                chunk_size=self.chunk_size,
             )
             return self._estimate_autoregressive(objective, given, generator)
         checked = as_logits(given)
         every_possible = validate and check_category_logits(checked.detach(), "dist", "of [*B, D]")
         check_generator_device(generator, checked.device, "dist")
         shape, dtype, device = checked.shape, checked.dtype, checked.device
-        objective = Objective(f, shape[:-2], shape[-1], dtype, device, one_hot, validate, every_possible=every_possible)
+        objective = Objective(
+            f,
+            shape[:-2],
+            shape[-1],
+            dtype,
+            device,
+            one_hot,
+            validate,
+            every_possible=every_possible,
+            chunk_size=self.chunk_size,
+        )
         return self._estimate(objective, checked, generator)
 
     @abc.abstractmethod

@@ -43,6 +43,9 @@ class Exact(Estimator):
         max_states: refuse problems with more than this many states.
         one_hot: hand ``f`` float one-hot states instead of category indices.
         validate_args: check values (see :class:`~catlog.estimator.Estimator`); ``None`` follows the class default.
+        chunk_size: evaluate ``f`` on at most this many sample rows per call (each holding
+            the whole batch ``*B``), to bound peak memory; ``None``: all in one call. The
+            result does not depend on it.
 
     Raises:
         ValueError: where $K^D$ exceeds ``max_states``, and for bad input in the call.
@@ -56,8 +59,15 @@ class Exact(Estimator):
 
     max_states = Checked(check_states)
 
-    def __init__(self, max_states: int = 2**20, *, one_hot: bool = False, validate_args: bool | None = None) -> None:
-        super().__init__(one_hot=one_hot, validate_args=validate_args)
+    def __init__(
+        self,
+        max_states: int = 2**20,
+        *,
+        one_hot: bool = False,
+        validate_args: bool | None = None,
+        chunk_size: int | None = None,
+    ) -> None:
+        super().__init__(one_hot=one_hot, validate_args=validate_args, chunk_size=chunk_size)
         self.max_states = max_states
 
     def _cost(self, num_variables: int, num_categories: int) -> Cost:

@@ -9,6 +9,9 @@ from catlog._relaxed import Relaxed, relaxed_estimate
 from catlog._sampling import gumbel_noise, logistic_noise
 from catlog._validation import check_flag
 
+CATEGORY_LAST_FROM = 16
+"""From this ``K`` on, :class:`GumbelSoftmax` draws its noise ``[N, *B, D, K]`` (below, ``[K, N, *B, D]``)."""
+
 
 class GumbelSoftmax(Relaxed):
     r"""Gumbel-Softmax (the concrete relaxation), straight-through by default.
@@ -39,6 +42,9 @@ class GumbelSoftmax(Relaxed):
         one_hot: hand ``f`` float one-hot samples instead of category indices.
         generator: the default generator of the samples (a call may override it).
         validate_args: check values (see :class:`~catlog.estimator.Estimator`); ``None`` follows the class default.
+        chunk_size: evaluate ``f`` on at most this many sample rows per call (each holding
+            the whole batch ``*B``), to bound peak memory; ``None``: all in one call. The
+            result does not depend on it.
 
     Raises:
         ValueError: for ``num_samples < 1``, a temperature that is not positive, and
@@ -61,21 +67,38 @@ class GumbelSoftmax(Relaxed):
         one_hot: bool = False,
         generator: torch.Generator | None = None,
         validate_args: bool | None = None,
+        chunk_size: int | None = None,
     ) -> None:
-        super().__init__(num_samples, temperature, one_hot=one_hot, generator=generator, validate_args=validate_args)
+        super().__init__(
+            num_samples,
+            temperature,
+            one_hot=one_hot,
+            generator=generator,
+            validate_args=validate_args,
+            chunk_size=chunk_size,
+        )
         self.straight_through = check_flag("straight_through", straight_through)
 
     def _estimate(self, objective: Objective, logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        # category first ([K, N, *B, D]): softmax and argmax over K are then fast for small K
         num_categories = logits.shape[-1]
         if num_categories == 2:
             return self._estimate_binary(objective, logits, generator)
+        # category first ([K, N, *B, D]): softmax and argmax over K are then fast for small K; from
+        # CATEGORY_LAST_FROM categories the noise is drawn category last, which compiled code then
+        # follows (eager times are the same either way; see docs/performance_guide.md)
         log_probs = logits.log_softmax(-1).movedim(-1, 0).unsqueeze(1)
-        noise = gumbel_noise((num_categories, self.num_samples, *logits.shape[:-1]), logits, generator)
-        scores = (noise + log_probs) / self.temperature
-        soft = scores.softmax(0)
-        hard = scores.detach().max(0).indices if self.straight_through else None
-        return relaxed_estimate(objective, soft, hard)
+        if num_categories >= CATEGORY_LAST_FROM:
+            noise = gumbel_noise((self.num_samples, *logits.shape), logits, generator).movedim(-1, 1)
+        else:
+            noise = gumbel_noise((num_categories, self.num_samples, *logits.shape[:-1]), logits, generator).movedim(
+                1, 0
+            )
+
+        def relax(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+            scores = (rows.movedim(1, 0) + log_probs) / self.temperature
+            return scores.softmax(0), scores.detach().max(0).indices if self.straight_through else None
+
+        return relaxed_estimate(objective, relax, noise)  # noise: [N, K, *B, D], rows first
 
     def _estimate_binary(
         self, objective: Objective, logits: torch.Tensor, generator: torch.Generator | None
@@ -84,7 +107,11 @@ class GumbelSoftmax(Relaxed):
         logistic ``L`` (the law of ``G_1 - G_0``), one uniform per variable instead of two Gumbels;
         the same distribution of ``y`` and of the hard sample ``1[y_1 > 1/2]``, other draws."""
         noise = logistic_noise((self.num_samples, *logits.shape[:-1]), logits, generator)
-        scores = (logits[..., 1] - logits[..., 0] + noise) / self.temperature
-        one = scores.sigmoid()
-        hard = (scores.detach() > 0).long() if self.straight_through else None
-        return relaxed_estimate(objective, torch.stack([1 - one, one]), hard)
+        difference = logits[..., 1] - logits[..., 0]
+
+        def relax(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+            scores = (difference + rows) / self.temperature
+            one = scores.sigmoid()
+            return torch.stack([1 - one, one]), (scores.detach() > 0).long() if self.straight_through else None
+
+        return relaxed_estimate(objective, relax, noise)

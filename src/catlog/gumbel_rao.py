@@ -76,6 +76,9 @@ class GumbelRao(Relaxed):
         one_hot: hand ``f`` float one-hot samples instead of category indices.
         generator: the default generator of the samples (a call may override it).
         validate_args: check values (see :class:`~catlog.estimator.Estimator`); ``None`` follows the class default.
+        chunk_size: evaluate ``f`` on at most this many sample rows per call (each holding
+            the whole batch ``*B``), to bound peak memory; ``None``: all in one call. The
+            result does not depend on it.
 
     Raises:
         ValueError: as :class:`GumbelSoftmax`, and for ``num_rao_samples < 1``.
@@ -97,8 +100,16 @@ class GumbelRao(Relaxed):
         one_hot: bool = False,
         generator: torch.Generator | None = None,
         validate_args: bool | None = None,
+        chunk_size: int | None = None,
     ) -> None:
-        super().__init__(num_samples, temperature, one_hot=one_hot, generator=generator, validate_args=validate_args)
+        super().__init__(
+            num_samples,
+            temperature,
+            one_hot=one_hot,
+            generator=generator,
+            validate_args=validate_args,
+            chunk_size=chunk_size,
+        )
         self.num_rao_samples = num_rao_samples
 
     def _estimate(self, objective: Objective, logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -107,5 +118,8 @@ class GumbelRao(Relaxed):
         hard = sample_by_inversion(fixed.exp(), (self.num_samples,), generator)  # [N, *B, D]
         noise = conditional_gumbel(fixed, hard, self.num_rao_samples, generator)  # [K, R, N, *B, D]
         theta = log_probs.movedim(-1, 0).unsqueeze(1).unsqueeze(1)
-        soft = ((theta + noise) / self.temperature).softmax(0).mean(1)
-        return relaxed_estimate(objective, soft, hard)
+
+        def relax(rows: torch.Tensor, draws: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return ((theta + draws.movedim(0, 2)) / self.temperature).softmax(0).mean(1), rows
+
+        return relaxed_estimate(objective, relax, hard, noise.movedim(2, 0))

@@ -11,7 +11,7 @@ from catlog._objective import Objective
 from catlog._perturbation import category_means
 from catlog._sampling import sample_by_inversion, sample_categorical
 from catlog._surrogate import PATHWISE, Pathwise, catlog_estimate
-from catlog._validation import Checked, check_choice, check_chunk_size, check_flag, check_samples
+from catlog._validation import Checked, check_choice, check_flag, check_samples
 from catlog.control_variates import ControlVariate, Taylor
 from catlog.estimator import Cost, Estimator
 
@@ -97,7 +97,6 @@ class IndeCateR(Estimator):
     """
 
     num_samples = Checked(check_samples(1))
-    chunk_size = Checked(check_chunk_size)
 
     def __init__(
         self,

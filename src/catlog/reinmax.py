@@ -41,6 +41,9 @@ class ReinMax(Relaxed):
         one_hot: hand ``f`` float one-hot samples instead of category indices.
         generator: the default generator of the samples (a call may override it).
         validate_args: check values (see :class:`~catlog.estimator.Estimator`); ``None`` follows the class default.
+        chunk_size: evaluate ``f`` on at most this many sample rows per call (each holding
+            the whole batch ``*B``), to bound peak memory; ``None``: all in one call. The
+            result does not depend on it.
 
     Raises:
         ValueError: as :class:`GumbelSoftmax`.
@@ -58,9 +61,12 @@ class ReinMax(Relaxed):
         theta = log_probs.movedim(-1, 0).unsqueeze(1)
         fixed = theta.detach()
         categories = torch.arange(theta.shape[0], device=theta.device).view(-1, *([1] * (theta.ndim - 1)))
-        sample = (categories == hard).to(theta.dtype)
         pi0 = theta.exp()
-        pi1 = (sample + (fixed / self.temperature).softmax(0)) / 2
-        shift = (pi1.log() - fixed).masked_fill(fixed == -math.inf, 0.0)
-        pi1 = (shift + theta).softmax(0)
-        return relaxed_estimate(objective, 2 * pi1 - pi0 / 2, hard)
+        tempered = (fixed / self.temperature).softmax(0)
+
+        def relax(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            pi1 = ((categories == rows).to(theta.dtype) + tempered) / 2
+            shift = (pi1.log() - fixed).masked_fill(fixed == -math.inf, 0.0)
+            return 2 * (shift + theta).softmax(0) - pi0 / 2, rows
+
+        return relaxed_estimate(objective, relax, hard)

@@ -31,8 +31,9 @@ class LearnedControlVariate(Estimator):
         one_hot: bool,
         generator: torch.Generator | None,
         validate_args: bool | None,
+        chunk_size: int | None,
     ) -> None:
-        super().__init__(one_hot=one_hot, generator=generator, validate_args=validate_args)
+        super().__init__(one_hot=one_hot, generator=generator, validate_args=validate_args, chunk_size=chunk_size)
         self.num_samples = num_samples
         self.temperature = check_positive("temperature", temperature)
         self.log_temperature = nn.Parameter(torch.tensor(math.log(self.temperature)))
@@ -128,6 +129,9 @@ class REBAR(LearnedControlVariate):
         one_hot: hand ``f`` float one-hot samples instead of category indices.
         generator: the default generator of the samples (a call may override it).
         validate_args: check values (see :class:`~catlog.estimator.Estimator`); ``None`` follows the class default.
+        chunk_size: evaluate ``f`` (and the control variate) on at most this many sample rows
+            per call, to bound peak memory; ``None``: all in one call. The result does not
+            depend on it.
     """
 
     def __init__(
@@ -139,8 +143,16 @@ class REBAR(LearnedControlVariate):
         one_hot: bool = False,
         generator: torch.Generator | None = None,
         validate_args: bool | None = None,
+        chunk_size: int | None = None,
     ) -> None:
-        super().__init__(num_samples, temperature, one_hot=one_hot, generator=generator, validate_args=validate_args)
+        super().__init__(
+            num_samples,
+            temperature,
+            one_hot=one_hot,
+            generator=generator,
+            validate_args=validate_args,
+            chunk_size=chunk_size,
+        )
         if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
             raise ValueError(f"scale: expected a finite number, got {scale!r}")
         self.scale = float(scale)
@@ -211,6 +223,9 @@ class RELAX(LearnedControlVariate):
         one_hot: hand ``f`` float one-hot samples instead of category indices.
         generator: the default generator of the samples (a call may override it).
         validate_args: check values (see :class:`~catlog.estimator.Estimator`); ``None`` follows the class default.
+        chunk_size: evaluate ``f`` (and the control variate) on at most this many sample rows
+            per call, to bound peak memory; ``None``: all in one call. The result does not
+            depend on it.
     """
 
     def __init__(
@@ -222,8 +237,16 @@ class RELAX(LearnedControlVariate):
         one_hot: bool = False,
         generator: torch.Generator | None = None,
         validate_args: bool | None = None,
+        chunk_size: int | None = None,
     ) -> None:
-        super().__init__(num_samples, temperature, one_hot=one_hot, generator=generator, validate_args=validate_args)
+        super().__init__(
+            num_samples,
+            temperature,
+            one_hot=one_hot,
+            generator=generator,
+            validate_args=validate_args,
+            chunk_size=chunk_size,
+        )
         if not callable(surrogate):
             raise ValueError(
                 f"surrogate: expected a module or callable mapping [M, *B, D, K] to [M, *B], got {surrogate!r}"

@@ -147,7 +147,7 @@ def _completion_values(
     counts = possible.sum(-1)
     ranks = (possible.cumsum(-1) - 1).movedim(-2, 1)
     by_rank = torch.argsort((~possible).to(torch.uint8), dim=-1, stable=True).movedim(-2, 1)
-    pair_variable, pair_offset = offset_pairs(counts)
+    pair_variable, pair_offset = offset_pairs(counts, num_categories, skip_impossible=True)
     d = pair_variable.repeat_interleave(num_samples)
     j = pair_offset.repeat_interleave(num_samples)
     n = torch.arange(num_samples, device=base.device).repeat(pair_variable.shape[0])

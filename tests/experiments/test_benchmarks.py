@@ -48,7 +48,9 @@ def test_side_by_side_interleaves_both_workers(tmp_path: Path, load_script) -> N
     options += ["--config", "fig1-12x3", "--estimator", "IndeCateR", "--rounds", "3", "--block-seconds", "0"]
     assert side_by_side.main([*options, "--out", str(tmp_path / "out")]) == 0
     result = json.loads((tmp_path / "out" / "side_by_side.json").read_text())
-    (row,) = result["rows"]
+    plain, row = result["rows"]  # one row per process setting of ours, against the same TF blocks
+    assert (plain["settings"], row["settings"]) == ("plain", "experiments")
+    assert plain["tf_ms"] == row["tf_ms"] and plain["rounds"] == 3
     assert (row["config"], row["estimator"], row["tf_case"], row["rounds"]) == (
         "fig1-12x3",
         "IndeCateR 1",
@@ -62,7 +64,7 @@ def test_side_by_side_interleaves_both_workers(tmp_path: Path, load_script) -> N
     assert row["cpu_ratio_median"] == pytest.approx(row["ours_cpu_ms"] / 4.0, rel=1.0)
     settings = result["settings"]
     assert settings["ours_threads"] == 1 and settings["tf_intra_op_threads"] == settings["tf_inter_op_threads"] == 1
-    assert (tmp_path / "out" / "side_by_side.csv").read_text().startswith("config,estimator,tf_case,")
+    assert (tmp_path / "out" / "side_by_side.csv").read_text().startswith("config,estimator,settings,tf_case,")
 
 
 @pytest.mark.parametrize("mode", ["f", "step"])

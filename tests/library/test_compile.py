@@ -19,6 +19,10 @@ ESTIMATORS = {
     "indecater": lambda: catlog.IndeCateR(2, validate_args=False),
     "indecater-per-variable": lambda: catlog.IndeCateR(2, per_variable=True, validate_args=False),
     "indecater-all-rows": lambda: catlog.IndeCateR(2, pathwise="all", validate_args=False),
+    "indecater-chunks": lambda: catlog.IndeCateR(2, chunk_size=3, validate_args=False),
+    "indecater-chunks-all-rows": lambda: catlog.IndeCateR(2, chunk_size=3, pathwise="all", validate_args=False),
+    "rloo-chunks": lambda: catlog.RLOO(5, chunk_size=2, validate_args=False),
+    "gumbel-softmax-chunks": lambda: catlog.GumbelSoftmax(5, chunk_size=2, validate_args=False),
     "reinforce": lambda: catlog.REINFORCE(3, validate_args=False),
     "rloo": lambda: catlog.RLOO(3, validate_args=False),
     "gumbel-softmax": lambda: catlog.GumbelSoftmax(3, validate_args=False),
@@ -26,7 +30,7 @@ ESTIMATORS = {
     "reinmax": lambda: catlog.ReinMax(2, validate_args=False),
     "gumbel-rao": lambda: catlog.GumbelRao(2, 3, validate_args=False),
 }
-QUICK = ["indecater", "indecater-per-variable", "reinforce", "rloo", "gumbel-softmax"]
+QUICK = ["indecater", "indecater-chunks", "indecater-per-variable", "reinforce", "rloo", "gumbel-softmax"]
 
 
 def loss_of(estimator: catlog.Estimator):
@@ -38,28 +42,33 @@ def loss_of(estimator: catlog.Estimator):
     return loss
 
 
-def logits_with(impossible: bool) -> torch.Tensor:
-    logits = torch.randn(4, 5, 2)
+def logits_with(impossible: bool, num_categories: int) -> torch.Tensor:
+    logits = torch.randn(4, 5, num_categories)
     if impossible:
         logits[:, 1:, 1] = -math.inf
     return logits.requires_grad_()
 
 
 CASES = (
-    [(name, False) for name in QUICK]
-    + [pytest.param(name, False, marks=pytest.mark.slow) for name in sorted(set(ESTIMATORS) - set(QUICK))]
+    [(name, False, 2) for name in QUICK]
+    + [pytest.param(name, False, 2, marks=pytest.mark.slow) for name in sorted(set(ESTIMATORS) - set(QUICK))]
     + [
-        ("indecater", True),  # every offset is evaluated, impossible rows keep the sample: no branch on the data
-        pytest.param("reinforce", True, marks=pytest.mark.slow),
-        pytest.param("gumbel-softmax", True, marks=pytest.mark.slow),
+        # every offset is evaluated, impossible rows keep the sample: no branch on the data
+        ("indecater", True, 2),
+        ("indecater", True, 3),
+        ("indecater-chunks", True, 3),  # the general path with ranks, chunked: no offsets found from the data
+        ("indecater-chunks-all-rows", False, 3),
+        pytest.param("rloo-chunks", False, 3, marks=pytest.mark.slow),
+        pytest.param("reinforce", True, 3, marks=pytest.mark.slow),
+        pytest.param("gumbel-softmax", True, 3, marks=pytest.mark.slow),
     ]
 )
 
 
-@pytest.mark.parametrize(("name", "impossible"), CASES)
-def test_estimate_compiles_into_one_graph_with_its_backward(name: str, impossible: bool) -> None:
+@pytest.mark.parametrize(("name", "impossible", "num_categories"), CASES)
+def test_estimate_compiles_into_one_graph_with_its_backward(name: str, impossible: bool, num_categories: int) -> None:
     torch._dynamo.reset()
-    logits = logits_with(impossible)
+    logits = logits_with(impossible, num_categories)
     compiled = torch.compile(loss_of(ESTIMATORS[name]()), fullgraph=True, backend="aot_eager")
     compiled(logits).backward()
     assert logits.grad is not None and bool(torch.isfinite(logits.grad).all())
@@ -70,4 +79,4 @@ def test_with_validation_on_the_graph_breaks() -> None:
     torch._dynamo.reset()
     compiled = torch.compile(loss_of(catlog.IndeCateR(2, validate_args=True)), fullgraph=True, backend="aot_eager")
     with pytest.raises(Exception, match="(?i)graph break|data-dependent|Unsupported"):
-        compiled(logits_with(False))
+        compiled(logits_with(False, 2))

@@ -103,7 +103,10 @@ def test_evaluates_its_cost_once_with_autograd_and_is_reproducible() -> None:
     (value_a, grad_a), (value_b, grad_b) = run(), run()
     assert torch.equal(value_a, value_b) and torch.equal(grad_a, grad_b)
     assert rows == [8, 8] and catlog.DisARM(4).cost(7, 2) == catlog.Cost(samples=8, evaluations=8)
-    assert repr(catlog.DisARM(4)) == "DisARM(num_pairs=4, one_hot=False, generator=None, validate_args=None)"
+    assert (
+        repr(catlog.DisARM(4))
+        == "DisARM(num_pairs=4, one_hot=False, generator=None, validate_args=None, chunk_size=None)"
+    )
 
 
 def test_pathwise_gradient_is_the_mean_over_both_samples() -> None:

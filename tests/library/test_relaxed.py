@@ -42,11 +42,11 @@ def test_forward_values_are_exact_samples(name: str) -> None:
 
 def test_reprs() -> None:
     assert repr(catlog.ReinMax(4, temperature=1.5)) == (
-        "ReinMax(num_samples=4, temperature=1.5, one_hot=False, generator=None, validate_args=None)"
+        "ReinMax(num_samples=4, temperature=1.5, one_hot=False, generator=None, validate_args=None, chunk_size=None)"
     )
     assert repr(catlog.GumbelRao(5, 7)) == (
         "GumbelRao(num_samples=5, num_rao_samples=7, temperature=1.0, "
-        "one_hot=False, generator=None, validate_args=None)"
+        "one_hot=False, generator=None, validate_args=None, chunk_size=None)"
     )
 
 
