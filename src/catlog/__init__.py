@@ -13,7 +13,7 @@ from catlog.gumbel_rao import GumbelRao
 from catlog.indecater import IndeCateR
 from catlog.reinmax import ReinMax
 from catlog.scater import SCateR
-from catlog.score_function import REINFORCE, RLOO
+from catlog.score_function import GRPO, REINFORCE, RLOO
 
 __all__ = [
     "Autoregressive",
@@ -21,6 +21,7 @@ __all__ = [
     "DisARM",
     "Estimator",
     "Exact",
+    "GRPO",
     "GumbelRao",
     "GumbelSoftmax",
     "IndeCateR",

@@ -23,6 +23,8 @@ from catlog.experiments import (
     dvae,
     dvae_plot,
     estimators,
+    plan,
+    policy_training,
     sweep,
     synthetic_gradients,
     synthetic_optimise,
@@ -42,6 +44,8 @@ COMMANDS: tuple[Command, ...] = (
     *dvae_plot.COMMANDS,
     *compare.COMMANDS,
     *sweep.COMMANDS,
+    *plan.COMMANDS,
+    *policy_training.COMMANDS,
 )
 EXIT_RUN_ERROR = 1
 

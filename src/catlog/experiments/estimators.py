@@ -58,11 +58,19 @@ METHODS: dict[str, Family] = {
         "IndeCateR, N samples per variable",
         lambda n, b: catlog.IndeCateR(n, per_variable=True, chunk_size=b.chunk_size),
     ),
+    "scater": Family(
+        "SCateR, N base samples shared by all variables (IndeCateR on independent variables)",
+        lambda n, b: catlog.SCateR(n, chunk_size=b.chunk_size),
+    ),
+    "scater-pv": Family(
+        "SCateR, N base samples per variable", lambda n, b: catlog.SCateR(n, per_variable=True, chunk_size=b.chunk_size)
+    ),
 }
 # Baselines: each gives NAME-s (N samples) and NAME-f (D*K*N samples).
 BASELINES: dict[str, Family] = {
     "reinforce": Family("REINFORCE", lambda n, b: catlog.REINFORCE(n)),
     "rloo": Family("REINFORCE leave-one-out", lambda n, b: catlog.RLOO(n)),
+    "grpo": Family("GRPO's group-normalised advantage (f - mean) / std, biased", lambda n, b: catlog.GRPO(n)),
     "gs": Family(
         "Gumbel-Softmax, relaxed samples", lambda n, b: catlog.GumbelSoftmax(n, b.temperature, straight_through=False)
     ),
@@ -81,6 +89,12 @@ RULES: dict[str, tuple[str, Callable[[Budget], int]]] = {
     "f": ("D*K*N samples (equal evaluations)", lambda b: b.num_variables * b.num_categories * b.samples),
 }
 NAMES: tuple[str, ...] = (*METHODS, *(f"{base}-{rule}" for base in BASELINES for rule in RULES))
+# The names whose estimators take an autoregressive distribution (catlog.Autoregressive).
+AUTOREGRESSIVE: tuple[str, ...] = (
+    "scater",
+    "scater-pv",
+    *(f"{base}-{rule}" for base in ("reinforce", "rloo", "grpo") for rule in RULES),
+)
 
 
 def make(name: str, budget: Budget) -> catlog.Estimator:

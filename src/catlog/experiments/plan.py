@@ -1,0 +1,146 @@
+"""``catlog plan``: open-loop (or closed-loop) planning in a deterministic gymnasium environment.
+
+A plan is ``D`` (``--horizon``) actions from the environment's start state; the policy
+is an autoregressive GRU over the plan (:mod:`catlog.experiments.policies`), conditioned
+on the previous actions (``--condition actions``, open loop) or on the states they
+reach (``--condition states``, closed loop), with the start state as its context. The
+objective is the episode return of the plan, computed for every sampled and completed
+plan at once by a tensor simulator built from gymnasium's transition table
+(:mod:`catlog.experiments.gym_simulator`): FrozenLake's 1 at the goal, CliffWalking's
+-1 per step and -100 at the cliff, Taxi's -1 per step, -10 per illegal action and +20
+at the drop-off. ``success_rate`` is the fraction of sampled plans that reach the goal.
+
+Example: ``catlog plan --env FrozenLake-v1 --map 4x4 --estimator scater --time-budget 60 --out DIR``.
+Training loop, options and files: :mod:`catlog.experiments.policy_training`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+import torch
+
+import catlog
+from catlog.experiments import common, policy_training
+from catlog.experiments.gym_simulator import ENVIRONMENTS, FROZEN_LAKE_MAPS, TabularSimulator, make_env
+from catlog.experiments.policies import Inputs, SequencePolicy, previous_choices
+
+# Default horizon per environment (and FrozenLake map): a little above the shortest successful plan.
+HORIZONS: dict[str, int] = {"FrozenLake-v1:4x4": 10, "FrozenLake-v1:8x8": 20, "CliffWalking-v1": 20, "Taxi-v4": 20}
+CONDITIONS: tuple[str, ...] = ("actions", "states")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlanConfig(policy_training.PolicyTrainingConfig):
+    """Settings of ``catlog plan``: the environment, the horizon, what the policy reads, and training."""
+
+    env: str = "FrozenLake-v1"
+    map: str = "4x4"
+    horizon: int | None = None
+    condition: str = "actions"
+    starts: int = 1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.env not in ENVIRONMENTS:
+            raise common.OptionError("--env", f"expected one of {', '.join(ENVIRONMENTS)}, got {self.env!r}")
+        if self.map not in FROZEN_LAKE_MAPS:
+            raise common.OptionError("--map", f"expected one of {', '.join(FROZEN_LAKE_MAPS)}, got {self.map!r}")
+        if self.horizon is not None:
+            common.check_at_least("--horizon", self.horizon, 1)
+        if self.condition not in CONDITIONS:
+            raise common.OptionError("--condition", f"expected one of {', '.join(CONDITIONS)}, got {self.condition!r}")
+        common.check_at_least("--starts", self.starts, 1)
+
+    @property
+    def plan_length(self) -> int:
+        """``--horizon``, or the environment's default from :data:`HORIZONS`."""
+        key = f"{self.env}:{self.map}" if self.env.startswith("FrozenLake") else self.env
+        return self.horizon if self.horizon is not None else HORIZONS[key]
+
+
+class PlanningTask:
+    """Plans of ``D`` actions from the start states ``[B]`` of a :class:`TabularSimulator`.
+
+    Args:
+        simulator: the environment's tensor simulator.
+        starts: ``LongTensor[B]``, one planning problem per start state (the batch).
+        horizon: ``D``.
+        condition: ``"actions"`` (open loop) or ``"states"`` (closed loop).
+        dtype: floating dtype of the policy and the returns.
+    """
+
+    def __init__(
+        self, simulator: TabularSimulator, starts: torch.Tensor, horizon: int, condition: str, dtype: torch.dtype
+    ) -> None:
+        self.simulator, self.starts = simulator, starts
+        self.num_variables, self.num_categories = horizon, simulator.num_actions
+        self.condition = condition
+        self.context = torch.nn.functional.one_hot(starts, simulator.num_states).to(dtype)
+
+    def _inputs(self) -> Inputs:
+        if self.condition == "actions":
+            return previous_choices(self.num_categories)
+        return lambda x, d: self.simulator.states(self.starts, x[..., :d])
+
+    def policy(self, hidden: int) -> SequencePolicy:
+        """A GRU reading previous actions (and a start token) or visited states; the start state is its context."""
+        inputs = self.num_categories + 1 if self.condition == "actions" else self.simulator.num_states
+        return SequencePolicy(inputs, self.num_categories, self.simulator.num_states, hidden)
+
+    def distribution(self, policy: torch.nn.Module) -> catlog.Autoregressive:
+        """The policy's plans, batch ``[B]`` (start states)."""
+        assert isinstance(policy, SequencePolicy)
+        return policy.distribution(self.context, self.num_variables, self._inputs())
+
+    def reward(self, x: torch.Tensor) -> torch.Tensor:
+        """The episode return of plans ``x: LongTensor[M, B, D]``: ``[M, B]``."""
+        return self.simulator.episode_return(self.starts, x).to(self.context.dtype)
+
+    def evaluate(self, policy: torch.nn.Module, samples: int, generator: torch.Generator) -> dict[str, float]:
+        """``success_rate`` and mean ``return`` of ``samples`` fresh plans per start state."""
+        plans = self.distribution(policy).sample((samples,), generator=generator)
+        rollout = self.simulator.rollout(self.starts, plans)
+        return {
+            "success_rate": float(rollout.success.double().mean()),
+            "return": float(rollout.rewards.double().sum(-1).mean()),
+        }
+
+
+def make_task(config: PlanConfig) -> PlanningTask:
+    """The planning task of ``config``: its environment, ``--starts`` start states drawn with ``--seed``."""
+    simulator = TabularSimulator.from_env(make_env(config.env, config.map), config.torch_dtype)
+    order = torch.randperm(len(simulator.start_states), generator=torch.Generator().manual_seed(config.seed))
+    starts = simulator.start_states[order[: config.starts]]
+    return PlanningTask(simulator, starts, config.plan_length, config.condition, config.torch_dtype)
+
+
+def run(config: PlanConfig) -> int:
+    """Train one planning policy (see the module docstring)."""
+    return policy_training.run(config, "plan", make_task)
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """The options of ``catlog plan`` (without the common ones)."""
+    problem = parser.add_argument_group("problem")
+    problem.add_argument("--env", default="FrozenLake-v1", choices=list(ENVIRONMENTS), help="gymnasium environment")
+    problem.add_argument("--map", default="4x4", choices=FROZEN_LAKE_MAPS, help="FrozenLake's map")
+    problem.add_argument("--horizon", type=int, default=None, help=f"plan length D (None: {HORIZONS})")
+    problem.add_argument(
+        "--condition", default="actions", choices=CONDITIONS, help="the policy reads previous actions or states"
+    )
+    problem.add_argument("--starts", type=int, default=1, help="start states planned for at once (Taxi has 300)")
+    policy_training.add_training_options(parser.add_argument_group("training"))
+
+
+COMMANDS = (
+    common.Command(
+        "plan",
+        help="train a planning policy in a deterministic gymnasium environment",
+        description=__doc__,
+        add_options=add_options,
+        config=lambda args: common.config_from_args(PlanConfig, args),
+        run=run,
+    ),
+)

@@ -1,0 +1,364 @@
+"""The training loop of ``catlog plan`` and ``catlog generate``: an autoregressive policy against a reward.
+
+A :class:`Task` gives the policy network, its distribution over ``D`` choices of ``K``
+for a batch of contexts, the reward ``f`` (the objective ``E_p[f(X)]`` the estimator
+differentiates) and the metrics of sampled sequences. :func:`train` runs Adam on
+``-mean_B E_p[f]`` with one estimator of the experiments' vocabulary until
+``--iterations`` or ``--time-budget`` (process CPU seconds of the training steps,
+robust on a shared machine) is reached, and writes into the run folder
+
+- ``log.csv``: every ``--log-every`` iterations: ``iteration``, ``evaluations`` (rows of
+  ``f`` per context so far, from ``estimator.cost``), ``cpu_s`` and ``wall_s`` (training
+  only) and the task's metrics on ``--eval-samples`` fresh sequences per context
+  (e.g. ``success_rate``, ``return``); evaluation is not timed;
+- ``variance.csv``: at the iterations of ``--variance-at``, the variance of the policy
+  gradient over ``--variance-repeats`` estimates at the current parameters (the trace of
+  the covariance over the parameters, :func:`catlog.experiments.common.gradient_variance`)
+  and the same divided by the squared norm of their mean (scale-free: GRPO rescales);
+- ``checkpoint.pt`` at every log (``--resume`` continues from it exactly);
+- ``summary.json`` at the end, and ``curves.png`` with ``--plot``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+import catlog
+from catlog.experiments import common, estimators, run_folder
+
+# Settings a resumed run may change; any other difference from the saved config is refused.
+MAY_CHANGE: tuple[str, ...] = ("iterations", "time_budget", "device", "threads", "out", "resume", "overwrite", "plot")
+DEFAULT_ITERATIONS = 200
+
+
+class Task(Protocol):
+    """What :func:`train` needs of a problem."""
+
+    num_variables: int
+    num_categories: int
+
+    def policy(self, hidden: int) -> torch.nn.Module:
+        """A fresh policy network of width ``hidden``."""
+
+    def distribution(self, policy: torch.nn.Module) -> catlog.Autoregressive:
+        """The policy's distribution over ``D`` choices for the training contexts (batch ``B``)."""
+
+    def reward(self, x: torch.Tensor) -> torch.Tensor:
+        """``f``: ``LongTensor[M, *B, D]`` -> ``[M, *B]`` on the training contexts."""
+
+    def evaluate(self, policy: torch.nn.Module, samples: int, generator: torch.Generator) -> dict[str, float]:
+        """Metrics of ``samples`` fresh sequences per context (no autograd)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class PolicyTrainingConfig(common.RunOptions):
+    """The training options that ``plan`` and ``generate`` share (see :func:`add_training_options`)."""
+
+    estimator: str = "scater"
+    samples: int = 1
+    iterations: int | None = None
+    time_budget: float | None = None
+    lr: float = 3e-3
+    hidden: int = 64
+    log_every: int = 10
+    eval_samples: int = 256
+    variance_at: tuple[int, ...] = (0,)
+    variance_repeats: int = 20
+    resume: bool = False
+    plot: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.estimator not in estimators.AUTOREGRESSIVE:
+            raise common.OptionError(
+                "--estimator", f"expected one of {', '.join(estimators.AUTOREGRESSIVE)}, got {self.estimator!r}"
+            )
+        minimum = 2 if self.estimator.startswith(("rloo", "grpo")) else 1
+        common.check_at_least("--samples", self.samples, minimum)
+        if self.iterations is not None:
+            common.check_at_least("--iterations", self.iterations, 0)
+        if self.time_budget is not None and self.time_budget <= 0:
+            raise common.OptionError("--time-budget", f"expected a positive number of seconds, got {self.time_budget}")
+        if self.lr <= 0:
+            raise common.OptionError("--lr", f"expected a positive learning rate, got {self.lr}")
+        common.check_at_least("--hidden", self.hidden, 1)
+        common.check_at_least("--log-every", self.log_every, 1)
+        common.check_at_least("--eval-samples", self.eval_samples, 1)
+        common.check_at_least("--variance-repeats", self.variance_repeats, 2)
+        if self.resume and self.out is None:
+            raise common.OptionError("--resume", "expected --out naming the run folder to resume, got none")
+
+    @property
+    def max_iterations(self) -> int | None:
+        """``--iterations``; :data:`DEFAULT_ITERATIONS` when neither it nor ``--time-budget`` is given."""
+        if self.iterations is not None or self.time_budget is not None:
+            return self.iterations
+        return DEFAULT_ITERATIONS
+
+
+def add_training_options(parser: argparse.ArgumentParser) -> None:
+    """The options of :class:`PolicyTrainingConfig` (without the common ones)."""
+    parser.add_argument("--estimator", default="scater", choices=estimators.AUTOREGRESSIVE, help="gradient estimator")
+    parser.add_argument("--samples", type=int, default=1, help="N: SCateR's base samples; -s/-f rules scale from it")
+    parser.add_argument(
+        "--iterations", type=int, default=None, help=f"Adam steps ({DEFAULT_ITERATIONS} if no --time-budget)"
+    )
+    parser.add_argument("--time-budget", type=float, default=None, help="CPU seconds of training (evaluation excluded)")
+    parser.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate")
+    parser.add_argument("--hidden", type=int, default=64, help="GRU width of the policy")
+    parser.add_argument("--log-every", type=int, default=10, help="iterations between log rows and checkpoints")
+    parser.add_argument("--eval-samples", type=int, default=256, help="fresh sequences per context at each log row")
+    parser.add_argument(
+        "--variance-at", type=int, nargs="*", default=[0], help="iterations at which the gradient variance is measured"
+    )
+    parser.add_argument("--variance-repeats", type=int, default=20, help="gradient estimates per variance measurement")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint.pt")
+    parser.add_argument("--plot", action="store_true", help="also draw curves.png (see `catlog policy-plot`)")
+
+
+@dataclass
+class TrainState:
+    """What a checkpoint holds besides the networks: progress, clocks, the log so far."""
+
+    iteration: int = 0
+    evaluations: int = 0
+    cpu_s: float = 0.0
+    wall_s: float = 0.0
+    logged_at: int = -1
+    rows: list[dict[str, float]] = field(default_factory=list)
+    variances: list[dict[str, float]] = field(default_factory=list)
+
+
+def policy_gradient_variance(
+    task: Task, policy: torch.nn.Module, estimator: catlog.Estimator, repeats: int, generator: torch.Generator
+) -> dict[str, float]:
+    """``repeats`` estimates of ``grad mean_B E_p[f]`` at the current parameters: the trace of their
+    covariance (``variance``) and that over the squared norm of their mean (``relative_variance``)."""
+    parameters = [p for p in policy.parameters() if p.requires_grad]
+    estimates = []
+    for _ in range(repeats):
+        value = estimator(task.reward, task.distribution(policy), generator=generator).mean()
+        grads = torch.autograd.grad(value, parameters, allow_unused=True)
+        estimates.append(
+            torch.cat([(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(grads, parameters)])
+        )
+    stacked = torch.stack(estimates)
+    variance = common.gradient_variance(stacked)
+    mean_norm = float(stacked.double().mean(0).square().sum())
+    relative = variance * stacked.shape[1] / mean_norm if mean_norm > 0 else float("inf")
+    return {"variance": variance, "relative_variance": relative}
+
+
+def _evaluation_generator(seed: int, iteration: int) -> torch.Generator:
+    """The fixed stream of the evaluation at ``iteration``: the same for every estimator of one seed."""
+    return torch.Generator().manual_seed(1_000_003 * seed + iteration)
+
+
+def train(config: PolicyTrainingConfig, task: Task, out: Path) -> dict[str, Any]:
+    """Train ``task``'s policy as ``config`` says, writing into the open run folder ``out``; returns the summary."""
+    common.apply_threads(config.threads)
+    torch.manual_seed(config.seed)
+    policy = task.policy(config.hidden).to(config.torch_dtype)
+    optimiser = torch.optim.Adam(policy.parameters(), lr=config.lr)
+    budget = estimators.Budget(config.samples, task.num_variables, task.num_categories)
+    estimator = estimators.make(config.estimator, budget)
+    cost = estimator.cost(task.num_variables, task.num_categories).evaluations
+    generator = torch.Generator().manual_seed(config.seed + 1)
+    state = TrainState()
+    checkpoint = out / run_folder.CHECKPOINT
+    if config.resume:
+        saved = run_folder.load_checkpoint(checkpoint)
+        policy.load_state_dict(saved["policy"])
+        optimiser.load_state_dict(saved["optimiser"])
+        generator.set_state(saved["generator"])
+        state = TrainState(**saved["state"])
+    clock = common.Clock(wall_s=state.wall_s, cpu_s=state.cpu_s)
+
+    def step() -> None:
+        optimiser.zero_grad()
+        (-estimator(task.reward, task.distribution(policy), generator=generator).mean()).backward()
+        optimiser.step()
+
+    def out_of_budget() -> bool:
+        limit = config.max_iterations
+        return (limit is not None and state.iteration >= limit) or (
+            config.time_budget is not None and clock.cpu_s >= config.time_budget
+        )
+
+    def log() -> None:
+        with torch.no_grad():
+            metrics = task.evaluate(policy, config.eval_samples, _evaluation_generator(config.seed, state.iteration))
+        row = {
+            "iteration": state.iteration,
+            "evaluations": state.evaluations,
+            "cpu_s": round(clock.cpu_s, 4),
+            "wall_s": round(clock.wall_s, 4),
+            **metrics,
+        }
+        state.rows.append(row)
+        state.logged_at = state.iteration
+        common.write_csv(out / "log.csv", state.rows)
+        state.cpu_s, state.wall_s = clock.cpu_s, clock.wall_s
+        run_folder.save_checkpoint(
+            checkpoint,
+            {
+                "policy": policy.state_dict(),
+                "optimiser": optimiser.state_dict(),
+                "generator": generator.get_state(),
+                "state": vars(state),
+            },
+        )
+        print(f"iteration {state.iteration}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()), flush=True)
+
+    while True:
+        if state.iteration in config.variance_at and not any(
+            row["iteration"] == state.iteration for row in state.variances
+        ):
+            measured = policy_gradient_variance(
+                task, policy, estimator, config.variance_repeats, _evaluation_generator(config.seed, state.iteration)
+            )
+            state.variances.append({"iteration": state.iteration, **measured})
+            common.write_csv(out / "variance.csv", state.variances)
+        stop = out_of_budget()
+        if state.logged_at != state.iteration and (stop or state.iteration % config.log_every == 0):
+            log()
+        if stop:
+            break
+        clock.timed(step)
+        state.iteration += 1
+        state.evaluations += cost
+    summary = {
+        "estimator": config.estimator,
+        "repr": repr(estimator),
+        "evaluations_per_iteration": cost,
+        "iterations": state.iteration,
+        "evaluations": state.evaluations,
+        "cpu_s": clock.cpu_s,
+        "wall_s": clock.wall_s,
+        "final": state.rows[-1],
+        "first": state.rows[0],
+        "variance": state.variances,
+    }
+    common.write_json(out / "summary.json", summary)
+    if config.plot:
+        print(f"plot: {plot_runs([out], out / 'curves.png')}")
+    return summary
+
+
+def run(config: PolicyTrainingConfig, experiment: str, make_task: Callable[[Any], Task]) -> int:
+    """Open the run folder of ``config`` (default ``results/<experiment>-<time>``), train ``make_task(config)``."""
+    folder = common.default_out(config.out, experiment)
+    started = time.perf_counter()
+    with run_folder.open_run(
+        folder, common.config_json(config), resume=config.resume, overwrite=config.overwrite, may_change=MAY_CHANGE
+    ) as opened:
+        summary = train(config, make_task(config), opened.path)
+    final = ", ".join(f"{k} {v:.4g}" for k, v in summary["final"].items())
+    print(f"{experiment} {config.estimator}: {final}; {time.perf_counter() - started:.0f} s in all; wrote {folder}")
+    return 0
+
+
+# The metrics drawn by plot_runs (those a log has), against these x axes.
+PLOTTED_METRICS: tuple[str, ...] = ("success_rate", "return", "heldout_success_rate")
+X_AXES: tuple[tuple[str, str], ...] = (
+    ("iteration", "iteration"),
+    ("evaluations", "evaluations of f per context"),
+    ("cpu_s", "training CPU seconds"),
+)
+
+
+def read_run(folder: Path) -> tuple[dict[str, Any], list[dict[str, float]]]:
+    """The config and the log rows (numbers) of a run folder."""
+    import csv
+    import json
+
+    config = json.loads((folder / run_folder.CONFIG).read_text())
+    with open(folder / "log.csv", newline="") as handle:
+        rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+    return config, rows
+
+
+def mean_curves(runs: list[list[dict[str, float]]]) -> dict[str, list[float]]:
+    """Column-wise means over runs of their first ``min(len)`` log rows (seeds of one estimator)."""
+    length = min(len(rows) for rows in runs)
+    columns = runs[0][0].keys()
+    return {key: [sum(rows[i][key] for rows in runs) / len(runs) for i in range(length)] for key in columns}
+
+
+def plot_runs(folders: list[Path], path: Path, title: str | None = None) -> Path:
+    """Metrics against iterations, evaluations and CPU time; runs of one estimator averaged (seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from catlog.experiments.plotting import line_style
+
+    by_estimator: dict[str, list[list[dict[str, float]]]] = {}
+    for folder in folders:
+        config, rows = read_run(Path(folder))
+        by_estimator.setdefault(config["estimator"], []).append(rows)
+    metrics = [m for m in PLOTTED_METRICS if all(m in runs[0][0] for runs in by_estimator.values())]
+    fig, axes = plt.subplots(len(metrics), len(X_AXES), figsize=(4 * len(X_AXES), 2.8 * len(metrics)), squeeze=False)
+    for name, runs in by_estimator.items():
+        curves = mean_curves(runs)
+        for i, metric in enumerate(metrics):
+            for j, (x, _) in enumerate(X_AXES):
+                axes[i, j].plot(curves[x], curves[metric], label=f"{name} ({len(runs)})", **line_style(len(curves[x])))
+    for i, metric in enumerate(metrics):
+        axes[i, 0].set_ylabel(metric)
+        for j, (_, label) in enumerate(X_AXES):
+            axes[i, j].grid(alpha=0.3)
+            axes[-1, j].set_xlabel(label)
+            axes[i, 1].set_xscale("symlog", linthresh=1e3)
+    axes[0, 0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    return common.save_figure(fig, path)
+
+
+@dataclass(frozen=True)
+class PolicyPlotConfig:
+    """Settings of ``catlog policy-plot``: run folders of ``plan`` or ``generate``, the figure, its title."""
+
+    runs: tuple[Path, ...]
+    out: Path
+    title: str | None = None
+
+    def __post_init__(self) -> None:
+        from catlog.experiments.plotting import check_run_folders
+
+        check_run_folders(self.runs, "plan` or `catlog generate")
+
+
+def run_plot(config: PolicyPlotConfig) -> int:
+    """Draw the runs of ``config`` (see :func:`plot_runs`)."""
+    print(f"wrote {plot_runs(list(config.runs), config.out, config.title)}")
+    return 0
+
+
+def add_plot_options(parser: argparse.ArgumentParser) -> None:
+    """The options of ``catlog policy-plot``."""
+    parser.add_argument("runs", type=Path, nargs="+", help="run folders of catlog plan or catlog generate")
+    parser.add_argument("--out", type=Path, required=True, help="the PNG file to write")
+    parser.add_argument("--title", default=None, help="the figure's title")
+
+
+COMMANDS = (
+    common.Command(
+        "policy-plot",
+        help="draw runs of plan or generate: metrics against iterations, evaluations, CPU time",
+        description=plot_runs.__doc__ or "",
+        add_options=add_plot_options,
+        config=lambda args: common.config_from_args(PolicyPlotConfig, args),
+        run=run_plot,
+        common=False,
+    ),
+)
