@@ -82,3 +82,17 @@ def test_unknown_environments_and_maps_are_refused() -> None:
         make_env("CartPole-v1")
     with pytest.raises(ValueError, match="^map: expected one of 4x4, 8x8, got '5x5'"):
         make_env("FrozenLake-v1", "5x5")
+
+
+@pytest.mark.parametrize(
+    ("env_id", "map_name", "shortest"),
+    [("FrozenLake-v1", "4x4", 6), ("FrozenLake-v1", "8x8", 14), ("CliffWalking-v1", "4x4", 13)],
+)
+def test_distances_are_the_shortest_successful_plans(env_id: str, map_name: str, shortest: int) -> None:
+    simulator = TabularSimulator.from_env(make_env(env_id, map_name))
+    distances = simulator.distances()
+    assert int(distances[simulator.start_states[0]]) == shortest
+    # one step along a best action lowers the distance by one, from every state that can reach the goal
+    reachable = (distances > 0) & (distances <= simulator.num_states)
+    after = torch.where(simulator.goal, 0, distances[simulator.next_state]).amin(-1)
+    assert torch.equal(after[reachable], distances[reachable] - 1)

@@ -23,6 +23,7 @@ from catlog.experiments import (
     dvae,
     dvae_plot,
     estimators,
+    generate,
     plan,
     policy_training,
     sweep,
@@ -45,6 +46,7 @@ COMMANDS: tuple[Command, ...] = (
     *compare.COMMANDS,
     *sweep.COMMANDS,
     *plan.COMMANDS,
+    *generate.COMMANDS,
     *policy_training.COMMANDS,
 )
 EXIT_RUN_ERROR = 1

@@ -160,6 +160,25 @@ class TabularSimulator:
             success,
         )
 
+    def distances(self) -> torch.Tensor:
+        """The fewest steps from each state to a goal: ``LongTensor[S]``, 0 at the goal states.
+
+        Bellman iterations ``dist(s) = min_a [1 if goal(s, a) else 1 + dist(next[s, a])]``,
+        terminating transitions that miss the goal excluded; states that cannot reach a goal
+        (FrozenLake's holes) keep ``S + 1``.
+        """
+        unreachable = self.num_states + 1
+        goal_states = self.next_state[self.goal]
+        dist = torch.full((self.num_states,), unreachable, dtype=torch.long, device=self.next_state.device)
+        dist[goal_states] = 0
+        for _ in range(self.num_states):
+            through = torch.where(self.terminal, unreachable, 1 + dist[self.next_state])
+            steps = torch.where(self.goal, 1, through).amin(-1).clamp(max=unreachable).index_fill(0, goal_states, 0)
+            if torch.equal(steps, dist):
+                break
+            dist = steps
+        return dist
+
     def states(self, start: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """``s_0 .. s_D``: ``LongTensor[*S, D + 1]`` for ``actions: LongTensor[*S, D]`` from ``start``."""
         return self.rollout(start, actions).states

@@ -8,7 +8,9 @@ objective is the episode return of the plan, computed for every sampled and comp
 plan at once by a tensor simulator built from gymnasium's transition table
 (:mod:`catlog.experiments.gym_simulator`): FrozenLake's 1 at the goal, CliffWalking's
 -1 per step and -100 at the cliff, Taxi's -1 per step, -10 per illegal action and +20
-at the drop-off. ``success_rate`` is the fraction of sampled plans that reach the goal.
+at the drop-off; ``--shaping w`` adds ``w`` times the plan's progress towards the goal
+(a dense signal where the return is sparse). ``success_rate`` is the fraction of sampled
+plans that reach the goal, ``return`` their mean episode return (without shaping).
 
 Example: ``catlog plan --env FrozenLake-v1 --map 4x4 --estimator scater --time-budget 60 --out DIR``.
 Training loop, options and files: :mod:`catlog.experiments.policy_training`.
@@ -40,6 +42,7 @@ class PlanConfig(policy_training.PolicyTrainingConfig):
     horizon: int | None = None
     condition: str = "actions"
     starts: int = 1
+    shaping: float = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -52,6 +55,7 @@ class PlanConfig(policy_training.PolicyTrainingConfig):
         if self.condition not in CONDITIONS:
             raise common.OptionError("--condition", f"expected one of {', '.join(CONDITIONS)}, got {self.condition!r}")
         common.check_at_least("--starts", self.starts, 1)
+        common.check_at_least("--shaping", self.shaping, 0.0)
 
     @property
     def plan_length(self) -> int:
@@ -69,15 +73,25 @@ class PlanningTask:
         horizon: ``D``.
         condition: ``"actions"`` (open loop) or ``"states"`` (closed loop).
         dtype: floating dtype of the policy and the returns.
+        shaping: the weight ``w`` of the progress term of the objective (see :meth:`reward`).
     """
 
     def __init__(
-        self, simulator: TabularSimulator, starts: torch.Tensor, horizon: int, condition: str, dtype: torch.dtype
+        self,
+        simulator: TabularSimulator,
+        starts: torch.Tensor,
+        horizon: int,
+        condition: str,
+        dtype: torch.dtype,
+        shaping: float = 0.0,
     ) -> None:
         self.simulator, self.starts = simulator, starts
         self.num_variables, self.num_categories = horizon, simulator.num_actions
-        self.condition = condition
+        self.condition, self.shaping = condition, shaping
         self.context = torch.nn.functional.one_hot(starts, simulator.num_states).to(dtype)
+        distances = simulator.distances()
+        # states that cannot reach the goal (holes) count as one step further than the farthest that can
+        self.distances = distances.clamp(max=distances[distances <= simulator.num_states].max() + 1).to(dtype)
 
     def _inputs(self) -> Inputs:
         if self.condition == "actions":
@@ -95,8 +109,19 @@ class PlanningTask:
         return policy.distribution(self.context, self.num_variables, self._inputs())
 
     def reward(self, x: torch.Tensor) -> torch.Tensor:
-        """The episode return of plans ``x: LongTensor[M, B, D]``: ``[M, B]``."""
-        return self.simulator.episode_return(self.starts, x).to(self.context.dtype)
+        """The objective of plans ``x: LongTensor[M, B, D]``: ``[M, B]``.
+
+        The episode return, plus ``w (dist(s_0) - dist(s_D)) / dist(s_0)`` with ``w > 0``
+        (``--shaping``): the progress towards the goal, ``dist`` the fewest steps to it
+        (:meth:`TabularSimulator.distances`; holes one step beyond the farthest state),
+        a dense signal where the return is sparse (FrozenLake 8x8).
+        """
+        rollout = self.simulator.rollout(self.starts, x)
+        objective = rollout.rewards.sum(-1).to(self.context.dtype)
+        if self.shaping:
+            start = self.distances[self.starts]
+            objective = objective + self.shaping * (start - self.distances[rollout.states[..., -1]]) / start
+        return objective
 
     def evaluate(self, policy: torch.nn.Module, samples: int, generator: torch.Generator) -> dict[str, float]:
         """``success_rate`` and mean ``return`` of ``samples`` fresh plans per start state."""
@@ -113,7 +138,7 @@ def make_task(config: PlanConfig) -> PlanningTask:
     simulator = TabularSimulator.from_env(make_env(config.env, config.map), config.torch_dtype)
     order = torch.randperm(len(simulator.start_states), generator=torch.Generator().manual_seed(config.seed))
     starts = simulator.start_states[order[: config.starts]]
-    return PlanningTask(simulator, starts, config.plan_length, config.condition, config.torch_dtype)
+    return PlanningTask(simulator, starts, config.plan_length, config.condition, config.torch_dtype, config.shaping)
 
 
 def run(config: PlanConfig) -> int:
@@ -131,6 +156,9 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         "--condition", default="actions", choices=CONDITIONS, help="the policy reads previous actions or states"
     )
     problem.add_argument("--starts", type=int, default=1, help="start states planned for at once (Taxi has 300)")
+    problem.add_argument(
+        "--shaping", type=float, default=0.0, help="weight of the progress towards the goal added to the return"
+    )
     policy_training.add_training_options(parser.add_argument_group("training"))
 
 
