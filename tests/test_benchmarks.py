@@ -136,3 +136,13 @@ def test_host_syncs_runs_on_cpu(load_script, capsys: pytest.CaptureFixture[str])
     problem = host_syncs.bench.CONFIGS["fig2"](torch.device("cpu"), torch.float32)
     message = host_syncs.synchronises(problem, catlog.IndeCateR(2, validate_args=True), torch.device("cpu"))
     assert message is not None and "_local_scalar_dense" in message
+
+
+def test_structured_step_times_scater_beside_rloo_at_equal_evaluations(tmp_path: Path, load_script) -> None:
+    pytest.importorskip("gymnasium")
+    structured = load_script("structured_step")
+    assert structured.main(["--samples", "1", "--rounds", "2", "--calls", "1", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "structured_step.json").read_text())
+    assert result["plan FrozenLake 8x8"]["evaluations"] == 1 + 20 * 3
+    assert result["generate arithmetic"]["evaluations"] == 1 + 5 * 13
+    assert all(ratio > 0 for name in structured.PROBLEMS for ratio in result[name]["cpu"])
