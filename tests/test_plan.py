@@ -46,25 +46,20 @@ def test_resume_continues_exactly(tmp_path: Path) -> None:
     assert strip(_log(tmp_path / "parts")) == strip(_log(tmp_path / "whole"))
 
 
+TAXI = "--env Taxi-v4 --starts 3 --horizon 4 --condition states --hidden 8 --samples 2".split()
+
+
 @pytest.mark.parametrize("estimator", ["scater-pv", "reinforce-f", "grpo-s"])
-def test_closed_loop_taxi_with_several_starts_and_the_plot(tmp_path: Path, estimator: str) -> None:
-    options = (
-        "--env",
-        "Taxi-v4",
-        "--starts",
-        "3",
-        "--horizon",
-        "4",
-        "--condition",
-        "states",
-        "--hidden",
-        "8",
-        "--samples",
-        "2",
-    )
-    assert _plan(tmp_path / "run", *options, "--estimator", estimator, "--iterations", "2", "--plot") == 0
+def test_closed_loop_taxi_with_several_starts_the_plot_and_the_table(
+    tmp_path: Path, estimator: str, capsys: pytest.CaptureFixture
+) -> None:
+    assert _plan(tmp_path / "run", *TAXI, "--estimator", estimator, "--iterations", "2", "--plot") == 0
     assert (tmp_path / "run" / "curves.png").stat().st_size > 0
+    capsys.readouterr()
     assert cli.main(["policy-plot", str(tmp_path / "run"), "--out", str(tmp_path / "all.png")]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].startswith("| estimator | runs | iterations |")
+    assert table[2].startswith(f"| {estimator} | 1 | 2 [2, 2] |")
 
 
 def test_closed_loop_inputs_are_the_states_the_prefix_reaches() -> None:

@@ -317,11 +317,61 @@ def plot_runs(folders: list[Path], path: Path, title: str | None = None) -> Path
         for j, (_, label) in enumerate(X_AXES):
             axes[i, j].grid(alpha=0.3)
             axes[-1, j].set_xlabel(label)
-            axes[i, 1].set_xscale("symlog", linthresh=1e3)
+            axes[i, 1].set_xscale("symlog", linthresh=1.0)
     axes[0, 0].legend(fontsize=7)
     if title:
         fig.suptitle(title)
     return common.save_figure(fig, path)
+
+
+def _read_variances(folder: Path) -> dict[int, dict[str, float]]:
+    """``variance.csv`` of a run folder by iteration (empty when the run measured none)."""
+    import csv
+
+    path = folder / "variance.csv"
+    if not path.is_file():
+        return {}
+    with open(path, newline="") as handle:
+        return {int(row.pop("iteration")): {k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)}
+
+
+def summary_table(folders: list[Path], threshold: float = 0.5) -> str:
+    """A Markdown table of runs grouped by estimator (seeds): per estimator the mean [min, max] over runs of
+    the final success rate and return (and held-out success rate where logged), the iterations and
+    evaluations of ``f`` done, how many runs reached ``threshold`` success and their median CPU seconds to
+    it, and the mean gradient variance (absolute and relative) at each iteration of ``variance.csv``."""
+    import statistics
+
+    groups: dict[str, list[tuple[list[dict[str, float]], dict[int, dict[str, float]]]]] = {}
+    for folder in folders:
+        config, rows = read_run(Path(folder))
+        groups.setdefault(config["estimator"], []).append((rows, _read_variances(Path(folder))))
+    checkpoints = sorted({i for runs in groups.values() for _, variances in runs for i in variances})
+    spread = lambda values: f"{statistics.fmean(values):.3g} [{min(values):.3g}, {max(values):.3g}]"  # noqa: E731
+    columns = ["estimator", "runs", "iterations", "evaluations", "final success_rate", "final return"]
+    heldout = all("heldout_success_rate" in rows[0] for runs in groups.values() for rows, _ in runs)
+    columns += ["final heldout_success_rate"] if heldout else []
+    columns += [f"reached {threshold} (median CPU s)"]
+    columns += [f"variance at {i} (relative)" for i in checkpoints]
+    table = []
+    for name, runs in groups.items():
+        finals = [rows[-1] for rows, _ in runs]
+        reached = [next((r["cpu_s"] for r in rows if r["success_rate"] >= threshold), None) for rows, _ in runs]
+        times = [t for t in reached if t is not None]
+        line = [name, len(runs)] + [spread([row[key] for row in finals]) for key in ("iteration", "evaluations")]
+        line += [spread([row["success_rate"] for row in finals]), spread([row["return"] for row in finals])]
+        line += [spread([row["heldout_success_rate"] for row in finals])] if heldout else []
+        line += [f"{len(times)}/{len(runs)}" + (f" ({statistics.median(times):.1f})" if times else "")]
+        for i in checkpoints:
+            measured = [variances[i] for _, variances in runs if i in variances]
+            line.append(
+                f"{statistics.fmean(m['variance'] for m in measured):.2e} "
+                f"({statistics.fmean(m['relative_variance'] for m in measured):.2g}, {len(measured)} runs)"
+                if measured
+                else "-"
+            )
+        table.append(line)
+    return common.markdown_table(columns, table)
 
 
 @dataclass(frozen=True)
@@ -339,7 +389,8 @@ class PolicyPlotConfig:
 
 
 def run_plot(config: PolicyPlotConfig) -> int:
-    """Draw the runs of ``config`` (see :func:`plot_runs`)."""
+    """Draw the runs of ``config`` (see :func:`plot_runs`) and print their :func:`summary_table`."""
+    print(summary_table(list(config.runs)))
     print(f"wrote {plot_runs(list(config.runs), config.out, config.title)}")
     return 0
 
@@ -354,7 +405,7 @@ def add_plot_options(parser: argparse.ArgumentParser) -> None:
 COMMANDS = (
     common.Command(
         "policy-plot",
-        help="draw runs of plan or generate: metrics against iterations, evaluations, CPU time",
+        help="draw runs of plan or generate against iterations, evaluations, CPU time; print a table",
         description=plot_runs.__doc__ or "",
         add_options=add_plot_options,
         config=lambda args: common.config_from_args(PolicyPlotConfig, args),
