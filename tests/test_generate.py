@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
+import catlog
 from catlog.experiments import cli
-from catlog.experiments.generate import GenerateConfig, digit_features, make_task
+from catlog.experiments.generate import GenerateConfig, GenerationTask, digit_features, make_task
+from catlog.experiments.policy_training import policy_gradient_variance
 
 
 def _log(folder: Path) -> list[dict[str, str]]:
@@ -66,3 +68,15 @@ def test_bad_options_are_usage_errors(options: list[str], message: str, capsys: 
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["generate", *options])
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_the_gradient_variance_of_a_reward_never_seen_is_zero_not_a_division_by_zero() -> None:
+    zero = lambda x, targets: torch.zeros(x.shape[:-1])  # noqa: E731
+    task = GenerationTask(zero, zero, {"train": torch.arange(3)}, digit_features, 3, 14, torch.float32)
+    measured = policy_gradient_variance(task, task.policy(8), catlog.REINFORCE(2), 3, torch.Generator())
+    assert measured == {"variance": 0.0, "relative_variance": 0.0}
+    rewarded = GenerationTask(
+        lambda x, t: x[..., 0].float(), zero, {"train": torch.arange(3)}, digit_features, 3, 14, torch.float32
+    )
+    measured = policy_gradient_variance(rewarded, rewarded.policy(8), catlog.REINFORCE(2), 3, torch.Generator())
+    assert measured["variance"] > 0 and measured["relative_variance"] > 0

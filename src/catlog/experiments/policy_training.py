@@ -138,9 +138,10 @@ class TrainState:
 
 def policy_gradient_variance(
     task: Task, policy: torch.nn.Module, estimator: catlog.Estimator, repeats: int, generator: torch.Generator
-) -> dict[str, float]:
+) -> dict[str, float | None]:
     """``repeats`` estimates of ``grad mean_B E_p[f]`` at the current parameters: the trace of their
-    covariance (``variance``) and that over the squared norm of their mean (``relative_variance``)."""
+    covariance (``variance``) and that over the squared norm of their mean (``relative_variance``; 0 when
+    every estimate is zero, ``None`` when only their mean is)."""
     parameters = [p for p in policy.parameters() if p.requires_grad]
     estimates = []
     for _ in range(repeats):
@@ -152,7 +153,10 @@ def policy_gradient_variance(
     stacked = torch.stack(estimates)
     variance = common.gradient_variance(stacked)
     mean_norm = float(stacked.double().mean(0).square().sum())
-    relative = variance * stacked.shape[1] / mean_norm if mean_norm > 0 else float("inf")
+    if mean_norm > 0:
+        relative: float | None = variance * stacked.shape[1] / mean_norm
+    else:  # every estimate zero (no sampled sequence was rewarded): no signal and no noise
+        relative = 0.0 if variance == 0 else None
     return {"variance": variance, "relative_variance": relative}
 
 
@@ -332,7 +336,8 @@ def _read_variances(folder: Path) -> dict[int, dict[str, float]]:
     if not path.is_file():
         return {}
     with open(path, newline="") as handle:
-        return {int(row.pop("iteration")): {k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)}
+        rows = csv.DictReader(handle)
+        return {int(row.pop("iteration")): {k: float(v or "nan") for k, v in row.items()} for row in rows}
 
 
 def summary_table(folders: list[Path], threshold: float = 0.5) -> str:
