@@ -39,10 +39,15 @@ def make_env(env_id: str, map_name: str = "4x4") -> Any:
         map_name: FrozenLake's map, ``"4x4"`` or ``"8x8"``; ignored by the others.
 
     Raises:
-        ValueError: an unknown environment or map.
+        ValueError: an unknown environment or map, or gymnasium is not installed.
     """
-    import gymnasium
-
+    try:
+        import gymnasium
+    except ImportError as error:
+        raise ValueError(
+            "env: expected gymnasium to be installed (part of the experiments extra), got an ImportError; "
+            "install it with: pip install 'catlog[experiments]'"
+        ) from error
     if env_id not in ENVIRONMENTS:
         raise ValueError(f"env: expected one of {', '.join(ENVIRONMENTS)}, got {env_id!r}")
     kwargs = dict(ENVIRONMENTS[env_id])
