@@ -146,3 +146,28 @@ class RLOO(REINFORCE):
         """``N/(N-1) * (f(x_n) - mean_m f(x_m))``, so that the mean over ``n`` is the RLOO sum."""
         num = values.shape[0]
         return (values - values.mean(0)) * (num / (num - 1))
+
+
+class GRPO(RLOO):
+    """The group-normalised advantage of GRPO: ``1/N sum_n (f(x_n) - m) / (s + eps) grad log p(x_n)``.
+
+    ``m`` and ``s`` are the mean and the standard deviation (Bessel-corrected) of
+    ``f(x_1), ..., f(x_N)``, the ``N`` samples of one batch element (the "group"),
+    and ``eps`` = :attr:`epsilon` keeps a group of equal values finite (its weights
+    are then all zero). Dividing by ``s``, a function of the samples, makes the
+    estimate **biased**: its mean is not ``grad E[f]`` but, on a group whose values
+    vary, roughly ``grad E[f] / sd(f)``, a gradient rescaled per batch element and
+    per draw. It is the advantage of GRPO (Shao et al., 2024, "DeepSeekMath") as
+    commonly used, without its clipping or KL penalty. The value returned is the
+    mean ``1/N sum_n f(x_n)``, unbiased.
+
+    Args:
+        num_samples: ``N >= 2`` joint samples, each evaluated once.
+        one_hot, generator, validate_args: see :class:`~catlog.estimator.Estimator`.
+    """
+
+    epsilon = 1e-4
+
+    def _weights(self, values: torch.Tensor) -> torch.Tensor:
+        """``(f(x_n) - mean_m f(x_m)) / (std_m f(x_m) + eps)``, shapes ``[N, *B]``."""
+        return (values - values.mean(0)) / (values.std(0) + self.epsilon)
