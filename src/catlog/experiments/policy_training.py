@@ -86,7 +86,9 @@ class PolicyTrainingConfig(RunOptions):
     hidden: int = _training(64, "GRU width of the policy", minimum=1)
     log_every: int = _training(10, "iterations between log rows and checkpoints", minimum=1)
     eval_samples: int = _training(256, "fresh sequences per context at each log row", minimum=1)
-    variance_at: tuple[int, ...] = _training((0,), "iterations at which the gradient variance is measured", minimum=0)
+    variance_at: tuple[int, ...] = _training(
+        (0,), "iterations at which the gradient variance is measured (none: no values)", minimum=0, empty=True
+    )
     variance_repeats: int = _training(20, "gradient estimates per variance measurement", minimum=2)
     resume: bool = _training(False, "continue the run in --out from its checkpoint.pt")
     plot: bool = _training(False, "also draw curves.png (see `catlog policy-plot`)")
