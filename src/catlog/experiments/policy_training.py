@@ -13,7 +13,7 @@ robust on a shared machine) is reached, and writes into the run folder
   (e.g. ``success_rate``, ``return``); evaluation is not timed;
 - ``variance.csv``: at the iterations of ``--variance-at``, the variance of the policy
   gradient over ``--variance-repeats`` estimates at the current parameters (the trace of
-  the covariance over the parameters, :func:`catlog.experiments.catlog.gradient_variance`)
+  the covariance over the parameters, :func:`catlog.gradient_variance`)
   and the same divided by the squared norm of their mean (scale-free: GRPO rescales);
 - ``checkpoint.pt`` at every log (``--resume`` continues from it exactly);
 - ``summary.json`` at the end, and ``curves.png`` with ``--plot``.
