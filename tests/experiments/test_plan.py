@@ -12,8 +12,11 @@ import torch
 pytest.importorskip("gymnasium")
 
 from catlog.experiments import cli  # noqa: E402
+from catlog.experiments.generate import GenerateConfig  # noqa: E402
 from catlog.experiments.gym_simulator import TabularSimulator, make_env  # noqa: E402
-from catlog.experiments.plan import PlanningTask  # noqa: E402
+from catlog.experiments.options import config_json  # noqa: E402
+from catlog.experiments.plan import PlanConfig, PlanningTask  # noqa: E402
+from catlog.experiments.policy_training import summary_table  # noqa: E402
 
 
 def _log(folder: Path) -> list[dict[str, str]]:
@@ -95,3 +98,19 @@ def test_help_lists_the_options(capsys: pytest.CaptureFixture) -> None:
         cli.main(["plan", "--help"])
     text = capsys.readouterr().out
     assert all(option in text for option in ("--env", "--condition", "--time-budget", "--resume", "grpo-f"))
+
+
+RUNS = Path(__file__).resolve().parents[2] / "docs" / "runs"
+
+
+@pytest.mark.parametrize(("folder", "config_type"), [("plan", PlanConfig), ("generate", GenerateConfig)])
+def test_the_committed_runs_are_configs_of_today_and_still_tabulate(folder: str, config_type: type) -> None:
+    runs = sorted(path.parent for path in (RUNS / folder).glob("*/*/log.csv"))
+    assert runs
+    for run in runs:
+        saved = json.loads((run / "config.json").read_text())
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()}
+        config = config_type(**{**values, "out": Path(saved["out"])})
+        assert config_json(config) == saved
+    table = summary_table(runs).splitlines()
+    assert len(table) == 2 + len({json.loads((run / "config.json").read_text())["estimator"] for run in runs})
