@@ -30,7 +30,7 @@ from catlog.measure import (
 from catlog.reinmax import ReinMax
 from catlog.relax import REBAR, RELAX
 from catlog.scater import SCateR
-from catlog.score_function import REINFORCE, RLOO
+from catlog.score_function import GRPO, REINFORCE, RLOO
 
 __all__ = [
     "Autoregressive",
@@ -44,6 +44,7 @@ __all__ = [
     "EstimatorRow",
     "Exact",
     "Fitted",
+    "GRPO",
     "GumbelRao",
     "GumbelSoftmax",
     "IndeCateR",

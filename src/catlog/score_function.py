@@ -1,4 +1,4 @@
-"""Score-function estimators: REINFORCE (paper eq. 2.4) and REINFORCE leave-one-out."""
+"""Score-function estimators: REINFORCE (paper eq. 2.4), REINFORCE leave-one-out and GRPO's advantage."""
 
 from __future__ import annotations
 
@@ -146,3 +146,49 @@ class RLOO(REINFORCE):
         """``N/(N-1) * (f(x_n) - mean_m f(x_m))``, so that the mean over ``n`` is the RLOO sum."""
         num = values.shape[0]
         return (values - values.mean(0)) * (num / (num - 1))
+
+
+class GRPO(RLOO):
+    """The group-normalised advantage of GRPO: ``1/N sum_n (f(x_n) - m) / (s + eps) grad log p(x_n)``.
+
+    ``m`` and ``s`` are the mean and the standard deviation (Bessel-corrected) of
+    ``f(x_1), ..., f(x_N)``, the ``N`` samples of one batch element (the "group"),
+    and ``eps`` = :attr:`epsilon` keeps a group of equal values finite (its weights
+    are then all zero). Dividing by ``s``, a function of the samples, makes the
+    estimate **biased**: its mean is not ``grad E[f]`` but, on a group whose values
+    vary, roughly ``grad E[f] / sd(f)``, a gradient rescaled per batch element and
+    per draw. It is the advantage of GRPO (Shao et al., 2024, "DeepSeekMath") as
+    commonly used, without its clipping or KL penalty. The value returned is the
+    mean ``1/N sum_n f(x_n)``, unbiased. Takes an :class:`~catlog.Autoregressive` too.
+
+    Shapes:
+        As :class:`REINFORCE`.
+
+    Cost:
+        ``N`` samples and ``N`` evaluations of ``f`` per batch element.
+
+    Args:
+        num_samples: ``N >= 2`` joint samples, each evaluated once.
+        one_hot: hand ``f`` float one-hot samples instead of category indices.
+        generator: the default generator of the samples (a call may override it).
+        validate_args: check values (see :class:`~catlog.estimator.Estimator`); ``None`` follows the class default.
+        chunk_size: evaluate ``f`` on at most this many sample rows per call (each holding
+            the whole batch ``*B``), to bound peak memory; ``None``: all in one call. The
+            result does not depend on it.
+
+    Raises:
+        ValueError: for ``num_samples < 2``, and for bad input in the call.
+
+    Examples:
+        >>> import torch, catlog
+        >>> logits = torch.zeros(3, 4, requires_grad=True)
+        >>> catlog.GRPO(10)(lambda x: x.sum(-1).float(), logits).backward()
+        >>> catlog.GRPO(10).cost(3, 4)
+        Cost(samples=10, evaluations=10)
+    """
+
+    epsilon = 1e-4
+
+    def _weights(self, values: torch.Tensor) -> torch.Tensor:
+        """``(f(x_n) - mean_m f(x_m)) / (std_m f(x_m) + eps)``, shapes ``[N, *B]``."""
+        return (values - values.mean(0)) / (values.std(0) + self.epsilon)

@@ -148,3 +148,13 @@ def test_control_variates_runs_on_tiny_settings(tmp_path: Path, load_script) -> 
     labels = [row["estimator"] for row in results["quadratic"]]
     assert "IndeCateR(2) + Taylor(4 draws)" in labels and "RLOO(34)" in labels and "RELAX(2)" in labels
     assert all(row["max |bias| / SE"] >= 0 for row in results["binary"])
+
+
+def test_structured_step_times_scater_beside_rloo_at_equal_evaluations(tmp_path: Path, load_script) -> None:
+    pytest.importorskip("gymnasium")
+    structured = load_script("structured_step")
+    assert structured.main(["--samples", "1", "--rounds", "2", "--calls", "1", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "structured_step.json").read_text())
+    assert result["plan FrozenLake 8x8"]["evaluations"] == 1 + 20 * 3
+    assert result["generate arithmetic"]["evaluations"] == 1 + 5 * 13
+    assert all(ratio > 0 for name in structured.PROBLEMS for ratio in result[name]["cpu"])

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
+import torch
 
 import catlog
 from catlog.experiments import estimators
@@ -24,6 +27,9 @@ BUDGET = Budget(samples=3, num_variables=4, num_categories=5, temperature=0.5, c
         ("gs-st-f", catlog.GumbelSoftmax, 4 * 5 * 3),
         ("reinmax-s", catlog.ReinMax, 3),
         ("gumbel-rao-f", catlog.GumbelRao, 4 * 5 * 3),
+        ("scater", catlog.SCateR, 3),
+        ("grpo-s", catlog.GRPO, 3),
+        ("grpo-f", catlog.GRPO, 4 * 5 * 3),
     ],
 )
 def test_names_build_their_estimator_under_the_budget_rule(name: str, kind: type, samples: int) -> None:
@@ -61,3 +67,12 @@ def test_unknown_names_are_refused_with_the_vocabulary(name: str) -> None:
 def test_every_name_is_described_once() -> None:
     lines = estimators.describe().splitlines()[1:]
     assert [line.split(":")[0].strip() for line in lines] == list(estimators.NAMES)
+
+
+def test_the_autoregressive_names_build_estimators_that_take_an_autoregressive_distribution() -> None:
+    dist = catlog.Autoregressive(lambda x, d: torch.zeros(x.shape[0], 5), 4, 5)
+    budget = dataclasses.replace(BUDGET, autoregressive=True)
+    for name in estimators.AUTOREGRESSIVE:
+        assert estimators.make(name, budget)(lambda x: x.sum(-1), dist).shape == ()
+    assert estimators.make("scater-pv", budget).per_variable
+    assert not any(name.startswith(("gs", "disarm", "reinmax", "gumbel-rao")) for name in estimators.AUTOREGRESSIVE)

@@ -26,6 +26,9 @@ from catlog.experiments import (
     dvae_plot,
     dvae_variance,
     estimators,
+    generate,
+    plan,
+    policy_plot,
     sweep,
     synthetic_gradients,
     synthetic_optimise,
@@ -46,6 +49,9 @@ COMMANDS: tuple[Command, ...] = (
     dvae_plot.COMMAND,
     compare.COMMAND,
     sweep.COMMAND,
+    plan.COMMAND,
+    generate.COMMAND,
+    policy_plot.COMMAND,
 )
 EXIT_RUN_ERROR = 1
 

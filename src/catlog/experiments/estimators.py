@@ -124,6 +124,27 @@ FAMILIES: dict[str, Family] = {
     "rloo": Family(
         "RLOO", "REINFORCE leave-one-out", lambda n, b: catlog.RLOO(n), min_size=2, autoregressive_label="RLOO"
     ),
+    "scater": Family(
+        "SCateR",
+        "SCateR, N base samples shared by all variables (IndeCateR on independent variables)",
+        lambda n, b: catlog.SCateR(n, chunk_size=b.chunk_size),
+        rules=False,
+        autoregressive_label="SCateR",
+    ),
+    "scater-pv": Family(
+        "SCateR-PV",
+        "SCateR, N base samples per variable",
+        lambda n, b: catlog.SCateR(n, per_variable=True, chunk_size=b.chunk_size),
+        rules=False,
+        autoregressive_label="SCateR-PV",
+    ),
+    "grpo": Family(
+        "GRPO",
+        "GRPO's group-normalised advantage (f - mean) / std, biased",
+        lambda n, b: catlog.GRPO(n),
+        min_size=2,
+        autoregressive_label="GRPO",
+    ),
     "gs": Family(
         "Gumbel-Softmax",
         "Gumbel-Softmax, relaxed samples",
@@ -176,6 +197,10 @@ def parse(name: str) -> tuple[Family, Callable[[Budget], int]]:
     if base not in FAMILIES or not FAMILIES[base].rules or rule not in RULES:
         raise ValueError(f"estimator: expected one of {', '.join(NAMES)}, got {name!r}")
     return FAMILIES[base], RULES[rule][1]
+
+
+# The names whose estimators take an autoregressive distribution (catlog.Autoregressive).
+AUTOREGRESSIVE: tuple[str, ...] = tuple(name for name in NAMES if parse(name)[0].autoregressive_label is not None)
 
 
 def make(name: str, budget: Budget) -> catlog.Estimator:

@@ -102,6 +102,7 @@ class Option:
         metavar: the value's name in ``--help``.
         group: the ``--help`` section (default: the command's own options).
         default_text: what ``--help`` says for the default instead of the value (for ``None``).
+        empty: a tuple option may be given no values (``--name`` alone: the empty tuple).
     """
 
     help: str
@@ -114,6 +115,7 @@ class Option:
     metavar: str | None = None
     group: str | None = None
     default_text: str | None = None
+    empty: bool = False
 
 
 def option(default: Any = MISSING, help: str = "", **spec: Any) -> Any:
@@ -175,7 +177,7 @@ def add_arguments(parser: argparse.ArgumentParser, config_type: type[Any]) -> No
             kwargs["action"] = "store_true"
         else:
             kwargs.update(type=spec.parse or element, choices=spec.choices, metavar=spec.metavar)
-            kwargs.update({"nargs": "+"} if several else {})
+            kwargs.update({"nargs": "*" if spec.empty else "+"} if several else {})
             kwargs.update({} if default is MISSING else {"default": default})
         target.add_argument(flag(name, default), *spec.flags, **kwargs)
 
