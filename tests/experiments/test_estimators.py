@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 import catlog
 from catlog.experiments import estimators
@@ -24,6 +25,12 @@ BUDGET = Budget(samples=3, num_variables=4, num_categories=5, temperature=0.5, c
         ("gs-st-f", catlog.GumbelSoftmax, 4 * 5 * 3),
         ("reinmax-s", catlog.ReinMax, 3),
         ("gumbel-rao-f", catlog.GumbelRao, 4 * 5 * 3),
+        ("indecater-taylor", catlog.IndeCateR, 3),
+        ("indecater-fitted", catlog.IndeCateR, 3),
+        ("rebar-s", catlog.REBAR, 3),
+        ("rebar-f", catlog.REBAR, 4 * 5 * 3 // 3),  # three evaluations per sample
+        ("relax-s", catlog.RELAX, 3),
+        ("relax-f", catlog.RELAX, 4 * 5 * 3),
     ],
 )
 def test_names_build_their_estimator_under_the_budget_rule(name: str, kind: type, samples: int) -> None:
@@ -61,3 +68,41 @@ def test_unknown_names_are_refused_with_the_vocabulary(name: str) -> None:
 def test_every_name_is_described_once() -> None:
     lines = estimators.describe().splitlines()[1:]
     assert [line.split(":")[0].strip() for line in lines] == list(estimators.NAMES)
+
+
+def test_the_control_variate_entries_carry_their_own_control_variate() -> None:
+    taylor, fitted = estimators.make("indecater-taylor", BUDGET), estimators.make("indecater-fitted", BUDGET)
+    assert taylor.control_variate == "taylor" and isinstance(fitted.control_variate, catlog.Fitted)
+    assert fitted.control_variate is not estimators.make("indecater-fitted", BUDGET).control_variate  # own fit
+    assert estimators.FAMILIES["indecater-taylor"].relaxed and not estimators.FAMILIES["indecater-fitted"].relaxed
+    with pytest.raises(ValueError, match="num_samples >= 2"):
+        estimators.make("indecater-fitted", Budget(1, 4, 5))
+
+
+@pytest.mark.parametrize("name", ["rebar-f", "reinforce-f", "rloo-f", "disarm-f", "relax-f"])
+def test_equal_evaluation_rules_match_indecaters_rule_of_evaluations(name: str) -> None:
+    assert estimators.make(name, BUDGET).cost(4, 2).evaluations == 4 * 5 * 3
+
+
+def test_only_rebar_and_relax_have_learned_parameters() -> None:
+    rebar, relax = estimators.make("rebar-s", BUDGET), estimators.make("relax-s", BUDGET)
+    assert estimators.learned_parameters(rebar) == [rebar.log_temperature, rebar.learned_scale]
+    surrogate = relax.surrogate
+    assert isinstance(surrogate, estimators.Surrogate)
+    assert estimators.learned_parameters(relax) == [relax.log_temperature, *surrogate.parameters()]
+    assert estimators.learned_parameters(estimators.make("indecater-taylor", BUDGET)) == []
+
+
+def test_one_hot_budgets_reach_every_family() -> None:
+    budget = Budget(samples=2, num_variables=4, num_categories=2, one_hot=True)
+    for name in estimators.NAMES:
+        assert estimators.make(name, budget).one_hot, name
+
+
+def test_the_surrogate_maps_relaxed_one_hot_to_one_value_per_row_in_the_inputs_dtype() -> None:
+    surrogate = estimators.Surrogate(4, 3)
+    relaxed = torch.rand(5, 2, 4, 3, dtype=torch.float64).softmax(-1)
+    value = surrogate(relaxed)
+    assert value.shape == (5, 2) and value.dtype == torch.float64
+    (grad,) = torch.autograd.grad(value.sum(), surrogate.hidden.weight)
+    assert grad.abs().sum() > 0

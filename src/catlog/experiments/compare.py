@@ -46,20 +46,25 @@ import catlog
 from catlog.experiments import common, data, estimators, run_folder
 from catlog.experiments.estimators import Budget, Family
 from catlog.experiments.options import Command, RunOptions, config_json, option, parse_size, show_size
-from catlog.experiments.problems import Problem, addition, autoregressive, binary, dvae, figure1
+from catlog.experiments.problems import Problem, addition, autoregressive, binary, dvae, figure1, quadratic
+from catlog.experiments.problems.problem import FIT_ESTIMATES
 
-PROBLEMS: tuple[str, ...] = ("fig1", "binary", "autoregressive", "dvae", "addition")
+PROBLEMS: tuple[str, ...] = ("fig1", "binary", "quadratic", "autoregressive", "dvae", "addition")
 # Names of the experiments' vocabulary (:mod:`catlog.experiments.estimators`): its methods and its
 # baselines without a budget suffix, since this command sets every size itself.
 ESTIMATORS: tuple[str, ...] = (
     "indecater",
     "indecater-pv",
+    "indecater-taylor",
+    "indecater-fitted",
     "reinforce",
     "rloo",
     "disarm",
     "gs-st",
     "reinmax",
     "gumbel-rao",
+    "rebar",
+    "relax",
 )
 SETTINGS: tuple[str, ...] = ("equal samples", "equal evaluations", "equal time")
 COLUMNS: tuple[str, ...] = (
@@ -103,6 +108,10 @@ class CompareConfig(RunOptions, data.DataOptions):
         metavar="DxK",
     )
     binary_variables: int = option(12, "D of the binary problem", minimum=1)
+    quadratic: tuple[int, int] = option(
+        (8, 3), "size of the quadratic problem", parse=parse_size, show=show_size, metavar="DxK"
+    )
+    fit_steps: int = option(100, "fitting steps of the learned control variates before measuring", minimum=0)
     dvae_checkpoint: Path | None = option(
         None, "checkpoint.pt of a `catlog dvae` run (D = 200, K = 2)", default_text="train here"
     )
@@ -122,6 +131,8 @@ QUICK: dict[str, Any] = {
     "max_evaluations": 200,
     "fig1": (3, 3),
     "binary_variables": 4,
+    "quadratic": (3, 3),
+    "fit_steps": 2,
     "dvae_steps": 2,
     "dvae_batch": 2,
     "addition_batch": 2,
@@ -177,6 +188,7 @@ class Runner:
         self.budget = problem.budget(temperature=config.temperature)
         self.reference = ("indecater", reference, reference_size)
         self.measured: dict[tuple[str, int], Measurement] = {}
+        self.built: dict[tuple[str, int], catlog.Estimator] = {}
         self.timed: dict[tuple[str, int], tuple[float, float]] = {}
 
     def generator(self, name: str, size: int, purpose: str) -> torch.Generator:
@@ -201,9 +213,18 @@ class Runner:
             self.timed[name, size] = (medians[0], medians[0] / medians[-1])
         return self.timed[name, size]
 
+    def build(self, name: str, family: Family, size: int) -> catlog.Estimator:
+        """``family``'s estimator at ``size``, built once, its learned control variate first fitted by
+        ``--fit-steps`` steps (:meth:`Problem.fit`)."""
+        if (name, size) not in self.built:
+            estimator = family.build(size, self.budget)
+            self.problem.fit(estimator, self.config.fit_steps, self.generator(name, size, "fit"))
+            self.built[name, size] = estimator
+        return self.built[name, size]
+
     def estimate_once(self, name: str, family: Family, size: int) -> Callable[[], torch.Tensor]:
         """A call that computes one gradient estimate of ``family`` at ``size``."""
-        estimator, generator = family.build(size, self.budget), self.generator(name, size, "time")
+        estimator, generator = self.build(name, family, size), self.generator(name, size, "time")
         return lambda: self.problem.gradient(estimator, generator)
 
     def measure(self, name: str, family: Family, size: int) -> Measurement:
@@ -212,9 +233,9 @@ class Runner:
         if (name, size) not in self.measured:
             problem = self.problem
             cost = family.cost(size, self.budget)
-            grads = problem.gradients(
-                family.build(size, self.budget), self.repeats, self.generator(name, size, "variance")
-            )
+            estimator = self.build(name, family, size)
+            block = FIT_ESTIMATES if isinstance(getattr(estimator, "control_variate", None), catlog.Fitted) else None
+            grads = problem.gradients(estimator, self.repeats, self.generator(name, size, "variance"), block)
             self.measured[name, size] = Measurement(
                 size,
                 cost.samples,
@@ -306,6 +327,8 @@ def make_problem(name: str, config: CompareConfig, device: torch.device, dtype: 
         return figure1.problem(*config.fig1, "nonseparable", seed, device, dtype, title=title), config.repeats
     if name == "binary":
         return binary.hamming(config.binary_variables, seed, device, dtype), config.repeats
+    if name == "quadratic":
+        return quadratic.problem(*config.quadratic, seed, device, dtype), config.repeats
     if name == "autoregressive":
         return autoregressive.problem(seed, device, dtype), config.repeats
     if name == "dvae":
