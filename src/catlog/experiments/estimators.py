@@ -277,5 +277,7 @@ def describe(names: tuple[str, ...] = NAMES) -> str:
     for name in names:
         family, _ = parse(name)
         rule = "" if not family.rules else f", {RULES[name.rpartition('-')[2]][0]}"
+        if name.endswith("-f") and family.evaluations_per_sample > 1:
+            rule = rule.replace("D*K*N samples", f"D*K*N/{family.evaluations_per_sample} samples")
         lines.append(f"  {name}: {family.meaning}{rule}")
     return "estimators (N = --samples; D variables of K categories):\n" + "\n".join(lines)
