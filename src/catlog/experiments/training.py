@@ -166,6 +166,12 @@ class Trainer:
     clock: common.Clock
 
 
+def trained_parameters(task: Task) -> list[nn.Parameter]:
+    """What the optimiser steps: the model's parameters, then the estimator's learned ones (REBAR,
+    RELAX; :func:`~catlog.experiments.estimators.learned_parameters`)."""
+    return [*task.model.parameters(), *estimators.learned_parameters(task.estimator)]
+
+
 def init(
     config: TrainingOptions, make_task: Callable[[], Task], out: Path, ctx: distributed.DistributedContext
 ) -> tuple[Trainer, TrainState]:
@@ -181,7 +187,7 @@ def init(
         task=task,
         out=out,
         ctx=ctx,
-        optimizer=KerasAdam([*task.model.parameters(), *estimators.learned_parameters(task.estimator)], lr=config.lr),
+        optimizer=KerasAdam(trained_parameters(task), lr=config.lr),
         generators={
             "train": distributed.rank_generator(config.seed, ctx, device=ctx.device),
             "eval": torch.Generator(device=ctx.device).manual_seed(config.seed + 1),
@@ -261,7 +267,7 @@ def step(trainer: Trainer, state: TrainState, part: distributed.Batch) -> TrainS
         trainer.optimizer.zero_grad(set_to_none=True)
         loss, statistics = task.loss(indices, trainer.generators["train"])
         torch.autograd.backward(loss * part.weight)
-        distributed.average_gradients(task.model.parameters(), ctx)
+        distributed.average_gradients(trained_parameters(task), ctx)
         trainer.optimizer.step()
         return statistics
 
