@@ -10,7 +10,8 @@ Problems (gradient w.r.t. the logits, or the DVAE encoder's weights, at fixed pa
   (``catlog compare``'s ``fig1``);
 - ``binary``: the same ``f`` on ``K = 2``, ``D = 12`` (``compare``'s ``binary``);
 - ``quadratic``: a dense quadratic form in one-hot ``x``, ``f = x^T W x / 2 + u^T x`` with
-  ``W`` symmetric, ``N(0, 1)`` off the diagonal blocks and zero on them, ``D = 8``, ``K = 3``;
+  ``W`` symmetric, ``N(0, 2)`` off the diagonal blocks and zero on them, ``D = 8``, ``K = 3``
+  (``compare``'s ``quadratic``, in float64);
 - ``addition``: MNIST addition of 4 digits, ``f = [sum_d x_d = y]``, 10 test sequences at
   the untrained LeNet, gradient w.r.t. its logits (``compare``'s ``addition``; no relaxation:
   Taylor, REBAR and RELAX do not apply);
@@ -22,8 +23,9 @@ Estimators: plain ``IndeCateR(2)``; IndeCateR(2) with each ``Taylor`` control va
 with ``Fitted()`` (memory 0.9) and ``Fitted(memory=0.99)``, their fit first carried over
 ``--train-steps`` calls of 50 estimates at the same parameters (20 on the DVAE);
 ``RLOO(2)`` and RLOO at IndeCateR(2)'s evaluations (402 on the DVAE); ``REBAR(2)`` and
-``RELAX(2)`` (a 784-free MLP surrogate), their parameters first trained on the problem
-(Adam, ``--train-steps`` estimates); and pydrobert-pytorch's REBAR at one sample, where installed.
+``RELAX(2)`` (the experiments' default MLP surrogate, ``estimators.Surrogate``), their
+parameters first trained on the problem (``Problem.fit``: Adam, ``--train-steps`` steps); and
+pydrobert-pytorch's REBAR at one sample, where installed.
 The autoregressive problem is not here: SCateR refuses a control variate on an ``Autoregressive``.
 
 Every problem is a :class:`catlog.experiments.problems.Problem`. For each estimator: the
@@ -48,50 +50,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 import catlog
-from catlog.experiments import common
-from catlog.experiments.problems import Problem, addition, binary, dvae, figure1, logits_problem, variance_per_entry
+from catlog.experiments import common, estimators
+from catlog.experiments.problems import Problem, addition, binary, dvae, figure1, quadratic, variance_per_entry
 
 BLOCK = 50
 """Estimates per call on the batched problems, the same in every call (a ``Fitted`` fit carries over)."""
 
 
-def quadratic_problem(num_variables: int = 8, num_categories: int = 3) -> Problem:
-    """The dense quadratic problem (``f`` takes one-hot ``x``), exact gradient by enumeration."""
-    generator = torch.Generator().manual_seed(0)
-    flat = torch.randn(num_variables * num_categories, num_variables * num_categories, generator=generator)
-    # symmetric, zero on the diagonal blocks (Bilinear drops them)
-    shape = (num_variables, num_categories, num_variables, num_categories)
-    weights = catlog.Bilinear((flat + flat.T).double().view(shape)).weights
-    linear, logits = torch.randn(2, num_variables, num_categories, generator=generator, dtype=torch.float64)
-
-    def f(x: torch.Tensor) -> torch.Tensor:
-        y = x.flatten(-2)
-        return (y @ weights.flatten(0, 1).flatten(1) * y).sum(-1) / 4 + (x * linear).sum((-2, -1))
-
-    exact = catlog.exact_gradient(f, logits, one_hot=True)
-    return logits_problem("quadratic", "x^T W x / 2 + u^T x, one-hot x", logits, f, relaxable=True, exact=exact)
-
-
-class Surrogate(nn.Module):
-    """RELAX's surrogate: an MLP on the flattened relaxed one-hot ``[M, *B, D, K] -> [M, *B]``."""
-
-    def __init__(self, num_variables: int, num_categories: int, dtype: torch.dtype) -> None:
-        super().__init__()
-        inputs = num_variables * num_categories
-        self.net = nn.Sequential(nn.Flatten(-2), nn.Linear(inputs, 64), nn.Tanh(), nn.Linear(64, 1)).to(dtype)
-
-    def forward(self, relaxed: torch.Tensor) -> torch.Tensor:
-        return self.net(relaxed).squeeze(-1)
-
-
-def candidates(problem: Problem, dtype: torch.dtype, remove_diagonal_up_to: int) -> dict[str, catlog.Estimator]:
+def candidates(problem: Problem, remove_diagonal_up_to: int) -> dict[str, catlog.Estimator]:
     """The estimators measured on ``problem`` (see the module docstring; one-hot samples on the quadratic
     problem); ``Taylor(remove_diagonal=True)`` up to ``D = remove_diagonal_up_to`` (it costs ``D`` times the
     products)."""
-    one_hot = problem.name == "quadratic"
+    one_hot = problem.one_hot
     equal = catlog.IndeCateR(2).cost(problem.num_variables, problem.num_categories).evaluations
     points: list[tuple[str, catlog.Taylor]] = [
         ("others", catlog.Taylor("others")),
@@ -114,26 +86,9 @@ def candidates(problem: Problem, dtype: torch.dtype, remove_diagonal_up_to: int)
     table[f"RLOO({equal})"] = catlog.RLOO(equal, one_hot=one_hot)
     if problem.relaxable:
         table["REBAR(2)"] = catlog.REBAR(2, one_hot=one_hot)
-        surrogate = Surrogate(problem.num_variables, problem.num_categories, dtype)
+        surrogate = estimators.Surrogate(problem.num_variables, problem.num_categories)
         table["RELAX(2)"] = catlog.RELAX(2, surrogate, one_hot=one_hot)
     return table
-
-
-def train(estimator: catlog.Estimator, problem: Problem, steps: int, generator: torch.Generator) -> None:
-    """Fit a learned control variate: ``steps`` Adam steps on its own variance gradient; or fill
-    a carried ``Fitted`` fit with ``steps`` calls of ``block`` estimates (the measured calls
-    have the same shape, so they carry it on)."""
-    if isinstance(estimator, catlog.IndeCateR) and isinstance(estimator.control_variate, catlog.Fitted):
-        for _ in range(steps if estimator.control_variate.memory > 0 else 0):
-            problem.gradients(estimator, BLOCK, generator, BLOCK)
-        return
-    if not isinstance(estimator, (catlog.REBAR, catlog.RELAX)) or steps == 0:
-        return
-    optimiser = torch.optim.Adam(estimator.parameters(), lr=1e-2)
-    for _ in range(steps):
-        optimiser.zero_grad()
-        problem.gradients(estimator, 1 if problem.name == "dvae" else 10, generator, BLOCK)
-        optimiser.step()
 
 
 def measure(
@@ -141,10 +96,10 @@ def measure(
 ) -> list[dict[str, Any]]:
     """Variance, bias and interleaved CPU time of every candidate on ``problem``."""
     generator = torch.Generator().manual_seed(1)
-    table = candidates(problem, dtype, remove_diagonal_up_to)
+    table = candidates(problem, remove_diagonal_up_to)
     rows: dict[str, dict[str, Any]] = {}
     for label, estimator in table.items():
-        train(estimator, problem, train_steps, generator)
+        problem.fit(estimator, train_steps, generator, BLOCK)
         grads = problem.gradients(estimator, repeats, generator, BLOCK).double()
         row: dict[str, Any] = {"estimator": label, "variance": variance_per_entry(grads)}
         if problem.exact is not None:
@@ -185,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     builders: dict[str, Callable[[], Problem]] = {
         "fig1": lambda: figure1.problem(6, 10, "nonseparable", 0, device, dtype),
         "binary": lambda: binary.hamming(12, 0, device, dtype),
-        "quadratic": quadratic_problem,
+        "quadratic": lambda: quadratic.problem(8, 3, 0, device, torch.float64),
         "addition": lambda: addition.problem(4, 10, args.data_dir, 0, device, dtype),
         "dvae": lambda: dvae.mnist(None, 300, 10, args.data_dir, 0, device, dtype),
     }

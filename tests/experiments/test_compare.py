@@ -95,13 +95,37 @@ def _quick_run(problems: list[str], extra: list[str], out, capsys) -> list[dict[
         assert {int(row["size"]) for row in mine if row["estimator"] == "indecater"} == {2}
     results = json.loads((out / "compare.json").read_text())
     assert results["settings"]["samples"] == 2 and len(results["results"]) == len(rows)
-    assert (out / "compare.png").stat().st_size > 0
+    for problem in problems:
+        assert (out / f"compare-{problem}.png").stat().st_size > 0
     return rows
 
 
 def test_command_line_quick_run_on_the_synthetic_problems(tmp_path, capsys) -> None:
     rows = _quick_run(["fig1", "binary", "autoregressive"], [], tmp_path, capsys)
     assert {row["estimator"] for row in rows if row["problem"] == "binary"} == set(compare.ESTIMATORS)
+
+
+def test_taylor_has_zero_variance_on_the_quadratic_problem_and_learned_estimators_take_part(tmp_path, capsys) -> None:
+    rows = _quick_run(["quadratic"], ["--quadratic", "4x3"], tmp_path, capsys)
+    variance = {(row["estimator"], row["setting"]): float(row["variance"]) for row in rows}
+    reference = variance["indecater", "equal samples"]
+    assert reference > 0.01
+    assert variance["indecater-taylor", "equal samples"] < 1e-12 * reference  # rounding alone
+    assert variance["indecater-taylor", "equal evaluations"] < 1e-12 * reference
+    assert {"rebar", "relax", "indecater-fitted"} <= {row["estimator"] for row in rows}
+    rebar = [row for row in rows if row["estimator"] == "rebar" and row["setting"] == "equal evaluations"]
+    assert int(rebar[0]["evaluations"]) == 3 * int(rebar[0]["samples"]) <= int(rows[0]["evaluations"])
+
+
+def test_runner_fits_a_learned_estimator_once_before_measuring_it() -> None:
+    problem = figure1.problem(3, 3, "nonseparable", 0, CPU, torch.float64)
+    candidates = compare.applicable(["indecater", "relax"], problem)
+    config = compare.CompareConfig(timing_repeats=1, timing_seconds=0.0, fit_steps=2)
+    runner = compare.Runner(problem, config, CPU, candidates["indecater"], 1, 20)
+    relax = runner.build("relax", candidates["relax"], 2)
+    untrained = candidates["relax"].build(2, problem.budget())
+    assert runner.build("relax", candidates["relax"], 2) is relax
+    assert not torch.equal(relax.log_temperature, untrained.log_temperature)
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 import catlog
-from catlog.experiments import cli, data, dvae, dvae_plot, training
+from catlog.experiments import cli, data, dvae, dvae_plot, estimators, training
 from catlog.experiments.dvae_model import (
     PROJECT_FROM_SAMPLES,
     DiscreteVAE,
@@ -330,3 +330,22 @@ def test_plot_against_evaluations_scales_iterations_by_the_runs_cost(monkeypatch
     recorded = dvae_plot.read_run(runs[0])[0]
     computed = {key: value for key, value in recorded.items() if key != "cost_per_image"}  # as runs write it now
     assert dvae_plot.evaluations_per_image(computed) == recorded["cost_per_image"]["evaluations"]
+
+
+@pytest.mark.usefixtures("synthetic_mnist")
+@pytest.mark.parametrize("name", ["relax-s", "rebar-s"])
+def test_a_learned_control_variate_trains_with_the_model_and_resumes(tmp_path: Path, name: str) -> None:
+    straight = _run(tmp_path, "straight", "--estimator", name, "--epochs", "2")
+    _run(tmp_path, "resumed", "--estimator", name, "--epochs", "1")
+    resumed = _run(tmp_path, "resumed", "--estimator", name, "--epochs", "2", "--resume")
+    a, b = (torch.load(run / "checkpoint.pt", weights_only=True) for run in (straight, resumed))
+    fresh = dvae.make_estimator(name, 6, 2)
+    initial = [p.detach() for p in estimators.learned_parameters(fresh)]
+    assert len(a["estimator"]) == len(initial) > 0
+    assert not all(
+        torch.equal(p, q) for p, q in zip(a["estimator"], initial, strict=True)
+    )  # the optimiser stepped them
+    for p, q in zip(a["estimator"], b["estimator"], strict=True):
+        assert torch.equal(p, q)
+    for key, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][key]), key

@@ -30,6 +30,12 @@ BUDGET = Budget(samples=3, num_variables=4, num_categories=5, temperature=0.5, c
         ("scater", catlog.SCateR, 3),
         ("grpo-s", catlog.GRPO, 3),
         ("grpo-f", catlog.GRPO, 4 * 5 * 3),
+        ("indecater-taylor", catlog.IndeCateR, 3),
+        ("indecater-fitted", catlog.IndeCateR, 3),
+        ("rebar-s", catlog.REBAR, 3),
+        ("rebar-f", catlog.REBAR, 4 * 5 * 3 // 3),  # three evaluations per sample
+        ("relax-s", catlog.RELAX, 3),
+        ("relax-f", catlog.RELAX, 4 * 5 * 3),
     ],
 )
 def test_names_build_their_estimator_under_the_budget_rule(name: str, kind: type, samples: int) -> None:
@@ -76,3 +82,41 @@ def test_the_autoregressive_names_build_estimators_that_take_an_autoregressive_d
         assert estimators.make(name, budget)(lambda x: x.sum(-1), dist).shape == ()
     assert estimators.make("scater-pv", budget).per_variable
     assert not any(name.startswith(("gs", "disarm", "reinmax", "gumbel-rao")) for name in estimators.AUTOREGRESSIVE)
+
+
+def test_the_control_variate_entries_carry_their_own_control_variate() -> None:
+    taylor, fitted = estimators.make("indecater-taylor", BUDGET), estimators.make("indecater-fitted", BUDGET)
+    assert taylor.control_variate == "taylor" and isinstance(fitted.control_variate, catlog.Fitted)
+    assert fitted.control_variate is not estimators.make("indecater-fitted", BUDGET).control_variate  # own fit
+    assert estimators.FAMILIES["indecater-taylor"].relaxed and not estimators.FAMILIES["indecater-fitted"].relaxed
+    with pytest.raises(ValueError, match="num_samples >= 2"):
+        estimators.make("indecater-fitted", Budget(1, 4, 5))
+
+
+@pytest.mark.parametrize("name", ["rebar-f", "reinforce-f", "rloo-f", "disarm-f", "relax-f"])
+def test_equal_evaluation_rules_match_indecaters_rule_of_evaluations(name: str) -> None:
+    assert estimators.make(name, BUDGET).cost(4, 2).evaluations == 4 * 5 * 3
+
+
+def test_only_rebar_and_relax_have_learned_parameters() -> None:
+    rebar, relax = estimators.make("rebar-s", BUDGET), estimators.make("relax-s", BUDGET)
+    assert estimators.learned_parameters(rebar) == [rebar.log_temperature, rebar.learned_scale]
+    surrogate = relax.surrogate
+    assert isinstance(surrogate, estimators.Surrogate)
+    assert estimators.learned_parameters(relax) == [relax.log_temperature, *surrogate.parameters()]
+    assert estimators.learned_parameters(estimators.make("indecater-taylor", BUDGET)) == []
+
+
+def test_one_hot_budgets_reach_every_family() -> None:
+    budget = Budget(samples=2, num_variables=4, num_categories=2, one_hot=True)
+    for name in estimators.NAMES:
+        assert estimators.make(name, budget).one_hot, name
+
+
+def test_the_surrogate_maps_relaxed_one_hot_to_one_value_per_row_in_the_inputs_dtype() -> None:
+    surrogate = estimators.Surrogate(4, 3)
+    relaxed = torch.rand(5, 2, 4, 3, dtype=torch.float64).softmax(-1)
+    value = surrogate(relaxed)
+    assert value.shape == (5, 2) and value.dtype == torch.float64
+    (grad,) = torch.autograd.grad(value.sum(), surrogate.hidden.weight)
+    assert grad.abs().sum() > 0

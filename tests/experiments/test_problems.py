@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import catlog
-from catlog.experiments import addition_model, dvae_model
-from catlog.experiments.problems import Problem, addition, autoregressive, binary, dvae, figure1
+from catlog.experiments import addition_model, dvae_model, estimators
+from catlog.experiments.problems import Problem, addition, autoregressive, binary, dvae, figure1, quadratic
 from helpers import assert_same_mean, assert_unbiased
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -65,3 +65,48 @@ def test_figure_2_exact_gradient_is_the_enumerated_one() -> None:
     assert float(binary.expected_value(torch.full((5, 2), -math.inf).index_fill(-1, torch.tensor([1]), 0.0))) == (
         pytest.approx(binary.OPTIMUM)
     )
+
+
+def test_the_quadratic_problem_is_a_quadratic_form_with_an_enumerated_gradient() -> None:
+    problem = quadratic.problem(3, 3, 0, CPU, torch.float64)
+    assert problem.one_hot and problem.relaxable and problem.budget().one_hot
+    one_hot = torch.nn.functional.one_hot
+    a, b = (one_hot(torch.tensor(v), 3).double() for v in ([0, 1, 2], [2, 2, 0]))
+    t = torch.tensor([0.0, 1 / 3, 2 / 3, 1.0], dtype=torch.float64).view(-1, 1, 1)
+    values = problem.f((1 - t) * a + t * b)  # a quadratic in t along a relaxed line
+    assert abs(float(values[3] - 3 * values[2] + 3 * values[1] - values[0])) < 1e-12  # third difference
+    for d, e in [(0, 1), (0, 2), (1, 2)]:  # every pair of variables interacts
+        corners = torch.zeros(2, 2, 3, dtype=torch.long)
+        corners[1, :, d], corners[:, 1, e] = 1, 1
+        f = problem.f(one_hot(corners, 3).double())
+        assert abs(float(f[1, 1] - f[1, 0] - f[0, 1] + f[0, 0])) > 1e-3
+    rloo = problem.gradients(catlog.RLOO(4, one_hot=True), 4000, torch.Generator().manual_seed(1))
+    assert_unbiased(rloo, problem.exact)
+
+
+def test_taylor_is_exact_on_the_quadratic_problem() -> None:
+    problem = quadratic.problem(6, 3, 0, CPU, torch.float64)
+    family = estimators.FAMILIES["indecater-taylor"]
+    grads = problem.gradients(family.build(2, problem.budget()), 50, torch.Generator().manual_seed(1))
+    scale = float(problem.exact.square().sum())
+    assert catlog.gradient_variance(grads) < 1e-20 * scale
+    torch.testing.assert_close(grads.mean(0), problem.exact, rtol=1e-10, atol=1e-10)
+    plain = problem.gradients(catlog.IndeCateR(2, one_hot=True), 50, torch.Generator().manual_seed(1))
+    assert catlog.gradient_variance(plain) > 1e-3 * scale  # the problem does have variance to remove
+
+
+@pytest.mark.parametrize("name", ["rebar", "relax"])
+def test_fit_moves_a_learned_control_variate_and_leaves_others(name: str) -> None:
+    problem = figure1.problem(3, 3, "nonseparable", 0, CPU, torch.float64)
+    estimator = estimators.FAMILIES[name].build(2, problem.budget())
+    before = [p.detach().clone() for p in estimator.parameters()]
+    problem.fit(estimator, 3, torch.Generator().manual_seed(0))
+    assert any(not torch.equal(p, q) for p, q in zip(estimator.parameters(), before, strict=True))
+
+
+def test_fit_fills_a_carried_fitted_fit() -> None:
+    problem = figure1.problem(3, 3, "nonseparable", 0, CPU, torch.float64)
+    estimator = estimators.FAMILIES["indecater-fitted"].build(2, problem.budget())
+    assert estimator.control_variate.statistics is None
+    problem.fit(estimator, 2, torch.Generator().manual_seed(0))
+    assert estimator.control_variate.statistics is not None

@@ -26,8 +26,8 @@ times) and its ratio to the reference's; samples and
 evaluations from ``cost()``; and the work-normalised variance ``variance x CPU ms``.
 
 Outputs: ``compare.json``, ``compare.csv``, ``compare.txt`` (the printed tables) and
-``compare.png`` (variance against evaluations and against CPU time relative to the
-reference, log-log, one column per problem).
+``compare-PROBLEM.png`` per problem (7 x 3.5 inches: variance against evaluations and
+against CPU time relative to the reference, log-log, the legend outside the axes).
 """
 
 from __future__ import annotations
@@ -46,20 +46,25 @@ import catlog
 from catlog.experiments import common, data, estimators, run_folder
 from catlog.experiments.estimators import Budget, Family
 from catlog.experiments.options import Command, RunOptions, config_json, option, parse_size, show_size
-from catlog.experiments.problems import Problem, addition, autoregressive, binary, dvae, figure1
+from catlog.experiments.problems import Problem, addition, autoregressive, binary, dvae, figure1, quadratic
+from catlog.experiments.problems.problem import FIT_ESTIMATES
 
-PROBLEMS: tuple[str, ...] = ("fig1", "binary", "autoregressive", "dvae", "addition")
+PROBLEMS: tuple[str, ...] = ("fig1", "binary", "quadratic", "autoregressive", "dvae", "addition")
 # Names of the experiments' vocabulary (:mod:`catlog.experiments.estimators`): its methods and its
 # baselines without a budget suffix, since this command sets every size itself.
 ESTIMATORS: tuple[str, ...] = (
     "indecater",
     "indecater-pv",
+    "indecater-taylor",
+    "indecater-fitted",
     "reinforce",
     "rloo",
     "disarm",
     "gs-st",
     "reinmax",
     "gumbel-rao",
+    "rebar",
+    "relax",
 )
 SETTINGS: tuple[str, ...] = ("equal samples", "equal evaluations", "equal time")
 COLUMNS: tuple[str, ...] = (
@@ -103,6 +108,10 @@ class CompareConfig(RunOptions, data.DataOptions):
         metavar="DxK",
     )
     binary_variables: int = option(12, "D of the binary problem", minimum=1)
+    quadratic: tuple[int, int] = option(
+        (8, 3), "size of the quadratic problem", parse=parse_size, show=show_size, metavar="DxK"
+    )
+    fit_steps: int = option(100, "fitting steps of the learned control variates before measuring", minimum=0)
     dvae_checkpoint: Path | None = option(
         None, "checkpoint.pt of a `catlog dvae` run (D = 200, K = 2)", default_text="train here"
     )
@@ -122,6 +131,8 @@ QUICK: dict[str, Any] = {
     "max_evaluations": 200,
     "fig1": (3, 3),
     "binary_variables": 4,
+    "quadratic": (3, 3),
+    "fit_steps": 2,
     "dvae_steps": 2,
     "dvae_batch": 2,
     "addition_batch": 2,
@@ -177,6 +188,7 @@ class Runner:
         self.budget = problem.budget(temperature=config.temperature)
         self.reference = ("indecater", reference, reference_size)
         self.measured: dict[tuple[str, int], Measurement] = {}
+        self.built: dict[tuple[str, int], catlog.Estimator] = {}
         self.timed: dict[tuple[str, int], tuple[float, float]] = {}
 
     def generator(self, name: str, size: int, purpose: str) -> torch.Generator:
@@ -201,9 +213,18 @@ class Runner:
             self.timed[name, size] = (medians[0], medians[0] / medians[-1])
         return self.timed[name, size]
 
+    def build(self, name: str, family: Family, size: int) -> catlog.Estimator:
+        """``family``'s estimator at ``size``, built once, its learned control variate first fitted by
+        ``--fit-steps`` steps (:meth:`Problem.fit`)."""
+        if (name, size) not in self.built:
+            estimator = family.build(size, self.budget)
+            self.problem.fit(estimator, self.config.fit_steps, self.generator(name, size, "fit"))
+            self.built[name, size] = estimator
+        return self.built[name, size]
+
     def estimate_once(self, name: str, family: Family, size: int) -> Callable[[], torch.Tensor]:
         """A call that computes one gradient estimate of ``family`` at ``size``."""
-        estimator, generator = family.build(size, self.budget), self.generator(name, size, "time")
+        estimator, generator = self.build(name, family, size), self.generator(name, size, "time")
         return lambda: self.problem.gradient(estimator, generator)
 
     def measure(self, name: str, family: Family, size: int) -> Measurement:
@@ -212,9 +233,9 @@ class Runner:
         if (name, size) not in self.measured:
             problem = self.problem
             cost = family.cost(size, self.budget)
-            grads = problem.gradients(
-                family.build(size, self.budget), self.repeats, self.generator(name, size, "variance")
-            )
+            estimator = self.build(name, family, size)
+            block = FIT_ESTIMATES if isinstance(getattr(estimator, "control_variate", None), catlog.Fitted) else None
+            grads = problem.gradients(estimator, self.repeats, self.generator(name, size, "variance"), block)
             self.measured[name, size] = Measurement(
                 size,
                 cost.samples,
@@ -306,6 +327,8 @@ def make_problem(name: str, config: CompareConfig, device: torch.device, dtype: 
         return figure1.problem(*config.fig1, "nonseparable", seed, device, dtype, title=title), config.repeats
     if name == "binary":
         return binary.hamming(config.binary_variables, seed, device, dtype), config.repeats
+    if name == "quadratic":
+        return quadratic.problem(*config.quadratic, seed, device, dtype), config.repeats
     if name == "autoregressive":
         return autoregressive.problem(seed, device, dtype), config.repeats
     if name == "dvae":
@@ -339,9 +362,14 @@ def format_table(problem: Problem, repeats: int, rows: Sequence[dict[str, Any]],
     return "\n".join(lines)
 
 
-def plot(titles: dict[str, str], rows: Sequence[dict[str, Any]], labels: dict[str, dict[str, str]], path: Path) -> Path:
-    """Variance against evaluations (top) and against CPU time over the reference's (bottom, measured
-    side by side), log-log, one column per problem (``titles``: problem name -> title)."""
+FIGURE_SIZE = (7.0, 3.5)
+"""Inches of one problem's figure: readable at page width."""
+
+
+def plot(title: str, rows: Sequence[dict[str, Any]], labels: dict[str, str], path: Path) -> Path:
+    """One problem's figure: variance against evaluations (left) and against CPU time over the
+    reference's (right, measured side by side), log-log, one line per estimator through its
+    settings' markers, the legend outside the axes."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -350,57 +378,53 @@ def plot(titles: dict[str, str], rows: Sequence[dict[str, Any]], labels: dict[st
     from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
     markers = dict(zip(SETTINGS, ("o", "s", "^")))
-    colours = {name: plt.get_cmap("tab10")(index) for index, name in enumerate(ESTIMATORS)}
-    fig, axes = plt.subplots(2, len(titles), figsize=(4.2 * len(titles), 7), squeeze=False)
-    axis_labels = {"evaluations": "evaluations of f", "time_ratio": "CPU time / reference's (side by side)"}
-    for column, (problem, title) in enumerate(titles.items()):
-        mine = [row for row in rows if row["problem"] == problem]
-        for top, (key, axis_label) in enumerate(axis_labels.items()):
-            ax = axes[top, column]
-            for name in ESTIMATORS:
-                mine_here = [row for row in mine if row["estimator"] == name]
-                points = sorted({(row["size"], row[key], row["variance"], row["setting"]) for row in mine_here})
-                if not points:
-                    continue
-                ax.plot(
-                    [p[1] for p in points],
-                    [p[2] for p in points],
-                    "-",
-                    color=colours[name],
-                    alpha=0.6,
-                    label=labels[problem][name],
-                )
-                for _, x, y, setting in points:
-                    ax.plot(x, y, markers[setting], color=colours[name], markersize=5)
-            reference = [row for row in mine if row["estimator"] == "indecater" and row["setting"] == "equal samples"]
-            ax.plot(reference[0][key], reference[0]["variance"], "*", color="black", markersize=11, zorder=0)
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-            low, high = ax.get_xlim()
-            # 1-2-5 ticks over up to two decades; decades only beyond, where 1-2-5 labels collide.
-            ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0) if high / low <= 100 else (1.0,)))
-            ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
-            ax.xaxis.set_minor_formatter(NullFormatter())
-            ax.set_xlabel(axis_label)
-            ax.grid(True, which="major", alpha=0.3)
-            if column == 0:
-                ax.set_ylabel("variance: sum_i Var(g_i)")
-        axes[0, column].set_title(title, fontsize=8)
-        axes[0, column].legend(fontsize=6)
-    handles = [Line2D([], [], marker=m, color="grey", linestyle="") for m in markers.values()]
-    handles.append(Line2D([], [], marker="*", color="black", linestyle="", markersize=9))
-    reference_samples = next(
-        row["samples"] for row in rows if row["estimator"] == "indecater" and row["setting"] == "equal samples"
-    )
+    # tab20's dark shades first, then its light ones
+    colours = {name: plt.get_cmap("tab20")(2 * index % 20 + 2 * index // 20) for index, name in enumerate(ESTIMATORS)}
+    fig, axes = plt.subplots(1, 2, figsize=FIGURE_SIZE, sharey=True)
+    axis_labels = {"evaluations": "evaluations of f", "time_ratio": "CPU time / reference's"}
+    reference = next(row for row in rows if row["estimator"] == "indecater" and row["setting"] == "equal samples")
+    handles: list[Any] = []
+    for ax, (key, axis_label) in zip(axes, axis_labels.items()):
+        handles = []
+        for name in (name for name in ESTIMATORS if name in labels):
+            points = sorted(
+                {(row["size"], row[key], row["variance"], row["setting"]) for row in rows if row["estimator"] == name}
+            )
+            positive = [point for point in points if point[2] > 0]  # log axes: an exact estimator has no point
+            if not positive:
+                continue
+            (line,) = ax.plot(
+                [p[1] for p in positive], [p[2] for p in positive], "-", color=colours[name], alpha=0.7, lw=1.2
+            )
+            for _, x, y, setting in positive:
+                ax.plot(x, y, markers[setting], color=colours[name], markersize=4)
+            handles.append((line, labels[name]))
+        if reference["variance"] > 0:
+            ax.plot(reference[key], reference["variance"], "*", color="black", markersize=10, zorder=0)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        low, high = ax.get_xlim()
+        # 1-2-5 ticks over up to two decades; decades only beyond, where 1-2-5 labels collide.
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0) if high / low <= 100 else (1.0,)))
+        ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel(axis_label, fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(True, which="major", alpha=0.3)
+    axes[0].set_ylabel("variance: sum_i Var(g_i)", fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    settings = [Line2D([], [], marker=m, color="grey", linestyle="") for m in markers.values()]
+    star = Line2D([], [], marker="*", color="black", linestyle="", markersize=8)
     fig.legend(
-        handles,
-        [*markers, f"reference (IndeCateR / SCateR, N = {reference_samples})"],
-        loc="lower center",
-        ncol=4,
-        fontsize=8,
+        [line for line, _ in handles] + settings + [star],
+        [label for _, label in handles] + list(markers) + [f"reference, N = {reference['samples']}"],
+        loc="center left",
+        bbox_to_anchor=(1.0, 0.5),
+        fontsize=7,
+        frameon=False,
     )
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
-    return common.save_figure(fig, path)
+    fig.tight_layout()
+    return common.save_figure(fig, path, dpi=150)
 
 
 def run(config: CompareConfig) -> tuple[Path, str]:
@@ -424,7 +448,8 @@ def _run_in(config: CompareConfig, folder: Path, device: torch.device, dtype: to
         common.write_csv(folder / "compare.csv", rows, COLUMNS)  # partial results survive an interruption
     settings = config_json(config)
     titles = {problem.name: problem.title for problem in problems}
-    plot(titles, rows, labels, folder / "compare.png")
+    for name, title in titles.items():
+        plot(title, [row for row in rows if row["problem"] == name], labels[name], folder / f"compare-{name}.png")
     run_cpu_s = time.process_time()
     common.write_json(
         folder / "compare.json",
@@ -444,7 +469,7 @@ def main(config: CompareConfig) -> int:
     config = replace(config, **QUICK, quick=False) if config.quick else config
     folder, text = run(config)
     print(text)
-    print(f"results in {folder}/ (compare.json, compare.csv, compare.txt, compare.png)")
+    print(f"results in {folder}/ (compare.json, compare.csv, compare.txt, compare-PROBLEM.png)")
     return 0
 
 

@@ -34,7 +34,8 @@ from typing import Any, ClassVar, Protocol
 import torch
 from torch import nn
 
-from catlog.experiments import common, distributed, run_folder
+import catlog
+from catlog.experiments import common, distributed, estimators, run_folder
 from catlog.experiments.keras import KerasAdam
 from catlog.experiments.options import OptionError, RunOptions, option
 
@@ -106,6 +107,11 @@ class Task(Protocol):
     @property
     def num_examples(self) -> int: ...
 
+    @property
+    def estimator(self) -> catlog.Estimator:
+        """The gradient estimator; its learned parameters (REBAR, RELAX) join the model's in the optimiser."""
+        ...
+
     def loss(self, indices: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
         """The mean loss (with autograd) over the training examples ``indices: LongTensor[b]``, and
         statistics of the batch (means over its examples) for the log."""
@@ -160,6 +166,12 @@ class Trainer:
     clock: common.Clock
 
 
+def trained_parameters(task: Task) -> list[nn.Parameter]:
+    """What the optimiser steps: the model's parameters, then the estimator's learned ones (REBAR,
+    RELAX; :func:`~catlog.experiments.estimators.learned_parameters`)."""
+    return [*task.model.parameters(), *estimators.learned_parameters(task.estimator)]
+
+
 def init(
     config: TrainingOptions, make_task: Callable[[], Task], out: Path, ctx: distributed.DistributedContext
 ) -> tuple[Trainer, TrainState]:
@@ -175,7 +187,7 @@ def init(
         task=task,
         out=out,
         ctx=ctx,
-        optimizer=KerasAdam(task.model.parameters(), lr=config.lr),
+        optimizer=KerasAdam(trained_parameters(task), lr=config.lr),
         generators={
             "train": distributed.rank_generator(config.seed, ctx, device=ctx.device),
             "eval": torch.Generator(device=ctx.device).manual_seed(config.seed + 1),
@@ -188,8 +200,8 @@ def init(
 
 
 def save(trainer: Trainer, state: TrainState) -> None:
-    """Checkpoint model, optimiser, random streams and state. Every rank calls it (the ranks' training
-    streams are gathered); rank 0 writes."""
+    """Checkpoint model, the estimator's learned parameters, optimiser, random streams and state.
+    Every rank calls it (the ranks' training streams are gathered); rank 0 writes."""
     train_states = distributed.all_gather_object(trainer.generators["train"].get_state(), trainer.ctx)
     if not trainer.ctx.is_main:
         return
@@ -197,6 +209,7 @@ def save(trainer: Trainer, state: TrainState) -> None:
         trainer.out / run_folder.CHECKPOINT,
         {
             "model": trainer.task.model.state_dict(),
+            "estimator": [p.detach() for p in estimators.learned_parameters(trainer.task.estimator)],
             "optimizer": trainer.optimizer.state_dict(),
             "generators": {"eval": trainer.generators["eval"].get_state(), "train": train_states},
             "state": {**asdict(state), "log": list(state.log)},
@@ -211,7 +224,8 @@ def load_model(path: Path, model: nn.Module) -> nn.Module:
 
 
 def load(trainer: Trainer) -> TrainState:
-    """Restore model, optimiser and random streams from the run's checkpoint; returns its state."""
+    """Restore model, the estimator's learned parameters, optimiser and random streams from the run's
+    checkpoint; returns its state."""
     saved = run_folder.load_checkpoint(trainer.out / run_folder.CHECKPOINT)
     train_states = saved["generators"]["train"]
     if len(train_states) != trainer.ctx.world_size:
@@ -220,6 +234,11 @@ def load(trainer: Trainer) -> TrainState:
             f"got a world size of {trainer.ctx.world_size}"
         )
     trainer.task.model.load_state_dict(saved["model"])
+    with torch.no_grad():
+        for parameter, value in zip(
+            estimators.learned_parameters(trainer.task.estimator), saved.get("estimator", []), strict=True
+        ):
+            parameter.copy_(value)
     trainer.optimizer.load_state_dict(saved["optimizer"])
     trainer.generators["eval"].set_state(saved["generators"]["eval"])
     trainer.generators["train"].set_state(train_states[trainer.ctx.rank])
@@ -248,7 +267,7 @@ def step(trainer: Trainer, state: TrainState, part: distributed.Batch) -> TrainS
         trainer.optimizer.zero_grad(set_to_none=True)
         loss, statistics = task.loss(indices, trainer.generators["train"])
         torch.autograd.backward(loss * part.weight)
-        distributed.average_gradients(task.model.parameters(), ctx)
+        distributed.average_gradients(trained_parameters(task), ctx)
         trainer.optimizer.step()
         return statistics
 

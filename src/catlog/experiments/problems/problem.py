@@ -16,6 +16,8 @@ Loss = Callable[[catlog.Estimator, torch.Generator | None], torch.Tensor]
 Batched = Callable[[catlog.Estimator, int, torch.Generator | None], torch.Tensor]
 ELEMENT_BUDGET = 2_000_000
 """Rows x batch x ``D`` x ``K`` per estimator call when a problem batches its repeated estimates."""
+FIT_ESTIMATES = 10
+"""Estimates per fitting step of :meth:`Problem.fit` (one call of ``f`` on a batched problem)."""
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,8 @@ class Problem:
         relaxable: ``f`` accepts relaxed float values, so relaxed estimators apply.
         autoregressive: the distribution is a :class:`catlog.Autoregressive` (SCateR, not IndeCateR).
         exact: ``[P]`` exact gradient (float64), or ``None`` where it is not known.
+        one_hot: :attr:`f` takes (float) one-hot samples ``[M, *B, D, K]``; estimators are built
+            with ``one_hot=True``.
         batched: ``(estimator, r, generator) -> [r, P]``: ``r`` independent estimates from one
             estimator call, where the problem can batch them; ``None``: one :attr:`loss` per estimate.
     """
@@ -51,6 +55,7 @@ class Problem:
     autoregressive: bool = False
     exact: torch.Tensor | None = None
     batched: Batched | None = None
+    one_hot: bool = False
 
     def gradients(
         self,
@@ -89,8 +94,39 @@ class Problem:
         """The experiments' :class:`~catlog.experiments.estimators.Budget` on this problem's ``D``, ``K``, for
         families built at a given size (``Family.build``; its ``samples`` is then unused)."""
         return estimators.Budget(
-            1, self.num_variables, self.num_categories, temperature, autoregressive=self.autoregressive
+            1,
+            self.num_variables,
+            self.num_categories,
+            temperature,
+            autoregressive=self.autoregressive,
+            one_hot=self.one_hot,
         )
+
+    def fit(
+        self,
+        estimator: catlog.Estimator,
+        steps: int,
+        generator: torch.Generator | None = None,
+        block: int = FIT_ESTIMATES,
+    ) -> None:
+        """Fit a learned control variate before measuring it, at the problem's fixed parameters.
+
+        REBAR and RELAX: ``steps`` Adam steps (lr 1e-2) on their own variance gradient, each
+        from :data:`FIT_ESTIMATES` estimates in one call (one estimate on an unbatched
+        problem). IndeCateR with a carried ``Fitted`` fit (``memory > 0``): ``steps`` calls of
+        ``block`` estimates that fill it; measure it then with the same ``block``, so that the
+        batch shape, and with it the fit, carries on. Others: nothing.
+        """
+        control_variate = getattr(estimator, "control_variate", None)
+        if isinstance(control_variate, catlog.Fitted):
+            for _ in range(steps if control_variate.memory > 0 else 0):
+                self.gradients(estimator, block, generator, block)
+        elif isinstance(estimator, (catlog.REBAR, catlog.RELAX)):
+            optimiser = torch.optim.Adam(estimator.parameters(), lr=1e-2)
+            for _ in range(steps):
+                optimiser.zero_grad()
+                self.gradients(estimator, FIT_ESTIMATES if self.batched else 1, generator, FIT_ESTIMATES)
+                optimiser.step()
 
 
 def logits_problem(
@@ -101,6 +137,7 @@ def logits_problem(
     *,
     relaxable: bool,
     exact: torch.Tensor | None = None,
+    one_hot: bool = False,
 ) -> Problem:
     """A problem whose parameters are the logits ``[*B, D, K]`` themselves; ``loss`` = the sum of the estimates.
 
@@ -109,6 +146,7 @@ def logits_problem(
 
     Args:
         exact: the exact gradient ``[P]``, or ``None``.
+        one_hot: ``f`` takes one-hot samples (see :attr:`Problem.one_hot`).
     """
     leaf = logits.detach().clone().requires_grad_()
 
@@ -131,6 +169,7 @@ def logits_problem(
         relaxable,
         exact=exact,
         batched=batched,
+        one_hot=one_hot,
     )
 
 
