@@ -150,12 +150,8 @@ class IndeCateR(Estimator):
         estimate = catlog_estimate(sample_values, probs, coefficients, self.pathwise)
         if self._control_variate is None or not (torch.is_grad_enabled() and logits.requires_grad):
             return estimate
-        if isinstance(self._control_variate, Fitted):
-            rows, expectation = self._control_variate(
-                objective.relaxed_one_hot, samples[:, 0], logits, generator, rows=per_sample
-            )
-        else:
-            rows, expectation = self._control_variate(objective.relaxed_one_hot, samples[:, 0], logits, generator)
+        reuse = {"rows": per_sample} if fitted else {}  # Fitted fits on the rows already evaluated
+        rows, expectation = self._control_variate(objective.relaxed_one_hot, samples[:, 0], logits, generator, **reuse)
         rows = rows.detach().masked_fill(logits.detach() == -math.inf, 0.0)  # 0 * NaN there would be NaN
         correction = expectation - (rows * probs).flatten(-2).sum(-1)
         return estimate + (correction - correction.detach())
