@@ -36,8 +36,8 @@ def gradient(parameter: torch.Tensor) -> torch.Tensor:
 class KerasOptimizer(torch.optim.Optimizer):
     """An optimiser that checks its settings by name and updates each parameter group in one call.
 
-    Subclasses give ``bounds``, each setting's admissible interval ``(low, high, high_included)``
-    (``low`` always included), and :meth:`update`.
+    Subclasses give ``bounds``, each setting's admissible interval ``(low, high, low_included)``
+    (``high`` never included), and :meth:`update`.
     """
 
     bounds: dict[str, tuple[float, float, bool]] = {}
@@ -45,11 +45,8 @@ class KerasOptimizer(torch.optim.Optimizer):
     def __init__(self, params: Iterable[torch.Tensor], **settings: float) -> None:
         for name, value in settings.items():
             low, high, closed = self.bounds[name]
-            if not (low <= value < high or (closed and value == high)) or (name == "lr" and value == 0):
-                interval = f"[{low}, {high}{']' if closed else ')'}"
-                raise ValueError(
-                    f"{name}: expected a number in {interval}{', not 0' if name == 'lr' else ''}, got {value!r}"
-                )
+            if not (low < value < high or (closed and value == low)):
+                raise ValueError(f"{name}: expected a number in {'[' if closed else '('}{low}, {high}), got {value!r}")
         super().__init__(params, settings)
 
     def update(self, group: dict[str, Any], params: list[torch.Tensor]) -> None:
@@ -84,7 +81,7 @@ class KerasRMSprop(KerasOptimizer):
         eps: added to ``v`` inside the square root, ``>= 0`` (Keras' default 1e-7).
     """
 
-    bounds = {"lr": (0.0, math.inf, False), "rho": (0.0, 1.0, False), "eps": (0.0, math.inf, False)}
+    bounds = {"lr": (0.0, math.inf, False), "rho": (0.0, 1.0, True), "eps": (0.0, math.inf, True)}
 
     def __init__(self, params: Iterable[torch.Tensor], lr: float, rho: float = 0.9, eps: float = 1e-7) -> None:
         super().__init__(params, lr=lr, rho=rho, eps=eps)
@@ -132,9 +129,9 @@ class KerasAdam(KerasOptimizer):
 
     bounds = {
         "lr": (0.0, math.inf, False),
-        "beta_1": (0.0, 1.0, False),
-        "beta_2": (0.0, 1.0, False),
-        "eps": (0.0, math.inf, False),
+        "beta_1": (0.0, 1.0, True),
+        "beta_2": (0.0, 1.0, True),
+        "eps": (0.0, math.inf, True),
     }
 
     def __init__(
