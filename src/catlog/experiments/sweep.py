@@ -1,55 +1,32 @@
 """``catlog sweep SPEC.toml``: run a grid of experiment runs, resumably, and collect one table.
 
-A spec (TOML; YAML too when PyYAML is installed) names a command, the grid and
-the fixed options::
+A spec (TOML; YAML with PyYAML installed) names a command, the grid and the fixed options::
 
-    command = "addition"                # a catlog subcommand, or a list: program and arguments
-    nproc_per_node = 1                  # > 1: each run under torchrun (catlog subcommands only)
-    resume = "checkpoint.pt"            # optional: rerun a run that left this file with --resume
-    collect = ["summary.json", "final.json"]   # a run's result: the first of these it wrote;
-                                        # "file.json:key.path" selects part of a file
+    command = "addition"           # a catlog subcommand, or a list: program and arguments
+    nproc_per_node = 1             # > 1: each run under torchrun (catlog subcommands only)
+    resume = "checkpoint.pt"       # optional: a rerun whose folder holds this file gets --resume
+    collect = ["summary.json"]     # a run's result: the first of these it wrote ("file.json:key.path": part of it)
 
-    [fixed]                             # options every run gets
+    [fixed]                        # options every run gets
     epochs = 1
-    threads = 1
 
-    [grid]                              # every combination is one run
+    [grid]                         # every combination is one run, in OUT/<grid values>/
     estimator = ["indecater", "rloo-s"]
-    digits = [4, 8]
     seed = [0, 1, 2]
 
-    [plot]                              # optional: run once after the runs, e.g. the paper's figure
+    [plot]                         # optional: run once after the runs
     command = "addition-plot"
     args = ["{runs}", "--out", "{out}/figure4.png"]
 
-    [submitit]                          # optional: parameters of submitit's AutoExecutor
+    [submitit]                     # optional: submitit.AutoExecutor parameters
     timeout_min = 120
-    slurm_partition = "gpu"
 
-Options become ``--name value`` (underscores turn into dashes); ``true`` gives a
-bare ``--name``, ``false`` omits it, a list gives ``--name v1 v2``. Run ``i``
-goes to ``OUT/<grid values>/`` (``--out`` is appended), with its standard output
-and error appended to ``stdout.log``/``stderr.log`` there. When a run exits, the sweep
-writes ``sweep-run.json`` into its folder (atomically: argv, exit status, wall
-and CPU seconds). A run counts as complete when that record says exit status 0
-for the same argv; running the sweep again skips complete runs and reruns the
-others, so an interrupted sweep resumes. With ``resume = FILE``, a rerun whose
-folder holds ``FILE`` (a checkpoint) left by the same command line gets ``--resume``
-appended, so that a run killed half-way (e.g. by a cluster time limit) continues
-instead of restarting; any other rerun of a catlog subcommand gets ``--overwrite``
-and starts afresh. The sweep locks ``OUT`` while it runs (a second sweep there stops
-at once), every catlog run locks its own folder, and on Linux each child gets
-SIGTERM when the sweep dies (``PR_SET_PDEATHSIG``), so no run is left orphaned or
-doubled. Finally ``OUT/results.csv`` (and
-``results.json``) gets one row per run: its grid values, status, times, and the
-scalar entries of the run's result file (nested keys joined by ``.``; lists are
-left out), and the ``[plot]`` command runs with ``{runs}`` replaced by the
-complete run folders and ``{out}`` by ``OUT``.
-
-Backends: ``local`` runs up to ``--jobs`` subprocesses at once; ``submitit``
-submits the runs as a Slurm job array through submitit (at most ``--jobs`` at
-once) and waits for them; ``submitit-local`` uses submitit's local executor
-(every run at once; for tests).
+Options become ``--name value`` (``true`` a bare flag, ``false`` nothing, a list
+several values). A run is complete when its ``sweep-run.json`` says exit status 0
+for the same argv; rerunning the sweep skips complete runs and reruns the others
+(``--resume`` or, for a catlog subcommand, ``--overwrite``). ``OUT/results.csv`` gets
+one row per run. Backends: ``local`` (``--jobs`` subprocesses at once), ``submitit``
+(a Slurm job array), ``submitit-local`` (for tests). See docs/scaling.md.
 """
 
 from __future__ import annotations
@@ -81,16 +58,9 @@ SPEC_KEYS = {"command", "nproc_per_node", "collect", "fixed", "grid", "plot", "r
 
 @dataclass(frozen=True)
 class Run:
-    """One run of a sweep.
-
-    Attributes:
-        name: its folder name under the sweep's output, from its grid values.
-        values: its grid values, ``{option: value}``.
-        argv: the whole command line, ending with ``--out <folder>``.
-        folder: where it writes.
-        resume: a file name; when the folder holds it, ``--resume`` is appended to ``argv``.
-        catlog: ``argv`` runs a catlog subcommand (a rerun not resumed gets ``--overwrite``).
-    """
+    """One run of a sweep: its folder ``name`` from its grid ``values``, its whole ``argv`` (ending
+    ``--out <folder>``), its ``folder``, the ``resume`` file name and whether ``argv`` is a ``catlog``
+    subcommand (a rerun not resumed then gets ``--overwrite``)."""
 
     name: str
     values: Mapping[str, Any]
@@ -102,18 +72,8 @@ class Run:
 
 @dataclass(frozen=True)
 class SweepSpec:
-    """A parsed sweep spec (see the module docstring for the file format).
-
-    Attributes:
-        command: the program and leading arguments of every run.
-        grid: ``{option: [values]}``; runs are the product, in this order.
-        fixed: ``{option: value}`` given to every run.
-        collect: file names, the first one a run wrote is its result.
-        plot: program and arguments to run after the runs, or empty.
-        resume: file whose presence in a run folder makes a rerun pass ``--resume``, or ``None``.
-        submitit: parameters for ``submitit.AutoExecutor.update_parameters``.
-        catlog: ``command`` is a catlog subcommand.
-    """
+    """A parsed sweep spec (see the module docstring): ``command`` is the argv prefix of every run,
+    ``plot`` the plot command's argv (empty: none); ``catlog``: ``command`` is a catlog subcommand."""
 
     command: tuple[str, ...]
     grid: Mapping[str, Sequence[Any]]
@@ -208,29 +168,22 @@ def option_argv(options: Mapping[str, Any]) -> list[str]:
         flag = "--" + name.replace("_", "-")
         if value is True:
             words.append(flag)
-        elif value is False or value is None:
-            continue
         elif isinstance(value, list):
             words += [flag, *map(str, value)]
-        else:
+        elif value is not False and value is not None:
             words += [flag, str(value)]
     return words
 
 
-def _slug(value: Any) -> str:
-    return re.sub(r"[^A-Za-z0-9.+-]+", "-", str(value)).strip("-") or "-"
-
-
 def expand(spec: SweepSpec, out: Path) -> list[Run]:
     """The runs of ``spec``: one per combination of grid values, in grid order, under ``out``."""
-    keys = list(spec.grid)
     runs = []
-    for combination in itertools.product(*(spec.grid[key] for key in keys)):
-        values = dict(zip(keys, combination))
-        name = "_".join(f"{key}={_slug(value)}" for key, value in values.items()) or "run"
-        folder = out / name
-        argv = (*spec.command, *option_argv(spec.fixed), *option_argv(values), "--out", str(folder))
-        runs.append(Run(name, values, argv, folder, spec.resume, spec.catlog))
+    for combination in itertools.product(*spec.grid.values()):
+        values = dict(zip(spec.grid, combination))
+        slugs = (re.sub(r"[^A-Za-z0-9.+-]+", "-", str(value)).strip("-") or "-" for value in values.values())
+        name = "_".join(f"{key}={slug}" for key, slug in zip(values, slugs)) or "run"
+        argv = (*spec.command, *option_argv(spec.fixed), *option_argv(values), "--out", str(out / name))
+        runs.append(Run(name, values, argv, out / name, spec.resume, spec.catlog))
     names = [run.name for run in runs]
     if len(set(names)) != len(names):
         raise ValueError(f"grid: expected values that give distinct folder names, got repeats among {names}")
@@ -246,30 +199,31 @@ def read_record(run: Run) -> dict[str, Any] | None:
         return None
 
 
+def status(run: Run) -> str:
+    """``complete`` (last exit status 0 with this very argv), ``failed (exit N)`` or ``not run``."""
+    record = read_record(run)
+    if record is None or tuple(record.get("argv", ())) != run.argv:
+        return "not run"
+    return "complete" if record.get("returncode") == 0 else f"failed (exit {record.get('returncode')})"
+
+
 def is_complete(run: Run) -> bool:
     """True when ``run`` last exited with status 0 with this very command line."""
-    record = read_record(run)
-    return record is not None and record.get("returncode") == 0 and tuple(record.get("argv", ())) == run.argv
+    return status(run) == "complete"
 
 
 def die_with_parent() -> None:
-    """In a child before ``exec``: ask Linux to send SIGTERM when the sweep dies (even by ``kill -9``).
-
-    Elsewhere this does nothing; the run folder's lock still keeps a rerun from doubling a run.
-    """
+    """In a child before ``exec``: ask Linux to send SIGTERM when the sweep dies (even by ``kill -9``);
+    elsewhere nothing (the run folder's lock still keeps a rerun from doubling a run)."""
     if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def execute(run: Run) -> dict[str, Any]:
     """Run ``run`` to its end (logs into its folder), write its record atomically and return it.
 
-    The record holds ``argv`` (the run's, without ``--resume``), ``resumed``,
-    ``returncode``, ``wall_s`` and ``cpu_s`` (user plus system seconds of the run and
-    the processes it waited for; of this last execution). The child gets SIGTERM when
-    the sweep dies (:func:`die_with_parent`). A catlog run that is neither complete nor
-    resumed is started afresh (``--overwrite``). POSIX only (``os.wait4``).
+    The record holds ``argv`` (without ``--resume``), ``resumed``, ``returncode``, ``wall_s`` and
+    ``cpu_s`` (user plus system seconds of the run and its children, from ``os.wait4``: POSIX only).
     """
     run.folder.mkdir(parents=True, exist_ok=True)
     previous = read_record(run)
@@ -282,8 +236,8 @@ def execute(run: Run) -> dict[str, Any]:
         process = subprocess.Popen(
             (*run.argv, *extra), stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent
         )
-        _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
+        _, exit_status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(exit_status)
     record = {
         "argv": list(run.argv),
         "resumed": resumed,
@@ -306,10 +260,8 @@ def run_local(runs: Sequence[Run], jobs: int) -> None:
 def run_submitit(runs: Sequence[Run], jobs: int, folder: Path, parameters: Mapping[str, Any], local: bool) -> None:
     """Execute ``runs`` as one submitit job array (Slurm, or submitit's local executor) and wait.
 
-    ``parameters`` go to ``AutoExecutor.update_parameters`` (e.g. ``timeout_min``,
-    ``gpus_per_node``, ``slurm_partition``); ``--jobs`` bounds the array's parallelism
-    on Slurm. A job that fails outside the run (e.g. a Slurm time-out) is reported and
-    counted as not complete.
+    ``parameters`` go to ``AutoExecutor.update_parameters``; ``jobs`` bounds the array's parallelism.
+    A job lost outside the run (e.g. a Slurm time-out) is reported and counts as not complete.
     """
     try:
         import submitit
@@ -349,25 +301,16 @@ def _result(folder: Path, result_files: Sequence[str]) -> tuple[str | None, list
 
 
 def collect(runs: Sequence[Run], result_files: Sequence[str]) -> list[dict[str, Any]]:
-    """The sweep's table: rows of ``run``, its grid values, ``status`` (``complete``,
-    ``failed (exit N)`` or ``not run``), ``returncode``, ``wall_s``, ``cpu_s``,
-    ``result_file``, then the scalar entries of the run's result (grid values win on a
-    name clash).
+    """The sweep's table: rows of ``run``, its grid values, ``status`` (:func:`status`), ``returncode``,
+    ``wall_s``, ``cpu_s``, ``result_file``, then the scalar entries of the run's result (grid values win).
 
-    The result is the first of ``result_files`` that the run wrote. An entry
-    ``"name.json:key.path"`` selects the object at that key path in the file; when
-    the selected object is a list of objects, the run gives one row per element.
+    The result is the first of ``result_files`` the run wrote; ``"name.json:key.path"`` selects the
+    object at that key path, and a list of objects there gives one row per element.
     """
     rows = []
     for run in runs:
         record = read_record(run)
-        row: dict[str, Any] = {"run": run.name, **run.values}
-        if is_complete(run):
-            row["status"] = "complete"
-        elif record is not None and tuple(record.get("argv", ())) == run.argv:
-            row["status"] = f"failed (exit {record.get('returncode')})"
-        else:
-            row["status"] = "not run"
+        row: dict[str, Any] = {"run": run.name, **run.values, "status": status(run)}
         for key in ("returncode", "wall_s", "cpu_s"):
             row[key] = record.get(key) if record and row["status"] != "not run" else None
         row["result_file"], results = _result(run.folder, result_files)
@@ -380,8 +323,7 @@ def write_table(rows: Sequence[Mapping[str, Any]], out: Path) -> Path:
     """Write ``rows`` to ``out/results.csv`` (columns: the union of keys, first-seen order) and ``results.json``."""
     fieldnames = list(dict.fromkeys(key for row in rows for key in row))
     common.write_json(out / "results.json", list(rows))
-    table = [{key: row.get(key) for key in fieldnames} for row in rows]
-    return common.write_csv(out / "results.csv", table, fieldnames)
+    return common.write_csv(out / "results.csv", [{key: row.get(key) for key in fieldnames} for row in rows])
 
 
 def plot(spec: SweepSpec, runs: Sequence[Run], out: Path) -> int:
@@ -421,10 +363,7 @@ class SweepConfig(Options):
 
 
 def sweep(config: SweepConfig) -> int:
-    """The ``catlog sweep`` command; exit status 1 when a run is not complete at the end.
-
-    The sweep folder is locked while the sweep runs, so a second sweep into it stops at once.
-    """
+    """The ``catlog sweep`` command, with its folder locked; exit status 1 when a run is not complete."""
     spec, out = config.parsed, config.folder
     runs = expand(spec, out.resolve())
     pending = [run for run in runs if not is_complete(run)]
@@ -444,8 +383,7 @@ def sweep(config: SweepConfig) -> int:
             else:
                 local = config.backend == "submitit-local"
                 run_submitit(pending, config.jobs, out / "submitit", spec.submitit, local=local)
-        rows = collect(runs, spec.collect)
-        table = write_table(rows, out)
+        table = write_table(collect(runs, spec.collect), out)
         incomplete = [run.name for run in runs if not is_complete(run)]
         plot_status = plot(spec, runs, out)
     finally:
