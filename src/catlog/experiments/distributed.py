@@ -1,35 +1,12 @@
 """Data-parallel training with ``torch.distributed``: one process per device, launched by ``torchrun``.
 
-A training command becomes distributed with a few calls:
-
-    with distributed.process_group(args.device) as ctx:   # reads torchrun's environment
-        model = distributed.wrap_model(model.to(ctx.device), ctx)
-        generator = distributed.rank_generator(seed, ctx, epoch=epoch)
-        for batch in distributed.shard(len(train), batch_size, ctx, seed, epoch):
-            loss = per_example_loss(train[batch.indices]).mean() * batch.weight
-            ...
-        if ctx.is_main: write logs, checkpoints, plots
-
-Resuming: rank 0 writes the checkpoint (``unwrap(model).state_dict()``, the
-optimiser, the run's progress); on ``--resume`` every rank loads it before
-:func:`wrap_model`. With the estimator streams reseeded per epoch
-(``rank_generator(seed, ctx, epoch=epoch)``) and the shuffle drawn from
-``(seed, epoch)`` by :func:`shard`, a run resumed from an end-of-epoch checkpoint
-continues exactly as if it had not stopped, for the same world size. The commands'
-training loop (:mod:`catlog.experiments.training`) takes the other road: plain modules with
-:func:`broadcast_parameters` and :func:`average_gradients`, and every rank's stream saved
-in the checkpoint.
-
-Global batch semantics: with world size ``W`` and per-rank batch ``b``, one step
-draws a global batch of ``W * b`` examples, gives each rank its share, and the
-gradients are averaged over ranks. Each rank multiplies its mean loss by
-:attr:`Batch.weight` ``= W * (its examples) / (global batch)``, so the averaged
-gradient is exactly the gradient of the mean loss over the global batch, also
-for the last, smaller global batch. Started without ``torchrun`` (no
-``WORLD_SIZE`` or ``WORLD_SIZE=1``) every function here is a cheap no-op, so
-the same code runs single-process.
-
-Backends: ``gloo`` on CPU, ``nccl`` on CUDA (one device per process: ``cuda:LOCAL_RANK``).
+Global batch semantics: with world size ``W`` and per-rank batch ``b``, one step draws a
+global batch of ``W * b`` examples (:func:`shard`), each rank multiplies its mean loss by
+:attr:`Batch.weight` and the gradients are averaged over ranks, so that the result is the
+gradient of the mean loss over the global batch, the last smaller one included. Without
+``torchrun`` (``WORLD_SIZE`` unset or 1) every function is a cheap no-op, so the same code
+runs single-process. Backends: ``gloo`` on CPU, ``nccl`` on CUDA (``cuda:LOCAL_RANK``).
+The API and its use are in docs/scaling.md.
 """
 
 from __future__ import annotations
@@ -52,14 +29,8 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class DistributedContext:
-    """Where this process stands in the job.
-
-    Attributes:
-        rank: global rank, ``0 <= rank < world_size``.
-        world_size: number of processes, ``W``.
-        local_rank: rank on this node (picks the GPU).
-        device: the torch device this process computes on.
-    """
+    """Where this process stands: its global ``rank`` of ``world_size`` (``W``), its ``local_rank`` on
+    its node (which picks the GPU) and the ``device`` it computes on."""
 
     rank: int = 0
     world_size: int = 1
@@ -78,9 +49,7 @@ class DistributedContext:
 
 
 def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
+    raw = os.environ.get(name) or str(default)
     try:
         return int(raw)
     except ValueError:
@@ -90,21 +59,12 @@ def _env_int(name: str, default: int) -> int:
 def setup(
     device: str | torch.device = "cpu", backend: str | None = None, timeout: datetime.timedelta | None = None
 ) -> DistributedContext:
-    """Join the process group that ``torchrun`` describes, or return a single-process context.
+    """Join the process group that torchrun's ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` describe, or
+    return a single-process context.
 
-    Reads ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` (and, through ``env://``,
-    ``MASTER_ADDR`` and ``MASTER_PORT``). When ``WORLD_SIZE > 1`` the process group
-    is initialised (once), with ``backend`` or by default ``nccl`` for a CUDA
-    ``device`` and ``gloo`` otherwise; on CUDA each process takes ``cuda:LOCAL_RANK``
-    (an index in ``device`` is ignored then).
-
-    Args:
-        device: the requested device (the ``--device`` option), e.g. ``cpu`` or ``cuda``.
-        backend: a ``torch.distributed`` backend to force, or ``None``.
-        timeout: how long collectives (and joining) may wait; ``None`` is torch's default.
-
-    Returns:
-        The :class:`DistributedContext` of this process.
+    With ``WORLD_SIZE > 1`` the group is initialised once (``env://``), with ``backend`` or else
+    ``nccl`` for a CUDA ``device`` and ``gloo`` otherwise; on CUDA each process takes
+    ``cuda:LOCAL_RANK``. ``timeout`` bounds collectives (``None``: torch's default).
     """
     requested = torch.device(device)
     world_size = _env_int("WORLD_SIZE", 1)
@@ -144,20 +104,11 @@ def teardown() -> None:
 def process_group(
     device: str | torch.device = "cpu", backend: str | None = None, timeout: datetime.timedelta | None = None
 ) -> Iterator[DistributedContext]:
-    """:func:`setup` on entry, :func:`teardown` on exit; the way a command should hold a process group.
+    """:func:`setup` on entry, :func:`teardown` on exit; the way a command holds a process group.
 
-    On a clean exit every rank first waits at a barrier. Without it a rank that
-    finishes first can start shutting its interpreter down while gloo's worker
-    thread is still releasing the tensors of its last collective; releasing
-    them needs the interpreter, and the process aborts (``terminate called
-    without an active exception``, about one 2-rank test run in twelve).
-    After an exception there is no barrier: the other ranks may never reach it.
-
-    Args:
-        device, backend, timeout: as for :func:`setup`.
-
-    Yields:
-        The :class:`DistributedContext` of this process.
+    On a clean exit every rank first waits at a barrier: a rank that finishes first could
+    otherwise shut its interpreter down while gloo still releases the tensors of its last
+    collective, and abort. After an exception there is no barrier (other ranks may never reach it).
     """
     ctx = setup(device, backend, timeout)
     try:
@@ -168,20 +119,10 @@ def process_group(
 
 
 def wrap_model(model: nn.Module, ctx: DistributedContext, **ddp_options: Any) -> nn.Module:
-    """``DistributedDataParallel(model)`` when distributed, else ``model`` itself.
+    """``DistributedDataParallel(model, **ddp_options)`` when distributed, else ``model`` itself.
 
-    DDP copies rank 0's parameters to every rank and averages gradients over ranks
-    during ``backward``. Only parameters used inside the wrapped module's
-    ``forward`` take part: compute everything that needs gradients in one call
-    of the wrapped module (for an objective ``f`` with its own parameters, such
-    as a decoder, put the estimator call into that ``forward``), or keep the
-    plain module and call :func:`average_gradients` after ``backward``. Save
-    checkpoints from :func:`unwrap` ``(model).state_dict()``.
-
-    Args:
-        model: the module, already on ``ctx.device``.
-        ctx: from :func:`setup`.
-        ddp_options: passed on to ``DistributedDataParallel``.
+    Only parameters used inside the wrapped module's ``forward`` get averaged gradients; for a
+    loss that is not one call of a module use :func:`average_gradients` instead.
     """
     if not ctx.is_distributed:
         return model
@@ -202,12 +143,9 @@ def broadcast_parameters(module: nn.Module, ctx: DistributedContext) -> None:
 
 
 def average_gradients(parameters: Iterable[torch.Tensor], ctx: DistributedContext) -> None:
-    """Replace every ``.grad`` by its mean over ranks, in place; call between ``backward`` and ``step``.
+    """Replace every ``.grad`` by its mean over ranks, in place, between ``backward`` and ``step``.
 
-    The alternative to :func:`wrap_model` for code whose loss is not one call of a
-    module. Every rank must pass the same parameters in the same order; a
-    parameter without gradient counts as zero. Start from equal parameters
-    (:func:`broadcast_parameters`).
+    Every rank passes the same parameters in the same order; a missing gradient counts as zero.
     """
     if not ctx.is_distributed:
         return
@@ -219,14 +157,8 @@ def average_gradients(parameters: Iterable[torch.Tensor], ctx: DistributedContex
 
 
 class Batch(NamedTuple):
-    """This rank's part of one global batch.
-
-    Attributes:
-        indices: ``LongTensor[b_r]``, the examples of this rank (``b_r >= 1``).
-        weight: ``W * b_r / g``, the factor for this rank's mean loss so that the
-            gradient averaged over ranks is that of the mean over the global batch.
-        global_size: ``g``, the examples in the global batch.
-    """
+    """This rank's part of one global batch of ``global_size`` (``g``) examples: its ``indices``
+    ``LongTensor[b_r]`` (``b_r >= 1``) and ``weight = W * b_r / g``, the factor for its mean loss."""
 
     indices: torch.Tensor
     weight: float
@@ -234,24 +166,12 @@ class Batch(NamedTuple):
 
 
 def shard(num_examples: int, batch_size: int, ctx: DistributedContext, seed: int, epoch: int) -> list[Batch]:
-    """This rank's batches for one epoch: every example exactly once, the same number of steps on every rank.
+    """This rank's batches for one epoch: every example once, the same number of steps on every rank.
 
-    The examples ``0..n-1`` are shuffled by a permutation drawn from ``(seed, epoch)``
-    (the same on every rank) and cut into global batches of ``W * batch_size``; each
-    global batch is split into ``W`` contiguous parts whose sizes differ by at most
-    one. When the last global batch would leave a rank without an example (fewer
-    than ``W`` left over), those examples join the previous global batch instead.
-    With ``W = 1`` this is a plain shuffled split into batches of ``batch_size``, the
-    last one smaller.
-
-    Args:
-        num_examples: ``n >= W``.
-        batch_size: ``b >= 1`` examples per rank and step.
-        ctx: from :func:`setup`.
-        seed, epoch: select the permutation.
-
-    Returns:
-        ``ceil(n / (W * b))`` batches, one fewer if the last would be too small.
+    The examples ``0..n-1`` (``n >= W``) are shuffled by a permutation drawn from ``(seed, epoch)``
+    and cut into global batches of ``W * batch_size``, each split into ``W`` contiguous parts whose
+    sizes differ by at most one. A last global batch of fewer than ``W`` examples joins the one
+    before. With ``W = 1``: a shuffled split into batches of ``batch_size``, the last one smaller.
     """
     world = ctx.world_size
     if batch_size < 1:
@@ -260,8 +180,7 @@ def shard(num_examples: int, batch_size: int, ctx: DistributedContext, seed: int
         raise ValueError(f"num_examples: expected at least the world size {world}, got {num_examples}")
     generator = torch.Generator().manual_seed(_derive_seed(seed, ("shard", epoch)))
     order = torch.randperm(num_examples, generator=generator)
-    step = world * batch_size
-    bounds = list(range(0, num_examples, step)) + [num_examples]
+    bounds = list(range(0, num_examples, world * batch_size)) + [num_examples]
     if len(bounds) > 2 and bounds[-1] - bounds[-2] < world:
         del bounds[-2]
     batches = []
@@ -280,20 +199,12 @@ def _derive_seed(seed: int, key: tuple[Any, ...]) -> int:
 def rank_generator(
     seed: int, ctx: DistributedContext, *, epoch: int | None = None, device: torch.device | None = None
 ) -> torch.Generator:
-    """This rank's random stream for the estimator, derived from ``seed``.
+    """This rank's random stream for the estimator, on ``device`` (default ``ctx.device``).
 
-    Rank 0 without ``epoch`` draws exactly the stream ``torch.Generator().manual_seed(seed)``
-    draws, so a single-process run is unchanged; every other (rank, epoch) gets a
-    seed derived from ``(seed, rank, epoch)`` with ``numpy.random.SeedSequence``:
-    reproducible, and different across ranks. Reseeding at every epoch makes a
-    run resumed from an end-of-epoch checkpoint continue the same streams without
-    saving each rank's generator state.
-
-    Args:
-        seed: the run's seed (``--seed``).
-        ctx: from :func:`setup`.
-        epoch: reseed per epoch when given.
-        device: the generator's device (default ``ctx.device``).
+    Rank 0 without ``epoch`` draws exactly ``torch.Generator().manual_seed(seed)``'s stream (a
+    single-process run is unchanged); any other (rank, epoch) a seed derived from
+    ``(seed, rank, epoch)`` by ``numpy.random.SeedSequence``. Reseeding per epoch lets a run
+    resumed from an end-of-epoch checkpoint continue the same streams.
     """
     key = (ctx.rank,) if epoch is None else (ctx.rank, epoch)
     derived = seed if key == (0,) else _derive_seed(seed, ("rank", *key))
@@ -301,10 +212,7 @@ def rank_generator(
 
 
 def main_only(ctx: DistributedContext) -> Callable[[Callable[..., T]], Callable[..., T | None]]:
-    """Decorator: the function runs on rank 0 only and returns ``None`` elsewhere.
-
-    ``main_only(ctx)(common.write_csv)(path, rows)`` writes the log once.
-    """
+    """Decorator: the function runs on rank 0 only and returns ``None`` elsewhere."""
 
     def decorate(fn: Callable[..., T]) -> Callable[..., T | None]:
         @functools.wraps(fn)
@@ -317,8 +225,7 @@ def main_only(ctx: DistributedContext) -> Callable[[Callable[..., T]], Callable[
 
 
 def broadcast_object(obj: T, ctx: DistributedContext) -> T:
-    """Rank 0's ``obj`` on every rank (any picklable object), e.g. the output folder that
-    ``common.default_out`` time-stamped on rank 0. Every rank must call it."""
+    """Rank 0's ``obj`` (picklable) on every rank; every rank must call it."""
     if not ctx.is_distributed:
         return obj
     box = [obj]
@@ -327,8 +234,7 @@ def broadcast_object(obj: T, ctx: DistributedContext) -> T:
 
 
 def all_gather_object(obj: T, ctx: DistributedContext) -> list[T]:
-    """Every rank's ``obj``, in rank order, on every rank (e.g. each rank's generator state
-    for a checkpoint); ``[obj]`` single-process. Every rank must call it."""
+    """Every rank's ``obj``, in rank order, on every rank (``[obj]`` single-process); every rank must call it."""
     if not ctx.is_distributed:
         return [obj]
     gathered: list[Any] = [None] * ctx.world_size
@@ -337,7 +243,7 @@ def all_gather_object(obj: T, ctx: DistributedContext) -> list[T]:
 
 
 def barrier(ctx: DistributedContext) -> None:
-    """Wait for every rank (e.g. until rank 0 has written a checkpoint); no-op single-process."""
+    """Wait for every rank; no-op single-process."""
     if ctx.is_distributed:
         dist.barrier()
 
@@ -345,8 +251,7 @@ def barrier(ctx: DistributedContext) -> None:
 def all_reduce_means(metrics: Mapping[str, float], ctx: DistributedContext, weight: float = 1.0) -> dict[str, float]:
     """Every metric's ``weight``-weighted mean over ranks, ``sum_r w_r v_r / sum_r w_r``, in one all-reduce.
 
-    Pass the number of examples behind the metrics as ``weight`` to get means over
-    the global batch. Every rank must call it with the same keys (it synchronises).
+    Every rank must call it with the same keys.
     """
     if not ctx.is_distributed:
         return {key: float(value) for key, value in metrics.items()}
