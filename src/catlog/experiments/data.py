@@ -1,22 +1,12 @@
 """Image datasets for the experiments: MNIST, Fashion-MNIST and Omniglot.
 
-Files are read from a data folder laid out as follows::
-
-    <data_dir>/mnist/train-images-idx3-ubyte.gz      (and the three other IDX files)
-    <data_dir>/fashion-mnist/train-images-idx3-ubyte.gz
-    <data_dir>/omniglot/images_background.zip        (train split)
-    <data_dir>/omniglot/images_evaluation.zip        (test split)
-
-The data folder is ``--data-dir`` when given (it must exist: nothing is created on a
-mistyped path), else ``$CATLOG_DATA``, else ``~/.cache/catlog``. Every file is checked
-against its published digest when it is loaded and when it is downloaded. Missing or
-damaged files are downloaded again from the canonical sources when the network allows;
-otherwise a :class:`DataError` names every bad file, what is wrong with it and the fix.
-
-Decode cache: Omniglot's PNGs are decoded once and the 28x28 tensors kept in
-``omniglot-<split>-<zip digest>.pt`` files in the cache folder (:func:`cache_dir`):
-``--cache-dir`` when given, else ``$CATLOG_CACHE``, else ``<data folder>/decoded``
-(beside the data). An unwritable cache folder only costs decoding again.
+Files are read from ``<data_dir>/mnist/`` and ``<data_dir>/fashion-mnist/`` (the four IDX
+files each) and ``<data_dir>/omniglot/`` (``images_background.zip``, the train split, and
+``images_evaluation.zip``, the test split). The data folder is ``--data-dir`` when given (it
+must exist: a mistyped path is never created), else ``$CATLOG_DATA``, else ``~/.cache/catlog``.
+Every file is checked against its published digest; missing or damaged files are downloaded
+again when the network allows, else a :class:`DataError` names each and the fix. Omniglot's
+decoded 28x28 tensors are cached (:func:`cache_dir`).
 """
 
 from __future__ import annotations
@@ -47,13 +37,8 @@ IMAGE_SIZE = 28
 
 @dataclass(frozen=True)
 class RemoteFile:
-    """One data file: its name, the URLs that serve it (tried in order) and accepted digests.
-
-    Attributes:
-        name: file name inside ``<data_dir>/<dataset>/``.
-        urls: download URLs, the first that answers is used.
-        digests: ``(algorithm, hex digest)`` pairs; a download must match one of them.
-    """
+    """One data file: its ``name`` in ``<data_dir>/<dataset>/``, the ``urls`` that serve it (tried in
+    order) and its accepted ``digests``, ``(hashlib algorithm, hex digest)`` pairs."""
 
     name: str
     urls: tuple[str, ...]
@@ -93,25 +78,24 @@ IDX_SOURCES: dict[str, dict[str, tuple[RemoteFile, RemoteFile]]] = {
     ),
 }
 
-_OMNIGLOT_URL = "https://raw.githubusercontent.com/brendenlake/omniglot/master/python/"
-# The canonical zips are checked by the md5 that torchvision publishes; the rebuilt copies
-# of ../shared/data (same pixels, re-encoded PNGs) by their sha256.
+
+def _omniglot_zip(name: str, md5: str, sha256: str) -> RemoteFile:
+    """An Omniglot zip, checked by the md5 torchvision publishes for the canonical one, or by the
+    sha256 of the rebuilt copy in ../shared/data (same pixels, re-encoded PNGs)."""
+    url = f"https://raw.githubusercontent.com/brendenlake/omniglot/master/python/{name}"
+    return RemoteFile(name, (url,), (("md5", md5), ("sha256", sha256)))
+
+
 OMNIGLOT_SOURCES: dict[str, RemoteFile] = {
-    "train": RemoteFile(
+    "train": _omniglot_zip(
         "images_background.zip",
-        (_OMNIGLOT_URL + "images_background.zip",),
-        (
-            ("md5", "68d2efa1b9178cc56df9314c21c6e718"),
-            ("sha256", "0742eb769ff12b215b6d00139389de8f05c29d35cc3f349b724567d0cf13ba7e"),
-        ),
+        "68d2efa1b9178cc56df9314c21c6e718",
+        "0742eb769ff12b215b6d00139389de8f05c29d35cc3f349b724567d0cf13ba7e",
     ),
-    "test": RemoteFile(
+    "test": _omniglot_zip(
         "images_evaluation.zip",
-        (_OMNIGLOT_URL + "images_evaluation.zip",),
-        (
-            ("md5", "6b91aef0f799c5bb55b94e3f2daec811"),
-            ("sha256", "6f0410897c5b2eb3c7fa7d630db68e1f7efd1cf44e5a0d9f33a6614c1c44ddff"),
-        ),
+        "6b91aef0f799c5bb55b94e3f2daec811",
+        "6f0410897c5b2eb3c7fa7d630db68e1f7efd1cf44e5a0d9f33a6614c1c44ddff",
     ),
 }
 
@@ -120,20 +104,16 @@ class DataError(ValueError):
     """Data files that are missing or damaged, or a data folder that does not exist."""
 
 
-def _user_cache() -> Path:
-    """``$XDG_CACHE_HOME/catlog``, else ``~/.cache/catlog``."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "catlog"
-
-
 def default_data_dir() -> Path:
-    """The data folder: ``$CATLOG_DATA`` if set, else the user cache folder ``~/.cache/catlog``."""
+    """``$CATLOG_DATA`` if set, else ``$XDG_CACHE_HOME/catlog``, else ``~/.cache/catlog``."""
     env = os.environ.get("CATLOG_DATA")
-    return Path(env).expanduser() if env else _user_cache()
+    return (
+        Path(env).expanduser() if env else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "catlog"
+    )
 
 
 def resolve_data_dir(data_dir: Path | str | None) -> Path:
-    """The data folder: ``data_dir`` if given (it must exist), else :func:`default_data_dir`.
+    """``data_dir`` if given, else :func:`default_data_dir`.
 
     Raises:
         DataError: ``data_dir`` is given but is not a folder (a mistyped path is never created).
@@ -152,10 +132,8 @@ def resolve_data_dir(data_dir: Path | str | None) -> Path:
 
 
 def cache_dir(data_dir: Path, explicit: Path | str | None = None) -> Path:
-    """Folder for decoded tensors: ``explicit`` (``--cache-dir``), else ``$CATLOG_CACHE``, else beside the data.
-
-    Beside the data means ``<data_dir>/decoded``.
-    """
+    """Folder for decoded tensors: ``explicit`` (``--cache-dir``), else ``$CATLOG_CACHE``, else
+    ``<data_dir>/decoded``; an unwritable one only costs decoding again."""
     if explicit is not None:
         return Path(explicit).expanduser()
     env = os.environ.get("CATLOG_CACHE")
@@ -164,8 +142,7 @@ def cache_dir(data_dir: Path, explicit: Path | str | None = None) -> Path:
 
 @dataclass(frozen=True, kw_only=True)
 class DataOptions(Options):
-    """The option of the commands that read image data: ``--data-dir``, an existing folder
-    (default :func:`default_data_dir`)."""
+    """The option of the commands that read image data: ``--data-dir``."""
 
     data_dir: Path | None = option(None, "existing data folder", default_text="$CATLOG_DATA, else ~/.cache/catlog")
 
@@ -234,14 +211,11 @@ def problem_with(remote: RemoteFile, path: Path) -> str | None:
 
 
 def ensure_files(dataset: str, files: tuple[RemoteFile, ...], data_dir: Path, download: bool = True) -> list[Path]:
-    """Paths of ``files`` in ``<data_dir>/<dataset>/``, each checked against its digest.
-
-    Missing or damaged files are downloaded again when ``download`` (a damaged file is
-    replaced only by a download that passes the digest check).
+    """Paths of ``files`` in ``<data_dir>/<dataset>/``, each checked against its digest; missing or damaged
+    ones are downloaded again when ``download`` (a damaged file is replaced only by a good download).
 
     Raises:
-        DataError: some files are still missing or damaged; the message names every one of
-            them, what is wrong with it, where to get it and how to fix it.
+        DataError: files still missing or damaged; the message names each, what is wrong and the fix.
     """
     folder = Path(data_dir) / dataset
     paths = [folder / remote.name for remote in files]
@@ -268,26 +242,24 @@ def ensure_files(dataset: str, files: tuple[RemoteFile, ...], data_dir: Path, do
     return paths
 
 
-def dataset_files(name: str) -> tuple[RemoteFile, ...]:
-    """Every file of dataset ``name`` (both splits)."""
-    if name == "omniglot":
-        return tuple(OMNIGLOT_SOURCES[split] for split in SPLITS)
-    return tuple(remote for split in SPLITS for remote in IDX_SOURCES[name][split])
+def _files(name: str, split: str) -> tuple[RemoteFile, ...]:
+    """The files of ``split`` of dataset ``name`` (checked against :data:`DATASETS`, :data:`SPLITS`)."""
+    if name not in DATASETS:
+        raise ValueError(f"name: expected one of {DATASETS}, got {name!r}")
+    if split not in SPLITS:
+        raise ValueError(f"split: expected one of {SPLITS}, got {split!r}")
+    return (OMNIGLOT_SOURCES[split],) if name == "omniglot" else IDX_SOURCES[name][split]
 
 
 def check_dataset(name: str, data_dir: Path | str | None = None, *, download: bool = True) -> Path:
-    """Check (and download when missing) every file of dataset ``name``; returns the data folder.
+    """Check (and download when missing) every file of dataset ``name``, both splits; returns the data folder.
 
-    Experiments call it before they create their run folder, so that a missing test file
-    is reported together with the train files and nothing is written on bad data.
-
-    Raises:
-        DataError: see :func:`ensure_files` and :func:`resolve_data_dir`.
+    Commands call it before they create their run folder, so that every bad file is reported
+    at once and nothing is written on bad data. Raises :class:`DataError` as :func:`ensure_files`.
     """
-    if name not in DATASETS:
-        raise ValueError(f"name: expected one of {DATASETS}, got {name!r}")
+    files = tuple(remote for split in SPLITS for remote in _files(name, split))
     folder = resolve_data_dir(data_dir)
-    ensure_files(name, dataset_files(name), folder, download)
+    ensure_files(name, files, folder, download)
     return folder
 
 
@@ -318,31 +290,11 @@ def decode_omniglot(zip_path: Path) -> tuple[torch.Tensor, torch.Tensor]:
         names = sorted(n for n in archive.namelist() if _OMNIGLOT_PNG.search(n))
         ink = np.stack([~np.asarray(Image.open(io.BytesIO(archive.read(n))).convert("1"), dtype=bool) for n in names])
     labels = torch.tensor([int(_OMNIGLOT_PNG.findall(n)[0]) - 1 for n in names], dtype=torch.int64)
+    size = (IMAGE_SIZE, IMAGE_SIZE)
     images = F.interpolate(
-        torch.from_numpy(ink).float().unsqueeze(1),
-        size=(IMAGE_SIZE, IMAGE_SIZE),
-        mode="bilinear",
-        antialias=True,
-        align_corners=False,
+        torch.from_numpy(ink).float().unsqueeze(1), size, mode="bilinear", antialias=True, align_corners=False
     )
     return images.squeeze(1).clamp_(0.0, 1.0), labels
-
-
-def _load_omniglot(
-    split: str, data_dir: Path, download: bool, cache: Path | str | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Omniglot ``split`` from its zip, through the decoded-tensor cache keyed by the zip's sha256."""
-    (zip_path,) = ensure_files("omniglot", (OMNIGLOT_SOURCES[split],), data_dir, download)
-    cached = cache_dir(data_dir, cache) / f"omniglot-{split}-{file_digest(zip_path, 'sha256')[:16]}.pt"
-    if cached.is_file():
-        data = torch.load(cached, weights_only=True)
-        return data["images"], data["labels"]
-    images, labels = decode_omniglot(zip_path)
-    try:
-        write_torch(cached, {"images": images, "labels": labels})
-    except OSError:
-        pass  # an unwritable cache only costs decoding again next time
-    return images, labels
 
 
 def load_images(
@@ -353,33 +305,38 @@ def load_images(
     download: bool = True,
     cache: Path | str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Load a dataset split as grey-level images and labels.
+    """Load split ``split`` (``train``/``test``) of dataset ``name`` (:data:`DATASETS`) as grey-level images and labels.
 
     Args:
-        name: ``"mnist"``, ``"fashion-mnist"`` or ``"omniglot"``.
-        split: ``"train"`` or ``"test"`` (Omniglot: ``images_background`` / ``images_evaluation``).
-        data_dir: folder laid out as the module docstring says; default :func:`default_data_dir`.
+        data_dir: the data folder (see the module); default :func:`default_data_dir`.
         download: fetch missing or damaged files from the canonical sources.
-        cache: the decode cache folder (Omniglot only); default :func:`cache_dir`.
+        cache: Omniglot's decode cache folder, keyed by the zip's sha256; default :func:`cache_dir`.
 
     Returns:
-        ``images``: float32 ``[N, 28, 28]`` with values in [0, 1] (pixel / 255; Omniglot ink = 1);
+        ``images``: float32 ``[N, 28, 28]`` in [0, 1] (pixel / 255; Omniglot ink = 1);
         ``labels``: int64 ``[N]`` (digit or class; Omniglot character id - 1).
     """
-    if name not in DATASETS:
-        raise ValueError(f"name: expected one of {DATASETS}, got {name!r}")
-    if split not in SPLITS:
-        raise ValueError(f"split: expected one of {SPLITS}, got {split!r}")
-    data_dir = resolve_data_dir(data_dir)
+    files = _files(name, split)
+    folder = resolve_data_dir(data_dir)
+    paths = ensure_files(name, files, folder, download)
     if name == "omniglot":
-        return _load_omniglot(split, data_dir, download, cache)
-    image_path, label_path = ensure_files(name, IDX_SOURCES[name][split], data_dir, download)
-    images = torch.from_numpy(read_idx(image_path).astype(np.float32) / 255.0)
-    labels = torch.from_numpy(read_idx(label_path).astype(np.int64))
+        digest = file_digest(paths[0], "sha256")[:16]
+        cached = cache_dir(folder, cache) / f"omniglot-{split}-{digest}.pt"
+        if cached.is_file():
+            stored = torch.load(cached, weights_only=True)
+            return stored["images"], stored["labels"]
+        images, labels = decode_omniglot(paths[0])
+        try:
+            write_torch(cached, {"images": images, "labels": labels})
+        except OSError:
+            pass  # an unwritable cache only costs decoding again next time
+        return images, labels
+    images = torch.from_numpy(read_idx(paths[0]).astype(np.float32) / 255.0)
+    labels = torch.from_numpy(read_idx(paths[1]).astype(np.int64))
     if images.shape[0] != labels.shape[0]:
         raise ValueError(
-            f"data_dir: expected as many labels as images, got {images.shape[0]} images in {image_path} "
-            f"and {labels.shape[0]} labels in {label_path}"
+            f"data_dir: expected as many labels as images, got {images.shape[0]} images in {paths[0]} "
+            f"and {labels.shape[0]} labels in {paths[1]}"
         )
     return images, labels
 
