@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 import catlog
-from catlog.experiments import cli, data, dvae, dvae_plot, estimators, training
+from catlog.experiments import cli, data, dvae, dvae_plot, estimators, plotting, training
 from catlog.experiments.dvae_model import (
     PROJECT_FROM_SAMPLES,
     DiscreteVAE,
@@ -323,11 +323,11 @@ def test_plot_against_evaluations_scales_iterations_by_the_runs_cost(monkeypatch
     monkeypatch.setattr(dvae_plot.common, "save_figure", lambda fig, path: figures.append(fig) or path)
     dvae_plot.plot_runs(runs, Path("unused.png"), x_axis="evaluations")
     for run, line in zip(runs, figures[0].axes[0].get_lines()):
-        config, rows = dvae_plot.read_run(run)
+        config, rows = plotting.read_run(run)
         iterations = [float(row["iteration"]) for row in rows]
         assert list(line.get_xdata()) == [config["cost_per_image"]["evaluations"] * i for i in iterations]
     assert figures[0].axes[0].get_xscale() == "log"
-    recorded = dvae_plot.read_run(runs[0])[0]
+    recorded = plotting.read_run(runs[0])[0]
     computed = {key: value for key, value in recorded.items() if key != "cost_per_image"}  # as runs write it now
     assert dvae_plot.evaluations_per_image(computed) == recorded["cost_per_image"]["evaluations"]
 

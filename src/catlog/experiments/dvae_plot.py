@@ -1,16 +1,14 @@
 """``catlog dvae-plot``: the paper's figure 3 row from ``catlog dvae`` run folders.
 
-Four panels against training time, iterations or evaluations of ``f`` per image: running train negative ELBO,
-validation negative ELBO, estimator variance (across repeated estimates at fixed
-parameters) and the spread of the entries within one gradient (what the authors' code
-logs as "gradient variance", for holding our curves against the paper's); the last two
-on log scales; one curve per run.
+Four panels against training time, iterations or evaluations of ``f`` per image, one curve
+per run: running train negative ELBO, validation negative ELBO, estimator variance (across
+repeated estimates at fixed parameters) and the spread of the entries within one gradient
+(what the authors' code logs as "gradient variance"); the last two on log scales.
 """
 
 from __future__ import annotations
 
-import csv
-import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,27 +16,19 @@ from typing import Any
 from catlog.experiments import common, estimators, plotting
 from catlog.experiments.options import Command, Options, option
 
-X_COLUMNS = {"cpu": "train_cpu_s", "wall": "train_wall_s", "iteration": "iteration", "evaluations": "iteration"}
-X_LABELS = {
-    "cpu": "training CPU time (s)",
-    "wall": "training wall time (s)",
-    "iteration": "iteration",
-    "evaluations": "evaluations of f per image",
+X_AXES = {  # --x-axis: (log column, axis label)
+    "cpu": ("train_cpu_s", "training CPU time (s)"),
+    "wall": ("train_wall_s", "training wall time (s)"),
+    "iteration": ("iteration", "iteration"),
+    "evaluations": ("iteration", "evaluations of f per image"),
 }
 LOG_X = ("iteration", "evaluations")
-PANELS = (
+PANELS = (  # (log column, title, log scale)
     ("train_neg_elbo", "train -ELBO (running mean)", False),
     ("val_neg_elbo", "validation -ELBO", False),
     ("variance", "estimator variance (encoder)", True),
     ("gradient_spread", 'spread within one gradient\n(the authors\' "gradient variance")', True),
 )
-
-
-def read_run(run: Path) -> tuple[dict[str, Any], list[dict[str, str]]]:
-    """``(config, log rows)`` of a ``catlog dvae`` run folder."""
-    config = json.loads((run / "config.json").read_text())
-    with open(run / "log.csv", newline="") as handle:
-        return config, list(csv.DictReader(handle))
 
 
 def evaluations_per_image(config: dict[str, Any]) -> int:
@@ -53,40 +43,26 @@ def evaluations_per_image(config: dict[str, Any]) -> int:
 def plot_runs(runs: list[Path], output: Path, x_axis: str = "cpu") -> Path:
     """Plot the runs' logs into the PNG ``output``, one line and one legend entry per run.
 
-    ``x_axis`` is ``"cpu"`` or ``"wall"`` (training seconds), ``"iteration"`` or ``"evaluations"``
-    (iterations times the run's :func:`evaluations_per_image`);
-    the last two on a log scale.
-    A run's label is its dataset, estimator and seed (plus its folder name where those
-    repeat); series with few points show markers, so a one-row log is still visible.
+    ``x_axis``: a key of :data:`X_AXES`; ``evaluations`` is iterations times the run's
+    :func:`evaluations_per_image`. Labels: dataset, estimator and seed (``plotting.run_labels``).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    if x_axis not in X_COLUMNS:
-        raise ValueError(f"x_axis: expected one of {tuple(X_COLUMNS)}, got {x_axis!r}")
-    fig, axes = plt.subplots(1, len(PANELS), figsize=(4.4 * len(PANELS), 3.6))
-    loaded = [read_run(Path(run)) for run in runs]
-    labels = plotting.run_labels(
-        [f"{c['dataset']}, {c['estimator']}, seed {c['seed']}" for c, _ in loaded], [Path(run) for run in runs]
-    )
+    if x_axis not in X_AXES:
+        raise ValueError(f"x_axis: expected one of {tuple(X_AXES)}, got {x_axis!r}")
+    column, x_label = X_AXES[x_axis]
+    fig, axes = plotting.subplots(1, len(PANELS), figsize=(4.4 * len(PANELS), 3.6))
+    loaded = [plotting.read_run(run) for run in runs]
+    labels = plotting.run_labels([f"{c['dataset']}, {c['estimator']}, seed {c['seed']}" for c, _ in loaded], runs)
     for (config, rows), label in zip(loaded, labels):
         scale = evaluations_per_image(config) if x_axis == "evaluations" else 1
         colour = None
-        for ax, (column, _, _) in zip(axes, PANELS):
-            points = [(scale * float(r[X_COLUMNS[x_axis]]), float(r[column])) for r in rows if r.get(column, "") != ""]
+        for ax, (panel, _, _) in zip(axes, PANELS):
+            points = [(scale * row[column], row[panel]) for row in rows if not math.isnan(row.get(panel, math.nan))]
             if points:
-                xs, ys = zip(*points)
-                (line,) = ax.plot(xs, ys, label=label, color=colour, **plotting.line_style(len(points)))
+                (line,) = ax.plot(*zip(*points), label=label, color=colour, **plotting.line_style(len(points)))
                 colour = line.get_color()
     for ax, (_, title, log_scale) in zip(axes, PANELS):
-        ax.set_title(title)
-        ax.set_xlabel(X_LABELS[x_axis])
-        if log_scale:
-            ax.set_yscale("log")
-        if x_axis in LOG_X:
-            ax.set_xscale("log")
+        ax.set(title=title, xlabel=x_label, yscale="log" if log_scale else "linear")
+        ax.set_xscale("log" if x_axis in LOG_X else "linear")
         ax.grid(alpha=0.3)
     handles, names = axes[0].get_legend_handles_labels()
     fig.legend(handles, names, loc="upper center", ncol=min(len(names), 3), bbox_to_anchor=(0.5, 0.0), fontsize=8)
@@ -102,7 +78,7 @@ class PlotConfig(Options):
     runs: tuple[Path, ...] = option(help="run folders of catlog dvae")
     output: Path = option(Path("dvae.png"), "PNG to write")
     x_axis: str = option(
-        "cpu", "training CPU seconds, wall seconds, iterations or evaluations of f per image", choices=tuple(X_COLUMNS)
+        "cpu", "training CPU seconds, wall seconds, iterations or evaluations of f per image", choices=tuple(X_AXES)
     )
 
     def __post_init__(self) -> None:
@@ -112,8 +88,7 @@ class PlotConfig(Options):
 
 def run_plot(config: PlotConfig) -> int:
     """The ``catlog dvae-plot`` command."""
-    path = plot_runs(list(config.runs), config.output, x_axis=config.x_axis)
-    print(f"figure written to {path}")
+    print(f"figure written to {plot_runs(list(config.runs), config.output, x_axis=config.x_axis)}")
     return 0
 
 

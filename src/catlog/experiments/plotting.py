@@ -1,7 +1,9 @@
-"""What every experiment figure shares: a label per run and lines readable at any length."""
+"""What every experiment figure shares: run folders read one way, a label per run, readable lines."""
 
 from __future__ import annotations
 
+import csv
+import json
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,6 +14,16 @@ from catlog.experiments.options import OptionError
 MARKER_LIMIT = 30
 # Line styles that tell apart runs drawn in one colour (e.g. two seeds of one estimator).
 LINESTYLES: tuple[str | tuple[int, tuple[int, int]], ...] = ("-", (0, (5, 2)), ":", "-.")
+
+
+def subplots(rows: int, columns: int, **options: Any) -> Any:
+    """``matplotlib.pyplot.subplots(rows, columns, **options)`` on the Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(rows, columns, **options)
 
 
 def line_style(points: int) -> dict[str, Any]:
@@ -40,3 +52,10 @@ def check_run_folders(runs: Sequence[Path], command: str) -> None:
             raise OptionError(
                 "runs", f"expected folders of `catlog {command}` with config.json and log.csv, got {str(run)!r}"
             )
+
+
+def read_run(run: Path) -> tuple[dict[str, Any], list[dict[str, float]]]:
+    """``(config.json, log.csv rows)`` of a run folder; an empty cell (not logged at that row) is NaN."""
+    config = json.loads((Path(run) / "config.json").read_text())
+    with open(Path(run) / "log.csv", newline="") as handle:
+        return config, [{key: float(value or "nan") for key, value in row.items()} for row in csv.DictReader(handle)]
