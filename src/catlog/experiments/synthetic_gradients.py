@@ -1,22 +1,13 @@
 """Exact-gradient comparison (paper section 6.1, figure 1): ``catlog gradients``.
 
-The problem is :mod:`catlog.experiments.problems.figure1`: ``D`` independent categorical
-variables with ``K`` categories, logits ``theta ~ N(0, 1)`` of shape ``[D, K]``, a target
-``b`` drawn once from ``p_theta(X)`` itself, and two objectives:
-
-- ``separable`` (the paper's eq. 6.1): ``f(x) = sum_d |x_d - b_d|``;
-- ``nonseparable``: ``f(x) = (sum_d |x_d - b_d|)^2 / D``, whose terms interact,
-  so that IndeCateR is no longer exact with one sample.
-
-For every estimator, ``runs`` independent estimates of ``grad_theta E[f(X)]`` are
-compared with the exact gradient (enumeration of all ``K^D`` states, in float64):
-
-- the paper's bias ``mean_r (1 - cos(g_r, g*))`` and variance ``Var_r cos(g_r, g*)``;
-- per coordinate (:mod:`catlog.measure`): squared bias ``sum_i (mean_r g_ri - g*_i)^2``,
-  which for an unbiased estimator is about its noise floor ``sum_i Var_r g_ri / runs``,
-  and variance ``sum_i Var_r g_ri``;
-- samples and evaluations of ``f`` per estimate, and the median wall and CPU time
-  of one estimate (value and backward pass), every estimate a separate call.
+The problem is :mod:`catlog.experiments.problems.figure1`: ``D`` categorical variables of ``K``
+categories, logits ``theta ~ N(0, 1)``, a target ``b ~ p_theta``, and ``f(x) = sum_d |x_d - b_d|``
+(``separable``, the paper's eq. 6.1) or its square over ``D`` (``nonseparable``: IndeCateR is no
+longer exact with one sample). Per estimator, ``runs`` separately timed estimates of
+``grad_theta E[f(X)]`` against the exact gradient (enumeration, float64) give the paper's bias
+``mean_r (1 - cos(g_r, g*))`` and variance ``Var_r cos(g_r, g*)``, :mod:`catlog.measure`'s
+squared bias (with its noise floor) and variance summed over coordinates, the samples and
+evaluations of ``f`` per estimate, and the median wall and CPU time of one estimate.
 """
 
 from __future__ import annotations
@@ -30,7 +21,7 @@ from typing import Any
 import torch
 
 import catlog
-from catlog.experiments import common, estimators, run_folder
+from catlog.experiments import common, estimators, plotting, run_folder
 from catlog.experiments.options import (
     Command,
     RunOptions,
@@ -45,22 +36,6 @@ from catlog.experiments.problems import Problem, figure1
 
 CONFIGS: tuple[tuple[int, int], ...] = ((12, 3), (6, 10), (3, 100))
 ESTIMATORS: tuple[str, ...] = ("indecater", "reinforce-s", "rloo-s", "gs-st-s")
-COLUMNS: tuple[str, ...] = (
-    "objective",
-    "num_variables",
-    "num_categories",
-    "estimator",
-    "samples",
-    "evaluations",
-    "runs",
-    "bias_cos",
-    "variance_cos",
-    "sq_bias_sum",
-    "sq_bias_floor",
-    "variance_sum",
-    "median_wall_ms",
-    "median_cpu_ms",
-)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -229,12 +204,7 @@ def draw_config(ax: Any, rows: Sequence[dict[str, Any]]) -> None:
 
 def plot_configs(tables: Sequence[Sequence[dict[str, Any]]], path: Path) -> Path:
     """One row of :func:`draw_config` panels, one per config, saved as PNG to ``path``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(tables), figsize=(5.2 * len(tables), 3.8), squeeze=False)
+    fig, axes = plotting.subplots(1, len(tables), figsize=(5.2 * len(tables), 3.8), squeeze=False)
     for ax, rows in zip(axes[0], tables):
         draw_config(ax, rows)
     fig.tight_layout()
@@ -261,7 +231,7 @@ def run_gradients(options: GradientsConfig) -> tuple[Path, list[list[dict[str, A
             plot_configs(tables, out / f"fig1_{options.f}.png")
         flat = [row for rows in tables for row in rows]
         common.write_json(out / "gradients.json", {"settings": settings, "results": flat})
-        common.write_csv(out / "gradients.csv", flat, COLUMNS)
+        common.write_csv(out / "gradients.csv", flat)
         text = "\n\n".join(f"{table_title(rows)}\n{format_table(rows)}" for rows in tables)
         common.write_text(out / "gradients.txt", text + "\n")
     return out, tables

@@ -1,25 +1,19 @@
 """Optimisation with D = 200 binary variables (paper section 6.2, figure 2): ``catlog optimise``.
 
-Maximise ``E_{X ~ p_theta}[f(X)]``, ``f(x) = 1/D sum_i (x_i - 0.499)^2``, over
-logits ``theta: [D, 2]`` that start from ``N(0, 1)``, a fresh draw per seed (the authors'
-``tf.random.normal([200, 2])``; every method starts a seed from the same draw).
-The optimum, ``X = 1`` surely, is ``(1 - 0.499)^2 = 0.251001``. The expectation is
-analytic, ``E[f] = 1/D sum_i [p_i (1 - 0.499)^2 + (1 - p_i) 0.499^2]``, and is
-what the logs report. The optimiser, RMSprop as Keras has it (``rho = 0.9``,
-``eps = 1e-7`` inside the square root, no momentum: :class:`KerasRMSprop`),
-minimises ``-estimate``.
+Maximise ``E[f(X)]``, ``f(x) = 1/D sum_i (x_i - 0.499)^2``, over logits ``theta: [D, 2]``
+from ``N(0, 1)`` (:mod:`catlog.experiments.problems.binary`; every method starts a seed from
+the same draw) with RMSprop as Keras has it (:class:`~catlog.experiments.keras.KerasRMSprop`),
+minimising ``-estimate``. ``E[f]`` is analytic, and is what the logs report.
 
-Methods (the paper's hyper-parameters, ``N = --samples``, ``K = 2``):
-``indecater`` (``N = 2``), lr 5; ``rloo-f`` (``D*K*N = 800`` samples), lr 5; ``rloo-s``
-(``N`` samples), lr 1; ``gs-st-f`` (``D*K*N`` samples), lr 0.01, straight-through
-Gumbel-Softmax at temperature 0.1 multiplied by ``exp(-0.05)`` every 20 iterations.
+Methods (the paper's hyper-parameters, ``N = --samples``, ``K = 2``): ``indecater``, lr 5;
+``rloo-f`` (``D*K*N`` samples), lr 5; ``rloo-s`` (``N`` samples), lr 1; ``gs-st-f``
+(``D*K*N`` samples), lr 0.01, straight-through Gumbel-Softmax at temperature 0.1 multiplied
+by ``exp(-0.05)`` every 20 iterations.
 
-Logged every ``--log-every`` iterations: ``E[f]`` and the cumulative wall and
-CPU time of the gradient computations (estimate and backward pass; not the
-optimiser step, not the logging). Every ``--variance-every`` iterations the
-estimator's variance at the current parameters: ``R = --variance-repeats``
-independent estimates of ``grad_theta E[f]`` (batch elements: copies of the
-logits, one call), ``mean_i Var_r g_ri`` over the ``2 D`` logits.
+Logged every ``--log-every`` iterations: ``E[f]`` and the cumulative wall and CPU time of the
+gradient computations (estimate and backward pass). Every ``--variance-every`` iterations the
+estimator's variance at the current parameters, ``mean_i Var_r g_ri`` over ``R =
+--variance-repeats`` estimates.
 """
 
 from __future__ import annotations
@@ -42,30 +36,14 @@ from catlog.experiments.problems import logits_problem, variance_per_entry
 from catlog.experiments.problems.binary import NUM_CATEGORIES, OPTIMUM, expected_value, objective, start_logits
 
 METHODS: tuple[str, ...] = ("indecater", "rloo-f", "rloo-s", "gs-st-f")
-LOG_COLUMNS: tuple[str, ...] = (
-    "method",
-    "seed",
-    "iteration",
-    "expected_f",
-    "grad_wall_s",
-    "grad_cpu_s",
-    "variance",
-    "temperature",
-)
 GAP_FRACTION = 0.9
 
 
 @dataclass(frozen=True)
 class Method:
-    """One curve of figure 2: an estimator of the vocabulary, its budget and its learning rate.
-
-    Attributes:
-        name: one of :data:`catlog.experiments.estimators.NAMES`.
-        lr: RMSprop learning rate.
-        budget: ``N``, ``D``, ``K = 2`` and the initial Gumbel-Softmax temperature.
-        anneal_every, anneal_factor: a Gumbel-Softmax temperature is multiplied by
-            ``anneal_factor`` every ``anneal_every`` iterations.
-    """
+    """One curve of figure 2: an estimator of the vocabulary (``name``), its ``budget`` (``N``, ``D``,
+    ``K = 2``, the initial Gumbel-Softmax temperature), its RMSprop ``lr``; a Gumbel-Softmax temperature
+    is multiplied by ``anneal_factor`` every ``anneal_every`` iterations."""
 
     name: str
     lr: float
@@ -84,10 +62,7 @@ class Method:
 
 
 def paper_methods(num_variables: int, samples: int = 2) -> dict[str, Method]:
-    """The paper's four methods with ``N = samples``.
-
-    ``-f`` methods take ``D * K * N`` samples (800 for ``D = 200, N = 2``).
-    """
+    """The paper's four methods with ``N = samples`` (``-f``: ``D * K * N`` samples, 800 for ``D = 200, N = 2``)."""
     budget = estimators.Budget(samples, num_variables, NUM_CATEGORIES)
     return {
         "indecater": Method("indecater", 5.0, budget),
@@ -129,13 +104,10 @@ def estimator_variance(
 def optimise(
     method: Method, seed: int, options: OptimiseConfig, bar: Any = None
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """One run of ``method`` from :func:`start_logits` for ``options.iterations`` steps.
+    """One run of ``method`` from :func:`start_logits` for ``options.iterations`` steps: ``(log rows, summary)``.
 
-    Returns ``(log rows, summary)``.
-
-    The summary holds the first iteration at which ``E[f]`` closes
-    :data:`GAP_FRACTION` of the gap from its start to :data:`OPTIMUM`, and the
-    cumulative gradient wall and CPU seconds at that iteration (``None`` if never).
+    The summary holds the first iteration at which ``E[f]`` closes :data:`GAP_FRACTION` of the gap
+    from its start to :data:`OPTIMUM`, and the gradient wall and CPU seconds until then (``None`` if never).
     """
     estimator = method.estimator()
     device, iterations = torch.device(options.device), options.iterations
@@ -159,6 +131,8 @@ def optimise(
             reached = {"iterations": iteration, "wall_s": clock.wall_s, "cpu_s": clock.cpu_s}
         if iteration % options.log_every == 0 or iteration == iterations:
             measure = iteration % options.variance_every == 0 or iteration == iterations
+            repeats = options.variance_repeats
+            variance = estimator_variance(estimator, logits, repeats, variance_generator) if measure else None
             rows.append(
                 {
                     "method": method.name,
@@ -167,11 +141,7 @@ def optimise(
                     "expected_f": value,
                     "grad_wall_s": clock.wall_s,
                     "grad_cpu_s": clock.cpu_s,
-                    "variance": (
-                        estimator_variance(estimator, logits, options.variance_repeats, variance_generator)
-                        if measure
-                        else None
-                    ),
+                    "variance": variance,
                     "temperature": estimator.temperature if isinstance(estimator, catlog.Relaxed) else None,
                 }
             )
@@ -293,19 +263,13 @@ def mean_and_se(rows: Sequence[dict[str, Any]], method: str, key: str) -> tuple[
 
 
 def plot_figure(rows: Sequence[dict[str, Any]], methods: Sequence[str], path: Path) -> Path:
-    """Figure 2: ``E[f]`` against iterations and gradient CPU time, variance against iterations.
-
-    CPU time, not wall time: on a shared machine the wall clock counts the other processes too.
+    """Figure 2: ``E[f]`` against iterations and gradient CPU time (not wall time: on a shared machine
+    the wall clock counts the other processes too), variance against iterations.
 
     Bands are +- one standard error over seeds; on the logarithmic variance axis the
     lower band is clipped at a tenth of the mean, and zero variances are not drawn.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    fig, axes = plotting.subplots(1, 3, figsize=(15, 4))
     for name in methods:
         iterations, f_mean, f_se = mean_and_se(rows, name, "expected_f")
         if iterations.size == 0:
@@ -327,9 +291,7 @@ def plot_figure(rows: Sequence[dict[str, Any]], methods: Sequence[str], path: Pa
     axes[1].set_xlabel("gradient CPU time (s), mean over seeds")
     axes[1].set_xscale("symlog", linthresh=1e-2)
     axes[1].set_xlim(left=0)
-    axes[2].set_xlabel("iteration")
-    axes[2].set_ylabel("estimator variance, mean_i Var(g_i)")
-    axes[2].set_yscale("log")
+    axes[2].set(xlabel="iteration", ylabel="estimator variance, mean_i Var(g_i)", yscale="log")
     axes[0].legend()
     fig.tight_layout()
     return common.save_figure(fig, path)
@@ -343,13 +305,11 @@ def write_results(
     options: OptimiseConfig,
     figure: bool,
 ) -> list[dict[str, Any]]:
-    """Write the log CSV, summary JSON and text of the runs so far, and figure 2 if ``figure``.
-
-    Returns the summary table.
-    """
+    """Write the log CSV, summary JSON and text of the runs so far, and figure 2 if ``figure``;
+    returns the summary table."""
     table = summarise(summaries, options.methods)
     settings = config_json(options)
-    common.write_csv(out / "optimise_log.csv", rows, LOG_COLUMNS)
+    common.write_csv(out / "optimise_log.csv", rows)
     common.write_json(
         out / "optimise.json",
         {
