@@ -1,20 +1,11 @@
-"""One table of gradient estimators for every experiment.
-
-Each entry of :data:`FAMILIES` is a :class:`Family`: its label, what it is, how to build
-it at a size, the smallest size it takes, and where it applies (``K = 2`` only, an ``f``
-that accepts relaxed values, an :class:`catlog.Autoregressive`). A family's size is its
-number of samples, except DisARM's, which is its number of antithetic pairs.
+"""One table of gradient estimators for every experiment: :data:`FAMILIES`.
 
 A name of the vocabulary (:data:`NAMES`) is a family and, for the baselines, a budget rule
-relative to IndeCateR with ``N`` samples on ``D`` variables of ``K`` categories
-(``D * K * N`` evaluations of ``f``):
-
-- ``-s`` (equal samples): the baseline draws ``N`` samples;
-- ``-f`` (equal evaluations, as in the paper): the baseline draws ``D * K * N`` samples.
-
-Each experiment picks ``N`` (its ``--samples``) and gives ``D`` and ``K``; :func:`make`
-builds the estimator. ``catlog compare`` sizes the families itself (``Family.build``).
-Adding an estimator is one entry of :data:`FAMILIES`.
+relative to IndeCateR with ``N`` samples on ``D`` variables of ``K`` categories (``D * K * N``
+evaluations of ``f``): ``NAME-s`` draws ``N`` samples (equal samples), ``NAME-f`` draws
+``D * K * N`` (equal evaluations, as in the paper). An experiment picks ``N`` (its
+``--samples``) and :func:`make` builds the estimator; ``catlog compare`` sizes the families
+itself (``Family.build``). Adding an estimator is one entry of :data:`FAMILIES`.
 """
 
 from __future__ import annotations
@@ -30,18 +21,11 @@ import catlog
 
 @dataclass(frozen=True)
 class Budget:
-    """What an experiment fixes before building an estimator.
-
-    Attributes:
-        samples: ``N``, IndeCateR's samples; a ``-s`` baseline's samples.
-        num_variables: ``D``, the categorical variables of one estimate.
-        num_categories: ``K``, the categories of each variable.
-        temperature: relaxation temperature of the Gumbel-Softmax family.
-        chunk_size: IndeCateR's perturbed rows per call of ``f`` (``None``: all at once).
-        autoregressive: the distribution is a :class:`catlog.Autoregressive` (IndeCateR
-            becomes SCateR).
-        one_hot: ``f`` takes (float) one-hot samples ``[M, *B, D, K]`` instead of indices.
-    """
+    """What an experiment fixes before building an estimator: ``samples`` (``N``), ``num_variables``
+    (``D``), ``num_categories`` (``K``), the Gumbel-Softmax family's ``temperature``, IndeCateR's
+    ``chunk_size`` (perturbed rows per call of ``f``, ``None``: all), whether the distribution is
+    ``autoregressive`` (IndeCateR becomes SCateR) and whether ``f`` takes ``one_hot`` samples
+    ``[M, *B, D, K]`` instead of indices."""
 
     samples: int
     num_variables: int
@@ -57,20 +41,13 @@ class Family:
     """One estimator family of the table.
 
     Attributes:
-        label: its name in tables and plots.
-        meaning: what it is, for ``--help``.
-        build: ``(size, budget) -> estimator``: the estimator at ``size`` (at least ``min_size``) with
-            ``budget``'s temperature and options.
-        rules: whether its names carry a budget rule (``NAME-s``, ``NAME-f``) or are the family's name alone
-            (``N`` samples).
-        min_size: the smallest size it takes.
+        label, meaning: its name in tables and plots; what it is, for ``--help``.
+        build: ``(size, budget) -> estimator`` at ``size >= min_size`` with ``budget``'s temperature and options.
+        rules: its names carry a budget rule (``NAME-s``, ``NAME-f``), else the name alone means ``N`` samples.
         samples_per_size: samples drawn per unit of size (DisARM: 2, one antithetic pair).
-        evaluations_per_sample: evaluations of ``f`` (or its relaxation) per sample, which the
-            equal-evaluations rule ``-f`` divides by (REBAR: 3).
-        binary_only: it applies to ``K = 2`` only.
-        relaxed: ``f`` must accept relaxed (float) values.
-        autoregressive_label: its label on an :class:`catlog.Autoregressive`; ``None``: it takes
-            independent variables only.
+        evaluations_per_sample: evaluations of ``f`` per sample, which ``-f`` divides by (REBAR: 3).
+        binary_only, relaxed: it applies to ``K = 2`` only; ``f`` must accept relaxed (float) values.
+        autoregressive_label: its label on an :class:`catlog.Autoregressive`; ``None``: independent variables only.
     """
 
     label: str

@@ -1,20 +1,12 @@
-"""The Keras defaults the authors' models rely on, in PyTorch.
+"""The Keras defaults the authors' models rely on, in PyTorch (``tf_keras`` and Keras 3 agree on them).
 
-The reference code builds its models from Keras layers and optimisers with their
-defaults (``tf_keras`` and Keras 3 agree on all of these):
+- ``Dense``/``Conv2D`` kernels are Glorot-uniform and biases zero (:func:`glorot_uniform_`);
+  PyTorch's defaults are about 1.3 to 2.3 times smaller in scale on the paper's layers.
+- ``Adam`` adds epsilon (``1e-7``) to ``sqrt(v)`` before the bias correction is folded into the
+  step size (:class:`KerasAdam`); ``torch.optim.Adam`` adds it after, a different step.
+- ``RMSprop`` adds epsilon inside the square root (:class:`KerasRMSprop`, figure 2).
 
-- ``Dense`` and ``Conv2D`` kernels are Glorot-uniform, ``U(-a, a)`` with
-  ``a = sqrt(6 / (fan_in + fan_out))`` (for a convolution, both fans times the kernel's
-  area), and biases start at zero: :func:`glorot_uniform_`. PyTorch's defaults
-  (Kaiming-uniform with ``a = sqrt(5)``, and nonzero biases) are about 1.3 to 2.3
-  times smaller in scale on the paper's layers.
-- ``Adam`` adds epsilon (``1e-7``) to ``sqrt(v)`` before the bias correction is folded
-  into the step size: :class:`KerasAdam`. ``torch.optim.Adam`` adds its epsilon
-  (default ``1e-8``) after the correction, which is a different step.
-- ``RMSprop`` adds epsilon inside the square root: :class:`KerasRMSprop` (figure 2).
-
-No clipping: the authors' optimisers are built with ``learning_rate`` alone, so
-``clipnorm``, ``clipvalue`` and ``global_clipnorm`` keep their default, none.
+No clipping: the authors' optimisers are built with ``learning_rate`` alone.
 """
 
 from __future__ import annotations
@@ -68,17 +60,11 @@ class KerasOptimizer(torch.optim.Optimizer):
 
 
 class KerasRMSprop(KerasOptimizer):
-    """RMSprop with ``theta -= lr g / sqrt(v + eps)``, ``v = rho v + (1 - rho) g^2``, ``v`` from zero.
+    """RMSprop with ``theta -= lr g / sqrt(v + eps)``, ``v = rho v + (1 - rho) g^2`` from zero;
+    ``lr > 0``, ``rho`` in ``[0, 1)``, ``eps >= 0`` (Keras' defaults 0.9, 1e-7).
 
-    ``torch.optim.RMSprop`` adds ``eps`` outside the root, ``g / (sqrt(v) + eps)``: with
-    figure 2's tiny gradients (about 2.5e-6 per logit) its first step is
-    ``lr / sqrt(1 - rho)`` whatever the gradient, which is not the paper's optimiser.
-
-    Args:
-        params: parameters (or parameter groups) to optimise.
-        lr: learning rate, ``> 0``.
-        rho: decay of the squared-gradient average, in ``[0, 1)`` (Keras' default 0.9).
-        eps: added to ``v`` inside the square root, ``>= 0`` (Keras' default 1e-7).
+    ``torch.optim.RMSprop`` adds ``eps`` outside the root: with figure 2's tiny gradients (about
+    2.5e-6 per logit) its first step is ``lr / sqrt(1 - rho)`` whatever the gradient.
     """
 
     bounds = {"lr": (0.0, math.inf, False), "rho": (0.0, 1.0, True), "eps": (0.0, math.inf, True)}
@@ -97,11 +83,10 @@ class KerasRMSprop(KerasOptimizer):
 
 
 def glorot_uniform_(module: nn.Module) -> nn.Module:
-    """Initialise every ``Linear`` and ``Conv2d`` in ``module`` as Keras' ``Dense``/``Conv2D`` do.
+    """Initialise every ``Linear`` and ``Conv2d`` in ``module`` as Keras' ``Dense``/``Conv2D`` do; returns it.
 
-    Kernels ``W ~ U(-a, a)``, ``a = sqrt(6 / (fan_in + fan_out))`` with the fans of
-    ``torch.nn.init.xavier_uniform_`` (the same as Keras' for both layer kinds); biases zero.
-    Draws from torch's global generator in the order of ``module.modules()``; returns ``module``.
+    Kernels ``W ~ U(-a, a)``, ``a = sqrt(6 / (fan_in + fan_out))`` (``xavier_uniform_``'s fans, Keras'
+    too), biases zero, drawn from torch's global generator in the order of ``module.modules()``.
     """
     for layer in module.modules():
         if isinstance(layer, nn.Linear | nn.Conv2d):
@@ -114,17 +99,10 @@ def glorot_uniform_(module: nn.Module) -> nn.Module:
 class KerasAdam(KerasOptimizer):
     """Adam as Keras has it: ``theta -= lr sqrt(1 - beta_2^t) / (1 - beta_1^t) m / (sqrt(v) + eps)``.
 
-    With ``m = beta_1 m + (1 - beta_1) g`` and ``v = beta_2 v + (1 - beta_2) g^2`` from zero,
-    ``t`` the step count from 1 (one count per parameter group, as Keras keeps one per
-    optimiser). This is ``torch.optim.Adam``'s step with epsilon
-    ``eps sqrt(1 - beta_2^t)`` in place of ``eps``: the two agree where ``sqrt(v)`` dwarfs
-    ``eps`` and differ where gradients are tiny, early in training above all.
-
-    Args:
-        params: parameters (or parameter groups) to optimise.
-        lr: learning rate, ``> 0``.
-        beta_1, beta_2: decays of the averages of ``g`` and ``g^2``, in ``[0, 1)`` (Keras': 0.9, 0.999).
-        eps: added to ``sqrt(v)``, ``>= 0`` (Keras' default 1e-7).
+    ``m = beta_1 m + (1 - beta_1) g``, ``v = beta_2 v + (1 - beta_2) g^2`` from zero, ``t`` the step
+    count from 1 per parameter group; ``lr > 0``, ``beta_1, beta_2`` in ``[0, 1)``, ``eps >= 0``.
+    This is ``torch.optim.Adam``'s step with epsilon ``eps sqrt(1 - beta_2^t)``: the two differ where
+    gradients are tiny, early in training above all.
     """
 
     bounds = {
