@@ -1,18 +1,12 @@
-"""Estimator variance on the MNIST-addition task at fixed parameters (``catlog addition-variance``).
+"""``catlog addition-variance``: estimator variance on MNIST addition at the untrained classifier.
 
-For every ``D`` and estimator, the untrained classifier (seeded) gives logits
-``[B, D, 10]`` of the first ``B`` test sequences; ``R`` independent estimates are
-taken at these fixed logits. Reported per row:
-
-- ``grad_variance``: ``mean_i Var_r(g_r[i])`` of the estimator's gradient ``g`` of
-  ``sum_b E[f]`` with respect to the logits (:func:`catlog.gradient_variance` over the
-  number of entries, :func:`~catlog.experiments.problems.variance_per_entry`), and
-  ``grad_snr = |mean_r g_r|^2 / sum_i Var_r(g_r[i])`` (:func:`catlog.signal_to_noise`);
-- ``loss_grad_variance``: the same variance for the gradient of the training loss
-  ``mean_b -log(value_b + 1e-8)``;
-- ``zero_estimates``: fraction of the values ``value_b`` that are exactly 0 (the loss
-  is then ``-log 1e-8``; with IndeCateR's Rao-Blackwellised value, and with RLOO, the
-  gradient is zero there too).
+For every ``D`` and estimator, ``R`` independent estimates at the fixed logits ``[B, D, 10]`` of
+the first ``B`` test sequences (:mod:`catlog.experiments.problems.addition`). Per row:
+``grad_variance``, ``mean_i Var_r g_ri`` of the gradient of ``sum_b E[f]`` w.r.t. the logits
+(:func:`~catlog.experiments.problems.variance_per_entry`), and its ``grad_snr``
+(:func:`catlog.signal_to_noise`); ``loss_grad_variance``, the same for the training loss
+``mean_b -log(value_b + 1e-8)``; ``zero_estimates``, the fraction of values exactly 0 (the loss
+is then ``-log 1e-8``; IndeCateR's and RLOO's gradient is zero there too).
 """
 
 from __future__ import annotations
@@ -28,22 +22,12 @@ from catlog.experiments.addition_model import DEFAULT_SAMPLES, ESTIMATORS, NUM_C
 from catlog.experiments.options import Command, RunOptions, config_json, option
 from catlog.experiments.problems import addition, variance_per_entry
 
-ROW_FIELDS = (
-    "digits",
-    "estimator",
-    "samples",
-    "evaluations",
-    "grad_variance",
-    "grad_snr",
-    "loss_grad_variance",
-    "zero_estimates",
-)
-
 
 def variance_row(
     name: str, digits: int, estimator: Any, values: torch.Tensor, grads: torch.Tensor, loss_grads: torch.Tensor
 ) -> dict[str, Any]:
-    """One table row from the outputs of :func:`catlog.experiments.problems.addition.estimates_and_gradients`."""
+    """One table row (its keys are the columns) from the outputs of
+    :func:`catlog.experiments.problems.addition.estimates_and_gradients`."""
     cost = estimator.cost(digits, NUM_CLASSES)
     return {
         "digits": digits,
@@ -90,8 +74,8 @@ def run(config: VarianceConfig) -> int:
                     estimator, logits, sums, config.repeats, config.block, generator
                 )
                 rows.append(variance_row(name, digits, estimator, *outputs))
-        common.write_csv(run.path / "variance.csv", rows, ROW_FIELDS)
-        table = common.markdown_table(ROW_FIELDS, [[row[field] for field in ROW_FIELDS] for row in rows])
+        common.write_csv(run.path / "variance.csv", rows)
+        table = common.markdown_table(tuple(rows[0]), [list(row.values()) for row in rows])
         common.write_text(run.path / "variance.md", table)
     print(table, end="")
     return 0

@@ -1,11 +1,10 @@
-"""``catlog dvae-variance``: the variance of several estimators at the parameters of a ``catlog dvae`` run's checkpoint.
+"""``catlog dvae-variance``: the variance of several estimators at the parameters of a ``catlog dvae``
+run's checkpoint (checkpoints of every version load: only their model is read).
 
-Same measurement as during training (``--repeats`` encoder-gradient estimates on the first
-batch of training images, :mod:`catlog.experiments.problems.dvae`, variance per gradient entry
-:func:`~catlog.experiments.problems.variance_per_entry`), but every estimator at the same
-parameters. Writes ``variance_at_checkpoint.csv`` into the run folder: one row per
-estimator with its samples, variance and CPU seconds per estimate. Checkpoints of every
-version load (only their model is read).
+The measurement of training (:mod:`catlog.experiments.problems.dvae`: ``--repeats`` encoder-gradient
+estimates on the first training batch, variance per gradient entry), but every estimator at the
+same parameters. Writes ``variance_at_checkpoint.csv`` into the run folder: per estimator its
+samples, variance and CPU seconds per estimate.
 """
 
 from __future__ import annotations
@@ -30,7 +29,7 @@ DEFAULT_SAMPLES = 2  # what older runs, which saved samples: null, trained with
 def variance_at_checkpoint(
     run: Path, names: list[str], repeats: int, seed: int = 0, data_dir: Path | None = None
 ) -> list[dict[str, Any]]:
-    """Estimator variance of each estimator in ``names`` at the parameters of ``run``'s checkpoint (see the module)."""
+    """The rows of ``variance_at_checkpoint.csv`` for the estimators ``names`` (see the module)."""
     config = json.loads((run / run_folder.CONFIG).read_text())
     dtype = DTYPES[config["dtype"]]
     model = DiscreteVAE(config["latents"], config["categories"]).to(dtype=dtype)
