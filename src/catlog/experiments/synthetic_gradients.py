@@ -78,12 +78,8 @@ class GradientsConfig(RunOptions):
 def repeated_estimates(
     estimator: catlog.Estimator, problem: Problem, runs: int, seed: int, device: torch.device, label: str = ""
 ) -> tuple[torch.Tensor, list[float], list[float]]:
-    """``runs`` independent gradient estimates, each one separately timed call of ``problem.gradient``.
-
-    Returns:
-        ``(gradients [runs, D * K], wall seconds [runs], CPU seconds [runs])``; the
-        time of one estimate covers the estimator's value and the backward pass.
-    """
+    """``runs`` independent gradient estimates, each one separately timed call of ``problem.gradient``
+    (value and backward pass): ``(gradients [runs, D * K], wall seconds [runs], CPU seconds [runs])``."""
     generator = torch.Generator(device=device).manual_seed(seed)
     clock = common.Clock(device)
     gradients, wall, cpu = [], [], []
@@ -112,11 +108,7 @@ def error_statistics(gradients: torch.Tensor, exact: torch.Tensor) -> dict[str, 
     }
 
 
-def compare_config(
-    num_variables: int,
-    num_categories: int,
-    options: GradientsConfig,
-) -> list[dict[str, Any]]:
+def compare_config(num_variables: int, num_categories: int, options: GradientsConfig) -> list[dict[str, Any]]:
     """One table: every estimator of ``options.estimators`` on one ``(D, K)`` problem."""
     device, dtype = torch.device(options.device), options.torch_dtype
     problem = figure1.problem(num_variables, num_categories, options.f, options.seed, device, dtype)
@@ -125,13 +117,9 @@ def compare_config(
     for index, name in enumerate(options.estimators):
         estimator = options.estimator(name, num_variables, num_categories)
         cost = estimator.cost(num_variables, num_categories)
+        label = f"{num_variables}x{num_categories} {name}"
         gradients, wall, cpu = repeated_estimates(
-            estimator,
-            problem,
-            options.runs,
-            options.seed + 1 + index,
-            device,
-            label=f"{num_variables}x{num_categories} {name}",
+            estimator, problem, options.runs, options.seed + 1 + index, device, label
         )
         rows.append(
             {
@@ -211,38 +199,27 @@ def plot_configs(tables: Sequence[Sequence[dict[str, Any]]], path: Path) -> Path
     return common.save_figure(fig, path)
 
 
-def run_gradients(options: GradientsConfig) -> tuple[Path, list[list[dict[str, Any]]]]:
-    """Run every config of ``options.configs``; write tables, JSON, CSV and PNGs; returns ``(folder, tables)``.
-
-    PNGs: ``fig1_<f>_<D>x<K>.png`` per config and, with several configs, ``fig1_<f>.png`` with all of them.
-    """
+def main(options: GradientsConfig) -> int:
+    """``catlog gradients``: every config of ``options.configs``; writes the tables, JSON, CSV and PNGs
+    (``fig1_<f>_<D>x<K>.png`` per config and, with several, ``fig1_<f>.png`` with all) and prints the tables."""
     common.apply_threads(options.threads)
     settings = config_json(options)
-    with run_folder.open_run(
-        common.default_out(options.out, "gradients"), settings, overwrite=options.overwrite
-    ) as run:
-        out = run.path
+    folder = common.default_out(options.out, "gradients")
+    with run_folder.open_run(folder, settings, overwrite=options.overwrite) as run:
         tables = []
         for num_variables, num_categories in options.configs:
-            rows = compare_config(num_variables, num_categories, options)
-            tables.append(rows)
-            plot_configs([rows], out / f"fig1_{options.f}_{num_variables}x{num_categories}.png")
+            tables.append(compare_config(num_variables, num_categories, options))
+            plot_configs(tables[-1:], run.path / f"fig1_{options.f}_{num_variables}x{num_categories}.png")
         if len(tables) > 1:
-            plot_configs(tables, out / f"fig1_{options.f}.png")
+            plot_configs(tables, run.path / f"fig1_{options.f}.png")
         flat = [row for rows in tables for row in rows]
-        common.write_json(out / "gradients.json", {"settings": settings, "results": flat})
-        common.write_csv(out / "gradients.csv", flat)
+        common.write_json(run.path / "gradients.json", {"settings": settings, "results": flat})
+        common.write_csv(run.path / "gradients.csv", flat)
         text = "\n\n".join(f"{table_title(rows)}\n{format_table(rows)}" for rows in tables)
-        common.write_text(out / "gradients.txt", text + "\n")
-    return out, tables
-
-
-def main(options: GradientsConfig) -> int:
-    """``catlog gradients``: run, print the tables and where the files went."""
-    out, tables = run_gradients(options)
+        common.write_text(run.path / "gradients.txt", text + "\n")
     for rows in tables:
         print(f"\n{table_title(rows)}  ({options.runs} estimates each)\n{format_table(rows)}")
-    print(f"\nresults in {out}/ (gradients.json, gradients.csv, fig1_{options.f}*.png)")
+    print(f"\nresults in {run.path}/ (gradients.json, gradients.csv, fig1_{options.f}*.png)")
     return 0
 
 

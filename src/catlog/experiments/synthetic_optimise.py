@@ -327,19 +327,20 @@ def write_results(
     return table
 
 
-def run_optimise(options: OptimiseConfig) -> tuple[Path, list[dict[str, Any]], dict[str, Method]]:
-    """Every seed of every method; returns ``(folder, summary table, methods)``.
+def main(options: OptimiseConfig) -> int:
+    """``catlog optimise``: every seed of every method, then the summary printed.
 
-    Seeds are the outer loop and the log and summaries are rewritten after each seed,
-    so a run stopped early leaves complete results for the seeds it finished;
-    figure 2 is drawn at the end.
+    Seeds are the outer loop and the results are rewritten after each seed, so a run stopped
+    early leaves complete results for the seeds it finished; figure 2 is drawn at the end. The
+    summary is the share of the gap to the optimum each method closed (:func:`format_progress`)
+    and, where some run closed :data:`GAP_FRACTION` of it, the iterations and seconds it took.
     """
     common.apply_threads(options.threads)
     methods = paper_methods(options.num_variables, options.samples)
     folder = common.default_out(options.out, "optimise")
+    rows: list[dict[str, Any]] = []
+    summaries: list[dict[str, Any]] = []
     with run_folder.open_run(folder, config_json(options), overwrite=options.overwrite) as run:
-        rows: list[dict[str, Any]] = []
-        summaries: list[dict[str, Any]] = []
         total = len(options.methods) * options.seeds * options.iterations
         with common.progress(total=total, desc="optimise", leave=True) as bar:
             for seed in range(options.seed, options.seed + options.seeds):
@@ -350,23 +351,12 @@ def run_optimise(options: OptimiseConfig) -> tuple[Path, list[dict[str, Any]], d
                     summaries.append(summary)
                 last = seed == options.seed + options.seeds - 1
                 table = write_results(run.path, rows, summaries, methods, options, figure=last)
-    return run.path, table, methods
-
-
-def main(options: OptimiseConfig) -> int:
-    """``catlog optimise``: run, print the summary and where the files went.
-
-    The summary is the share of the gap to the optimum each method closed (:func:`format_progress`)
-    and, where some run closed :data:`GAP_FRACTION` of it, the iterations and seconds it took
-    (:func:`format_table`).
-    """
-    out, table, methods = run_optimise(options)
     print("\n" + format_progress(table, methods, options.iterations))
     if any(row["reached"] for row in table):
         print("\n" + format_table(table, methods))
     else:
         print(f"(the time to close {GAP_FRACTION:.0%} of the gap is reported once runs are long enough to close it)")
-    print(f"\nresults in {out}/ (optimise_log.csv, optimise.json, fig2_optimise.png)")
+    print(f"\nresults in {run.path}/ (optimise_log.csv, optimise.json, fig2_optimise.png)")
     return 0
 
 
