@@ -106,10 +106,9 @@ class DataError(ValueError):
 
 def default_data_dir() -> Path:
     """``$CATLOG_DATA`` if set, else ``$XDG_CACHE_HOME/catlog``, else ``~/.cache/catlog``."""
-    env = os.environ.get("CATLOG_DATA")
-    return (
-        Path(env).expanduser() if env else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "catlog"
-    )
+    if os.environ.get("CATLOG_DATA"):
+        return Path(os.environ["CATLOG_DATA"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "catlog"
 
 
 def resolve_data_dir(data_dir: Path | str | None) -> Path:

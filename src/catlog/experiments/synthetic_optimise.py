@@ -92,15 +92,6 @@ class OptimiseConfig(RunOptions):
         check_multiple("--variance-every", self.variance_every, "--log-every", self.log_every)
 
 
-def estimator_variance(
-    estimator: catlog.Estimator, logits: torch.Tensor, repeats: int, generator: torch.Generator
-) -> float:
-    """``mean_i Var_r g_ri`` of ``repeats`` independent gradients of ``E[f]`` at ``logits: [D, K]``: figure 2's
-    problem there (batched on copies of the logits), :func:`~catlog.experiments.problems.variance_per_entry`."""
-    problem = logits_problem("fig2", "figure 2", logits, objective, relaxable=True)
-    return variance_per_entry(problem.gradients(estimator, repeats, generator))
-
-
 def optimise(
     method: Method, seed: int, options: OptimiseConfig, bar: Any = None
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -131,8 +122,12 @@ def optimise(
             reached = {"iterations": iteration, "wall_s": clock.wall_s, "cpu_s": clock.cpu_s}
         if iteration % options.log_every == 0 or iteration == iterations:
             measure = iteration % options.variance_every == 0 or iteration == iterations
-            repeats = options.variance_repeats
-            variance = estimator_variance(estimator, logits, repeats, variance_generator) if measure else None
+            variance = None
+            if measure:  # figure 2's problem at the current logits, batched on copies of them
+                problem = logits_problem("fig2", "figure 2", logits, objective, relaxable=True)
+                variance = variance_per_entry(
+                    problem.gradients(estimator, options.variance_repeats, variance_generator)
+                )
             rows.append(
                 {
                     "method": method.name,
