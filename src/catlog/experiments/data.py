@@ -165,22 +165,18 @@ def _fetch(remote: RemoteFile, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     errors = []
     for url in remote.urls:
-        hashes = {algorithm: hashlib.new(algorithm) for algorithm, _ in remote.digests}
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
         try:
             with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=30) as response:
                 total = int(response.headers.get("Content-Length") or 0) or None
                 with progress(total=total, unit="B", unit_scale=True, desc=remote.name) as bar:
                     for block in iter(lambda: response.read(1 << 16), b""):
-                        out.write(block)
-                        for h in hashes.values():
-                            h.update(block)
-                        bar.update(len(block))
-            if not any(hashes[a].hexdigest() == want for a, want in remote.digests):
-                got = ", ".join(f"{a} {h.hexdigest()}" for a, h in hashes.items())
-                raise ValueError(
-                    f"download {url}: expected digest {' or '.join(f'{a} {d}' for a, d in remote.digests)}, got {got}"
-                )
+                        bar.update(out.write(block))
+            got = {algorithm: file_digest(Path(tmp), algorithm) for algorithm, _ in remote.digests}
+            if not any(got[algorithm] == want for algorithm, want in remote.digests):
+                wanted = " or ".join(f"{algorithm} {want}" for algorithm, want in remote.digests)
+                found = ", ".join(f"{algorithm} {digest}" for algorithm, digest in got.items())
+                raise ValueError(f"download {url}: expected digest {wanted}, got {found}")
             os.replace(tmp, target)
             return
         except (urllib.error.URLError, OSError) as error:
