@@ -1,11 +1,9 @@
 """``catlog policy-plot``: runs of ``catlog plan`` or ``catlog generate`` in one figure and one table.
 
-Success rate, return (and held-out success rate where logged) against iterations,
-evaluations of ``f`` per context and training CPU seconds, the seeds of one estimator
-averaged (:func:`catlog.experiments.policy_training.plot_runs`); the table
-(:func:`catlog.experiments.policy_training.summary_table`) gives per estimator the final
-metrics, the runs that reached a success rate of 0.5 and the gradient variance at the
-measured checkpoints.
+Success rate, return (and held-out success rate where logged) against iterations, evaluations of
+``f`` per context and training CPU seconds, the seeds of one estimator averaged; the table gives per
+estimator the final metrics, the runs that reached a success rate of 0.5 and the gradient variance
+at the measured checkpoints (:mod:`catlog.experiments.policy_training` draws and tabulates).
 """
 
 from __future__ import annotations

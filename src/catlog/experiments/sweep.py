@@ -237,7 +237,7 @@ def execute(run: Run) -> dict[str, Any]:
             (*run.argv, *extra), stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent
         )
         _, exit_status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(exit_status)
+        process.returncode = os.waitstatus_to_exitcode(exit_status)  # so that Popen does not wait again
     record = {
         "argv": list(run.argv),
         "resumed": resumed,
