@@ -46,28 +46,14 @@ import catlog
 from catlog.experiments import common, data, estimators, run_folder
 from catlog.experiments.estimators import Budget, Family
 from catlog.experiments.options import Command, RunOptions, config_json, option, parse_size, show_size
-from catlog.experiments.problems import (
-    Problem,
-    addition,
-    autoregressive,
-    binary,
-    dvae,
-    figure1,
-    quadratic,
-    structured,
-)
+from catlog.experiments.problems import Problem, addition, autoregressive, binary, dvae, figure1, quadratic, structured
 from catlog.experiments.problems.problem import FIT_ESTIMATES
-
-
-def _fig1(config: CompareConfig, device: torch.device, dtype: torch.dtype) -> Problem:
-    num_variables, num_categories = config.fig1
-    title = f"fig. 1 non-separable f, D = {num_variables}, K = {num_categories}"
-    return figure1.problem(num_variables, num_categories, "nonseparable", config.seed, device, dtype, title=title)
-
 
 Builder = Callable[["CompareConfig", torch.device, torch.dtype], Problem]
 BUILDERS: dict[str, Builder] = {
-    "fig1": _fig1,
+    "fig1": lambda c, device, dtype: figure1.problem(
+        *c.fig1, "nonseparable", c.seed, device, dtype, title="fig. 1 non-separable f, D = {}, K = {}".format(*c.fig1)
+    ),
     "binary": lambda c, device, dtype: binary.hamming(c.binary_variables, c.seed, device, dtype),
     "quadratic": lambda c, device, dtype: quadratic.problem(*c.quadratic, c.seed, device, dtype),
     "autoregressive": lambda c, device, dtype: autoregressive.problem(c.seed, device, dtype),
@@ -84,6 +70,8 @@ BUILDERS: dict[str, Builder] = {
 }
 """How each problem is built from the config."""
 PROBLEMS: tuple[str, ...] = tuple(BUILDERS)
+MODEL_PROBLEMS: tuple[str, ...] = ("dvae", "addition")
+"""The problems measured with ``--model-repeats`` estimates (the others: ``--repeats``)."""
 # Names of the experiments' vocabulary (:mod:`catlog.experiments.estimators`): its methods and its
 # baselines without a budget suffix, since this command sets every size itself.
 ESTIMATORS: tuple[str, ...] = (
@@ -357,12 +345,6 @@ def row_of(problem: Problem, setting: str, name: str, measurement: Measurement, 
     }
 
 
-def make_problem(name: str, config: CompareConfig, device: torch.device, dtype: torch.dtype) -> tuple[Problem, int]:
-    """The problem called ``name`` (one of :data:`PROBLEMS`) at ``config``'s sizes, and its repeats."""
-    problem = BUILDERS[name](config, device, dtype)
-    return problem, config.model_repeats if name in ("dvae", "addition") else config.repeats
-
-
 def format_table(problem: Problem, repeats: int, rows: Sequence[dict[str, Any]], labels: dict[str, str]) -> str:
     """A plain-text table of one problem's rows, grouped by setting."""
     header = (
@@ -461,7 +443,8 @@ def run(config: CompareConfig) -> tuple[Path, str]:
 def _run_in(config: CompareConfig, folder: Path, device: torch.device, dtype: torch.dtype) -> tuple[Path, str]:
     problems, rows, labels, tables = [], [], {}, []
     for name in config.problems:
-        problem, repeats = make_problem(name, config, device, dtype)
+        problem = BUILDERS[name](config, device, dtype)
+        repeats = config.model_repeats if name in MODEL_PROBLEMS else config.repeats
         problem_rows, labels[name] = compare_problem(problem, repeats, config, device)
         problems.append(problem)
         rows.extend(problem_rows)
