@@ -46,7 +46,7 @@ def test_estimators_apply_where_they_can() -> None:
     assert compare.largest_size(disarm, hamming.budget(), "samples", 5) == 2  # 2 pairs, 4 samples
     sequences = autoregressive.problem(0, CPU, torch.float64)
     candidates = compare.applicable(compare.ESTIMATORS, sequences)
-    assert set(candidates) == {"indecater", "indecater-pv", "reinforce", "rloo"}
+    assert set(candidates) == {"indecater", "indecater-pv", "reinforce", "rloo", "grpo"}
     assert isinstance(candidates["indecater"].build(1, sequences.budget()), catlog.SCateR)
     assert candidates["indecater"].title(True) == "SCateR" and candidates["indecater"].title(False) == "IndeCateR"
     assert estimators.FAMILIES["gs-st"].applies(3, True, False) and not estimators.FAMILIES["gs-st"].applies(
@@ -103,6 +103,13 @@ def _quick_run(problems: list[str], extra: list[str], out, capsys) -> list[dict[
 def test_command_line_quick_run_on_the_synthetic_problems(tmp_path, capsys) -> None:
     rows = _quick_run(["fig1", "binary", "autoregressive"], [], tmp_path, capsys)
     assert {row["estimator"] for row in rows if row["problem"] == "binary"} == set(compare.ESTIMATORS)
+
+
+def test_command_line_quick_run_on_the_structured_problems(tmp_path, capsys) -> None:
+    rows = _quick_run(["frozenlake", "arithmetic-trained"], [], tmp_path, capsys)
+    for problem in ("frozenlake", "arithmetic-trained"):  # no relaxation, K > 2
+        expected = {"indecater", "indecater-pv", "reinforce", "rloo", "grpo"}
+        assert {row["estimator"] for row in rows if row["problem"] == problem} == expected
 
 
 def test_taylor_has_zero_variance_on_the_quadratic_problem_and_learned_estimators_take_part(tmp_path, capsys) -> None:

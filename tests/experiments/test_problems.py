@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import pytest
@@ -9,7 +10,7 @@ import torch
 
 import catlog
 from catlog.experiments import addition_model, dvae_model, estimators
-from catlog.experiments.problems import Problem, addition, autoregressive, binary, dvae, figure1, quadratic
+from catlog.experiments.problems import Problem, addition, autoregressive, binary, dvae, figure1, quadratic, structured
 from helpers import assert_same_mean, assert_unbiased
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -55,6 +56,47 @@ def test_batched_and_one_by_one_gradients_average_to_the_exact_gradient(name: st
     one_by_one = torch.stack([problem.gradient(estimator, torch.Generator().manual_seed(2 + r)) for r in range(300)])
     assert_unbiased(batched, problem.exact)
     assert_same_mean(batched, one_by_one)
+
+
+@functools.cache
+def trained_structured(name: str) -> Problem:
+    """A structured problem at its trained policy, ``K^D`` small: FrozenLake ``D = 6``, arithmetic ``D = 3``."""
+    if name == "frozenlake":
+        return structured.frozenlake(300, 0, CPU, torch.float64, horizon=6)
+    return structured.arithmetic(300, 0, CPU, torch.float64, length=3)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("estimator", [catlog.SCateR(2), catlog.RLOO(8)], ids=repr)
+@pytest.mark.parametrize("name", ["frozenlake", "arithmetic"])
+def test_structured_gradients_average_to_the_enumerated_gradient(name: str, estimator: catlog.Estimator) -> None:
+    problem = trained_structured(name)
+    assert problem.autoregressive and problem.batched is None and problem.exact is not None
+    size = sum(parameter.numel() for parameter in problem.parameters)
+    x = torch.randint(problem.num_categories, (5, *problem.batch_shape, problem.num_variables))
+    assert problem.f(x).shape == (5, *problem.batch_shape) and problem.exact.shape == (size,)
+    gradients = problem.gradients(estimator, 300, torch.Generator().manual_seed(3))
+    assert gradients.shape == (300, size)
+    # along the exact gradient and 3 random directions: sums over thousands of entries, near normal at R = 300,
+    # where single entries of these sparse-reward gradients are too heavy-tailed for a z bound
+    directions = torch.cat(
+        [
+            problem.exact[None] / problem.exact.norm(),
+            torch.randn(3, size, dtype=torch.float64, generator=torch.Generator().manual_seed(0)),
+        ]
+    )
+    assert_unbiased(gradients @ directions.T, directions @ problem.exact)
+
+
+def test_structured_policies_are_trained_deterministically_until_they_succeed_sometimes() -> None:
+    trained, again = trained_structured("arithmetic"), structured.arithmetic(300, 0, CPU, torch.float64, length=3)
+    untrained = structured.arithmetic(0, 0, CPU, torch.float64, length=3)
+    assert all(torch.equal(a, b) for a, b in zip(trained.parameters, again.parameters))
+    assert not torch.equal(trained.parameters[0], untrained.parameters[0])
+    with torch.no_grad():  # the mean over targets of E[f], by enumeration
+        success, initial = (float(problem.loss(catlog.Exact(), None)) for problem in (trained, untrained))
+    assert structured.TRAINED_SUCCESS - 0.05 < success < 0.6 and initial < 0.05
+    assert (trained.name, untrained.name) == ("arithmetic-trained", "arithmetic")
 
 
 def test_figure_2_exact_gradient_is_the_enumerated_one() -> None:

@@ -1,7 +1,7 @@
 """``catlog compare``: every estimator on a suite of problems, at equal samples, evaluations and time.
 
 The reference is the CatLog-Derivative estimator with ``N = --samples`` samples
-(IndeCateR on independent logits, SCateR on the autoregressive problem). Every other
+(IndeCateR on independent logits, SCateR on the autoregressive ones). Every other
 estimator is measured at three sizes:
 
 - **equal samples**: the largest size whose ``cost(D, K).samples`` is at most ``N``
@@ -46,10 +46,32 @@ import catlog
 from catlog.experiments import common, data, estimators, run_folder
 from catlog.experiments.estimators import Budget, Family
 from catlog.experiments.options import Command, RunOptions, config_json, option, parse_size, show_size
-from catlog.experiments.problems import Problem, addition, autoregressive, binary, dvae, figure1, quadratic
+from catlog.experiments.problems import Problem, addition, autoregressive, binary, dvae, figure1, quadratic, structured
 from catlog.experiments.problems.problem import FIT_ESTIMATES
 
-PROBLEMS: tuple[str, ...] = ("fig1", "binary", "quadratic", "autoregressive", "dvae", "addition")
+Builder = Callable[["CompareConfig", torch.device, torch.dtype], Problem]
+BUILDERS: dict[str, Builder] = {
+    "fig1": lambda c, device, dtype: figure1.problem(
+        *c.fig1, "nonseparable", c.seed, device, dtype, title="fig. 1 non-separable f, D = {}, K = {}".format(*c.fig1)
+    ),
+    "binary": lambda c, device, dtype: binary.hamming(c.binary_variables, c.seed, device, dtype),
+    "quadratic": lambda c, device, dtype: quadratic.problem(*c.quadratic, c.seed, device, dtype),
+    "autoregressive": lambda c, device, dtype: autoregressive.problem(c.seed, device, dtype),
+    "dvae": lambda c, device, dtype: dvae.mnist(
+        c.dvae_checkpoint, c.dvae_steps, c.dvae_batch, c.data_dir, c.seed, device, dtype
+    ),
+    "addition": lambda c, device, dtype: addition.problem(
+        c.addition_digits, c.addition_batch, c.data_dir, c.seed, device, dtype
+    ),
+    "frozenlake": lambda c, device, dtype: structured.frozenlake(0, c.seed, device, dtype),
+    "frozenlake-trained": lambda c, device, dtype: structured.frozenlake(c.policy_steps, c.seed, device, dtype),
+    "arithmetic": lambda c, device, dtype: structured.arithmetic(0, c.seed, device, dtype),
+    "arithmetic-trained": lambda c, device, dtype: structured.arithmetic(c.policy_steps, c.seed, device, dtype),
+}
+"""How each problem is built from the config."""
+PROBLEMS: tuple[str, ...] = tuple(BUILDERS)
+MODEL_PROBLEMS: tuple[str, ...] = ("dvae", "addition")
+"""The problems measured with ``--model-repeats`` estimates (the others: ``--repeats``)."""
 # Names of the experiments' vocabulary (:mod:`catlog.experiments.estimators`): its methods and its
 # baselines without a budget suffix, since this command sets every size itself.
 ESTIMATORS: tuple[str, ...] = (
@@ -59,6 +81,7 @@ ESTIMATORS: tuple[str, ...] = (
     "indecater-fitted",
     "reinforce",
     "rloo",
+    "grpo",
     "disarm",
     "gs-st",
     "reinmax",
@@ -94,7 +117,7 @@ class CompareConfig(RunOptions, data.DataOptions):
         ESTIMATORS, "estimators to compare (the reference indecater is always measured)", choices=ESTIMATORS
     )
     samples: int = option(2, "N of the reference IndeCateR/SCateR and of the equal-samples rows", minimum=1)
-    repeats: int = option(200, "estimates per variance on fig1, binary, autoregressive", minimum=2)
+    repeats: int = option(200, "estimates per variance on every problem but dvae and addition", minimum=2)
     model_repeats: int = option(30, "estimates per variance on dvae and addition", minimum=2)
     timing_repeats: int = option(7, "timed single estimates per size, after one warm-up", minimum=1)
     timing_seconds: float = option(0.2, "...and more of them until they took this much CPU", minimum=0)
@@ -119,6 +142,9 @@ class CompareConfig(RunOptions, data.DataOptions):
     dvae_batch: int = option(10, "validation images in the DVAE gradient", minimum=1)
     addition_digits: int = option(4, "D of the addition problem", minimum=1)
     addition_batch: int = option(10, "test sequences in the addition gradient", minimum=1)
+    policy_steps: int = option(
+        300, "most SCateR(4) steps that train the -trained policies (they stop at 0.2 success)", minimum=1
+    )
     quick: bool = option(False, "tiny sizes and few repeats (a smoke test, seconds); overrides those options")
 
 
@@ -136,6 +162,7 @@ QUICK: dict[str, Any] = {
     "dvae_steps": 2,
     "dvae_batch": 2,
     "addition_batch": 2,
+    "policy_steps": 5,
 }
 
 
@@ -318,30 +345,6 @@ def row_of(problem: Problem, setting: str, name: str, measurement: Measurement, 
     }
 
 
-def make_problem(name: str, config: CompareConfig, device: torch.device, dtype: torch.dtype) -> tuple[Problem, int]:
-    """The problem called ``name`` (one of :data:`PROBLEMS`) at ``config``'s sizes, and its repeats."""
-    seed = config.seed
-    if name == "fig1":
-        num_variables, num_categories = config.fig1
-        title = f"fig. 1 non-separable f, D = {num_variables}, K = {num_categories}"
-        return figure1.problem(*config.fig1, "nonseparable", seed, device, dtype, title=title), config.repeats
-    if name == "binary":
-        return binary.hamming(config.binary_variables, seed, device, dtype), config.repeats
-    if name == "quadratic":
-        return quadratic.problem(*config.quadratic, seed, device, dtype), config.repeats
-    if name == "autoregressive":
-        return autoregressive.problem(seed, device, dtype), config.repeats
-    if name == "dvae":
-        problem = dvae.mnist(
-            config.dvae_checkpoint, config.dvae_steps, config.dvae_batch, config.data_dir, seed, device, dtype
-        )
-        return problem, config.model_repeats
-    if name == "addition":
-        problem = addition.problem(config.addition_digits, config.addition_batch, config.data_dir, seed, device, dtype)
-        return problem, config.model_repeats
-    raise ValueError(f"problem: expected one of {PROBLEMS}, got {name!r}")
-
-
 def format_table(problem: Problem, repeats: int, rows: Sequence[dict[str, Any]], labels: dict[str, str]) -> str:
     """A plain-text table of one problem's rows, grouped by setting."""
     header = (
@@ -440,7 +443,8 @@ def run(config: CompareConfig) -> tuple[Path, str]:
 def _run_in(config: CompareConfig, folder: Path, device: torch.device, dtype: torch.dtype) -> tuple[Path, str]:
     problems, rows, labels, tables = [], [], {}, []
     for name in config.problems:
-        problem, repeats = make_problem(name, config, device, dtype)
+        problem = BUILDERS[name](config, device, dtype)
+        repeats = config.model_repeats if name in MODEL_PROBLEMS else config.repeats
         problem_rows, labels[name] = compare_problem(problem, repeats, config, device)
         problems.append(problem)
         rows.extend(problem_rows)

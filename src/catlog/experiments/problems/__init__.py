@@ -8,7 +8,9 @@ generator) -> [R, P]``); the statistics of those rows are :mod:`catlog.measure`'
 - :mod:`~catlog.experiments.problems.binary`: figure 2's ``f`` and the squared Hamming distance (``K = 2``);
 - :mod:`~catlog.experiments.problems.autoregressive`: a causal network (SCateR);
 - :mod:`~catlog.experiments.problems.dvae`: the discrete VAE's encoder;
-- :mod:`~catlog.experiments.problems.addition`: MNIST addition.
+- :mod:`~catlog.experiments.problems.addition`: MNIST addition;
+- :mod:`~catlog.experiments.problems.structured`: a GRU policy planning on FrozenLake or writing
+  arithmetic expressions (SCateR), untrained or trained.
 
 A new problem is a module with a function that returns a :class:`Problem` (see
 docs/extending.md).
