@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from catlog.experiments import addition, addition_model
+from catlog.experiments import addition, addition_model, training
 from catlog.experiments.addition import AdditionConfig, log_iterations, train, train_step
 from catlog.experiments.addition_model import (
     DigitSequences,
@@ -199,7 +199,7 @@ def small_config(**changes: object) -> AdditionConfig:
 
 def train_in(config: AdditionConfig, data: tuple[DigitSequences, DigitSequences]) -> list[dict[str, float]]:
     """Open the run folder ``config.out`` as the command does and train there."""
-    with open_on_main(config, "addition", DistributedContext(), addition.MAY_CHANGE) as out:
+    with open_on_main(config, "addition", DistributedContext(), training.MAY_CHANGE) as out:
         return train(config, *data, out)
 
 

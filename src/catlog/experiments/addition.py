@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from catlog.experiments import common, data, distributed, estimators, run_folder, training
+from catlog.experiments import common, data, distributed, estimators, training
 from catlog.experiments.addition_model import (
     DEFAULT_SAMPLES,
     DigitSequences,
@@ -39,9 +39,6 @@ from catlog.experiments.addition_model import (
 )
 from catlog.experiments.options import Command, check_at_least, config_json, option
 
-# Settings a resumed run may change; any other difference from the saved config is refused.
-MAY_CHANGE: tuple[str, ...] = (*training.MAY_CHANGE, "early_logs")
-
 
 @dataclass(frozen=True, kw_only=True)
 class AdditionConfig(training.TrainingOptions, data.DataOptions):
@@ -50,6 +47,7 @@ class AdditionConfig(training.TrainingOptions, data.DataOptions):
     digits: int = option(4, "digits per sequence, D", minimum=1, flags=("-D",))
     estimator: str = option("indecater", "gradient estimator (names below)", choices=estimators.NAMES, metavar="NAME")
     samples: int = option(DEFAULT_SAMPLES, "N (K = 10 categories per digit)", minimum=1)
+    epochs: int | None = training.epochs_option(1)
     batch_size: int = option(10, "sequences per step", minimum=1)
     early_logs: int = option(8, "log-spaced evaluations within the first epoch", minimum=0)
     train_limit: int | None = option(None, "use only the first N MNIST train images", minimum=1, default_text="all")
@@ -133,7 +131,7 @@ class AdditionTask:
         self.train_data, self.test_data = train_data, test_data
         self.model = LeNet()
         self.estimator = make_estimator(config.estimator, config.digits, config.samples)
-        self.num_examples = len(train_data)
+        self.num_examples, self.batch_size = len(train_data), config.batch_size
 
     def loss(self, indices: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
         """``mean_b -log(estimate_b + 1e-8)`` over the sequences ``indices``."""
@@ -146,11 +144,23 @@ class AdditionTask:
 
     def log_due(self, iteration: int, steps_per_epoch: int) -> bool:
         """At the :func:`log_iterations` of the first epoch and at the end of every epoch."""
-        return iteration % steps_per_epoch == 0 or iteration in log_iterations(steps_per_epoch, self.config.early_logs)
+        return (
+            0 < iteration
+            and iteration % steps_per_epoch == 0
+            or iteration in log_iterations(steps_per_epoch, self.config.early_logs)
+        )
 
     def evaluate(self, iteration: int, final: bool, generator: torch.Generator) -> dict[str, Any]:
         """The test accuracies (:func:`evaluate`)."""
         return evaluate(self.model, self.test_data)
+
+
+def summarise(trainer: training.Trainer, state: training.TrainState) -> dict[str, Any]:
+    """Write ``log.json`` (the config and the log rows); the summary is the config and the last row (printed)."""
+    summary = {**config_json(trainer.config), **state.log[-1]}
+    common.write_json(trainer.out / "log.json", {"config": config_json(trainer.config), "history": list(state.log)})
+    print(json.dumps({"out": str(trainer.out), **state.log[-1]}, indent=2))
+    return summary
 
 
 def train(
@@ -160,8 +170,7 @@ def train(
     out: Path,
     ctx: distributed.DistributedContext | None = None,
 ) -> list[dict[str, Any]]:
-    """Train the classifier on the sums (:func:`catlog.experiments.training.train`); writes ``log.csv``,
-    ``checkpoint.pt`` and, at the end, ``log.json`` into ``out``.
+    """Train the classifier on the sums in ``out`` as the command does, on data given (tests).
 
     Returns:
         The log rows: ``iteration``, ``epoch`` (fractional), ``train_wall_s`` and ``train_cpu_s``
@@ -170,28 +179,24 @@ def train(
         ``test_sum_accuracy`` and ``test_digit_accuracy``.
     """
     ctx = distributed.DistributedContext(device=torch.device(config.device)) if ctx is None else ctx
-    _, state = training.train(config, lambda: AdditionTask(config, train_data, test_data), out, ctx)
-    history = list(state.log)
+    trainer, state = training.train(config, lambda: AdditionTask(config, train_data, test_data), out, ctx)
     if ctx.is_main:
-        common.write_json(out / "log.json", {"config": config_json(config), "history": history})
-    return history
+        summarise(trainer, state)
+    return list(state.log)
 
 
 def run(config: AdditionConfig) -> int:
     """The ``catlog addition`` command (also under ``torchrun``: see docs/scaling.md)."""
-    with distributed.process_group(config.device) as ctx:
-        common.apply_threads(config.threads)
-        data.check_dataset("mnist", config.data_dir)
-        with run_folder.open_on_main(config, f"addition-d{config.digits}-{config.estimator}", ctx, MAY_CHANGE) as out:
-            dtype, device = config.torch_dtype, ctx.device
-            train_data, test_data = load_mnist_sequences(
-                config.digits, config.seed, config.data_dir, config.train_limit, config.test_limit
-            )
-            history = train(config, train_data.to(device, dtype), test_data.to(device, dtype), out, ctx)
-            if ctx.is_main:
-                common.write_json(out / "summary.json", {**config_json(config), **history[-1]})
-                print(json.dumps({"out": str(out), **history[-1]}, indent=2))
-    return 0
+    data.check_dataset("mnist", config.data_dir)
+
+    def make_task(ctx: distributed.DistributedContext, out: Path) -> AdditionTask:
+        train_data, test_data = load_mnist_sequences(
+            config.digits, config.seed, config.data_dir, config.train_limit, config.test_limit
+        )
+        dtype, device = config.torch_dtype, ctx.device
+        return AdditionTask(config, train_data.to(device, dtype), test_data.to(device, dtype))
+
+    return training.run(config, f"addition-d{config.digits}-{config.estimator}", make_task, summarise)
 
 
 COMMAND = Command(

@@ -86,14 +86,21 @@ def write_json(path: Path, obj: Any) -> Path:
 
 
 def write_csv(path: Path, rows: Sequence[Mapping[str, Any]], fieldnames: Sequence[str] | None = None) -> Path:
-    """Write ``rows`` (dicts sharing keys) as CSV with a header to ``path`` atomically."""
+    """Write ``rows`` (dicts) as CSV with a header to ``path`` atomically; the columns are ``fieldnames``
+    or every key of the rows in order of appearance, a row's missing keys empty cells."""
     if fieldnames is None:
-        fieldnames = list(rows[0]) if rows else []
+        fieldnames = list(dict.fromkeys(key for row in rows for key in row))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(fieldnames), lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     return write_text(path, buffer.getvalue())
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    """The rows of the CSV file ``path`` (with a header), as dicts of strings."""
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
 
 
 def markdown_table(columns: Sequence[str], rows: Iterable[Sequence[object]]) -> str:

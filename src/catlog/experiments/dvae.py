@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 import torch
 
 import catlog
-from catlog.experiments import common, data, distributed, estimators, run_folder, training
+from catlog.experiments import data, estimators, training
 from catlog.experiments.dvae_model import (
     DATASETS,
     TEST_SIZE,
@@ -45,8 +45,6 @@ from catlog.experiments.problems.dvae import problem as dvae_problem
 # The paper's five, DisARM (the binary VAE's standard unbiased baseline), then the rest of the vocabulary.
 ESTIMATORS: tuple[str, ...] = ("indecater", "rloo-s", "rloo-f", "gs-st-s", "gs-st-f", "disarm-s", "reinforce-s")
 DEFAULT_SAMPLES = 2
-# Settings a resumed run may change; any other difference from the saved config is refused.
-MAY_CHANGE: tuple[str, ...] = (*training.MAY_CHANGE, "cache_dir")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,13 +57,7 @@ class DvaeConfig(training.TrainingOptions, data.DataOptions):
     samples: int = option(DEFAULT_SAMPLES, "N (-f estimators take D*K*N samples)", minimum=1)
     latents: int = option(200, "latent variables D", minimum=1)
     categories: int = option(2, "categories K of each latent (2: Bernoulli)", minimum=2)
-    epochs: int | None = option(
-        None,
-        "passes over the training images",
-        minimum=1,
-        group=training.LENGTH,
-        default_text="10 without --time-budget",
-    )
+    epochs: int | None = training.epochs_option(default_epochs)
     lr: float = option(1e-4, "Adam learning rate", above=0)
     batch_size: int = option(100, "images per step", minimum=1)
     chunk_size: int | None = option(
@@ -111,16 +103,27 @@ def make_estimator(
 
 class DvaeTask:
     """The discrete VAE as a :class:`~catlog.experiments.training.Task`: loss, temperature schedule,
-    log rows (validation -ELBO, estimator variance, temperature)."""
+    log rows (validation -ELBO, estimator variance, temperature).
 
-    def __init__(self, config: DvaeConfig, splits: dict[str, torch.Tensor]) -> None:
+    Args:
+        config: the run's settings.
+        device: where the images are loaded to (the splits of :func:`load_split`, cut to the limits).
+    """
+
+    def __init__(self, config: DvaeConfig, device: torch.device) -> None:
+        self.started = time.perf_counter()
         self.config = config
-        self.splits = splits
+        splits = load_split(config.dataset, config.data_dir, device, config.torch_dtype, config.cache_dir)
+        self.splits = {
+            "train": splits["train"][: config.train_limit],
+            "val": splits["val"][: config.eval_limit],
+            "test": splits["test"][: config.eval_limit],
+        }
         self.model = DiscreteVAE(config.latents, config.categories)
         self.estimator = make_estimator(
             config.estimator, config.latents, config.categories, config.samples, config.chunk_size
         )
-        self.num_examples = splits["train"].shape[0]
+        self.num_examples, self.batch_size = self.splits["train"].shape[0], config.batch_size
 
     def loss(self, indices: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
         """The batch mean of :func:`~catlog.experiments.dvae_model.negative_elbo`; logged as ``train_neg_elbo``."""
@@ -133,8 +136,8 @@ class DvaeTask:
             self.estimator.temperature = min(1.0, max(0.1, math.exp(-0.01 * epoch)))
 
     def log_due(self, iteration: int, steps_per_epoch: int) -> bool:
-        """Every ``--log-every`` iterations."""
-        return iteration % self.config.log_every == 0
+        """Every ``--log-every`` iterations (none before training)."""
+        return 0 < iteration and iteration % self.config.log_every == 0
 
     def evaluate(self, iteration: int, final: bool, generator: torch.Generator) -> dict[str, Any]:
         """``val_neg_elbo``; ``variance`` every ``--variance-every`` iterations and at the end; ``temperature``."""
@@ -151,8 +154,8 @@ class DvaeTask:
         return row
 
 
-def summarise(trainer: training.Trainer, state: training.TrainState, session_wall_s: float) -> dict[str, Any]:
-    """The summary of a finished run: final log values and train/test negative ELBO."""
+def summarise(trainer: training.Trainer, state: training.TrainState) -> dict[str, Any]:
+    """The summary of a finished run: final log values and train/test negative ELBO (printed)."""
     task = trainer.task
     assert isinstance(task, DvaeTask)
     config, splits, log = task.config, task.splits, state.log
@@ -160,7 +163,7 @@ def summarise(trainer: training.Trainer, state: training.TrainState, session_wal
     def whole_negative_elbo(images: torch.Tensor) -> float:
         return evaluate_negative_elbo(task.model, images, config.eval_samples, trainer.generators["eval"])
 
-    return {
+    summary = {
         "dataset": config.dataset,
         "estimator": config.estimator,
         "seed": config.seed,
@@ -175,37 +178,18 @@ def summarise(trainer: training.Trainer, state: training.TrainState, session_wal
         "eval_samples": config.eval_samples,
         "train_neg_elbo": whole_negative_elbo(splits["train"][:TEST_SIZE][: config.eval_limit]),
         "test_neg_elbo": whole_negative_elbo(splits["test"]),
-        "session_wall_s": session_wall_s,
+        "session_wall_s": time.perf_counter() - task.started,
     }
-
-
-def train(config: DvaeConfig, out: Path, ctx: distributed.DistributedContext) -> dict[str, Any]:
-    """Train as ``config`` says, writing into ``out`` (rank 0); returns the summary (empty on other ranks)."""
-    started = time.perf_counter()
-    splits = load_split(config.dataset, config.data_dir, ctx.device, config.torch_dtype, config.cache_dir)
-    splits = {
-        "train": splits["train"][: config.train_limit],
-        "val": splits["val"][: config.eval_limit],
-        "test": splits["test"][: config.eval_limit],
-    }
-    trainer, state = training.train(config, lambda: DvaeTask(config, splits), out, ctx)
-    if not ctx.is_main:
-        return {}
-    summary = summarise(trainer, state, time.perf_counter() - started)
-    common.write_json(out / "summary.json", summary)
-    print(f"test -ELBO {summary['test_neg_elbo']:.2f}, train -ELBO {summary['train_neg_elbo']:.2f}; results in {out}")
+    elbos = f"test -ELBO {summary['test_neg_elbo']:.2f}, train -ELBO {summary['train_neg_elbo']:.2f}"
+    print(f"{elbos}; results in {trainer.out}")
     return summary
 
 
 def run(config: DvaeConfig) -> int:
-    """The ``catlog dvae`` command (also under ``torchrun``): checks the data, opens the run folder, trains."""
-    with distributed.process_group(config.device) as ctx:
-        common.apply_threads(config.threads)
-        data.check_dataset(config.dataset, config.data_dir)
-        experiment = f"dvae-{config.dataset}-{config.estimator}"
-        with run_folder.open_on_main(config, experiment, ctx, MAY_CHANGE) as out:
-            train(config, out, ctx)
-    return 0
+    """The ``catlog dvae`` command (also under ``torchrun``): checks the data, then trains."""
+    data.check_dataset(config.dataset, config.data_dir)
+    make_task = lambda ctx, out: DvaeTask(config, ctx.device)  # noqa: E731
+    return training.run(config, f"dvae-{config.dataset}-{config.estimator}", make_task, summarise)
 
 
 COMMAND = Command(

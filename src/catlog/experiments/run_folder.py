@@ -184,12 +184,15 @@ def _check_resumable(folder: Path, config: Mapping[str, Any], may_change: Iterab
             f"--resume: {folder} has no {CHECKPOINT} to continue from (the run stopped before its first "
             "checkpoint); run again with --overwrite to start it afresh"
         )
-    schema = load_checkpoint(folder / CHECKPOINT).get("schema", 1)
-    if schema != SCHEMA:
+    saved = load_checkpoint(folder / CHECKPOINT)
+    schema = saved.get("schema", 1)
+    former_policy = "policy" in saved  # schema 2 of plan/generate's former loop
+    if schema != SCHEMA or former_policy:
+        kind = f"schema {schema}" + (" of plan/generate's own loop" if former_policy else "")
+        loads = "" if former_policy else "its model still loads (dvae-variance, compare --dvae-checkpoint), but "
         raise RunFolderError(
-            f"--resume: {folder / CHECKPOINT} is a checkpoint of an older catlog (schema {schema}, expected "
-            f"{SCHEMA}: one training loop, Keras' Adam); its model still loads (dvae-variance, compare "
-            "--dvae-checkpoint), but training cannot continue it: start the run again with --overwrite"
+            f"--resume: {folder / CHECKPOINT} is a checkpoint of an older catlog ({kind}, expected {SCHEMA}: "
+            f"one training loop, Keras' Adam); {loads}training cannot continue it: start the run again with --overwrite"
         )
     saved = json.loads((folder / CONFIG).read_text())
     changed = config_differences(saved, config, may_change)

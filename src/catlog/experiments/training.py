@@ -1,27 +1,27 @@
-"""The one training loop of ``catlog dvae`` and ``catlog addition``: init, step, evaluation,
-checkpoint, resume and time budget, written once.
+"""The one training loop of ``catlog dvae``, ``addition``, ``plan`` and ``generate``.
 
-An experiment supplies a :class:`Task` (its model, the loss of a batch, what a log row
-evaluates); :func:`train` does the rest for both:
+An experiment supplies a :class:`Task` (its model, estimator, the loss of a batch, when to
+log and what a log row evaluates); :func:`train` does the rest for all:
 
 - **init**: ``torch.manual_seed(seed)``, the task's model on the device in the config's
-  dtype with rank 0's parameters on every rank, Keras' Adam at ``--lr``, a training
-  random stream per rank (:func:`~catlog.experiments.distributed.rank_generator`) and an
-  evaluation stream seeded ``seed + 1``;
+  dtype with rank 0's parameters on every rank, Keras' Adam at ``--lr`` over the model's
+  and the estimator's learned parameters, a training random stream per rank
+  (:func:`~catlog.experiments.distributed.rank_generator`) and an evaluation stream seeded
+  ``seed + 1``;
 - **step**: the batch's mean loss, scaled by the rank's weight, backward, gradients averaged
   over ranks, optimiser step; the wall and process CPU time of steps is counted
   (:class:`~catlog.experiments.common.Clock`), evaluation excluded;
-- **log rows** where the task says (:meth:`Task.log_due`) and when training ends: the
-  iteration, the fractional epoch, the training time so far, the means of the step
-  statistics over the examples trained on since the previous row, the authors' "gradient
-  variance" (:func:`gradient_spread`) averaged the same way, and :meth:`Task.evaluate`;
-  ``log.csv`` is rewritten at each row;
-- **length**: ``--epochs`` passes over the training examples, or until ``--time-budget``
+- **log rows** where the task says (:meth:`Task.log_due`; at iteration 0, before the first
+  step) and when training ends: the iteration, the fractional epoch, the training time so
+  far, the means of the step statistics over the examples trained on since the previous
+  row, the authors' "gradient variance" (:func:`gradient_spread`) averaged the same way,
+  and :meth:`Task.evaluate`; ``log.csv`` is rewritten and a line printed at each row;
+- **length**: ``max_epochs`` passes over the training examples, or until ``--time-budget``
   seconds of training on ``--budget-clock`` (the first reached stops);
-- **checkpoint** at the end of every epoch (and when the budget stops training): model,
-  optimiser, every rank's random streams and the :class:`TrainState`, in the run folder's
-  format (:mod:`catlog.experiments.run_folder`, which refuses older ones for ``--resume``);
-  ``--resume`` continues from it bit for bit; the model of any version loads (:func:`load_model`).
+- **checkpoint** at every log row and when training stops: model, learned estimator
+  parameters, optimiser, every rank's random streams and the :class:`TrainState`, in the run
+  folder's format (:mod:`catlog.experiments.run_folder`, which refuses older ones for
+  ``--resume``); ``--resume`` continues from it bit for bit, within an epoch too.
 """
 
 from __future__ import annotations
@@ -41,31 +41,29 @@ from catlog.experiments.options import OptionError, RunOptions, option
 
 # Settings a resumed run may change; any other difference from the saved config is refused.
 MAY_CHANGE: tuple[str, ...] = (
-    "epochs",
-    "time_budget",
-    "budget_clock",
-    "device",
-    "threads",
-    "out",
-    "resume",
-    "overwrite",
-    "data_dir",
+    *("epochs", "iterations", "time_budget", "budget_clock", "device", "threads", "out", "resume"),
+    *("overwrite", "data_dir", "cache_dir", "early_logs", "plot"),
 )
 LENGTH = "length (the first reached stops training)"
 
 
+def epochs_option(default: int) -> Any:
+    """The ``--epochs`` option of a command that trains ``default`` epochs without ``--time-budget``."""
+    text = f"{default} without --time-budget"
+    return option(None, "passes over the training examples", minimum=1, group=LENGTH, default_text=text)
+
+
 @dataclass(frozen=True, kw_only=True)
 class TrainingOptions(RunOptions):
-    """The options of every training command (each command sets the defaults of ``lr`` and ``batch_size``).
+    """The options of every training command; each declares its length in epochs and its ``lr`` default.
 
     Attributes:
-        default_epochs: the epochs when neither ``epochs`` nor ``time_budget`` is given.
+        default_epochs: the epochs when neither the length nor ``time_budget`` is given.
+        length_option: the field giving the length in epochs (``"iterations"`` where an epoch is one step).
     """
 
     default_epochs: ClassVar[int] = 1
-    epochs: int | None = option(
-        None, "passes over the training examples", minimum=1, group=LENGTH, default_text="1 without --time-budget"
-    )
+    length_option: ClassVar[str] = "epochs"
     time_budget: float | None = option(
         None, "training seconds (evaluation excluded)", above=0, group=LENGTH, default_text="none"
     )
@@ -76,7 +74,6 @@ class TrainingOptions(RunOptions):
         group=LENGTH,
     )
     lr: float = option(1e-3, "Adam learning rate", above=0)
-    batch_size: int = option(10, "examples per step", minimum=1)
     resume: bool = option(False, "continue the run in --out from its checkpoint.pt")
 
     def __post_init__(self) -> None:
@@ -86,10 +83,11 @@ class TrainingOptions(RunOptions):
 
     @property
     def max_epochs(self) -> int | None:
-        """``--epochs``; :attr:`default_epochs` when neither it nor ``--time-budget`` is given; ``None``:
+        """The length; :attr:`default_epochs` when neither it nor ``--time-budget`` is given; ``None``:
         the budget alone stops."""
-        if self.epochs is not None or self.time_budget is not None:
-            return self.epochs
+        given: int | None = getattr(self, self.length_option)
+        if given is not None or self.time_budget is not None:
+            return given
         return self.default_epochs
 
 
@@ -98,19 +96,17 @@ class Task(Protocol):
 
     Attributes:
         model: the trained module (built on the CPU in the default dtype; the loop moves it).
+        estimator: its learned parameters (REBAR, RELAX) join the model's in the optimiser.
         num_examples: training examples; an epoch is one pass over ``0..num_examples-1``.
+        batch_size: examples per rank and step.
     """
+
+    estimator: catlog.Estimator
+    num_examples: int
+    batch_size: int
 
     @property
     def model(self) -> nn.Module: ...
-
-    @property
-    def num_examples(self) -> int: ...
-
-    @property
-    def estimator(self) -> catlog.Estimator:
-        """The gradient estimator; its learned parameters (REBAR, RELAX) join the model's in the optimiser."""
-        ...
 
     def loss(self, indices: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
         """The mean loss (with autograd) over the training examples ``indices: LongTensor[b]``, and
@@ -118,11 +114,11 @@ class Task(Protocol):
         ...
 
     def start_epoch(self, epoch: int) -> None:
-        """Called before each epoch (``epoch`` counts from 0): e.g. a temperature schedule."""
+        """Called before each epoch (``epoch`` counts from 0), and before the rest of one on resume."""
         ...
 
     def log_due(self, iteration: int, steps_per_epoch: int) -> bool:
-        """Whether a log row follows the step that made ``iteration`` steps in all."""
+        """Whether a log row follows the step that made ``iteration`` steps in all (0: before training)."""
         ...
 
     def evaluate(self, iteration: int, final: bool, generator: torch.Generator) -> dict[str, Any]:
@@ -167,8 +163,7 @@ class Trainer:
 
 
 def trained_parameters(task: Task) -> list[nn.Parameter]:
-    """What the optimiser steps: the model's parameters, then the estimator's learned ones (REBAR,
-    RELAX; :func:`~catlog.experiments.estimators.learned_parameters`)."""
+    """What the optimiser steps: the model's parameters, then the estimator's learned ones."""
     return [*task.model.parameters(), *estimators.learned_parameters(task.estimator)]
 
 
@@ -298,18 +293,25 @@ def window_means(state: TrainState) -> dict[str, float]:
     return {key: total / max(window["examples"], 1.0) for key, total in window.items() if key != "examples"}
 
 
-def log_row(trainer: Trainer, state: TrainState, steps_per_epoch: int, final: bool) -> TrainState:
-    """Evaluate, append a log row and rewrite ``log.csv`` (rank 0 only); the window starts again."""
-    row = {
-        "iteration": state.iteration,
-        "epoch": state.iteration / steps_per_epoch,
-        "train_wall_s": trainer.clock.wall_s,
-        "train_cpu_s": trainer.clock.cpu_s,
-        **window_means(state),
-        **trainer.task.evaluate(state.iteration, final, trainer.generators["eval"]),
-    }
-    state = replace(state, window=None, log=(*state.log, row))
-    common.write_csv(trainer.out / "log.csv", state.log)
+def record(trainer: Trainer, state: TrainState, steps_per_epoch: int, final: bool) -> TrainState:
+    """A log row (rank 0: evaluate, append, rewrite ``log.csv``, print it), then a checkpoint (every
+    rank); the window starts again."""
+    if trainer.ctx.is_main:
+        evaluated = trainer.task.evaluate(state.iteration, final, trainer.generators["eval"])
+        row = {
+            "iteration": state.iteration,
+            "epoch": state.iteration / steps_per_epoch,
+            "train_wall_s": trainer.clock.wall_s,
+            "train_cpu_s": trainer.clock.cpu_s,
+            **window_means(state),
+            **evaluated,
+        }
+        state = replace(state, log=(*state.log, row))
+        common.write_csv(trainer.out / "log.csv", state.log)
+        numbers = ", ".join(f"{k} {v:.4g}" for k, v in evaluated.items() if isinstance(v, (int, float)))
+        print(f"iteration {state.iteration}: {numbers}", flush=True)
+    state = replace(state, window=None)
+    save(trainer, state)
     return state
 
 
@@ -318,30 +320,24 @@ def finished(config: TrainingOptions, state: TrainState) -> bool:
     return state.budget_reached or (config.max_epochs is not None and state.epoch >= config.max_epochs)
 
 
-def run_epoch(trainer: Trainer, state: TrainState) -> TrainState:
-    """One pass over the training examples (cut short by the time budget), its log rows and checkpoint."""
+def run_epoch(trainer: Trainer, state: TrainState, bar: Any) -> TrainState:
+    """The rest of the current epoch (all of it, unless resumed within it; cut short by the time
+    budget), its log rows, and the last row and checkpoint when training is over."""
     config, ctx, task = trainer.config, trainer.ctx, trainer.task
     task.start_epoch(state.epoch)
-    batches = distributed.shard(task.num_examples, config.batch_size, ctx, config.seed, state.epoch)
-    bar = common.progress(batches, desc=f"epoch {state.epoch + 1}", disable=not ctx.is_main)
-    for part in bar:
+    batches = distributed.shard(task.num_examples, task.batch_size, ctx, config.seed, state.epoch)
+    for part in batches[state.iteration - state.epoch * len(batches) :]:
         state = step(trainer, state, part)
+        bar.update()
         bar.set_postfix({key: f"{value:.3g}" for key, value in window_means(state).items()}, refresh=False)
-        if task.log_due(state.iteration, len(batches)) and ctx.is_main:
-            state = log_row(trainer, state, len(batches), final=False)
+        if task.log_due(state.iteration, len(batches)):
+            state = record(trainer, state, len(batches), final=False)
         if state.budget_reached:
             break
-    bar.close()
     if not state.budget_reached:
         state = replace(state, epoch=state.epoch + 1)
-    if state.window and finished(config, state) and ctx.is_main:
-        state = log_row(trainer, state, len(batches), final=True)
-    save(trainer, state)
-    if state.budget_reached:
-        progress = f"time budget reached in epoch {state.epoch + 1} at iteration {state.iteration}"
-    else:
-        progress = f"epoch {state.epoch} done at iteration {state.iteration}"
-    distributed.main_only(ctx)(print)(f"{progress}, {trainer.clock.cpu_s:.0f} s CPU training", flush=True)
+    if state.window and finished(config, state):
+        state = record(trainer, state, len(batches), final=True)
     return state
 
 
@@ -351,6 +347,32 @@ def train(
     """Train the task ``make_task()`` as ``config`` says, writing into ``out`` (rank 0); returns the
     trainer and the final state."""
     trainer, state = init(config, make_task, out, ctx)
+    if not config.resume and trainer.task.log_due(0, 1):
+        state = record(trainer, state, 1, final=False)
+    bar = common.progress(desc="training", initial=state.iteration, disable=not ctx.is_main)
     while not finished(config, state):
-        state = run_epoch(trainer, state)
+        state = run_epoch(trainer, state, bar)
+    bar.close()
+    stop = f"time budget reached in epoch {state.epoch + 1}" if state.budget_reached else f"{state.epoch} epochs"
+    clock = trainer.clock
+    distributed.main_only(ctx)(print)(f"{stop} at iteration {state.iteration}, {clock.cpu_s:.0f} s CPU training")
     return trainer, state
+
+
+def run(
+    config: TrainingOptions,
+    experiment: str,
+    make_task: Callable[[distributed.DistributedContext, Path], Task],
+    summarise: Callable[[Trainer, TrainState], dict[str, Any]],
+    device: str | None = None,
+) -> int:
+    """A training command: in a process group on ``device`` (default ``--device``), rank 0 opens the run
+    folder (default ``results/<experiment>-<time>``), every rank trains ``make_task(ctx, folder)``, and
+    rank 0 writes ``summarise(trainer, state)`` to ``summary.json`` (``summarise`` may print too)."""
+    with distributed.process_group(device or config.device) as ctx:
+        common.apply_threads(config.threads)
+        with run_folder.open_on_main(config, experiment, ctx, MAY_CHANGE) as out:
+            trainer, state = train(config, lambda: make_task(ctx, out), out, ctx)
+            if ctx.is_main:
+                common.write_json(out / "summary.json", summarise(trainer, state))
+    return 0
