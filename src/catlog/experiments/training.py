@@ -1,27 +1,14 @@
 """The one training loop of ``catlog dvae``, ``addition``, ``plan`` and ``generate``.
 
-An experiment supplies a :class:`Task` (its model, estimator, the loss of a batch, when to
-log and what a log row evaluates); :func:`train` does the rest for all:
-
-- **init**: ``torch.manual_seed(seed)``, the task's model on the device in the config's
-  dtype with rank 0's parameters on every rank, Keras' Adam at ``--lr`` over the model's
-  and the estimator's learned parameters, a training random stream per rank
-  (:func:`~catlog.experiments.distributed.rank_generator`) and an evaluation stream seeded
-  ``seed + 1``;
-- **step**: the batch's mean loss, scaled by the rank's weight, backward, gradients averaged
-  over ranks, optimiser step; the wall and process CPU time of steps is counted
-  (:class:`~catlog.experiments.common.Clock`), evaluation excluded;
-- **log rows** where the task says (:meth:`Task.log_due`; at iteration 0, before the first
-  step) and when training ends: the iteration, the fractional epoch, the training time so
-  far, the means of the step statistics over the examples trained on since the previous
-  row, the authors' "gradient variance" (:func:`gradient_spread`) averaged the same way,
-  and :meth:`Task.evaluate`; ``log.csv`` is rewritten and a line printed at each row;
-- **length**: ``max_epochs`` passes over the training examples, or until ``--time-budget``
-  seconds of training on ``--budget-clock`` (the first reached stops);
-- **checkpoint** at every log row and when training stops: model, learned estimator
-  parameters, optimiser, every rank's random streams and the :class:`TrainState`, in the run
-  folder's format (:mod:`catlog.experiments.run_folder`, which refuses older ones for
-  ``--resume``); ``--resume`` continues from it bit for bit, within an epoch too.
+An experiment supplies a :class:`Task`; :func:`train` seeds torch, builds the task (model on the
+device, rank 0's parameters everywhere), Keras' Adam over the model's and the estimator's learned
+parameters, a training random stream per rank and an evaluation stream (``seed + 1``), then steps
+(loss scaled by the rank's weight, gradients averaged over ranks; only steps are timed) for
+``max_epochs`` epochs or ``--time-budget`` seconds on ``--budget-clock``, whichever comes first.
+Where :meth:`Task.log_due` says (iteration 0: before the first step) and at the end it writes a
+row of ``log.csv`` (iteration, epoch, training time, the step statistics and :func:`gradient_spread`
+averaged over the examples since the last row, :meth:`Task.evaluate`), prints it and checkpoints
+(:mod:`catlog.experiments.run_folder`'s format); ``--resume`` continues bit for bit.
 """
 
 from __future__ import annotations
@@ -92,14 +79,8 @@ class TrainingOptions(RunOptions):
 
 
 class Task(Protocol):
-    """What one experiment adds to the loop.
-
-    Attributes:
-        model: the trained module (built on the CPU in the default dtype; the loop moves it).
-        estimator: its learned parameters (REBAR, RELAX) join the model's in the optimiser.
-        num_examples: training examples; an epoch is one pass over ``0..num_examples-1``.
-        batch_size: examples per rank and step.
-    """
+    """What one experiment adds to the loop: its model (built on the CPU, the loop moves it), estimator,
+    ``num_examples`` (an epoch is one pass over them) and ``batch_size`` (per rank and step)."""
 
     estimator: catlog.Estimator
     num_examples: int
@@ -109,8 +90,7 @@ class Task(Protocol):
     def model(self) -> nn.Module: ...
 
     def loss(self, indices: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
-        """The mean loss (with autograd) over the training examples ``indices: LongTensor[b]``, and
-        statistics of the batch (means over its examples) for the log."""
+        """The mean loss over the examples ``indices: LongTensor[b]`` and the batch's statistics for the log."""
         ...
 
     def start_epoch(self, epoch: int) -> None:
@@ -128,17 +108,9 @@ class Task(Protocol):
 
 @dataclass(frozen=True)
 class TrainState:
-    """The progress of a run: what a checkpoint restores besides model, optimiser and random streams.
-
-    Attributes:
-        epoch: epochs completed.
-        iteration: optimiser steps taken.
-        train_wall_s, train_cpu_s: training time so far (evaluation excluded).
-        window: sums over the examples trained on since the last log row, of each step statistic
-            times the examples behind it, and ``"examples"``.
-        budget_reached: the time budget stopped the run.
-        log: the log rows so far.
-    """
+    """The progress of a run, checkpointed: epochs completed, steps taken, training time, the ``window``
+    (each step statistic summed times its examples since the last row, and ``"examples"``), whether the
+    time budget stopped the run, and the log rows."""
 
     epoch: int = 0
     iteration: int = 0
@@ -170,9 +142,7 @@ def trained_parameters(task: Task) -> list[nn.Parameter]:
 def init(
     config: TrainingOptions, make_task: Callable[[], Task], out: Path, ctx: distributed.DistributedContext
 ) -> tuple[Trainer, TrainState]:
-    """Seed torch, build the task (its model's initial parameters come from ``--seed``), move its model
-    to the device, build optimiser and random streams; the state is fresh or, with ``config.resume``,
-    the checkpoint's."""
+    """The trainer of ``make_task()`` (see the module docstring); a fresh state or the checkpoint's."""
     torch.manual_seed(config.seed)
     task = make_task()
     task.model.to(device=ctx.device, dtype=config.torch_dtype)
@@ -195,8 +165,7 @@ def init(
 
 
 def save(trainer: Trainer, state: TrainState) -> None:
-    """Checkpoint model, the estimator's learned parameters, optimiser, random streams and state.
-    Every rank calls it (the ranks' training streams are gathered); rank 0 writes."""
+    """Checkpoint the run; every rank calls it (their training streams are gathered), rank 0 writes."""
     train_states = distributed.all_gather_object(trainer.generators["train"].get_state(), trainer.ctx)
     if not trainer.ctx.is_main:
         return
@@ -219,8 +188,7 @@ def load_model(path: Path, model: nn.Module) -> nn.Module:
 
 
 def load(trainer: Trainer) -> TrainState:
-    """Restore model, the estimator's learned parameters, optimiser and random streams from the run's
-    checkpoint; returns its state."""
+    """Restore what :func:`save` wrote; returns the state."""
     saved = run_folder.load_checkpoint(trainer.out / run_folder.CHECKPOINT)
     train_states = saved["generators"]["train"]
     if len(train_states) != trainer.ctx.world_size:
@@ -241,20 +209,16 @@ def load(trainer: Trainer) -> TrainState:
 
 
 def gradient_spread(parameters: Iterable[nn.Parameter]) -> float:
-    """What the authors' code logs as "gradient variance": the spread of the entries within one gradient.
-
-    ``1/P sum_p Var_i(g_p[i])`` over the ``P`` parameter tensors of the last step's gradient
-    ``g_p`` (population variance of each tensor's entries). It is not an estimator's
-    variance (that is measured across repeated estimates at fixed parameters); it is
-    logged so that our curves can be held against the paper's.
-    """
+    """The authors' "gradient variance": ``1/P sum_p Var_i(g_p[i])`` over the ``P`` parameter tensors of
+    the last gradient (not an estimator's variance, which is across estimates; logged to compare with
+    the paper)."""
     grads = [p.grad for p in parameters if p.grad is not None]
     return float(torch.stack([g.var(unbiased=False) for g in grads]).mean()) if grads else 0.0
 
 
 def step(trainer: Trainer, state: TrainState, part: distributed.Batch) -> TrainState:
-    """One optimiser step on this rank's batch ``part``; the state counts it, adds its statistics
-    (means over the global batch) to the window and checks the budget on every rank."""
+    """One optimiser step on this rank's batch ``part``; its statistics (means over the global batch)
+    join the window, and every rank checks the budget."""
     config, clock, ctx, task = trainer.config, trainer.clock, trainer.ctx, trainer.task
     indices = part.indices.to(ctx.device)
 
@@ -294,8 +258,7 @@ def window_means(state: TrainState) -> dict[str, float]:
 
 
 def record(trainer: Trainer, state: TrainState, steps_per_epoch: int, final: bool) -> TrainState:
-    """A log row (rank 0: evaluate, append, rewrite ``log.csv``, print it), then a checkpoint (every
-    rank); the window starts again."""
+    """A log row (rank 0), a checkpoint (every rank), and a fresh window."""
     if trainer.ctx.is_main:
         evaluated = trainer.task.evaluate(state.iteration, final, trainer.generators["eval"])
         row = {
@@ -321,8 +284,7 @@ def finished(config: TrainingOptions, state: TrainState) -> bool:
 
 
 def run_epoch(trainer: Trainer, state: TrainState, bar: Any) -> TrainState:
-    """The rest of the current epoch (all of it, unless resumed within it; cut short by the time
-    budget), its log rows, and the last row and checkpoint when training is over."""
+    """The rest of the current epoch (cut short by the budget) with its rows; the last row if training is over."""
     config, ctx, task = trainer.config, trainer.ctx, trainer.task
     task.start_epoch(state.epoch)
     batches = distributed.shard(task.num_examples, task.batch_size, ctx, config.seed, state.epoch)
@@ -344,8 +306,7 @@ def run_epoch(trainer: Trainer, state: TrainState, bar: Any) -> TrainState:
 def train(
     config: TrainingOptions, make_task: Callable[[], Task], out: Path, ctx: distributed.DistributedContext
 ) -> tuple[Trainer, TrainState]:
-    """Train the task ``make_task()`` as ``config`` says, writing into ``out`` (rank 0); returns the
-    trainer and the final state."""
+    """Train ``make_task()`` as ``config`` says, writing into ``out`` (rank 0); returns trainer and final state."""
     trainer, state = init(config, make_task, out, ctx)
     if not config.resume and trainer.task.log_due(0, 1):
         state = record(trainer, state, 1, final=False)
@@ -366,9 +327,9 @@ def run(
     summarise: Callable[[Trainer, TrainState], dict[str, Any]],
     device: str | None = None,
 ) -> int:
-    """A training command: in a process group on ``device`` (default ``--device``), rank 0 opens the run
-    folder (default ``results/<experiment>-<time>``), every rank trains ``make_task(ctx, folder)``, and
-    rank 0 writes ``summarise(trainer, state)`` to ``summary.json`` (``summarise`` may print too)."""
+    """A training command: in a process group on ``device`` (default ``--device``), train
+    ``make_task(ctx, folder)`` in the run folder (default ``results/<experiment>-<time>``); rank 0 writes
+    ``summarise(trainer, state)`` (which may print) to ``summary.json``."""
     with distributed.process_group(device or config.device) as ctx:
         common.apply_threads(config.threads)
         with run_folder.open_on_main(config, experiment, ctx, MAY_CHANGE) as out:
