@@ -1,20 +1,10 @@
-"""MNIST addition of D digits (paper section 6.4, figure 4).
+"""``catlog addition``: MNIST addition of D digits (paper section 6.4, figure 4).
 
-A sequence of ``D`` MNIST images is labelled only with the sum of its digits.
-A classifier maps every image to logits over the digits ``0..9``; the digits
-``X_d`` are sampled from them, and the only supervision is whether the sampled
-digits add up to the label:
-
-    f(x) = 1[sum_d x_d = y],        loss = -log(E_{X ~ p_theta}[f(X)] + 1e-8),
-
-with ``E[f]`` replaced by the value a ``catlog`` estimator returns, so that
-``theta`` receives the estimator's gradient of ``E[f]`` divided by the estimate.
-
-The task itself (data, classifier, ``f``, loss) is :mod:`catlog.experiments.addition_model`.
-Subcommands: ``catlog addition`` trains one run (log, checkpoints, ``--resume``);
-``catlog addition-plot RUN_DIR...`` draws figure 4 from finished runs
-(:mod:`catlog.experiments.addition_plot`); ``catlog addition-variance`` measures the
-estimators' variance at fixed parameters (:mod:`catlog.experiments.addition_variance`).
+Each sequence of ``D`` images is labelled only with the sum of its digits; digits ``X_d`` are
+sampled from the classifier's logits and trained on ``loss = -log(E[f] + 1e-8)``,
+``f(x) = 1[sum_d x_d = y]``, with ``E[f]`` the estimator's value (so ``theta`` receives the
+estimator's gradient divided by the estimate). Model, data and loss:
+:mod:`~catlog.experiments.addition_model`; loop: :mod:`~catlog.experiments.training`.
 """
 
 from __future__ import annotations
@@ -55,8 +45,7 @@ class AdditionConfig(training.TrainingOptions, data.DataOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.estimator.startswith("rloo"):
-            check_at_least("--samples", self.samples, 2)
+        check_at_least("--samples", self.samples, estimators.parse(self.estimator)[0].min_size)
 
 
 def train_step(
@@ -83,13 +72,9 @@ def train_step(
 
 
 def estimate_statistics(estimates: torch.Tensor) -> dict[str, float]:
-    """Training statistics of the estimates ``[G]`` of ``E[f]`` of ``G`` sequences.
-
-    ``train_loss``: mean of ``-log(estimate + 1e-8)``; ``train_estimate``: mean
-    estimate; ``train_zero_estimates``: fraction of estimates exactly 0 (the loss is then
-    ``-log 1e-8``; for RLOO/REINFORCE no sample hit the sum and the gradient is zero; for
-    IndeCateR no sample nor perturbed row hit it, and its gradient is zero too).
-    """
+    """``train_loss`` (mean ``-log(estimate + 1e-8)``), ``train_estimate`` (mean) and ``train_zero_estimates``
+    (the fraction exactly 0: no sample, nor perturbed row, hit the sum; the gradient is zero) of the
+    estimates ``[G]`` of ``E[f]``."""
     return {
         "train_loss": float(addition_loss(estimates)),
         "train_estimate": float(estimates.mean()),
@@ -99,11 +84,8 @@ def estimate_statistics(estimates: torch.Tensor) -> dict[str, float]:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, test: DigitSequences, chunk: int = 2000) -> dict[str, float]:
-    """Test accuracies from one classifier pass over every test image.
-
-    Returns ``test_sum_accuracy`` (sum of the argmax digits equals the label, over
-    the test sequences) and ``test_digit_accuracy`` (argmax equals the digit, over the images).
-    """
+    """``test_sum_accuracy`` (the argmax digits add up to the label) and ``test_digit_accuracy`` from one
+    classifier pass over the test images."""
     model.eval()
     predicted = torch.cat([model(part).argmax(dim=-1) for part in torch.split(test.images, chunk)])
     model.train()

@@ -1,21 +1,14 @@
 """``catlog dvae``: train the discrete VAE of the paper's figure 3 with one estimator.
 
-Protocol (the paper's section 6.3, as in docs/results.md section 3): Adam lr 1e-4, batch 100; MNIST and Omniglot
-binarised at 0.5, Fashion-MNIST grey levels as targets; validation = the first 1000
-test images, test = the next 9000. Every ``--log-every`` iterations the log gets the
-running train negative ELBO (mean of the training losses since the last row), the
-validation negative ELBO (``--eval-samples`` latent samples per image) and the
-training time so far (wall and process CPU, evaluation excluded); every
-``--variance-every`` iterations the estimator variance (per gradient entry:
-:func:`catlog.experiments.problems.variance_per_entry`) of ``--variance-repeats``
-encoder-gradient estimates (:mod:`catlog.experiments.problems.dvae`) on a fixed batch (the first
-``--batch-size`` training images) at the current parameters. Every row also has
-``gradient_spread``, the authors' "gradient variance"
-(:func:`~catlog.experiments.training.gradient_spread`), so that curves can be compared
-with the paper's. Relaxed estimators anneal their temperature per epoch. The loop, its
-checkpoint and ``--resume`` are :mod:`catlog.experiments.training`'s.
-
-Outputs in the run folder: ``config.json``, ``log.csv``, ``summary.json``, ``checkpoint.pt``.
+The paper's section 6.3 protocol (docs/results.md section 3): Adam at 1e-4, batches of 100; MNIST
+and Omniglot binarised at 0.5, Fashion-MNIST grey levels as targets; validation the first 1000
+test images, test the next 9000. Each ``--log-every`` iterations a row of ``log.csv`` gets the
+running train negative ELBO, the validation one (``--eval-samples`` latent samples per image) and,
+every ``--variance-every``, the estimator variance per gradient entry
+(:func:`~catlog.experiments.problems.variance_per_entry`) of ``--variance-repeats`` encoder
+gradients on the first ``--batch-size`` training images. Relaxed estimators anneal their
+temperature per epoch. Loop, ``checkpoint.pt`` and ``--resume``: :mod:`~catlog.experiments.training`;
+``summary.json`` at the end.
 """
 
 from __future__ import annotations
@@ -84,8 +77,7 @@ class DvaeConfig(training.TrainingOptions, data.DataOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.estimator.startswith("rloo"):
-            check_at_least("--samples", self.samples, 2)
+        check_at_least("--samples", self.samples, estimators.parse(self.estimator)[0].min_size)
         check_multiple("--variance-every", self.variance_every, "--log-every", self.log_every)
         estimator = make_estimator(self.estimator, self.latents, self.categories, self.samples, self.chunk_size)
         check_applies("--estimator", self.estimator, estimator, self.latents, self.categories)
