@@ -61,6 +61,14 @@ def test_a_checkpoint_of_the_former_policy_loop_is_refused_for_resume_in_one_lin
     assert len(error) == 1 and "schema 2 of plan/generate's own loop, expected 2" in error[0]
 
 
+def test_a_run_stopped_by_its_time_budget_resumes_with_a_larger_one(tmp_path: Path) -> None:
+    options = ("--env", "CliffWalking-v1", "--horizon", "3", "--hidden", "4", "--iterations", "3")
+    assert _plan(tmp_path / "run", *options, "--time-budget", "1e-9") == 0
+    assert [row["iteration"] for row in _log(tmp_path / "run")] == ["0", "1"]
+    assert _plan(tmp_path / "run", *options, "--time-budget", "1000", "--resume") == 0
+    assert [row["iteration"] for row in _log(tmp_path / "run")] == ["0", "1", "3"]
+
+
 TAXI = "--env Taxi-v4 --starts 3 --horizon 4 --condition states --hidden 8 --samples 2".split()
 
 

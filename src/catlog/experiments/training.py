@@ -161,7 +161,13 @@ def init(
     )
     state = load(trainer) if config.resume else TrainState()
     trainer.clock.wall_s, trainer.clock.cpu_s = state.train_wall_s, state.train_cpu_s
-    return trainer, state
+    return trainer, replace(state, budget_reached=over_budget(config, trainer.clock))  # a larger budget resumes
+
+
+def over_budget(config: TrainingOptions, clock: common.Clock) -> bool:
+    """Whether the training time on ``--budget-clock`` has reached ``--time-budget``."""
+    spent = clock.cpu_s if config.budget_clock == "cpu" else clock.wall_s
+    return config.time_budget is not None and spent >= config.time_budget
 
 
 def save(trainer: Trainer, state: TrainState) -> None:
@@ -232,9 +238,8 @@ def step(trainer: Trainer, state: TrainState, part: distributed.Batch) -> TrainS
 
     statistics = clock.timed(optimise)
     statistics["gradient_spread"] = gradient_spread(task.model.parameters())
-    spent = clock.cpu_s if config.budget_clock == "cpu" else clock.wall_s
-    out_of_budget = float(config.time_budget is not None and spent >= config.time_budget)
-    reduced = distributed.all_reduce_means({**statistics, "budget": out_of_budget}, ctx, part.indices.numel())
+    budget = float(over_budget(config, clock))
+    reduced = distributed.all_reduce_means({**statistics, "budget": budget}, ctx, part.indices.numel())
     count = part.global_size
     window = dict(state.window or {"examples": 0.0})
     window["examples"] += count
