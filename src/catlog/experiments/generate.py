@@ -44,7 +44,6 @@ LANGUAGES: dict[str, Callable[[], DFA]] = {
     "mod3": lambda: multiples_of(3),
 }
 TARGET_DIGITS = 3
-PROBLEM = "problem"
 # The held-out targets are every n-th of one fixed shuffle, the same for every --seed.
 HELDOUT_SEED = 0
 
@@ -56,13 +55,11 @@ Verifier = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 class GenerateConfig(policy_training.PolicyTrainingConfig):
     """Settings of ``catlog generate``: the task, the sequence length, the targets, and training."""
 
-    task: str = option("arithmetic", "what the verifier checks", choices=TASKS, group=PROBLEM)
-    length: int = option(5, "tokens per sequence D", minimum=1, group=PROBLEM)
-    targets: int = option(50, "arithmetic: the targets 0 .. TARGETS - 1", minimum=2, group=PROBLEM, metavar="TARGETS")
-    heldout_every: int = option(
-        5, "arithmetic: every n-th target (of a fixed shuffle) is held out", minimum=2, group=PROBLEM
-    )
-    language: str = option("abac", "dfa: the regular language", choices=tuple(LANGUAGES), group=PROBLEM)
+    task: str = option("arithmetic", "what the verifier checks", choices=TASKS)
+    length: int = option(5, "tokens per sequence D", minimum=1)
+    targets: int = option(50, "arithmetic: the targets 0 .. TARGETS - 1", minimum=2, metavar="TARGETS")
+    heldout_every: int = option(5, "arithmetic: every n-th target (of a fixed shuffle) is held out", minimum=2)
+    language: str = option("abac", "dfa: the regular language", choices=tuple(LANGUAGES))
 
     def __post_init__(self) -> None:
         super().__post_init__()

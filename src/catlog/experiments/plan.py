@@ -31,27 +31,23 @@ from catlog.experiments.policies import Inputs, SequencePolicy, previous_choices
 # Default horizon per environment (and FrozenLake map): a little above the shortest successful plan.
 HORIZONS: dict[str, int] = {"FrozenLake-v1:4x4": 10, "FrozenLake-v1:8x8": 20, "CliffWalking-v1": 20, "Taxi-v4": 20}
 CONDITIONS: tuple[str, ...] = ("actions", "states")
-PROBLEM = "problem"
 
 
 @dataclass(frozen=True, kw_only=True)
 class PlanConfig(policy_training.PolicyTrainingConfig):
     """Settings of ``catlog plan``: the environment, the horizon, what the policy reads, and training."""
 
-    env: str = option("FrozenLake-v1", "gymnasium environment", choices=tuple(ENVIRONMENTS), group=PROBLEM)
-    map: str = option("4x4", "FrozenLake's map", choices=tuple(FROZEN_LAKE_MAPS), group=PROBLEM)
+    env: str = option("FrozenLake-v1", "gymnasium environment", choices=tuple(ENVIRONMENTS))
+    map: str = option("4x4", "FrozenLake's map", choices=tuple(FROZEN_LAKE_MAPS))
     horizon: int | None = option(
         None,
         "plan length D",
         minimum=1,
-        group=PROBLEM,
         default_text=", ".join(f"{key} {value}" for key, value in HORIZONS.items()),
     )
-    condition: str = option("actions", "the policy reads previous actions or states", choices=CONDITIONS, group=PROBLEM)
-    starts: int = option(1, "start states planned for at once (Taxi has 300)", minimum=1, group=PROBLEM)
-    shaping: float = option(
-        0.0, "weight of the progress towards the goal added to the return", minimum=0.0, group=PROBLEM
-    )
+    condition: str = option("actions", "the policy reads previous actions or states", choices=CONDITIONS)
+    starts: int = option(1, "start states planned for at once (Taxi has 300)", minimum=1)
+    shaping: float = option(0.0, "weight of the progress towards the goal added to the return", minimum=0.0)
 
     @property
     def plan_length(self) -> int:
