@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+import catlog
 from catlog.experiments import common, data, distributed, estimators, training
 from catlog.experiments.addition_model import (
     DEFAULT_SAMPLES,
@@ -48,27 +49,17 @@ class AdditionConfig(training.TrainingOptions, data.DataOptions):
         check_at_least("--samples", self.samples, estimators.parse(self.estimator)[0].min_size)
 
 
-def train_step(
+def batch_loss(
     model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    estimator: Any,
+    estimator: catlog.Estimator,
     images: torch.Tensor,
     sums: torch.Tensor,
     generator: torch.Generator | None = None,
-    weight: float = 1.0,
-) -> torch.Tensor:
-    """One optimiser step on ``weight * mean_b -log(estimate_b + 1e-8)``; returns the detached estimates ``[B]``.
-
-    Args:
-        images: ``[B, D, 28, 28]``, classified once each: logits ``[B, D, 10]``.
-        sums: ``[B]`` labels.
-        weight: this rank's :attr:`catlog.experiments.distributed.Batch.weight` (1 single-process).
-    """
-    optimizer.zero_grad(set_to_none=True)
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``mean_b -log(estimate_b + 1e-8)`` (with autograd) and the estimates ``[B]`` of ``E[f]`` of the
+    sequences ``images: [B, D, 28, 28]`` (classified once each) labelled ``sums: [B]``."""
     estimate: torch.Tensor = estimator(sum_indicator(sums), model(images), generator=generator)
-    torch.autograd.backward(addition_loss(estimate) * weight)
-    optimizer.step()
-    return estimate.detach()
+    return addition_loss(estimate), estimate
 
 
 def estimate_statistics(estimates: torch.Tensor) -> dict[str, float]:
@@ -117,9 +108,8 @@ class AdditionTask:
 
     def loss(self, indices: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
         """``mean_b -log(estimate_b + 1e-8)`` over the sequences ``indices``."""
-        images, sums = self.train_data.batch(indices)
-        estimate = self.estimator(sum_indicator(sums), self.model(images), generator=generator)
-        return addition_loss(estimate), estimate_statistics(estimate.detach())
+        loss, estimate = batch_loss(self.model, self.estimator, *self.train_data.batch(indices), generator)
+        return loss, estimate_statistics(estimate.detach())
 
     def start_epoch(self, epoch: int) -> None:
         """Nothing changes between epochs."""
