@@ -61,6 +61,14 @@ def test_a_checkpoint_of_the_former_policy_loop_is_refused_for_resume_in_one_lin
     assert len(error) == 1 and "schema 2 of plan/generate's own loop, expected 2" in error[0]
 
 
+def test_the_variance_is_measured_at_the_last_iteration_too(tmp_path: Path) -> None:
+    options = ("--env", "CliffWalking-v1", "--horizon", "3", "--hidden", "4", "--iterations", "4", "--log-every", "2")
+    assert _plan(tmp_path / "run", *options, "--variance-at", "0", "3", "4") == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert [row["iteration"] for row in summary["variance"]] == [0, 3, 4]
+    assert [row["iteration"] for row in _log(tmp_path / "run")] == ["0", "2", "4"]
+
+
 def test_a_run_stopped_by_its_time_budget_resumes_with_a_larger_one(tmp_path: Path) -> None:
     options = ("--env", "CliffWalking-v1", "--horizon", "3", "--hidden", "4", "--iterations", "3")
     assert _plan(tmp_path / "run", *options, "--time-budget", "1e-9") == 0

@@ -91,19 +91,15 @@ class Task(Protocol):
 
     def loss(self, indices: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
         """The mean loss over the examples ``indices: LongTensor[b]`` and the batch's statistics for the log."""
-        ...
 
     def start_epoch(self, epoch: int) -> None:
         """Called before each epoch (``epoch`` counts from 0), and before the rest of one on resume."""
-        ...
 
     def log_due(self, iteration: int, steps_per_epoch: int) -> bool:
         """Whether a log row follows the step that made ``iteration`` steps in all (0: before training)."""
-        ...
 
     def evaluate(self, iteration: int, final: bool, generator: torch.Generator) -> dict[str, Any]:
         """The evaluation columns of a log row (rank 0 only); ``final``: the row that ends training."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -289,7 +285,8 @@ def finished(config: TrainingOptions, state: TrainState) -> bool:
 
 
 def run_epoch(trainer: Trainer, state: TrainState, bar: Any) -> TrainState:
-    """The rest of the current epoch (cut short by the budget) with its rows; the last row if training is over."""
+    """The rest of the current epoch with its rows; the last step of training (the budget's, or the last
+    epoch's) is followed by the final row."""
     config, ctx, task = trainer.config, trainer.ctx, trainer.task
     task.start_epoch(state.epoch)
     batches = distributed.shard(task.num_examples, task.batch_size, ctx, config.seed, state.epoch)
@@ -297,15 +294,13 @@ def run_epoch(trainer: Trainer, state: TrainState, bar: Any) -> TrainState:
         state = step(trainer, state, part)
         bar.update()
         bar.set_postfix({key: f"{value:.3g}" for key, value in window_means(state).items()}, refresh=False)
-        if task.log_due(state.iteration, len(batches)):
-            state = record(trainer, state, len(batches), final=False)
+        epoch_done = state.iteration == (state.epoch + 1) * len(batches)
+        last = state.budget_reached or (epoch_done and finished(config, replace(state, epoch=state.epoch + 1)))
+        if last or task.log_due(state.iteration, len(batches)):
+            state = record(trainer, state, len(batches), final=last)
         if state.budget_reached:
-            break
-    if not state.budget_reached:
-        state = replace(state, epoch=state.epoch + 1)
-    if state.window and finished(config, state):
-        state = record(trainer, state, len(batches), final=True)
-    return state
+            return state
+    return replace(state, epoch=state.epoch + 1)
 
 
 def train(
@@ -314,7 +309,7 @@ def train(
     """Train ``make_task()`` as ``config`` says, writing into ``out`` (rank 0); returns trainer and final state."""
     trainer, state = init(config, make_task, out, ctx)
     if not config.resume and trainer.task.log_due(0, 1):
-        state = record(trainer, state, 1, final=False)
+        state = record(trainer, state, 1, final=finished(config, state))
     bar = common.progress(desc="training", initial=state.iteration, disable=not ctx.is_main)
     while not finished(config, state):
         state = run_epoch(trainer, state, bar)
