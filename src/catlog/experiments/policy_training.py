@@ -1,18 +1,12 @@
 """``catlog plan`` and ``catlog generate``: an autoregressive policy trained against a reward.
 
-A :class:`Problem` gives the policy network, its distribution over ``D`` choices of ``K``
-for a batch of contexts, the reward ``f`` and the metrics of sampled sequences;
-:class:`PolicyTask` makes it a :class:`~catlog.experiments.training.Task`: one step
-(an epoch) is Adam on ``-mean_B E_p[f]`` over every context with one estimator of the
-vocabulary, until ``--iterations`` or ``--time-budget``. Besides the loop's files
-(:mod:`catlog.experiments.training`) the run folder gets
-
-- in ``log.csv``, every ``--log-every`` iterations: ``evaluations`` (rows of ``f`` per
-  context so far, from ``estimator.cost``) and the problem's metrics on ``--eval-samples``
-  fresh sequences per context (e.g. ``success_rate``, ``return``);
-- ``variance.csv``: at the iterations of ``--variance-at``, the variance of the policy
-  gradient (:func:`policy_gradient_variance`);
-- ``summary.json`` at the end, and ``curves.png`` with ``--plot``.
+A :class:`Problem` gives the policy, its distribution over ``D`` choices of ``K`` for a batch of
+contexts, the reward ``f`` and the metrics of sampled sequences; :class:`PolicyTask` trains it in
+:mod:`catlog.experiments.training`'s loop (one step per epoch: Adam on ``-mean_B E_p[f]`` over
+every context) until ``--iterations`` or ``--time-budget``. ``log.csv`` gets ``evaluations``
+(rows of ``f`` per context so far) and the metrics of ``--eval-samples`` fresh sequences per
+context; ``variance.csv`` the gradient variance at ``--variance-at``
+(:func:`policy_gradient_variance`); ``summary.json`` the result, ``curves.png`` the curves with ``--plot``.
 """
 
 from __future__ import annotations
