@@ -25,19 +25,12 @@ PROJECT_FROM_SAMPLES = 8
 
 
 class DiscreteVAE(nn.Module):
-    """Encoder 784-384-256-D(K-1), ``D`` categorical latents with ``K`` categories, decoder D(K-1)-256-384-784.
+    """Encoder 784-384-256-D(K-1), ``D = num_latents`` latents of ``K = num_categories >= 2`` categories,
+    decoder D(K-1)-256-384-784; ReLU between layers, Keras' initialisation (:func:`.keras.glorot_uniform_`).
 
-    Both networks use ReLU between layers; layers start as Keras' ``Dense`` (Glorot-uniform
-    kernels, zero biases: :func:`~catlog.experiments.keras.glorot_uniform_`). The encoder's last
-    layer gives the logits of
-    categories ``1..K-1`` of each latent, category 0 has logit 0 (for ``K = 2``: one
-    Bernoulli logit per latent, the paper's 784-384-256-200). The decoder reads a latent
-    ``x`` as ``onehot(x)[..., 1:]`` flattened (for ``K = 2``: ``x`` itself), and gives
-    Bernoulli logits of the 784 pixels.
-
-    Args:
-        num_latents: ``D``.
-        num_categories: ``K >= 2``.
+    The encoder gives the logits of categories ``1..K-1`` of each latent, category 0 has logit 0
+    (``K = 2``: one Bernoulli logit per latent, the paper's 784-384-256-200); the decoder reads
+    ``onehot(x)[..., 1:]`` flattened (``x`` itself for ``K = 2``) and gives the pixels' Bernoulli logits.
     """
 
     def __init__(self, num_latents: int = 200, num_categories: int = 2) -> None:
