@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from catlog.experiments import addition, addition_model, training
-from catlog.experiments.addition import AdditionConfig, batch_loss, log_iterations, train
+from catlog.experiments.addition import AdditionConfig, AdditionTask, batch_loss, log_iterations
 from catlog.experiments.addition_model import (
     DigitSequences,
     LeNet,
@@ -200,9 +200,10 @@ def small_config(**changes: object) -> AdditionConfig:
 
 
 def train_in(config: AdditionConfig, data: tuple[DigitSequences, DigitSequences]) -> list[dict[str, float]]:
-    """Open the run folder ``config.out`` as the command does and train there."""
+    """Open the run folder ``config.out`` as the command does and train there; the log rows."""
     with open_on_main(config, "addition", DistributedContext(), training.MAY_CHANGE) as out:
-        return train(config, *data, out)
+        _, state = training.train(config, lambda: AdditionTask(config, *data), out, DistributedContext())
+        return list(state.log)
 
 
 def small_data(train_count: int = 130, test_count: int = 50) -> tuple[DigitSequences, DigitSequences]:

@@ -135,28 +135,6 @@ def summarise(trainer: training.Trainer, state: training.TrainState) -> dict[str
     return summary
 
 
-def train(
-    config: AdditionConfig,
-    train_data: DigitSequences,
-    test_data: DigitSequences,
-    out: Path,
-    ctx: distributed.DistributedContext | None = None,
-) -> list[dict[str, Any]]:
-    """Train the classifier on the sums in ``out`` as the command does, on data given (tests).
-
-    Returns:
-        The log rows: ``iteration``, ``epoch`` (fractional), ``train_wall_s`` and ``train_cpu_s``
-        (cumulative, training steps only, evaluation excluded), the :func:`estimate_statistics`
-        of the sequences trained on since the previous row, ``gradient_spread``,
-        ``test_sum_accuracy`` and ``test_digit_accuracy``.
-    """
-    ctx = distributed.DistributedContext(device=torch.device(config.device)) if ctx is None else ctx
-    trainer, state = training.train(config, lambda: AdditionTask(config, train_data, test_data), out, ctx)
-    if ctx.is_main:
-        summarise(trainer, state)
-    return list(state.log)
-
-
 def run(config: AdditionConfig) -> int:
     """The ``catlog addition`` command (also under ``torchrun``: see docs/scaling.md)."""
     data.check_dataset("mnist", config.data_dir)
