@@ -157,15 +157,10 @@ def make_task(config: GenerateConfig) -> GenerationTask:
     )
 
 
-def run(config: GenerateConfig) -> int:
-    """Train one generator (see the module docstring)."""
-    return policy_training.run(config, "generate", make_task)
-
-
 COMMAND = Command(
     "generate",
     help="train a sequence model against a verifiable reward (arithmetic, regular languages)",
     description=__doc__ or "",
     config=GenerateConfig,
-    run=run,
+    run=lambda config: policy_training.run(config, "generate", make_task),
 )

@@ -133,15 +133,10 @@ def make_task(config: PlanConfig) -> PlanningTask:
     return PlanningTask(simulator, starts, config.plan_length, config.condition, config.torch_dtype, config.shaping)
 
 
-def run(config: PlanConfig) -> int:
-    """Train one planning policy (see the module docstring)."""
-    return policy_training.run(config, "plan", make_task)
-
-
 COMMAND = Command(
     "plan",
     help="train a planning policy in a deterministic gymnasium environment",
     description=__doc__ or "",
     config=PlanConfig,
-    run=run,
+    run=lambda config: policy_training.run(config, "plan", make_task),
 )
