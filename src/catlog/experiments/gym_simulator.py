@@ -166,7 +166,3 @@ class TabularSimulator:
     def states(self, start: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """``s_0 .. s_D``: ``LongTensor[*S, D + 1]`` for ``actions: LongTensor[*S, D]`` from ``start``."""
         return self.rollout(start, actions).states
-
-    def episode_return(self, start: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """``sum_t r_t``: ``[*S]`` for ``actions: LongTensor[*S, D]`` from ``start``."""
-        return self.rollout(start, actions).rewards.sum(-1)
