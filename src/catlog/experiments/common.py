@@ -131,16 +131,9 @@ def progress(iterable: Iterable[Any] | None = None, **kwargs: Any) -> Any:
 
 @dataclass
 class Clock:
-    """Cumulative time of the code run through :meth:`timed`: wall seconds and process CPU seconds.
-
-    On a shared machine wall time depends on the load and CPU time does not (it counts
-    every thread of this process); experiments record both. With a CUDA ``device`` the
-    device is synchronised before each clock reading, so that queued kernels are counted.
-
-    Attributes:
-        wall_s, cpu_s: totals so far.
-        last_wall_s, last_cpu_s: the time of the latest call.
-    """
+    """Cumulative wall and process CPU seconds (``wall_s``, ``cpu_s``; ``last_*``: the latest call) of the
+    code run through :meth:`timed`. CPU time does not depend on a shared machine's load; with a CUDA
+    ``device`` the device is synchronised before each reading, so that queued kernels count."""
 
     device: torch.device | None = None
     wall_s: float = 0.0

@@ -78,16 +78,10 @@ def digit_features(targets: torch.Tensor) -> torch.Tensor:
 
 
 class GenerationTask:
-    """Sequences of ``D`` tokens for a batch of targets, scored by a verifier.
-
-    Args:
-        verify: the reward of tokens ``[M, B, D]`` for targets ``[B]``: ``[M, B]``.
-        accept: whether the verifier accepts sequences whole: ``BoolTensor[M, B]``.
-        splits: the targets of each split (``"train"`` is trained on; others are only measured).
-        features: the context of targets, ``[B] -> [B, C]``.
-        length, num_tokens: ``D`` and ``K``.
-        dtype: floating dtype of the policy and the rewards.
-    """
+    """Sequences of ``D = length`` tokens of ``K = num_tokens`` for the targets of each of ``splits``
+    (``"train"`` is trained on, the others only measured): ``verify`` gives the reward ``[M, B]`` of
+    tokens ``[M, B, D]`` for targets ``[B]``, ``accept`` whether it accepts them whole, ``features``
+    the context ``[B, C]`` of targets ``[B]``; rewards in ``dtype``."""
 
     def __init__(
         self,

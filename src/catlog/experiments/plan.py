@@ -57,16 +57,9 @@ class PlanConfig(policy_training.PolicyTrainingConfig):
 
 
 class PlanningTask:
-    """Plans of ``D`` actions from the start states ``[B]`` of a :class:`TabularSimulator`.
-
-    Args:
-        simulator: the environment's tensor simulator.
-        starts: ``LongTensor[B]``, one planning problem per start state (the batch).
-        horizon: ``D``.
-        condition: ``"actions"`` (open loop) or ``"states"`` (closed loop).
-        dtype: floating dtype of the policy and the returns.
-        shaping: the weight ``w`` of the progress term of the objective (see :meth:`reward`).
-    """
+    """Plans of ``D = horizon`` actions in ``simulator`` from ``starts: LongTensor[B]`` (one problem per
+    start state), the policy reading previous actions or states (``condition``), returns in ``dtype``,
+    ``shaping`` the weight ``w`` of the progress term of :meth:`reward`."""
 
     def __init__(
         self,
