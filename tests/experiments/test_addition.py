@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from catlog.experiments import addition, addition_model
-from catlog.experiments.addition import AdditionConfig, log_iterations, train, train_step
+from catlog.experiments import addition, addition_model, training
+from catlog.experiments.addition import AdditionConfig, AdditionTask, batch_loss, log_iterations
 from catlog.experiments.addition_model import (
     DigitSequences,
     LeNet,
@@ -145,7 +145,7 @@ def exact_sum_probability(logits: torch.Tensor, sums: torch.Tensor) -> torch.Ten
     return total.gather(1, sums[:, None])[:, 0]
 
 
-def test_train_step_with_the_exact_estimator_minimises_minus_log_probability_of_the_sum() -> None:
+def test_the_batch_loss_with_the_exact_estimator_is_minus_log_probability_of_the_sum() -> None:
     import catlog
 
     images, labels = synthetic_digits(6)
@@ -156,10 +156,10 @@ def test_train_step_with_the_exact_estimator_minimises_minus_log_probability_of_
     reference.load_state_dict(model.state_dict())
     expected = -torch.log(exact_sum_probability(reference(images), sums) + 1e-8).mean()
     expected.backward()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
-    estimate = train_step(model, optimizer, catlog.Exact(), images, sums)
+    loss, estimate = batch_loss(model, catlog.Exact(), images, sums)
+    loss.backward()
     torch.testing.assert_close(estimate, exact_sum_probability(reference(images), sums).detach())
-    assert addition_loss(estimate).item() == pytest.approx(expected.item(), rel=1e-9)
+    assert addition_loss(estimate).item() == pytest.approx(expected.item(), rel=1e-9) == loss.item()
     for param, ref in zip(model.parameters(), reference.parameters()):
         torch.testing.assert_close(param.grad, ref.grad)
 
@@ -173,7 +173,9 @@ def test_one_training_step_per_estimator(name: str) -> None:
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     batch = sequences.batch(torch.arange(len(sequences)))  # 5 sequences: a batch smaller than 10
     generator = torch.Generator().manual_seed(0)
-    estimate = train_step(model, optimizer, make_estimator(name, 3, 50), *batch, generator)
+    loss, estimate = batch_loss(model, make_estimator(name, 3, 50), *batch, generator)
+    loss.backward()
+    optimizer.step()
     assert estimate.shape == (5,) and ((estimate >= 0) & (estimate <= 1)).all()
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert any(not torch.equal(p, q) for p, q in zip(model.parameters(), before))
@@ -198,9 +200,10 @@ def small_config(**changes: object) -> AdditionConfig:
 
 
 def train_in(config: AdditionConfig, data: tuple[DigitSequences, DigitSequences]) -> list[dict[str, float]]:
-    """Open the run folder ``config.out`` as the command does and train there."""
-    with open_on_main(config, "addition", DistributedContext(), addition.MAY_CHANGE) as out:
-        return train(config, *data, out)
+    """Open the run folder ``config.out`` as the command does and train there; the log rows."""
+    with open_on_main(config, "addition", DistributedContext(), training.MAY_CHANGE) as out:
+        _, state = training.train(config, lambda: AdditionTask(config, *data), out, DistributedContext())
+        return list(state.log)
 
 
 def small_data(train_count: int = 130, test_count: int = 50) -> tuple[DigitSequences, DigitSequences]:

@@ -287,11 +287,11 @@ def test_a_run_that_fails_before_its_first_result_leaves_no_config(
     def fail(*args: object) -> None:
         raise data.DataError("mnist: a damaged file")
 
-    train = dvae.train
-    monkeypatch.setattr(dvae, "train", fail)
+    load_split = dvae.load_split
+    monkeypatch.setattr(dvae, "load_split", fail)
     assert cli.main(_argv(tmp_path / "run", "--epochs", "1")) == 1
     assert not (tmp_path / "run" / "config.json").exists()
-    monkeypatch.setattr(dvae, "train", train)
+    monkeypatch.setattr(dvae, "load_split", load_split)
     _run(tmp_path, "run", "--epochs", "1")  # the corrected rerun is not refused as "already holds results"
 
 

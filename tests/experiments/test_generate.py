@@ -37,7 +37,8 @@ def test_the_regular_language_task_runs_with_every_kind_of_estimator(tmp_path: P
     options = ("--task", "dfa", "--language", "mod3", "--length", "4", "--hidden", "8", "--samples", "2")
     assert _generate(tmp_path / "run", *options, "--estimator", estimator, "--iterations", "3", "--plot") == 0
     rows = _log(tmp_path / "run")
-    assert set(rows[0]) == {"iteration", "evaluations", "cpu_s", "wall_s", "success_rate", "return"}
+    loop = {"iteration", "epoch", "train_wall_s", "train_cpu_s", "gradient_spread"}
+    assert set(rows[0]) == {*loop, "evaluations", "success_rate", "return"}
     assert (tmp_path / "run" / "curves.png").is_file()
 
 

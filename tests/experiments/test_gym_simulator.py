@@ -49,8 +49,8 @@ def test_random_action_sequences_replay_as_in_gymnasium(env_id: str, map_name: s
 def test_batched_rollouts_match_one_by_one_and_broadcast_the_start() -> None:
     simulator = TabularSimulator.from_env(make_env("FrozenLake-v1", "8x8"))
     actions = torch.randint(4, (3, 5, 16), generator=torch.Generator().manual_seed(0))
-    batched = simulator.episode_return(torch.tensor(0), actions)
-    single = torch.stack([simulator.episode_return(torch.tensor(0), row) for row in actions.flatten(0, 1)])
+    batched = simulator.rollout(torch.tensor(0), actions).rewards.sum(-1)
+    single = torch.stack([simulator.rollout(torch.tensor(0), row).rewards.sum(-1) for row in actions.flatten(0, 1)])
     assert torch.equal(batched.flatten(), single)
 
 
@@ -67,7 +67,7 @@ def test_the_goal_is_reached_by_a_shortest_plan_and_holes_are_not_goals() -> Non
 def test_the_cliff_penalty_is_part_of_the_return_and_the_edge_path_reaches_the_goal() -> None:
     simulator = TabularSimulator.from_env(make_env("CliffWalking-v1"))
     start, (up, right, down) = simulator.start_states[0], (0, 1, 2)
-    assert float(simulator.episode_return(start, torch.tensor([right]))) == -100.0
+    assert float(simulator.rollout(start, torch.tensor([right])).rewards.sum(-1)) == -100.0
     rollout = simulator.rollout(start, torch.tensor([up, *[right] * 11, down, up]))
     assert bool(rollout.success) and bool(rollout.terminated[12]) and float(rollout.rewards.sum()) == -13.0
 

@@ -11,7 +11,7 @@ import torch
 
 pytest.importorskip("gymnasium")
 
-from catlog.experiments import cli  # noqa: E402
+from catlog.experiments import cli, run_folder  # noqa: E402
 from catlog.experiments.generate import GenerateConfig  # noqa: E402
 from catlog.experiments.gym_simulator import TabularSimulator, make_env  # noqa: E402
 from catlog.experiments.options import config_json  # noqa: E402
@@ -47,6 +47,34 @@ def test_resume_continues_exactly(tmp_path: Path) -> None:
     assert _plan(tmp_path / "parts", *common, "--iterations", "40", "--resume") == 0
     strip = lambda rows: [{k: v for k, v in row.items() if not k.endswith("_s")} for row in rows]  # noqa: E731
     assert strip(_log(tmp_path / "parts")) == strip(_log(tmp_path / "whole"))
+
+
+def test_a_checkpoint_of_the_former_policy_loop_is_refused_for_resume_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    options = ("--env", "CliffWalking-v1", "--horizon", "3", "--hidden", "4", "--iterations", "2")
+    assert _plan(tmp_path / "run", *options) == 0
+    run_folder.save_checkpoint(tmp_path / "run" / "checkpoint.pt", {"policy": {}, "optimiser": {}, "state": {}})
+    capsys.readouterr()
+    assert _plan(tmp_path / "run", *options, "--resume") == 1
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "schema 2 of plan/generate's own loop, expected 2" in error[0]
+
+
+def test_the_variance_is_measured_at_the_last_iteration_too(tmp_path: Path) -> None:
+    options = ("--env", "CliffWalking-v1", "--horizon", "3", "--hidden", "4", "--iterations", "4", "--log-every", "2")
+    assert _plan(tmp_path / "run", *options, "--variance-at", "0", "3", "4") == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert [row["iteration"] for row in summary["variance"]] == [0, 3, 4]
+    assert [row["iteration"] for row in _log(tmp_path / "run")] == ["0", "2", "4"]
+
+
+def test_a_run_stopped_by_its_time_budget_resumes_with_a_larger_one(tmp_path: Path) -> None:
+    options = ("--env", "CliffWalking-v1", "--horizon", "3", "--hidden", "4", "--iterations", "3")
+    assert _plan(tmp_path / "run", *options, "--time-budget", "1e-9") == 0
+    assert [row["iteration"] for row in _log(tmp_path / "run")] == ["0", "1"]
+    assert _plan(tmp_path / "run", *options, "--time-budget", "1000", "--resume") == 0
+    assert [row["iteration"] for row in _log(tmp_path / "run")] == ["0", "1", "3"]
 
 
 TAXI = "--env Taxi-v4 --starts 3 --horizon 4 --condition states --hidden 8 --samples 2".split()
@@ -111,6 +139,6 @@ def test_the_committed_runs_are_configs_of_today_and_still_tabulate(folder: str,
         saved = json.loads((run / "config.json").read_text())
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()}
         config = config_type(**{**values, "out": Path(saved["out"])})
-        assert config_json(config) == saved
+        assert config_json(config) == {**saved, "budget_clock": "cpu"}  # the clock these runs' budgets used
     table = summary_table(runs).splitlines()
     assert len(table) == 2 + len({json.loads((run / "config.json").read_text())["estimator"] for run in runs})

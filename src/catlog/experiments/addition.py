@@ -1,20 +1,10 @@
-"""MNIST addition of D digits (paper section 6.4, figure 4).
+"""``catlog addition``: MNIST addition of D digits (paper section 6.4, figure 4).
 
-A sequence of ``D`` MNIST images is labelled only with the sum of its digits.
-A classifier maps every image to logits over the digits ``0..9``; the digits
-``X_d`` are sampled from them, and the only supervision is whether the sampled
-digits add up to the label:
-
-    f(x) = 1[sum_d x_d = y],        loss = -log(E_{X ~ p_theta}[f(X)] + 1e-8),
-
-with ``E[f]`` replaced by the value a ``catlog`` estimator returns, so that
-``theta`` receives the estimator's gradient of ``E[f]`` divided by the estimate.
-
-The task itself (data, classifier, ``f``, loss) is :mod:`catlog.experiments.addition_model`.
-Subcommands: ``catlog addition`` trains one run (log, checkpoints, ``--resume``);
-``catlog addition-plot RUN_DIR...`` draws figure 4 from finished runs
-(:mod:`catlog.experiments.addition_plot`); ``catlog addition-variance`` measures the
-estimators' variance at fixed parameters (:mod:`catlog.experiments.addition_variance`).
+Each sequence of ``D`` images is labelled only with the sum of its digits; digits ``X_d`` are
+sampled from the classifier's logits and trained on ``loss = -log(E[f] + 1e-8)``,
+``f(x) = 1[sum_d x_d = y]``, with ``E[f]`` the estimator's value (so ``theta`` receives the
+estimator's gradient divided by the estimate). Model, data and loss:
+:mod:`~catlog.experiments.addition_model`; loop: :mod:`~catlog.experiments.training`.
 """
 
 from __future__ import annotations
@@ -27,7 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from catlog.experiments import common, data, distributed, estimators, run_folder, training
+import catlog
+from catlog.experiments import common, data, distributed, estimators, training
 from catlog.experiments.addition_model import (
     DEFAULT_SAMPLES,
     DigitSequences,
@@ -39,9 +30,6 @@ from catlog.experiments.addition_model import (
 )
 from catlog.experiments.options import Command, check_at_least, config_json, option
 
-# Settings a resumed run may change; any other difference from the saved config is refused.
-MAY_CHANGE: tuple[str, ...] = (*training.MAY_CHANGE, "early_logs")
-
 
 @dataclass(frozen=True, kw_only=True)
 class AdditionConfig(training.TrainingOptions, data.DataOptions):
@@ -50,6 +38,7 @@ class AdditionConfig(training.TrainingOptions, data.DataOptions):
     digits: int = option(4, "digits per sequence, D", minimum=1, flags=("-D",))
     estimator: str = option("indecater", "gradient estimator (names below)", choices=estimators.NAMES, metavar="NAME")
     samples: int = option(DEFAULT_SAMPLES, "N (K = 10 categories per digit)", minimum=1)
+    epochs: int | None = training.epochs_option(1)
     batch_size: int = option(10, "sequences per step", minimum=1)
     early_logs: int = option(8, "log-spaced evaluations within the first epoch", minimum=0)
     train_limit: int | None = option(None, "use only the first N MNIST train images", minimum=1, default_text="all")
@@ -57,41 +46,26 @@ class AdditionConfig(training.TrainingOptions, data.DataOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.estimator.startswith("rloo"):
-            check_at_least("--samples", self.samples, 2)
+        check_at_least("--samples", self.samples, estimators.parse(self.estimator)[0].min_size)
 
 
-def train_step(
+def batch_loss(
     model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    estimator: Any,
+    estimator: catlog.Estimator,
     images: torch.Tensor,
     sums: torch.Tensor,
     generator: torch.Generator | None = None,
-    weight: float = 1.0,
-) -> torch.Tensor:
-    """One optimiser step on ``weight * mean_b -log(estimate_b + 1e-8)``; returns the detached estimates ``[B]``.
-
-    Args:
-        images: ``[B, D, 28, 28]``, classified once each: logits ``[B, D, 10]``.
-        sums: ``[B]`` labels.
-        weight: this rank's :attr:`catlog.experiments.distributed.Batch.weight` (1 single-process).
-    """
-    optimizer.zero_grad(set_to_none=True)
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``mean_b -log(estimate_b + 1e-8)`` (with autograd) and the estimates ``[B]`` of ``E[f]`` of the
+    sequences ``images: [B, D, 28, 28]`` (classified once each) labelled ``sums: [B]``."""
     estimate: torch.Tensor = estimator(sum_indicator(sums), model(images), generator=generator)
-    torch.autograd.backward(addition_loss(estimate) * weight)
-    optimizer.step()
-    return estimate.detach()
+    return addition_loss(estimate), estimate
 
 
 def estimate_statistics(estimates: torch.Tensor) -> dict[str, float]:
-    """Training statistics of the estimates ``[G]`` of ``E[f]`` of ``G`` sequences.
-
-    ``train_loss``: mean of ``-log(estimate + 1e-8)``; ``train_estimate``: mean
-    estimate; ``train_zero_estimates``: fraction of estimates exactly 0 (the loss is then
-    ``-log 1e-8``; for RLOO/REINFORCE no sample hit the sum and the gradient is zero; for
-    IndeCateR no sample nor perturbed row hit it, and its gradient is zero too).
-    """
+    """``train_loss`` (mean ``-log(estimate + 1e-8)``), ``train_estimate`` (mean) and ``train_zero_estimates``
+    (the fraction exactly 0: no sample, nor perturbed row, hit the sum; the gradient is zero) of the
+    estimates ``[G]`` of ``E[f]``."""
     return {
         "train_loss": float(addition_loss(estimates)),
         "train_estimate": float(estimates.mean()),
@@ -101,11 +75,8 @@ def estimate_statistics(estimates: torch.Tensor) -> dict[str, float]:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, test: DigitSequences, chunk: int = 2000) -> dict[str, float]:
-    """Test accuracies from one classifier pass over every test image.
-
-    Returns ``test_sum_accuracy`` (sum of the argmax digits equals the label, over
-    the test sequences) and ``test_digit_accuracy`` (argmax equals the digit, over the images).
-    """
+    """``test_sum_accuracy`` (the argmax digits add up to the label) and ``test_digit_accuracy`` from one
+    classifier pass over the test images."""
     model.eval()
     predicted = torch.cat([model(part).argmax(dim=-1) for part in torch.split(test.images, chunk)])
     model.train()
@@ -133,65 +104,49 @@ class AdditionTask:
         self.train_data, self.test_data = train_data, test_data
         self.model = LeNet()
         self.estimator = make_estimator(config.estimator, config.digits, config.samples)
-        self.num_examples = len(train_data)
+        self.num_examples, self.batch_size = len(train_data), config.batch_size
 
     def loss(self, indices: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
         """``mean_b -log(estimate_b + 1e-8)`` over the sequences ``indices``."""
-        images, sums = self.train_data.batch(indices)
-        estimate = self.estimator(sum_indicator(sums), self.model(images), generator=generator)
-        return addition_loss(estimate), estimate_statistics(estimate.detach())
+        loss, estimate = batch_loss(self.model, self.estimator, *self.train_data.batch(indices), generator)
+        return loss, estimate_statistics(estimate.detach())
 
     def start_epoch(self, epoch: int) -> None:
         """Nothing changes between epochs."""
 
     def log_due(self, iteration: int, steps_per_epoch: int) -> bool:
         """At the :func:`log_iterations` of the first epoch and at the end of every epoch."""
-        return iteration % steps_per_epoch == 0 or iteration in log_iterations(steps_per_epoch, self.config.early_logs)
+        return (
+            0 < iteration
+            and iteration % steps_per_epoch == 0
+            or iteration in log_iterations(steps_per_epoch, self.config.early_logs)
+        )
 
     def evaluate(self, iteration: int, final: bool, generator: torch.Generator) -> dict[str, Any]:
         """The test accuracies (:func:`evaluate`)."""
         return evaluate(self.model, self.test_data)
 
 
-def train(
-    config: AdditionConfig,
-    train_data: DigitSequences,
-    test_data: DigitSequences,
-    out: Path,
-    ctx: distributed.DistributedContext | None = None,
-) -> list[dict[str, Any]]:
-    """Train the classifier on the sums (:func:`catlog.experiments.training.train`); writes ``log.csv``,
-    ``checkpoint.pt`` and, at the end, ``log.json`` into ``out``.
-
-    Returns:
-        The log rows: ``iteration``, ``epoch`` (fractional), ``train_wall_s`` and ``train_cpu_s``
-        (cumulative, training steps only, evaluation excluded), the :func:`estimate_statistics`
-        of the sequences trained on since the previous row, ``gradient_spread``,
-        ``test_sum_accuracy`` and ``test_digit_accuracy``.
-    """
-    ctx = distributed.DistributedContext(device=torch.device(config.device)) if ctx is None else ctx
-    _, state = training.train(config, lambda: AdditionTask(config, train_data, test_data), out, ctx)
-    history = list(state.log)
-    if ctx.is_main:
-        common.write_json(out / "log.json", {"config": config_json(config), "history": history})
-    return history
+def summarise(trainer: training.Trainer, state: training.TrainState) -> dict[str, Any]:
+    """Write ``log.json`` (the config and the log rows); the summary is the config and the last row (printed)."""
+    summary = {**config_json(trainer.config), **state.log[-1]}
+    common.write_json(trainer.out / "log.json", {"config": config_json(trainer.config), "history": list(state.log)})
+    print(json.dumps({"out": str(trainer.out), **state.log[-1]}, indent=2))
+    return summary
 
 
 def run(config: AdditionConfig) -> int:
     """The ``catlog addition`` command (also under ``torchrun``: see docs/scaling.md)."""
-    with distributed.process_group(config.device) as ctx:
-        common.apply_threads(config.threads)
-        data.check_dataset("mnist", config.data_dir)
-        with run_folder.open_on_main(config, f"addition-d{config.digits}-{config.estimator}", ctx, MAY_CHANGE) as out:
-            dtype, device = config.torch_dtype, ctx.device
-            train_data, test_data = load_mnist_sequences(
-                config.digits, config.seed, config.data_dir, config.train_limit, config.test_limit
-            )
-            history = train(config, train_data.to(device, dtype), test_data.to(device, dtype), out, ctx)
-            if ctx.is_main:
-                common.write_json(out / "summary.json", {**config_json(config), **history[-1]})
-                print(json.dumps({"out": str(out), **history[-1]}, indent=2))
-    return 0
+    data.check_dataset("mnist", config.data_dir)
+
+    def make_task(ctx: distributed.DistributedContext, out: Path) -> AdditionTask:
+        train_data, test_data = load_mnist_sequences(
+            config.digits, config.seed, config.data_dir, config.train_limit, config.test_limit
+        )
+        dtype, device = config.torch_dtype, ctx.device
+        return AdditionTask(config, train_data.to(device, dtype), test_data.to(device, dtype))
+
+    return training.run(config, f"addition-d{config.digits}-{config.estimator}", make_task, summarise)
 
 
 COMMAND = Command(

@@ -57,22 +57,10 @@ class DigitSequences:
 def digit_sequences(
     images: torch.Tensor, labels: torch.Tensor, digits: int, generator: torch.Generator | None = None
 ) -> DigitSequences:
-    """Shuffle the images and cut them into sequences of ``digits`` images labelled by their sum.
-
-    Every image is used. When ``N`` is not a multiple of ``D``, the last
-    sequence is completed with the first ``D - N mod D`` images of the same
-    shuffled order, so that all sequences have ``D`` digits and those few
-    images appear in two sequences (e.g. 8 of the 10000 test images for D = 12).
-
-    Args:
-        images: ``[N, 28, 28]`` float images.
-        labels: ``[N]`` int64 digit labels.
-        digits: ``D >= 1``, the sequence length.
-        generator: the random source of the shuffle.
-
-    Returns:
-        :class:`DigitSequences` with ``ceil(N / D)`` sequences.
-    """
+    """Shuffle ``images: [N, 28, 28]`` (digit ``labels: LongTensor[N]``) with ``generator`` and cut them
+    into ``ceil(N / D)`` sequences of ``D = digits`` images labelled by their sum; every image is used,
+    and when ``D`` does not divide ``N`` the last sequence is completed with the first images of the
+    same order (e.g. 8 of the 10000 test images appear twice for D = 12)."""
     if digits < 1:
         raise ValueError(f"digits: expected a positive integer, got {digits}")
     if images.ndim != 3 or labels.shape != images.shape[:1]:

@@ -1,9 +1,5 @@
-"""The ``catlog`` command: checks that the ``experiments`` extra is installed, then runs a subcommand.
-
-The library (``import catlog``) needs only torch; the command-line tool, the data
-loaders and the experiments need ``pip install 'catlog[experiments]'``. Without the
-extra, ``catlog`` says so in one line and exits with status 1.
-"""
+"""The ``catlog`` command: says in one line (exit status 1) when the ``experiments`` extra is missing,
+else runs a subcommand."""
 
 from __future__ import annotations
 

@@ -1,13 +1,10 @@
 """Every ``catlog`` subcommand, one parser built one way.
 
-Each command module lists its :class:`~catlog.experiments.options.Command` in ``COMMANDS``.
-For each, :func:`build_parser` adds a subparser whose options are the fields of the
-command's config class (:func:`~catlog.experiments.options.add_arguments`), and whose
-``--help`` shows every option's help and default once, and the estimator vocabulary;
-:func:`run_command_line` parses, builds the typed config (an
-:class:`~catlog.experiments.options.OptionError` becomes a one-line usage error of that
-command, exit status 2) and runs it (a data, run-folder or file-system error becomes one
-line on standard error, exit status 1).
+:func:`build_parser` adds a subparser per :class:`~catlog.experiments.options.Command` of
+:data:`COMMANDS`, its options the fields of the command's config; :func:`run_command_line`
+parses, builds the config (an :class:`~catlog.experiments.options.OptionError` becomes a
+one-line usage error, exit status 2) and runs it (a data, run-folder or file-system error
+becomes one line on standard error, exit status 1).
 """
 
 from __future__ import annotations

@@ -86,14 +86,21 @@ def write_json(path: Path, obj: Any) -> Path:
 
 
 def write_csv(path: Path, rows: Sequence[Mapping[str, Any]], fieldnames: Sequence[str] | None = None) -> Path:
-    """Write ``rows`` (dicts sharing keys) as CSV with a header to ``path`` atomically."""
+    """Write ``rows`` (dicts) as CSV with a header to ``path`` atomically; the columns are ``fieldnames``
+    or every key of the rows in order of appearance, a row's missing keys empty cells."""
     if fieldnames is None:
-        fieldnames = list(rows[0]) if rows else []
+        fieldnames = list(dict.fromkeys(key for row in rows for key in row))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(fieldnames), lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     return write_text(path, buffer.getvalue())
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    """The rows of the CSV file ``path`` (with a header), as dicts of strings."""
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
 
 
 def markdown_table(columns: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
@@ -124,16 +131,9 @@ def progress(iterable: Iterable[Any] | None = None, **kwargs: Any) -> Any:
 
 @dataclass
 class Clock:
-    """Cumulative time of the code run through :meth:`timed`: wall seconds and process CPU seconds.
-
-    On a shared machine wall time depends on the load and CPU time does not (it counts
-    every thread of this process); experiments record both. With a CUDA ``device`` the
-    device is synchronised before each clock reading, so that queued kernels are counted.
-
-    Attributes:
-        wall_s, cpu_s: totals so far.
-        last_wall_s, last_cpu_s: the time of the latest call.
-    """
+    """Cumulative wall and process CPU seconds (``wall_s``, ``cpu_s``; ``last_*``: the latest call) of the
+    code run through :meth:`timed`. CPU time does not depend on a shared machine's load; with a CUDA
+    ``device`` the device is synchronised before each reading, so that queued kernels count."""
 
     device: torch.device | None = None
     wall_s: float = 0.0

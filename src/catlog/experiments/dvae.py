@@ -1,21 +1,14 @@
 """``catlog dvae``: train the discrete VAE of the paper's figure 3 with one estimator.
 
-Protocol (the paper's section 6.3, as in docs/results.md section 3): Adam lr 1e-4, batch 100; MNIST and Omniglot
-binarised at 0.5, Fashion-MNIST grey levels as targets; validation = the first 1000
-test images, test = the next 9000. Every ``--log-every`` iterations the log gets the
-running train negative ELBO (mean of the training losses since the last row), the
-validation negative ELBO (``--eval-samples`` latent samples per image) and the
-training time so far (wall and process CPU, evaluation excluded); every
-``--variance-every`` iterations the estimator variance (per gradient entry:
-:func:`catlog.experiments.problems.variance_per_entry`) of ``--variance-repeats``
-encoder-gradient estimates (:mod:`catlog.experiments.problems.dvae`) on a fixed batch (the first
-``--batch-size`` training images) at the current parameters. Every row also has
-``gradient_spread``, the authors' "gradient variance"
-(:func:`~catlog.experiments.training.gradient_spread`), so that curves can be compared
-with the paper's. Relaxed estimators anneal their temperature per epoch. The loop, its
-checkpoint and ``--resume`` are :mod:`catlog.experiments.training`'s.
-
-Outputs in the run folder: ``config.json``, ``log.csv``, ``summary.json``, ``checkpoint.pt``.
+The paper's section 6.3 protocol (docs/results.md section 3): Adam at 1e-4, batches of 100; MNIST
+and Omniglot binarised at 0.5, Fashion-MNIST grey levels as targets; validation the first 1000
+test images, test the next 9000. Each ``--log-every`` iterations a row of ``log.csv`` gets the
+running train negative ELBO, the validation one (``--eval-samples`` latent samples per image) and,
+every ``--variance-every``, the estimator variance per gradient entry
+(:func:`~catlog.experiments.problems.variance_per_entry`) of ``--variance-repeats`` encoder
+gradients on the first ``--batch-size`` training images. Relaxed estimators anneal their
+temperature per epoch. Loop, ``checkpoint.pt`` and ``--resume``: :mod:`~catlog.experiments.training`;
+``summary.json`` at the end.
 """
 
 from __future__ import annotations
@@ -29,7 +22,7 @@ from typing import Any, ClassVar
 import torch
 
 import catlog
-from catlog.experiments import common, data, distributed, estimators, run_folder, training
+from catlog.experiments import data, estimators, training
 from catlog.experiments.dvae_model import (
     DATASETS,
     TEST_SIZE,
@@ -45,8 +38,6 @@ from catlog.experiments.problems.dvae import problem as dvae_problem
 # The paper's five, DisARM (the binary VAE's standard unbiased baseline), then the rest of the vocabulary.
 ESTIMATORS: tuple[str, ...] = ("indecater", "rloo-s", "rloo-f", "gs-st-s", "gs-st-f", "disarm-s", "reinforce-s")
 DEFAULT_SAMPLES = 2
-# Settings a resumed run may change; any other difference from the saved config is refused.
-MAY_CHANGE: tuple[str, ...] = (*training.MAY_CHANGE, "cache_dir")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,13 +50,7 @@ class DvaeConfig(training.TrainingOptions, data.DataOptions):
     samples: int = option(DEFAULT_SAMPLES, "N (-f estimators take D*K*N samples)", minimum=1)
     latents: int = option(200, "latent variables D", minimum=1)
     categories: int = option(2, "categories K of each latent (2: Bernoulli)", minimum=2)
-    epochs: int | None = option(
-        None,
-        "passes over the training images",
-        minimum=1,
-        group=training.LENGTH,
-        default_text="10 without --time-budget",
-    )
+    epochs: int | None = training.epochs_option(default_epochs)
     lr: float = option(1e-4, "Adam learning rate", above=0)
     batch_size: int = option(100, "images per step", minimum=1)
     chunk_size: int | None = option(
@@ -92,8 +77,7 @@ class DvaeConfig(training.TrainingOptions, data.DataOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.estimator.startswith("rloo"):
-            check_at_least("--samples", self.samples, 2)
+        check_at_least("--samples", self.samples, estimators.parse(self.estimator)[0].min_size)
         check_multiple("--variance-every", self.variance_every, "--log-every", self.log_every)
         estimator = make_estimator(self.estimator, self.latents, self.categories, self.samples, self.chunk_size)
         check_applies("--estimator", self.estimator, estimator, self.latents, self.categories)
@@ -111,16 +95,27 @@ def make_estimator(
 
 class DvaeTask:
     """The discrete VAE as a :class:`~catlog.experiments.training.Task`: loss, temperature schedule,
-    log rows (validation -ELBO, estimator variance, temperature)."""
+    log rows (validation -ELBO, estimator variance, temperature).
 
-    def __init__(self, config: DvaeConfig, splits: dict[str, torch.Tensor]) -> None:
+    Args:
+        config: the run's settings.
+        device: where the images are loaded to (the splits of :func:`load_split`, cut to the limits).
+    """
+
+    def __init__(self, config: DvaeConfig, device: torch.device) -> None:
+        self.started = time.perf_counter()
         self.config = config
-        self.splits = splits
+        splits = load_split(config.dataset, config.data_dir, device, config.torch_dtype, config.cache_dir)
+        self.splits = {
+            "train": splits["train"][: config.train_limit],
+            "val": splits["val"][: config.eval_limit],
+            "test": splits["test"][: config.eval_limit],
+        }
         self.model = DiscreteVAE(config.latents, config.categories)
         self.estimator = make_estimator(
             config.estimator, config.latents, config.categories, config.samples, config.chunk_size
         )
-        self.num_examples = splits["train"].shape[0]
+        self.num_examples, self.batch_size = self.splits["train"].shape[0], config.batch_size
 
     def loss(self, indices: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
         """The batch mean of :func:`~catlog.experiments.dvae_model.negative_elbo`; logged as ``train_neg_elbo``."""
@@ -133,8 +128,8 @@ class DvaeTask:
             self.estimator.temperature = min(1.0, max(0.1, math.exp(-0.01 * epoch)))
 
     def log_due(self, iteration: int, steps_per_epoch: int) -> bool:
-        """Every ``--log-every`` iterations."""
-        return iteration % self.config.log_every == 0
+        """Every ``--log-every`` iterations (none before training)."""
+        return 0 < iteration and iteration % self.config.log_every == 0
 
     def evaluate(self, iteration: int, final: bool, generator: torch.Generator) -> dict[str, Any]:
         """``val_neg_elbo``; ``variance`` every ``--variance-every`` iterations and at the end; ``temperature``."""
@@ -151,8 +146,8 @@ class DvaeTask:
         return row
 
 
-def summarise(trainer: training.Trainer, state: training.TrainState, session_wall_s: float) -> dict[str, Any]:
-    """The summary of a finished run: final log values and train/test negative ELBO."""
+def summarise(trainer: training.Trainer, state: training.TrainState) -> dict[str, Any]:
+    """The summary of a finished run: final log values and train/test negative ELBO (printed)."""
     task = trainer.task
     assert isinstance(task, DvaeTask)
     config, splits, log = task.config, task.splits, state.log
@@ -160,7 +155,7 @@ def summarise(trainer: training.Trainer, state: training.TrainState, session_wal
     def whole_negative_elbo(images: torch.Tensor) -> float:
         return evaluate_negative_elbo(task.model, images, config.eval_samples, trainer.generators["eval"])
 
-    return {
+    summary = {
         "dataset": config.dataset,
         "estimator": config.estimator,
         "seed": config.seed,
@@ -175,37 +170,18 @@ def summarise(trainer: training.Trainer, state: training.TrainState, session_wal
         "eval_samples": config.eval_samples,
         "train_neg_elbo": whole_negative_elbo(splits["train"][:TEST_SIZE][: config.eval_limit]),
         "test_neg_elbo": whole_negative_elbo(splits["test"]),
-        "session_wall_s": session_wall_s,
+        "session_wall_s": time.perf_counter() - task.started,
     }
-
-
-def train(config: DvaeConfig, out: Path, ctx: distributed.DistributedContext) -> dict[str, Any]:
-    """Train as ``config`` says, writing into ``out`` (rank 0); returns the summary (empty on other ranks)."""
-    started = time.perf_counter()
-    splits = load_split(config.dataset, config.data_dir, ctx.device, config.torch_dtype, config.cache_dir)
-    splits = {
-        "train": splits["train"][: config.train_limit],
-        "val": splits["val"][: config.eval_limit],
-        "test": splits["test"][: config.eval_limit],
-    }
-    trainer, state = training.train(config, lambda: DvaeTask(config, splits), out, ctx)
-    if not ctx.is_main:
-        return {}
-    summary = summarise(trainer, state, time.perf_counter() - started)
-    common.write_json(out / "summary.json", summary)
-    print(f"test -ELBO {summary['test_neg_elbo']:.2f}, train -ELBO {summary['train_neg_elbo']:.2f}; results in {out}")
+    elbos = f"test -ELBO {summary['test_neg_elbo']:.2f}, train -ELBO {summary['train_neg_elbo']:.2f}"
+    print(f"{elbos}; results in {trainer.out}")
     return summary
 
 
 def run(config: DvaeConfig) -> int:
-    """The ``catlog dvae`` command (also under ``torchrun``): checks the data, opens the run folder, trains."""
-    with distributed.process_group(config.device) as ctx:
-        common.apply_threads(config.threads)
-        data.check_dataset(config.dataset, config.data_dir)
-        experiment = f"dvae-{config.dataset}-{config.estimator}"
-        with run_folder.open_on_main(config, experiment, ctx, MAY_CHANGE) as out:
-            train(config, out, ctx)
-    return 0
+    """The ``catlog dvae`` command (also under ``torchrun``): checks the data, then trains."""
+    data.check_dataset(config.dataset, config.data_dir)
+    make_task = lambda ctx, out: DvaeTask(config, ctx.device)  # noqa: E731
+    return training.run(config, f"dvae-{config.dataset}-{config.estimator}", make_task, summarise)
 
 
 COMMAND = Command(

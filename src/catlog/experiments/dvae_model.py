@@ -1,11 +1,4 @@
-"""The discrete VAE of the paper's section 6.3: data splits, model, loss, one training step, evaluation.
-
-Benchmarks time one training step with :func:`train_step` on a :class:`DiscreteVAE`::
-
-    model = DiscreteVAE()                                   # D = 200 latents, K = 2
-    optimizer = keras.KerasAdam(model.parameters(), lr=1e-4)     # catlog.experiments.keras
-    train_step(model, optimizer, catlog.IndeCateR(2), images)   # images: [100, 784] in [0, 1]
-"""
+"""The discrete VAE of the paper's section 6.3: data splits, model, loss, one training step, evaluation."""
 
 from __future__ import annotations
 
@@ -19,7 +12,7 @@ from torch import nn
 
 import catlog
 from catlog._binary import log_softmax
-from catlog.experiments import data, distributed
+from catlog.experiments import data
 from catlog.experiments.keras import glorot_uniform_
 
 IMAGE_DIM = 784
@@ -32,19 +25,12 @@ PROJECT_FROM_SAMPLES = 8
 
 
 class DiscreteVAE(nn.Module):
-    """Encoder 784-384-256-D(K-1), ``D`` categorical latents with ``K`` categories, decoder D(K-1)-256-384-784.
+    """Encoder 784-384-256-D(K-1), ``D = num_latents`` latents of ``K = num_categories >= 2`` categories,
+    decoder D(K-1)-256-384-784; ReLU between layers, Keras' initialisation (:func:`.keras.glorot_uniform_`).
 
-    Both networks use ReLU between layers; layers start as Keras' ``Dense`` (Glorot-uniform
-    kernels, zero biases: :func:`~catlog.experiments.keras.glorot_uniform_`). The encoder's last
-    layer gives the logits of
-    categories ``1..K-1`` of each latent, category 0 has logit 0 (for ``K = 2``: one
-    Bernoulli logit per latent, the paper's 784-384-256-200). The decoder reads a latent
-    ``x`` as ``onehot(x)[..., 1:]`` flattened (for ``K = 2``: ``x`` itself), and gives
-    Bernoulli logits of the 784 pixels.
-
-    Args:
-        num_latents: ``D``.
-        num_categories: ``K >= 2``.
+    The encoder gives the logits of categories ``1..K-1`` of each latent, category 0 has logit 0
+    (``K = 2``: one Bernoulli logit per latent, the paper's 784-384-256-200); the decoder reads
+    ``onehot(x)[..., 1:]`` flattened (``x`` itself for ``K = 2``) and gives the pixels' Bernoulli logits.
     """
 
     def __init__(self, num_latents: int = 200, num_categories: int = 2) -> None:
@@ -148,20 +134,11 @@ def train_step(
     estimator: catlog.Estimator,
     images: torch.Tensor,
     generator: torch.Generator | None = None,
-    weight: float = 1.0,
-    ctx: distributed.DistributedContext | None = None,
 ) -> float:
-    """One optimiser step on the batch mean of :func:`negative_elbo`; returns that mean (before the step).
-
-    Data-parallel under ``ctx``: the loss is scaled by this rank's ``weight``
-    (:attr:`catlog.experiments.distributed.Batch.weight`) and the gradients are
-    averaged over ranks before the step.
-    """
+    """One optimiser step on the batch mean of :func:`negative_elbo`; returns that mean (before the step)."""
     optimizer.zero_grad(set_to_none=True)
     loss = negative_elbo(model, estimator, images, generator).mean()
-    torch.autograd.backward(loss * weight)
-    if ctx is not None:
-        distributed.average_gradients(model.parameters(), ctx)
+    torch.autograd.backward(loss)
     optimizer.step()
     return float(loss.detach())
 

@@ -44,7 +44,6 @@ LANGUAGES: dict[str, Callable[[], DFA]] = {
     "mod3": lambda: multiples_of(3),
 }
 TARGET_DIGITS = 3
-PROBLEM = "problem"
 # The held-out targets are every n-th of one fixed shuffle, the same for every --seed.
 HELDOUT_SEED = 0
 
@@ -56,13 +55,11 @@ Verifier = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 class GenerateConfig(policy_training.PolicyTrainingConfig):
     """Settings of ``catlog generate``: the task, the sequence length, the targets, and training."""
 
-    task: str = option("arithmetic", "what the verifier checks", choices=TASKS, group=PROBLEM)
-    length: int = option(5, "tokens per sequence D", minimum=1, group=PROBLEM)
-    targets: int = option(50, "arithmetic: the targets 0 .. TARGETS - 1", minimum=2, group=PROBLEM, metavar="TARGETS")
-    heldout_every: int = option(
-        5, "arithmetic: every n-th target (of a fixed shuffle) is held out", minimum=2, group=PROBLEM
-    )
-    language: str = option("abac", "dfa: the regular language", choices=tuple(LANGUAGES), group=PROBLEM)
+    task: str = option("arithmetic", "what the verifier checks", choices=TASKS)
+    length: int = option(5, "tokens per sequence D", minimum=1)
+    targets: int = option(50, "arithmetic: the targets 0 .. TARGETS - 1", minimum=2, metavar="TARGETS")
+    heldout_every: int = option(5, "arithmetic: every n-th target (of a fixed shuffle) is held out", minimum=2)
+    language: str = option("abac", "dfa: the regular language", choices=tuple(LANGUAGES))
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -81,16 +78,10 @@ def digit_features(targets: torch.Tensor) -> torch.Tensor:
 
 
 class GenerationTask:
-    """Sequences of ``D`` tokens for a batch of targets, scored by a verifier.
-
-    Args:
-        verify: the reward of tokens ``[M, B, D]`` for targets ``[B]``: ``[M, B]``.
-        accept: whether the verifier accepts sequences whole: ``BoolTensor[M, B]``.
-        splits: the targets of each split (``"train"`` is trained on; others are only measured).
-        features: the context of targets, ``[B] -> [B, C]``.
-        length, num_tokens: ``D`` and ``K``.
-        dtype: floating dtype of the policy and the rewards.
-    """
+    """Sequences of ``D = length`` tokens of ``K = num_tokens`` for the targets of each of ``splits``
+    (``"train"`` is trained on, the others only measured): ``verify`` gives the reward ``[M, B]`` of
+    tokens ``[M, B, D]`` for targets ``[B]``, ``accept`` whether it accepts them whole, ``features``
+    the context ``[B, C]`` of targets ``[B]``; rewards in ``dtype``."""
 
     def __init__(
         self,
@@ -160,15 +151,10 @@ def make_task(config: GenerateConfig) -> GenerationTask:
     )
 
 
-def run(config: GenerateConfig) -> int:
-    """Train one generator (see the module docstring)."""
-    return policy_training.run(config, "generate", make_task)
-
-
 COMMAND = Command(
     "generate",
     help="train a sequence model against a verifiable reward (arithmetic, regular languages)",
     description=__doc__ or "",
     config=GenerateConfig,
-    run=run,
+    run=lambda config: policy_training.run(config, "generate", make_task),
 )

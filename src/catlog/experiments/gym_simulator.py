@@ -1,17 +1,11 @@
-"""Deterministic gymnasium environments as batched tensor simulators.
+"""Deterministic tabular gymnasium environments as batched tensor simulators.
 
-A tabular gymnasium environment lists its dynamics in ``env.unwrapped.P``:
-``P[s][a] = [(probability, next_state, reward, terminated)]``. When every list holds
-one transition of probability 1 (FrozenLake with ``is_slippery=False``,
-CliffWalking, Taxi), the dynamics are three tables ``next[S, A]``, ``reward[S, A]``,
-``terminal[S, A]``, and a batch of action sequences is rolled out with one gather per
-time step, whatever the number of sequences: this is what lets SCateR's
-``N * D * K`` completions run as tensor operations.
-
-After a terminating transition the episode is over: the simulator keeps the state and
-gives reward 0 (gymnasium's ``step`` is undefined there). The objective of planning is
-the episode return ``sum_t r_t`` over the horizon, with the environment's own
-penalties (CliffWalking's -100 for the cliff, Taxi's -10 for an illegal action).
+When every entry of ``env.unwrapped.P[s][a] = [(probability, next, reward, terminated)]`` is one
+certain transition (FrozenLake with ``is_slippery=False``, CliffWalking, Taxi), the dynamics are
+tables ``next[S, A]``, ``reward[S, A]``, ``terminal[S, A]``, and any batch of action sequences
+rolls out with one gather per time step (SCateR's ``N * D * K`` completions included). After a
+terminating transition the state stays and rewards are 0; the planning objective is the return
+``sum_t r_t`` over the horizon, with the environment's own penalties.
 """
 
 from __future__ import annotations
@@ -32,15 +26,8 @@ FROZEN_LAKE_MAPS: tuple[str, ...] = ("4x4", "8x8")
 
 
 def make_env(env_id: str, map_name: str = "4x4") -> Any:
-    """The gymnasium environment ``env_id`` (one of :data:`ENVIRONMENTS`), deterministic.
-
-    Args:
-        env_id: e.g. ``"FrozenLake-v1"``.
-        map_name: FrozenLake's map, ``"4x4"`` or ``"8x8"``; ignored by the others.
-
-    Raises:
-        ValueError: an unknown environment or map, or gymnasium is not installed.
-    """
+    """The deterministic gymnasium environment ``env_id`` of :data:`ENVIRONMENTS` (FrozenLake on the map
+    ``map_name``); a ``ValueError`` for an unknown environment or map, or without gymnasium."""
     try:
         import gymnasium
     except ImportError as error:
@@ -95,11 +82,7 @@ class TabularSimulator:
 
     @classmethod
     def from_env(cls, env: Any, dtype: torch.dtype = torch.float32) -> TabularSimulator:
-        """The simulator of a gymnasium environment with a deterministic transition table ``env.unwrapped.P``.
-
-        Raises:
-            ValueError: a state-action pair has more than one possible transition.
-        """
+        """The simulator of ``env``; a ``ValueError`` if a state-action pair has several transitions."""
         table = env.unwrapped.P
         num_states, num_actions = len(table), len(table[0])
         entries = [table[s][a] for s in range(num_states) for a in range(num_actions)]
@@ -132,10 +115,6 @@ class TabularSimulator:
     def num_actions(self) -> int:
         """``A``."""
         return int(self.next_state.shape[1])
-
-    def to(self, device: torch.device | str) -> TabularSimulator:
-        """The same simulator with its tables on ``device``."""
-        return TabularSimulator(*(getattr(self, name).to(device) for name in self.__dataclass_fields__))
 
     def rollout(self, start: torch.Tensor, actions: torch.Tensor) -> Rollout:
         """Roll out ``actions: LongTensor[*S, D]`` from ``start: LongTensor[*S]`` (broadcast against ``*S``).
@@ -187,7 +166,3 @@ class TabularSimulator:
     def states(self, start: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """``s_0 .. s_D``: ``LongTensor[*S, D + 1]`` for ``actions: LongTensor[*S, D]`` from ``start``."""
         return self.rollout(start, actions).states
-
-    def episode_return(self, start: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """``sum_t r_t``: ``[*S]`` for ``actions: LongTensor[*S, D]`` from ``start``."""
-        return self.rollout(start, actions).rewards.sum(-1)

@@ -1,17 +1,11 @@
 """Command options declared once: each config field carries its flag's help text and bounds.
 
-A command's config is a frozen, keyword-only dataclass whose fields are made by
-:func:`option`::
-
-    @dataclass(frozen=True, kw_only=True)
-    class DemoConfig(RunOptions):
-        runs: int = option(100, "repeated estimates per estimator", minimum=2)
-
-From that one declaration :func:`add_arguments` builds the ``--runs`` option (type from the
-annotation, the default shown once in ``--help``) and :func:`validate` checks every value
-(bounds, choices, finite numbers) when the config is built, from the
-command line or from code. Checks that tie several fields together stay in the config's
-``__post_init__``. :class:`Command` binds a config class to the function that runs it.
+A command's config is a frozen, keyword-only dataclass of :func:`option` fields, e.g.
+``runs: int = option(100, "repeated estimates per estimator", minimum=2)``. From it
+:func:`add_arguments` builds ``--runs`` (type from the annotation, the default said once in
+``--help``) and :func:`validate` checks every value (bounds, choices, finite numbers) whenever
+the config is built; checks across fields go in ``__post_init__``. :class:`Command` binds a
+config class to the function that runs it.
 """
 
 from __future__ import annotations
@@ -59,8 +53,8 @@ def check_multiple(option: str, value: int, of_option: str, of: int) -> None:
 
 
 def check_applies(option: str, name: str, estimator: Any, num_variables: int, num_categories: int) -> None:
-    """Raise :class:`OptionError` for ``option`` unless the estimator ``name`` applies to ``D`` variables of
-    ``K`` categories (its :meth:`~catlog.Estimator.cost` accepts them: DisARM takes ``K = 2`` only)."""
+    """Raise :class:`OptionError` for ``option`` unless ``estimator`` (named ``name``) applies to ``D`` variables
+    of ``K`` categories (its :meth:`~catlog.Estimator.cost` accepts them)."""
     try:
         estimator.cost(num_variables, num_categories)
     except ValueError as error:
@@ -89,21 +83,11 @@ def show_size(configs: tuple[int, int] | tuple[tuple[int, int], ...]) -> str:
 
 @dataclass(frozen=True)
 class Option:
-    """How a config field appears on the command line.
-
-    Attributes:
-        help: what the option means; ``--help`` adds ``(default: ...)`` once.
-        minimum: values (each value of a tuple) must be ``>= minimum``.
-        above: values must be ``> above``.
-        choices: the allowed values.
-        flags: extra flags, e.g. ``("-D",)``.
-        parse: turns one command-line word into a value (default: the annotated type).
-        show: writes a value for ``--help`` (default: ``str``, tuples space-separated).
-        metavar: the value's name in ``--help``.
-        group: the ``--help`` section (default: the command's own options).
-        default_text: what ``--help`` says for the default instead of the value (for ``None``).
-        empty: a tuple option may be given no values (``--name`` alone: the empty tuple).
-    """
+    """How a config field appears on the command line: its ``help`` (``--help`` adds the default once),
+    bounds on each value (``>= minimum``, ``> above``), ``choices``, extra ``flags`` (``("-D",)``),
+    ``parse`` (a word to a value; default: the annotated type), ``show`` (a value for ``--help``),
+    ``metavar``, ``group`` (the ``--help`` section), ``default_text`` (said instead of the default)
+    and ``empty`` (a tuple option may take no values)."""
 
     help: str
     minimum: float | None = None
@@ -119,12 +103,8 @@ class Option:
 
 
 def option(default: Any = MISSING, help: str = "", **spec: Any) -> Any:
-    """A dataclass field that is also a command-line option ``--<name>`` (a positional argument without ``default``).
-
-    Args:
-        default: the default value (a tuple for options that take several values).
-        help, spec: the :class:`Option`: help text, bounds, choices, ...
-    """
+    """A dataclass field that is also the option ``--<name>`` (positional without ``default``); ``help``
+    and ``spec`` make its :class:`Option`."""
     return field(default=default, metadata={"option": Option(help, **spec)})
 
 
@@ -158,11 +138,8 @@ def _show(value: Any, spec: Option) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser, config_type: type[Any]) -> None:
-    """Add an argument to ``parser`` for every :func:`option` field of ``config_type``.
-
-    The type comes from the annotation (``bool`` becomes a flag, ``tuple[X, ...]`` takes one
-    or more values); the help ends with the default, said once.
-    """
+    """Add an argument to ``parser`` for every :func:`option` field of ``config_type`` (``bool``: a flag,
+    ``tuple[X, ...]``: one or more values); the help ends with the default, said once."""
     groups: dict[str, Any] = {}
     for name, hint, spec, default in declared(config_type):
         if spec.group is not None and spec.group not in groups:
@@ -200,11 +177,8 @@ def _check_value(option_flag: str, value: Any, spec: Option) -> None:
 
 
 def validate(config: Any) -> None:
-    """Check every :func:`option` field of the dataclass ``config`` against its declaration.
-
-    Raises:
-        OptionError: naming the option, what was expected and what came.
-    """
+    """Check every :func:`option` field of ``config``; an :class:`OptionError` names the option, what was
+    expected and what came."""
     for name, _, spec, default in declared(type(config)):
         value = getattr(config, name)
         if value is None and default is None:
@@ -301,15 +275,9 @@ def apply_common_options(args: argparse.Namespace) -> tuple[torch.device, torch.
 
 @dataclass(frozen=True)
 class Command:
-    """One ``catlog`` subcommand: its config class (whose fields are its options) and what runs.
-
-    Attributes:
-        name: the subcommand.
-        help: one line for ``catlog --help``.
-        description: shown verbatim by ``catlog NAME --help`` (typically the module docstring).
-        config: the config class, a dataclass of :func:`option` fields (built from the parsed options).
-        run: runs the command on its config; returns the exit status.
-    """
+    """One ``catlog`` subcommand: its ``name``, a line of ``help`` for ``catlog --help``, the
+    ``description`` of ``catlog NAME --help`` (the module docstring), its ``config`` class (whose
+    fields are its options) and ``run``, which runs a config and returns the exit status."""
 
     name: str
     help: str

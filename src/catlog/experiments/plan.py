@@ -31,27 +31,23 @@ from catlog.experiments.policies import Inputs, SequencePolicy, previous_choices
 # Default horizon per environment (and FrozenLake map): a little above the shortest successful plan.
 HORIZONS: dict[str, int] = {"FrozenLake-v1:4x4": 10, "FrozenLake-v1:8x8": 20, "CliffWalking-v1": 20, "Taxi-v4": 20}
 CONDITIONS: tuple[str, ...] = ("actions", "states")
-PROBLEM = "problem"
 
 
 @dataclass(frozen=True, kw_only=True)
 class PlanConfig(policy_training.PolicyTrainingConfig):
     """Settings of ``catlog plan``: the environment, the horizon, what the policy reads, and training."""
 
-    env: str = option("FrozenLake-v1", "gymnasium environment", choices=tuple(ENVIRONMENTS), group=PROBLEM)
-    map: str = option("4x4", "FrozenLake's map", choices=tuple(FROZEN_LAKE_MAPS), group=PROBLEM)
+    env: str = option("FrozenLake-v1", "gymnasium environment", choices=tuple(ENVIRONMENTS))
+    map: str = option("4x4", "FrozenLake's map", choices=tuple(FROZEN_LAKE_MAPS))
     horizon: int | None = option(
         None,
         "plan length D",
         minimum=1,
-        group=PROBLEM,
         default_text=", ".join(f"{key} {value}" for key, value in HORIZONS.items()),
     )
-    condition: str = option("actions", "the policy reads previous actions or states", choices=CONDITIONS, group=PROBLEM)
-    starts: int = option(1, "start states planned for at once (Taxi has 300)", minimum=1, group=PROBLEM)
-    shaping: float = option(
-        0.0, "weight of the progress towards the goal added to the return", minimum=0.0, group=PROBLEM
-    )
+    condition: str = option("actions", "the policy reads previous actions or states", choices=CONDITIONS)
+    starts: int = option(1, "start states planned for at once (Taxi has 300)", minimum=1)
+    shaping: float = option(0.0, "weight of the progress towards the goal added to the return", minimum=0.0)
 
     @property
     def plan_length(self) -> int:
@@ -61,16 +57,9 @@ class PlanConfig(policy_training.PolicyTrainingConfig):
 
 
 class PlanningTask:
-    """Plans of ``D`` actions from the start states ``[B]`` of a :class:`TabularSimulator`.
-
-    Args:
-        simulator: the environment's tensor simulator.
-        starts: ``LongTensor[B]``, one planning problem per start state (the batch).
-        horizon: ``D``.
-        condition: ``"actions"`` (open loop) or ``"states"`` (closed loop).
-        dtype: floating dtype of the policy and the returns.
-        shaping: the weight ``w`` of the progress term of the objective (see :meth:`reward`).
-    """
+    """Plans of ``D = horizon`` actions in ``simulator`` from ``starts: LongTensor[B]`` (one problem per
+    start state), the policy reading previous actions or states (``condition``), returns in ``dtype``,
+    ``shaping`` the weight ``w`` of the progress term of :meth:`reward`."""
 
     def __init__(
         self,
@@ -137,15 +126,10 @@ def make_task(config: PlanConfig) -> PlanningTask:
     return PlanningTask(simulator, starts, config.plan_length, config.condition, config.torch_dtype, config.shaping)
 
 
-def run(config: PlanConfig) -> int:
-    """Train one planning policy (see the module docstring)."""
-    return policy_training.run(config, "plan", make_task)
-
-
 COMMAND = Command(
     "plan",
     help="train a planning policy in a deterministic gymnasium environment",
     description=__doc__ or "",
     config=PlanConfig,
-    run=run,
+    run=lambda config: policy_training.run(config, "plan", make_task),
 )

@@ -1,23 +1,11 @@
 """The folder one run writes into: config first, one writer at a time, one checkpoint format.
 
-:func:`open_run` is the only way an experiment gets its folder. It
-
-1. takes an exclusive lock (``fcntl.flock`` on ``.lock``, which names the holder's PID),
-   so a second process writing the same folder stops with an error naming that PID;
-2. removes temporary files left by a process killed during an atomic write;
-3. refuses a folder that already holds results unless ``resume`` (continue from its
-   checkpoint) or ``overwrite`` (delete its results and start again) is set;
-4. on ``resume``, says plainly when there is no checkpoint to resume from or when the
-   checkpoint is of an older format (:data:`SCHEMA`), and compares the saved
-   ``config.json`` with the new config, naming every key that differs (keys in
-   ``may_change`` may differ, e.g. ``epochs``);
-5. writes ``config.json`` before anything else, and removes it again when the run fails
-   before writing any result (so that the corrected rerun does not find a used folder).
-
-Checkpoints are plain containers of tensors, numbers, strings, lists and dicts written
-with :func:`save_checkpoint` (which adds ``"schema": SCHEMA``) and read with
-``torch.load(..., weights_only=True)``. Older checkpoints, without the schema, still load
-(:func:`load_checkpoint`: their ``model`` is where it was) but cannot be resumed.
+:func:`open_run` locks the folder (``fcntl.flock`` on ``.lock``, which names the holder's PID),
+removes temporaries a killed write left, refuses a folder holding results unless ``resume`` or
+``overwrite``, checks on ``resume`` that there is a checkpoint of today's format (:data:`SCHEMA`)
+and that the saved config differs only in ``may_change`` (naming every other difference), then
+writes ``config.json``, which it removes again if the run fails before any result. Checkpoints
+are plain containers written by :func:`save_checkpoint` and read with ``weights_only=True``.
 """
 
 from __future__ import annotations
@@ -27,7 +15,7 @@ import json
 import os
 import shutil
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -53,12 +41,9 @@ class RunFolderError(RuntimeError):
 
 @dataclass
 class RunFolder:
-    """An open, locked run folder. Close it (or use it as a context manager) to release the lock.
-
-    Attributes:
-        path: the folder.
-        resumed: True when a checkpoint is there to continue from.
-    """
+    """An open, locked run folder at ``path`` (``resumed``: continuing its checkpoint); closing it (or
+    leaving it as a context manager) releases the lock, and leaving it by an exception removes
+    ``config.json`` if it is all the run wrote."""
 
     path: Path
     resumed: bool
@@ -75,26 +60,18 @@ class RunFolder:
             fcntl.flock(self._lock, fcntl.LOCK_UN)
             self._lock.close()
 
-    def discard_if_unused(self) -> None:
-        """Remove ``config.json`` when it is all the run wrote (the run failed before its first result)."""
-        if {path.name for path in _results(self.path)} <= {CONFIG}:
-            (self.path / CONFIG).unlink(missing_ok=True)
-
     def __enter__(self) -> RunFolder:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
-        if exc_type is not None:
-            self.discard_if_unused()
+        if exc_type is not None and {path.name for path in _results(self.path)} <= {CONFIG}:
+            (self.path / CONFIG).unlink(missing_ok=True)
         self.close()
 
 
 def acquire_lock(folder: Path) -> TextIO:
-    """Lock ``folder`` for this process (non-blocking) and write our PID into its ``.lock``.
-
-    Raises:
-        RunFolderError: another live process holds the lock; the message names its PID.
-    """
+    """Lock ``folder`` for this process (non-blocking) and write our PID into its ``.lock``; a
+    :class:`RunFolderError` names the PID of a live process holding it."""
     handle = open(folder / LOCK, "a+")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -110,12 +87,6 @@ def acquire_lock(folder: Path) -> TextIO:
     handle.write(f"{os.getpid()}\n")
     handle.flush()
     return handle
-
-
-def remove_stale_temporaries(folder: Path) -> None:
-    """Delete the temporary files of atomic writes (``.*.tmp``) that a killed process left in ``folder``."""
-    for stale in folder.glob(f".*{common.TEMPORARY_SUFFIX}"):
-        stale.unlink(missing_ok=True)
 
 
 def _results(folder: Path) -> list[Path]:
@@ -143,21 +114,16 @@ def open_run(
     may_change: Iterable[str] = (),
     resumable: bool = False,
 ) -> RunFolder:
-    """Create or reopen the run folder ``folder`` for a run with ``config`` (JSON-able); see the module docstring.
-
-    ``resumable`` says whether the command takes ``--resume`` (the refusal of a used folder suggests it).
-
-    Raises:
-        RunFolderError: the folder is locked, holds results and neither ``resume`` nor
-            ``overwrite`` is set, or ``resume`` finds another config or no checkpoint.
-    """
+    """Create or reopen ``folder`` for a run with ``config`` (JSON-able), or raise :class:`RunFolderError`
+    (see the module docstring); ``resumable``: the command takes ``--resume`` (the refusal suggests it)."""
     if resume and overwrite:
         raise RunFolderError("--resume, --overwrite: expected at most one of them, got both")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     lock = acquire_lock(folder)
     try:
-        remove_stale_temporaries(folder)
+        for stale in folder.glob(f".*{common.TEMPORARY_SUFFIX}"):  # left by a killed atomic write
+            stale.unlink(missing_ok=True)
         used = _results(folder)
         if resume:
             _check_resumable(folder, config, may_change)
@@ -172,8 +138,7 @@ def open_run(
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
         common.write_json(folder / CONFIG, dict(config))
     except BaseException:
-        fcntl.flock(lock, fcntl.LOCK_UN)
-        lock.close()
+        RunFolder(folder, resume, lock).close()
         raise
     return RunFolder(folder, resume, lock)
 
@@ -184,12 +149,15 @@ def _check_resumable(folder: Path, config: Mapping[str, Any], may_change: Iterab
             f"--resume: {folder} has no {CHECKPOINT} to continue from (the run stopped before its first "
             "checkpoint); run again with --overwrite to start it afresh"
         )
-    schema = load_checkpoint(folder / CHECKPOINT).get("schema", 1)
-    if schema != SCHEMA:
+    saved = load_checkpoint(folder / CHECKPOINT)
+    schema = saved.get("schema", 1)
+    former_policy = "policy" in saved  # schema 2 of plan/generate's former loop
+    if schema != SCHEMA or former_policy:
+        kind = f"schema {schema}" + (" of plan/generate's own loop" if former_policy else "")
+        loads = "" if former_policy else "its model still loads (dvae-variance, compare --dvae-checkpoint), but "
         raise RunFolderError(
-            f"--resume: {folder / CHECKPOINT} is a checkpoint of an older catlog (schema {schema}, expected "
-            f"{SCHEMA}: one training loop, Keras' Adam); its model still loads (dvae-variance, compare "
-            "--dvae-checkpoint), but training cannot continue it: start the run again with --overwrite"
+            f"--resume: {folder / CHECKPOINT} is a checkpoint of an older catlog ({kind}, expected {SCHEMA}: "
+            f"one training loop, Keras' Adam); {loads}training cannot continue it: start the run again with --overwrite"
         )
     saved = json.loads((folder / CONFIG).read_text())
     changed = config_differences(saved, config, may_change)
@@ -201,29 +169,17 @@ def _check_resumable(folder: Path, config: Mapping[str, Any], may_change: Iterab
 def open_on_main(
     config: RunOptions, experiment: str, ctx: distributed.DistributedContext, may_change: Iterable[str] = ()
 ) -> Iterator[Path]:
-    """A training command's run folder: rank 0 opens it (:func:`open_run` with ``config``'s
-    ``out``, ``overwrite`` and ``resume``, and the world size added to the saved config), every
-    rank gets its path; the lock is released on exit.
-
-    ``experiment`` names the default folder, ``results/<experiment>-<time>``.
-    """
+    """A training command's run folder (default ``results/<experiment>-<time>``): rank 0 opens it
+    (:func:`open_run`, the world size added to the saved config), every rank gets its path."""
     folder = common.default_out(config.out, experiment)
     settings = {**config_json(config), "world_size": ctx.world_size}
     resume = bool(getattr(config, "resume", False))
-    run = (
+    with (
         open_run(folder, settings, resume=resume, overwrite=config.overwrite, may_change=may_change, resumable=True)
         if ctx.is_main
-        else None
-    )
-    try:
+        else nullcontext()
+    ):
         yield distributed.broadcast_object(folder, ctx)
-    except BaseException:
-        if run is not None:
-            run.discard_if_unused()
-        raise
-    finally:
-        if run is not None:
-            run.close()
 
 
 def save_checkpoint(path: Path, state: Mapping[str, Any]) -> Path:

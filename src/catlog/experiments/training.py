@@ -1,27 +1,14 @@
-"""The one training loop of ``catlog dvae`` and ``catlog addition``: init, step, evaluation,
-checkpoint, resume and time budget, written once.
+"""The one training loop of ``catlog dvae``, ``addition``, ``plan`` and ``generate``.
 
-An experiment supplies a :class:`Task` (its model, the loss of a batch, what a log row
-evaluates); :func:`train` does the rest for both:
-
-- **init**: ``torch.manual_seed(seed)``, the task's model on the device in the config's
-  dtype with rank 0's parameters on every rank, Keras' Adam at ``--lr``, a training
-  random stream per rank (:func:`~catlog.experiments.distributed.rank_generator`) and an
-  evaluation stream seeded ``seed + 1``;
-- **step**: the batch's mean loss, scaled by the rank's weight, backward, gradients averaged
-  over ranks, optimiser step; the wall and process CPU time of steps is counted
-  (:class:`~catlog.experiments.common.Clock`), evaluation excluded;
-- **log rows** where the task says (:meth:`Task.log_due`) and when training ends: the
-  iteration, the fractional epoch, the training time so far, the means of the step
-  statistics over the examples trained on since the previous row, the authors' "gradient
-  variance" (:func:`gradient_spread`) averaged the same way, and :meth:`Task.evaluate`;
-  ``log.csv`` is rewritten at each row;
-- **length**: ``--epochs`` passes over the training examples, or until ``--time-budget``
-  seconds of training on ``--budget-clock`` (the first reached stops);
-- **checkpoint** at the end of every epoch (and when the budget stops training): model,
-  optimiser, every rank's random streams and the :class:`TrainState`, in the run folder's
-  format (:mod:`catlog.experiments.run_folder`, which refuses older ones for ``--resume``);
-  ``--resume`` continues from it bit for bit; the model of any version loads (:func:`load_model`).
+An experiment supplies a :class:`Task`; :func:`train` seeds torch, builds the task (model on the
+device, rank 0's parameters everywhere), Keras' Adam over the model's and the estimator's learned
+parameters, a training random stream per rank and an evaluation stream (``seed + 1``), then steps
+(loss scaled by the rank's weight, gradients averaged over ranks; only steps are timed) for
+``max_epochs`` epochs or ``--time-budget`` seconds on ``--budget-clock``, whichever comes first.
+Where :meth:`Task.log_due` says (iteration 0: before the first step) and at the end it writes a
+row of ``log.csv`` (iteration, epoch, training time, the step statistics and :func:`gradient_spread`
+averaged over the examples since the last row, :meth:`Task.evaluate`), prints it and checkpoints
+(:mod:`catlog.experiments.run_folder`'s format); ``--resume`` continues bit for bit.
 """
 
 from __future__ import annotations
@@ -41,31 +28,29 @@ from catlog.experiments.options import OptionError, RunOptions, option
 
 # Settings a resumed run may change; any other difference from the saved config is refused.
 MAY_CHANGE: tuple[str, ...] = (
-    "epochs",
-    "time_budget",
-    "budget_clock",
-    "device",
-    "threads",
-    "out",
-    "resume",
-    "overwrite",
-    "data_dir",
+    *("epochs", "iterations", "time_budget", "budget_clock", "device", "threads", "out", "resume"),
+    *("overwrite", "data_dir", "cache_dir", "early_logs", "plot"),
 )
 LENGTH = "length (the first reached stops training)"
 
 
+def epochs_option(default: int) -> Any:
+    """The ``--epochs`` option of a command that trains ``default`` epochs without ``--time-budget``."""
+    text = f"{default} without --time-budget"
+    return option(None, "passes over the training examples", minimum=1, group=LENGTH, default_text=text)
+
+
 @dataclass(frozen=True, kw_only=True)
 class TrainingOptions(RunOptions):
-    """The options of every training command (each command sets the defaults of ``lr`` and ``batch_size``).
+    """The options of every training command; each declares its length in epochs and its ``lr`` default.
 
     Attributes:
-        default_epochs: the epochs when neither ``epochs`` nor ``time_budget`` is given.
+        default_epochs: the epochs when neither the length nor ``time_budget`` is given.
+        length_option: the field giving the length in epochs (``"iterations"`` where an epoch is one step).
     """
 
     default_epochs: ClassVar[int] = 1
-    epochs: int | None = option(
-        None, "passes over the training examples", minimum=1, group=LENGTH, default_text="1 without --time-budget"
-    )
+    length_option: ClassVar[str] = "epochs"
     time_budget: float | None = option(
         None, "training seconds (evaluation excluded)", above=0, group=LENGTH, default_text="none"
     )
@@ -76,7 +61,6 @@ class TrainingOptions(RunOptions):
         group=LENGTH,
     )
     lr: float = option(1e-3, "Adam learning rate", above=0)
-    batch_size: int = option(10, "examples per step", minimum=1)
     resume: bool = option(False, "continue the run in --out from its checkpoint.pt")
 
     def __post_init__(self) -> None:
@@ -86,63 +70,43 @@ class TrainingOptions(RunOptions):
 
     @property
     def max_epochs(self) -> int | None:
-        """``--epochs``; :attr:`default_epochs` when neither it nor ``--time-budget`` is given; ``None``:
+        """The length; :attr:`default_epochs` when neither it nor ``--time-budget`` is given; ``None``:
         the budget alone stops."""
-        if self.epochs is not None or self.time_budget is not None:
-            return self.epochs
+        given: int | None = getattr(self, self.length_option)
+        if given is not None or self.time_budget is not None:
+            return given
         return self.default_epochs
 
 
 class Task(Protocol):
-    """What one experiment adds to the loop.
+    """What one experiment adds to the loop: its model (built on the CPU, the loop moves it), estimator,
+    ``num_examples`` (an epoch is one pass over them) and ``batch_size`` (per rank and step)."""
 
-    Attributes:
-        model: the trained module (built on the CPU in the default dtype; the loop moves it).
-        num_examples: training examples; an epoch is one pass over ``0..num_examples-1``.
-    """
+    estimator: catlog.Estimator
+    num_examples: int
+    batch_size: int
 
     @property
     def model(self) -> nn.Module: ...
 
-    @property
-    def num_examples(self) -> int: ...
-
-    @property
-    def estimator(self) -> catlog.Estimator:
-        """The gradient estimator; its learned parameters (REBAR, RELAX) join the model's in the optimiser."""
-        ...
-
     def loss(self, indices: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
-        """The mean loss (with autograd) over the training examples ``indices: LongTensor[b]``, and
-        statistics of the batch (means over its examples) for the log."""
-        ...
+        """The mean loss over the examples ``indices: LongTensor[b]`` and the batch's statistics for the log."""
 
     def start_epoch(self, epoch: int) -> None:
-        """Called before each epoch (``epoch`` counts from 0): e.g. a temperature schedule."""
-        ...
+        """Called before each epoch (``epoch`` counts from 0), and before the rest of one on resume."""
 
     def log_due(self, iteration: int, steps_per_epoch: int) -> bool:
-        """Whether a log row follows the step that made ``iteration`` steps in all."""
-        ...
+        """Whether a log row follows the step that made ``iteration`` steps in all (0: before training)."""
 
     def evaluate(self, iteration: int, final: bool, generator: torch.Generator) -> dict[str, Any]:
         """The evaluation columns of a log row (rank 0 only); ``final``: the row that ends training."""
-        ...
 
 
 @dataclass(frozen=True)
 class TrainState:
-    """The progress of a run: what a checkpoint restores besides model, optimiser and random streams.
-
-    Attributes:
-        epoch: epochs completed.
-        iteration: optimiser steps taken.
-        train_wall_s, train_cpu_s: training time so far (evaluation excluded).
-        window: sums over the examples trained on since the last log row, of each step statistic
-            times the examples behind it, and ``"examples"``.
-        budget_reached: the time budget stopped the run.
-        log: the log rows so far.
-    """
+    """The progress of a run, checkpointed: epochs completed, steps taken, training time, the ``window``
+    (each step statistic summed times its examples since the last row, and ``"examples"``), whether the
+    time budget stopped the run, and the log rows."""
 
     epoch: int = 0
     iteration: int = 0
@@ -167,17 +131,14 @@ class Trainer:
 
 
 def trained_parameters(task: Task) -> list[nn.Parameter]:
-    """What the optimiser steps: the model's parameters, then the estimator's learned ones (REBAR,
-    RELAX; :func:`~catlog.experiments.estimators.learned_parameters`)."""
+    """What the optimiser steps: the model's parameters, then the estimator's learned ones."""
     return [*task.model.parameters(), *estimators.learned_parameters(task.estimator)]
 
 
 def init(
     config: TrainingOptions, make_task: Callable[[], Task], out: Path, ctx: distributed.DistributedContext
 ) -> tuple[Trainer, TrainState]:
-    """Seed torch, build the task (its model's initial parameters come from ``--seed``), move its model
-    to the device, build optimiser and random streams; the state is fresh or, with ``config.resume``,
-    the checkpoint's."""
+    """The trainer of ``make_task()`` (see the module docstring); a fresh state or the checkpoint's."""
     torch.manual_seed(config.seed)
     task = make_task()
     task.model.to(device=ctx.device, dtype=config.torch_dtype)
@@ -196,12 +157,17 @@ def init(
     )
     state = load(trainer) if config.resume else TrainState()
     trainer.clock.wall_s, trainer.clock.cpu_s = state.train_wall_s, state.train_cpu_s
-    return trainer, state
+    return trainer, replace(state, budget_reached=over_budget(config, trainer.clock))  # a larger budget resumes
+
+
+def over_budget(config: TrainingOptions, clock: common.Clock) -> bool:
+    """Whether the training time on ``--budget-clock`` has reached ``--time-budget``."""
+    spent = clock.cpu_s if config.budget_clock == "cpu" else clock.wall_s
+    return config.time_budget is not None and spent >= config.time_budget
 
 
 def save(trainer: Trainer, state: TrainState) -> None:
-    """Checkpoint model, the estimator's learned parameters, optimiser, random streams and state.
-    Every rank calls it (the ranks' training streams are gathered); rank 0 writes."""
+    """Checkpoint the run; every rank calls it (their training streams are gathered), rank 0 writes."""
     train_states = distributed.all_gather_object(trainer.generators["train"].get_state(), trainer.ctx)
     if not trainer.ctx.is_main:
         return
@@ -224,8 +190,7 @@ def load_model(path: Path, model: nn.Module) -> nn.Module:
 
 
 def load(trainer: Trainer) -> TrainState:
-    """Restore model, the estimator's learned parameters, optimiser and random streams from the run's
-    checkpoint; returns its state."""
+    """Restore what :func:`save` wrote; returns the state."""
     saved = run_folder.load_checkpoint(trainer.out / run_folder.CHECKPOINT)
     train_states = saved["generators"]["train"]
     if len(train_states) != trainer.ctx.world_size:
@@ -246,20 +211,16 @@ def load(trainer: Trainer) -> TrainState:
 
 
 def gradient_spread(parameters: Iterable[nn.Parameter]) -> float:
-    """What the authors' code logs as "gradient variance": the spread of the entries within one gradient.
-
-    ``1/P sum_p Var_i(g_p[i])`` over the ``P`` parameter tensors of the last step's gradient
-    ``g_p`` (population variance of each tensor's entries). It is not an estimator's
-    variance (that is measured across repeated estimates at fixed parameters); it is
-    logged so that our curves can be held against the paper's.
-    """
+    """The authors' "gradient variance": ``1/P sum_p Var_i(g_p[i])`` over the ``P`` parameter tensors of
+    the last gradient (not an estimator's variance, which is across estimates; logged to compare with
+    the paper)."""
     grads = [p.grad for p in parameters if p.grad is not None]
     return float(torch.stack([g.var(unbiased=False) for g in grads]).mean()) if grads else 0.0
 
 
 def step(trainer: Trainer, state: TrainState, part: distributed.Batch) -> TrainState:
-    """One optimiser step on this rank's batch ``part``; the state counts it, adds its statistics
-    (means over the global batch) to the window and checks the budget on every rank."""
+    """One optimiser step on this rank's batch ``part``; its statistics (means over the global batch)
+    join the window, and every rank checks the budget."""
     config, clock, ctx, task = trainer.config, trainer.clock, trainer.ctx, trainer.task
     indices = part.indices.to(ctx.device)
 
@@ -273,9 +234,8 @@ def step(trainer: Trainer, state: TrainState, part: distributed.Batch) -> TrainS
 
     statistics = clock.timed(optimise)
     statistics["gradient_spread"] = gradient_spread(task.model.parameters())
-    spent = clock.cpu_s if config.budget_clock == "cpu" else clock.wall_s
-    out_of_budget = float(config.time_budget is not None and spent >= config.time_budget)
-    reduced = distributed.all_reduce_means({**statistics, "budget": out_of_budget}, ctx, part.indices.numel())
+    budget = float(over_budget(config, clock))
+    reduced = distributed.all_reduce_means({**statistics, "budget": budget}, ctx, part.indices.numel())
     count = part.global_size
     window = dict(state.window or {"examples": 0.0})
     window["examples"] += count
@@ -298,18 +258,24 @@ def window_means(state: TrainState) -> dict[str, float]:
     return {key: total / max(window["examples"], 1.0) for key, total in window.items() if key != "examples"}
 
 
-def log_row(trainer: Trainer, state: TrainState, steps_per_epoch: int, final: bool) -> TrainState:
-    """Evaluate, append a log row and rewrite ``log.csv`` (rank 0 only); the window starts again."""
-    row = {
-        "iteration": state.iteration,
-        "epoch": state.iteration / steps_per_epoch,
-        "train_wall_s": trainer.clock.wall_s,
-        "train_cpu_s": trainer.clock.cpu_s,
-        **window_means(state),
-        **trainer.task.evaluate(state.iteration, final, trainer.generators["eval"]),
-    }
-    state = replace(state, window=None, log=(*state.log, row))
-    common.write_csv(trainer.out / "log.csv", state.log)
+def record(trainer: Trainer, state: TrainState, steps_per_epoch: int, final: bool) -> TrainState:
+    """A log row (rank 0), a checkpoint (every rank), and a fresh window."""
+    if trainer.ctx.is_main:
+        evaluated = trainer.task.evaluate(state.iteration, final, trainer.generators["eval"])
+        row = {
+            "iteration": state.iteration,
+            "epoch": state.iteration / steps_per_epoch,
+            "train_wall_s": trainer.clock.wall_s,
+            "train_cpu_s": trainer.clock.cpu_s,
+            **window_means(state),
+            **evaluated,
+        }
+        state = replace(state, log=(*state.log, row))
+        common.write_csv(trainer.out / "log.csv", state.log)
+        numbers = ", ".join(f"{k} {v:.4g}" for k, v in evaluated.items() if isinstance(v, (int, float)))
+        print(f"iteration {state.iteration}: {numbers}", flush=True)
+    state = replace(state, window=None)
+    save(trainer, state)
     return state
 
 
@@ -318,39 +284,56 @@ def finished(config: TrainingOptions, state: TrainState) -> bool:
     return state.budget_reached or (config.max_epochs is not None and state.epoch >= config.max_epochs)
 
 
-def run_epoch(trainer: Trainer, state: TrainState) -> TrainState:
-    """One pass over the training examples (cut short by the time budget), its log rows and checkpoint."""
+def run_epoch(trainer: Trainer, state: TrainState, bar: Any) -> TrainState:
+    """The rest of the current epoch with its rows; the last step of training (the budget's, or the last
+    epoch's) is followed by the final row."""
     config, ctx, task = trainer.config, trainer.ctx, trainer.task
     task.start_epoch(state.epoch)
-    batches = distributed.shard(task.num_examples, config.batch_size, ctx, config.seed, state.epoch)
-    bar = common.progress(batches, desc=f"epoch {state.epoch + 1}", disable=not ctx.is_main)
-    for part in bar:
+    batches = distributed.shard(task.num_examples, task.batch_size, ctx, config.seed, state.epoch)
+    for part in batches[state.iteration - state.epoch * len(batches) :]:
         state = step(trainer, state, part)
+        bar.update()
         bar.set_postfix({key: f"{value:.3g}" for key, value in window_means(state).items()}, refresh=False)
-        if task.log_due(state.iteration, len(batches)) and ctx.is_main:
-            state = log_row(trainer, state, len(batches), final=False)
+        epoch_done = state.iteration == (state.epoch + 1) * len(batches)
+        last = state.budget_reached or (epoch_done and finished(config, replace(state, epoch=state.epoch + 1)))
+        if last or task.log_due(state.iteration, len(batches)):
+            state = record(trainer, state, len(batches), final=last)
         if state.budget_reached:
-            break
-    bar.close()
-    if not state.budget_reached:
-        state = replace(state, epoch=state.epoch + 1)
-    if state.window and finished(config, state) and ctx.is_main:
-        state = log_row(trainer, state, len(batches), final=True)
-    save(trainer, state)
-    if state.budget_reached:
-        progress = f"time budget reached in epoch {state.epoch + 1} at iteration {state.iteration}"
-    else:
-        progress = f"epoch {state.epoch} done at iteration {state.iteration}"
-    distributed.main_only(ctx)(print)(f"{progress}, {trainer.clock.cpu_s:.0f} s CPU training", flush=True)
-    return state
+            return state
+    return replace(state, epoch=state.epoch + 1)
 
 
 def train(
     config: TrainingOptions, make_task: Callable[[], Task], out: Path, ctx: distributed.DistributedContext
 ) -> tuple[Trainer, TrainState]:
-    """Train the task ``make_task()`` as ``config`` says, writing into ``out`` (rank 0); returns the
-    trainer and the final state."""
+    """Train ``make_task()`` as ``config`` says, writing into ``out`` (rank 0); returns trainer and final state."""
     trainer, state = init(config, make_task, out, ctx)
+    if not config.resume and trainer.task.log_due(0, 1):
+        state = record(trainer, state, 1, final=finished(config, state))
+    bar = common.progress(desc="training", initial=state.iteration, disable=not ctx.is_main)
     while not finished(config, state):
-        state = run_epoch(trainer, state)
+        state = run_epoch(trainer, state, bar)
+    bar.close()
+    stop = f"time budget reached in epoch {state.epoch + 1}" if state.budget_reached else f"{state.epoch} epochs"
+    clock = trainer.clock
+    distributed.main_only(ctx)(print)(f"{stop} at iteration {state.iteration}, {clock.cpu_s:.0f} s CPU training")
     return trainer, state
+
+
+def run(
+    config: TrainingOptions,
+    experiment: str,
+    make_task: Callable[[distributed.DistributedContext, Path], Task],
+    summarise: Callable[[Trainer, TrainState], dict[str, Any]],
+    device: str | None = None,
+) -> int:
+    """A training command: in a process group on ``device`` (default ``--device``), train
+    ``make_task(ctx, folder)`` in the run folder (default ``results/<experiment>-<time>``); rank 0 writes
+    ``summarise(trainer, state)`` (which may print) to ``summary.json``."""
+    with distributed.process_group(device or config.device) as ctx:
+        common.apply_threads(config.threads)
+        with run_folder.open_on_main(config, experiment, ctx, MAY_CHANGE) as out:
+            trainer, state = train(config, lambda: make_task(ctx, out), out, ctx)
+            if ctx.is_main:
+                common.write_json(out / "summary.json", summarise(trainer, state))
+    return 0

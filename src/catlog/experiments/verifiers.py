@@ -1,13 +1,9 @@
-"""Programs that check generated token sequences, vectorised over any batch of sequences.
+"""Programs that check generated token sequences, vectorised over any batch (a loop over positions only).
 
-- :func:`evaluate_expressions` reads arithmetic expressions over the digits and ``+ - *``
-  (usual precedence, multi-digit numbers, an end token that stops the expression) and
-  :func:`arithmetic_reward` gives 1 when one evaluates to its target, else 0.
-- :class:`DFA` runs a deterministic finite automaton over sequences as a table
-  gather per position; :meth:`DFA.reward` gives the partial credit of the longest
-  accepted prefix.
-
-Both loop over positions only: every sequence and every batch element is one tensor.
+:func:`evaluate_expressions` reads arithmetic over the digits and ``+ - *`` (precedence,
+multi-digit numbers, an end token) and :func:`arithmetic_reward` gives 1 where it equals the
+target; :class:`DFA` runs an automaton as a table gather per position, :meth:`DFA.reward` the
+partial credit of the longest accepted prefix.
 """
 
 from __future__ import annotations
