@@ -116,6 +116,10 @@ class TabularSimulator:
         """``A``."""
         return int(self.next_state.shape[1])
 
+    def to(self, device: torch.device | str) -> TabularSimulator:
+        """The same simulator with its tables on ``device``."""
+        return TabularSimulator(*(getattr(self, name).to(device) for name in self.__dataclass_fields__))
+
     def rollout(self, start: torch.Tensor, actions: torch.Tensor) -> Rollout:
         """Roll out ``actions: LongTensor[*S, D]`` from ``start: LongTensor[*S]`` (broadcast against ``*S``).
 

@@ -111,7 +111,7 @@ def frozenlake(steps: int, seed: int, device: torch.device, dtype: torch.dtype, 
     return policy_problem(
         "frozenlake-trained" if steps else "frozenlake",
         f"FrozenLake 4x4 plan, D = {horizon}, K = 4",
-        lambda x: simulator.episode_return(start, x),
+        lambda x: simulator.rollout(start, x).rewards.sum(-1),
         context,
         horizon,
         simulator.num_actions,
