@@ -61,6 +61,32 @@ def sample_categorical(
     return (log_probs - log_exponential).argmax(-1)  # log_probs + G to the bit, one negation fewer
 
 
+def sample_by_race(
+    probs: torch.Tensor, sample_shape: tuple[int, ...], generator: torch.Generator | None
+) -> torch.Tensor:
+    """Draw ``X ~ Cat(probs)`` independently per variable by an exponential race.
+
+    ``X = argmin_k E_k / p_k`` with ``E_k ~ Exp(1)`` independent: ``E_k / p_k ~ Exp(p_k)``,
+    and the first of independent exponential clocks to ring is ``k`` with probability
+    ``p_k / sum_j p_j``. The Gumbel-max trick in other coordinates (``-log(E_k / p_k) =
+    log p_k + G_k``): the law of :func:`sample_categorical`, other draws for a generator,
+    and half its ops (no logarithms of the probabilities, one of the noise), for
+    steps whose time is the ops' count. ``E`` is clamped away from 0, so a category of
+    probability 0 gives ``E / 0 = inf`` and is never drawn (``0 / 0`` would be NaN).
+
+    Args:
+        probs: ``[*B, D, K]`` probabilities (``0`` = impossible); need not sum to 1.
+        sample_shape: the leading sample dimensions ``S``.
+        generator: optional torch generator for reproducibility.
+
+    Returns:
+        ``LongTensor[*S, *B, D]``.
+    """
+    clocks = torch.empty((*sample_shape, *probs.shape), dtype=probs.dtype, device=probs.device)
+    clocks.exponential_(generator=generator).clamp_min_(torch.finfo(probs.dtype).tiny)
+    return clocks.div_(probs.detach()).argmin(-1)
+
+
 def sample_by_inversion(
     probs: torch.Tensor, sample_shape: tuple[int, ...], generator: torch.Generator | None
 ) -> torch.Tensor:

@@ -85,7 +85,8 @@ def catlog_estimate(
         the pathwise term plus the score term ``mean_L sum_{d,k} c_dk grad p_d(k)``.
     """
     num_variables, batch_dims = probs.shape[-2], sample_values.ndim - 1
-    score = _summed(coefficients.detach() * probs, batch_dims)  # D times the value, with autograd
+    constant = coefficients.detach() if coefficients.requires_grad else coefficients
+    score = _summed(constant * probs, batch_dims)  # D times the value, with autograd
     # only the gradient of ``gradient`` is used: a pathwise term without autograd is left out
     if pathwise == "all":
         gradient = score + _summed(coefficients * probs.detach(), batch_dims) / num_variables
@@ -93,11 +94,12 @@ def catlog_estimate(
         gradient = score + sample_values.mean(0)
     else:
         gradient = score
-    return score.detach() / num_variables + (gradient - gradient.detach())
+    value = score.detach()
+    return torch.add(gradient - gradient.detach(), value, alpha=1 / num_variables)
 
 
 def _summed(weighted: torch.Tensor, batch_dims: int) -> torch.Tensor:
     """``mean_L sum_{d,k} w_ldk`` of ``weighted: [*L, *B, D, K]`` with ``len(B) = batch_dims``; returns ``[*B]``."""
     leading = weighted.ndim - batch_dims - 2
-    total = weighted.flatten(-2).sum((*range(leading), -1))
+    total = weighted.sum((*range(leading), -2, -1))
     return total / math.prod(weighted.shape[:leading]) if leading else total
