@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
@@ -53,9 +54,9 @@ def category_means(
     perturbed_rows = num_samples * num_variables * (num_categories - 1)
     if chunk_size is None or chunk_size >= perturbed_rows:
         if possible is None or not skip_impossible:
-            return sample_rows(objective, samples, values, num_categories, possible).mean(0)
+            return sample_mean(sample_rows(objective, samples, values, num_categories, possible))
         if bool(possible.all()):
-            return sample_rows(objective, samples, values, num_categories, None).mean(0)
+            return sample_mean(sample_rows(objective, samples, values, num_categories, None))
     if possible is None:
         possible = torch.ones((*batch_shape, num_variables, num_categories), dtype=torch.bool, device=samples.device)
     sums = values.new_zeros((*batch_shape, num_variables, num_categories + 1))
@@ -116,13 +117,13 @@ def sample_rows(
     batch_shape = samples.shape[2:-1]
     own = samples.expand(num_samples, num_variables, *samples.shape[2:])  # [N, D, *B, D]: perturbed by d
     current = own.diagonal(dim1=1, dim2=-1).unsqueeze(-1)  # [N, *B, D, 1]: x_d of the sample d perturbs
-    categories = (current + torch.arange(num_categories, device=samples.device)) % num_categories  # [N, *B, D, K]
+    categories = (current + constant(count_up, num_categories, samples.device)) % num_categories  # [N, *B, D, K]
     by_offset = values.movedim(1, -1).expand(current.shape[:-1]).unsqueeze(-1)  # [N, *B, D, 1]
     if num_categories > 1:
         moved = categories[..., 1:]
         if possible is not None:
             moved = torch.where(possible.expand(categories.shape).gather(-1, moved), moved, current)
-        eye = torch.eye(num_variables, dtype=torch.bool, device=samples.device)
+        eye = constant(identity, num_variables, samples.device)
         rows = torch.where(
             eye.view(num_variables, 1, *([1] * len(batch_shape)), num_variables),
             moved.movedim((-2, -1), (1, 2)).unsqueeze(-1),
@@ -132,6 +133,37 @@ def sample_rows(
         by_offset = torch.cat([by_offset, perturbed.movedim((1, 2), (-2, -1))], -1)
     rows = by_offset.scatter(-1, categories, by_offset)
     return rows if possible is None else rows.masked_fill(~possible, 0.0)
+
+
+def sample_mean(per_sample: torch.Tensor) -> torch.Tensor:
+    """The mean over the leading sample dimension of ``per_sample: [N, ...]``; for ``N = 1``
+    the sample itself (a view, one op fewer). Returns ``[...]``."""
+    return per_sample[0] if per_sample.shape[0] == 1 else per_sample.mean(0)
+
+
+def constant(build: Callable[[int, torch.device], torch.Tensor], size: int, device: torch.device) -> torch.Tensor:
+    """``build(size, device)``, built once per ``build``, size and device and shared (not to be
+    written into): a constant of the estimators' hot paths (:func:`identity`, :func:`count_up`),
+    whose allocation costs as much as an op. Under ``torch.compile``, built in the graph."""
+    if torch.compiler.is_compiling():
+        return build(size, device)
+    return _cached(build, size, device)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached(build: Callable[[int, torch.device], torch.Tensor], size: int, device: torch.device) -> torch.Tensor:
+    with torch.inference_mode(False):
+        return build(size, device)
+
+
+def identity(size: int, device: torch.device) -> torch.Tensor:
+    """``BoolTensor[size, size]``, true on the diagonal."""
+    return torch.eye(size, dtype=torch.bool, device=device)
+
+
+def count_up(size: int, device: torch.device) -> torch.Tensor:
+    """``LongTensor[size]``: ``0, 1, ..., size - 1``."""
+    return torch.arange(size, device=device)
 
 
 def offset_pairs(counts: torch.Tensor, num_categories: int, skip_impossible: bool) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,7 +8,7 @@ import torch
 
 from catlog._binary import flip_means
 from catlog._objective import Objective
-from catlog._perturbation import category_means, sample_rows
+from catlog._perturbation import category_means, sample_mean, sample_rows
 from catlog._sampling import sample_by_inversion, sample_by_race
 from catlog._surrogate import PATHWISE, Pathwise, catlog_estimate
 from catlog._validation import Checked, check_choice, check_flag, check_samples
@@ -142,7 +142,7 @@ class IndeCateR(Estimator):
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.pathwise == "all"):
             if fitted:  # it fits on every sample's rows
                 per_sample = sample_rows(objective, samples, values, num_categories, possible)
-                coefficients = per_sample.mean(0)
+                coefficients = sample_mean(per_sample)
             else:
                 coefficients = self._coefficients(objective, samples, values, possible, num_categories)
         estimate = catlog_estimate(sample_values, probs, coefficients, self.pathwise)
