@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from catlog._constants import constant, count_up, identity
 from catlog._objective import Objective
 from catlog._surrogate import scatter_by_category
 
@@ -139,31 +139,6 @@ def sample_mean(per_sample: torch.Tensor) -> torch.Tensor:
     """The mean over the leading sample dimension of ``per_sample: [N, ...]``; for ``N = 1``
     the sample itself (a view, one op fewer). Returns ``[...]``."""
     return per_sample[0] if per_sample.shape[0] == 1 else per_sample.mean(0)
-
-
-def constant(build: Callable[[int, torch.device], torch.Tensor], size: int, device: torch.device) -> torch.Tensor:
-    """``build(size, device)``, built once per ``build``, size and device and shared (not to be
-    written into): a constant of the estimators' hot paths (:func:`identity`, :func:`count_up`),
-    whose allocation costs as much as an op. Under ``torch.compile``, built in the graph."""
-    if torch.compiler.is_compiling():
-        return build(size, device)
-    return _cached(build, size, device)
-
-
-@functools.lru_cache(maxsize=64)
-def _cached(build: Callable[[int, torch.device], torch.Tensor], size: int, device: torch.device) -> torch.Tensor:
-    with torch.inference_mode(False):
-        return build(size, device)
-
-
-def identity(size: int, device: torch.device) -> torch.Tensor:
-    """``BoolTensor[size, size]``, true on the diagonal."""
-    return torch.eye(size, dtype=torch.bool, device=device)
-
-
-def count_up(size: int, device: torch.device) -> torch.Tensor:
-    """``LongTensor[size]``: ``0, 1, ..., size - 1``."""
-    return torch.arange(size, device=device)
 
 
 def offset_pairs(counts: torch.Tensor, num_categories: int, skip_impossible: bool) -> tuple[torch.Tensor, torch.Tensor]:
