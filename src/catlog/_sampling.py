@@ -66,13 +66,14 @@ def sample_by_race(
 ) -> torch.Tensor:
     """Draw ``X ~ Cat(probs)`` independently per variable by an exponential race.
 
-    ``X = argmin_k E_k / p_k`` with ``E_k ~ Exp(1)`` independent: ``E_k / p_k ~ Exp(p_k)``,
-    and the first of independent exponential clocks to ring is ``k`` with probability
-    ``p_k / sum_j p_j``. The Gumbel-max trick in other coordinates (``-log(E_k / p_k) =
-    log p_k + G_k``): the law of :func:`sample_categorical`, other draws for a generator,
-    and half its ops (no logarithms of the probabilities, one of the noise), for
-    steps whose time is the ops' count. ``E`` is clamped away from 0, so a category of
-    probability 0 gives ``E / 0 = inf`` and is never drawn (``0 / 0`` would be NaN).
+    ``X = argmin_k E_k / p_k`` with ``E_k = -log U_k ~ Exp(1)`` independent: ``E_k / p_k ~
+    Exp(p_k)``, and the first of independent exponential clocks to ring is ``k`` with
+    probability ``p_k / sum_j p_j``; computed as ``argmax_k log(U_k) / p_k``. The Gumbel-max
+    trick in other coordinates (``-log(E_k / p_k) = log p_k + G_k``): the law of
+    :func:`sample_categorical`, other draws for a generator, in fewer ops (no logarithm of
+    the probabilities, one of the noise), for steps whose time is the ops' count. ``U`` is
+    clamped away from 0, so ``log U`` is finite and negative: a category of probability 0
+    gets ``-inf`` and is never drawn (``-inf / 0`` or ``0 / 0`` would not be).
 
     Args:
         probs: ``[*B, D, K]`` probabilities (``0`` = impossible); need not sum to 1.
@@ -82,9 +83,8 @@ def sample_by_race(
     Returns:
         ``LongTensor[*S, *B, D]``.
     """
-    clocks = torch.empty((*sample_shape, *probs.shape), dtype=probs.dtype, device=probs.device)
-    clocks.exponential_(generator=generator).clamp_min_(torch.finfo(probs.dtype).tiny)
-    return clocks.div_(probs.detach()).argmin(-1)
+    uniform = torch.rand((*sample_shape, *probs.shape), dtype=probs.dtype, device=probs.device, generator=generator)
+    return uniform.clamp_min_(torch.finfo(probs.dtype).tiny).log_().div_(probs.detach()).argmax(-1)
 
 
 def sample_by_inversion(

@@ -84,7 +84,10 @@ def test_race_frequencies_match_probabilities_and_impossible_categories_are_neve
     # 36 cells, 5 standard errors each: a false alarm about once in 10^5 runs; impossible ones exactly 0
     assert ((frequencies - probs).abs() <= 5 * standard_error + 1e-12).all()
 
-    # a clock of 0 (the bottom of exponential_'s range) at every category: 0 / 0 would be NaN and drawn
-    monkeypatch.setattr(torch.Tensor, "exponential_", lambda self, **kwargs: self.zero_())
-    drawn = sample_by_race(probs, (1,), None)[0]
-    assert (probs.gather(-1, drawn.unsqueeze(-1)) > 0).all()
+    # the ends of torch.rand's range at every category: log 0 / 0 would be NaN and drawn
+    for extreme in (0.0, 1 - 2**-53):
+        monkeypatch.setattr(
+            torch, "rand", lambda shape, extreme=extreme, **kwargs: torch.full(shape, extreme, dtype=kwargs["dtype"])
+        )
+        drawn = sample_by_race(probs, (1,), None)[0]
+        assert (probs.gather(-1, drawn.unsqueeze(-1)) > 0).all()
