@@ -57,10 +57,10 @@ def flip_means(
         flipped = torch.cat(
             [objective(own[row // num_variables, row % num_variables] ^ flips[row % num_variables]) for row in chunks]
         )
-    flipped = flipped.reshape(num_samples, num_variables, *batch_shape)
-    ones = own.diagonal(dim1=1, dim2=-1).movedim(-1, 1).bool()  # [N, D, *B]: x_d == 1
+    flipped = flipped.reshape(num_samples, num_variables, *batch_shape).movedim(1, -1)  # [N, *B, D]
+    values = values.movedim(1, -1)  # [N, *B, G]
+    ones = own.diagonal(dim1=1, dim2=-1).bool()  # [N, *B, D]: x_d == 1
     means = torch.stack([torch.where(ones, flipped, values), torch.where(ones, values, flipped)], -1).mean(0)
-    means = means.movedim(0, -2)
     return means if possible is None else means.masked_fill(~possible, 0.0)
 
 

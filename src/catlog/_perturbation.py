@@ -7,6 +7,7 @@ from collections.abc import Callable
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from catlog._constants import constant, count_up, identity
 from catlog._objective import Objective
 from catlog._surrogate import scatter_by_category
 
@@ -53,9 +54,9 @@ def category_means(
     perturbed_rows = num_samples * num_variables * (num_categories - 1)
     if chunk_size is None or chunk_size >= perturbed_rows:
         if possible is None or not skip_impossible:
-            return sample_rows(objective, samples, values, num_categories, possible).mean(0)
+            return sample_mean(sample_rows(objective, samples, values, num_categories, possible))
         if bool(possible.all()):
-            return sample_rows(objective, samples, values, num_categories, None).mean(0)
+            return sample_mean(sample_rows(objective, samples, values, num_categories, None))
     if possible is None:
         possible = torch.ones((*batch_shape, num_variables, num_categories), dtype=torch.bool, device=samples.device)
     sums = values.new_zeros((*batch_shape, num_variables, num_categories + 1))
@@ -99,12 +100,14 @@ def sample_rows(
 ) -> torch.Tensor:
     """Every sample's rows ``f(x_{!=d}^(n), k)`` (zero at impossible ``k``), in at most one call of ``f``.
 
-    Row ``(n, d, j)`` is sample ``n`` (of group ``d`` per variable) with ``x_d`` moved to
-    ``k = (x_d + j) mod K``, or kept where ``k`` is impossible (a valid input whose
-    value is discarded): the rows of :func:`category_means`' general path, in its order, built by one
-    broadcast ``where`` without the rank bookkeeping and without host synchronisation.
-    Offset ``j = 0`` is the sample itself, whose value is ``values``; category ``k`` is
-    offset ``(k - x_d) mod K``.
+    Offset ``j`` of sample ``n`` and variable ``d`` is category ``k = (x_d + j) mod K``:
+    for each ``(n, d)`` the offsets ``0..K-1`` are a permutation of the categories. Row
+    ``(n, d, j)``, ``j >= 1``, is sample ``n`` (of group ``d`` per variable) with ``x_d``
+    moved to that ``k``, or kept where ``k`` is impossible (a valid input whose value is
+    discarded): the rows of :func:`category_means`' general path, in its order, built by
+    one broadcast ``where`` without the rank bookkeeping and without host
+    synchronisation. Offset ``0`` is the sample itself, whose value is ``values``; one
+    ``scatter`` along the permutation puts each offset's value at its category.
 
     Shapes: ``samples: LongTensor[N, G, *B, D]``, ``values: [N, G, *B]``,
     ``possible: BoolTensor[*B, D, K]``, or ``None`` when every category is known to be
@@ -113,24 +116,29 @@ def sample_rows(
     num_samples, num_variables = samples.shape[0], samples.shape[-1]
     batch_shape = samples.shape[2:-1]
     own = samples.expand(num_samples, num_variables, *samples.shape[2:])  # [N, D, *B, D]: perturbed by d
-    current = own.diagonal(dim1=1, dim2=-1)  # [N, *B, D]: x_d of the sample d perturbs
-    offsets = torch.arange(num_categories, device=samples.device)
-    moved = (current.unsqueeze(-1) + offsets[1:]) % num_categories  # [N, *B, D, K-1]
-    if possible is not None:
-        allowed = possible.expand(*current.shape, num_categories).gather(-1, moved)
-        moved = torch.where(allowed, moved, current.unsqueeze(-1))
-    moved = moved.movedim((-2, -1), (1, 2))  # [N, D, K-1, *B]
-    eye = torch.eye(num_variables, dtype=torch.bool, device=samples.device)
-    rows = torch.where(
-        eye.view(num_variables, 1, *([1] * len(batch_shape)), num_variables), moved.unsqueeze(-1), own.unsqueeze(2)
-    )
-    by_offset = values.expand(num_samples, num_variables, *batch_shape).unsqueeze(2)
+    current = own.diagonal(dim1=1, dim2=-1).unsqueeze(-1)  # [N, *B, D, 1]: x_d of the sample d perturbs
+    categories = (current + constant(count_up, num_categories, samples.device)) % num_categories  # [N, *B, D, K]
+    by_offset = values.movedim(1, -1).expand(current.shape[:-1]).unsqueeze(-1)  # [N, *B, D, 1]
     if num_categories > 1:
+        moved = categories[..., 1:]
+        if possible is not None:
+            moved = torch.where(possible.expand(categories.shape).gather(-1, moved), moved, current)
+        eye = constant(identity, num_variables, samples.device)
+        rows = torch.where(
+            eye.view(num_variables, 1, *([1] * len(batch_shape)), num_variables),
+            moved.movedim((-2, -1), (1, 2)).unsqueeze(-1),
+            own.unsqueeze(2),
+        )  # [N, D, K-1, *B, D]
         perturbed = objective(rows.flatten(0, 2)).reshape(num_samples, num_variables, num_categories - 1, *batch_shape)
-        by_offset = torch.cat([by_offset, perturbed], 2)
-    offset_of = ((offsets - current.unsqueeze(-1)) % num_categories).movedim((-2, -1), (1, 2))  # [N, D, K, *B]
-    rows = by_offset.gather(2, offset_of).movedim((1, 2), (-2, -1))
+        by_offset = torch.cat([by_offset, perturbed.movedim((1, 2), (-2, -1))], -1)
+    rows = by_offset.scatter(-1, categories, by_offset)
     return rows if possible is None else rows.masked_fill(~possible, 0.0)
+
+
+def sample_mean(per_sample: torch.Tensor) -> torch.Tensor:
+    """The mean over the leading sample dimension of ``per_sample: [N, ...]``; for ``N = 1``
+    the sample itself (a view, one op fewer). Returns ``[...]``."""
+    return per_sample[0] if per_sample.shape[0] == 1 else per_sample.mean(0)
 
 
 def offset_pairs(counts: torch.Tensor, num_categories: int, skip_impossible: bool) -> tuple[torch.Tensor, torch.Tensor]:

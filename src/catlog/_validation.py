@@ -66,10 +66,12 @@ def check_generator_device(generator: torch.Generator | None, device: torch.devi
 def all_finite(values: torch.Tensor) -> bool:
     """Whether every entry of ``values`` is finite (true when there is none).
 
-    One reduction and one host synchronisation: ``amax`` of ``|values|`` propagates NaN,
-    where ``isfinite(values).all()`` takes four ops.
+    One reduction and one host synchronisation on the common path: a sum is finite only
+    if every term is (NaN and infinities propagate). A sum that overflows is looked at
+    again by ``amax`` of ``|values|``, which propagates NaN (``isfinite(values).all()``
+    takes four ops).
     """
-    return not values.numel() or math.isfinite(values.abs().amax())
+    return math.isfinite(values.sum()) or (values.numel() > 0 and math.isfinite(values.abs().amax()))
 
 
 def check_category_logits(values: torch.Tensor, name: str, where: str) -> bool:

@@ -8,8 +8,8 @@ import torch
 
 from catlog._binary import flip_means
 from catlog._objective import Objective
-from catlog._perturbation import category_means, sample_rows
-from catlog._sampling import sample_by_inversion, sample_categorical
+from catlog._perturbation import category_means, sample_mean, sample_rows
+from catlog._sampling import sample_by_inversion, sample_by_race
 from catlog._surrogate import PATHWISE, Pathwise, catlog_estimate
 from catlog._validation import Checked, check_choice, check_flag, check_samples
 from catlog.control_variates import ControlVariate, Fitted, Taylor
@@ -133,10 +133,8 @@ class IndeCateR(Estimator):
         num_variables, num_categories = logits.shape[-2:]
         groups = num_variables if self.per_variable else 1
         sample_shape = (self.num_samples, groups)
-        if num_categories == 2:
-            samples = sample_by_inversion(probs, sample_shape, generator)
-        else:
-            samples = sample_categorical(logits.detach().log_softmax(-1), sample_shape, generator)
+        sample = sample_by_inversion if num_categories == 2 else sample_by_race
+        samples = sample(probs, sample_shape, generator)
         sample_values = objective(samples.flatten(0, 1))  # [N * G, *B]
         values = sample_values.reshape(samples.shape[:-1])
         possible = None if objective.every_possible else logits.detach() > -math.inf
@@ -144,7 +142,7 @@ class IndeCateR(Estimator):
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.pathwise == "all"):
             if fitted:  # it fits on every sample's rows
                 per_sample = sample_rows(objective, samples, values, num_categories, possible)
-                coefficients = per_sample.mean(0)
+                coefficients = sample_mean(per_sample)
             else:
                 coefficients = self._coefficients(objective, samples, values, possible, num_categories)
         estimate = catlog_estimate(sample_values, probs, coefficients, self.pathwise)

@@ -75,15 +75,15 @@ class REINFORCE(Estimator):
         return Cost(samples=self.num_samples, evaluations=self.num_samples)
 
     def _weights(self, values: torch.Tensor) -> torch.Tensor:
-        """The weight of each sample's score ``grad log p(x_n)``: ``f(x_n)``. Shapes ``[N, *B]``."""
-        return values
+        """The weight of each sample's score ``grad log p(x_n)`` in the estimate, ``1/N f(x_n)``. Shapes ``[N, *B]``."""
+        return values / values.shape[0]
 
     def estimate(self, objective: Objective, logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         log_probs = log_softmax(logits)
         samples = sample_by_inversion(log_probs.detach().exp(), (self.num_samples,), generator)
         values = objective(samples)
         with torch.no_grad():
-            weights = self._weights(values.detach()) / self.num_samples
+            weights = self._weights(values.detach())
             per_category = sum_by_category(samples, weights, logits.shape[-1])
         # -inf at impossible categories, and where a finite logit is so far below another that p underflows
         centred = (log_probs - log_probs.detach()).masked_fill(log_probs.detach() == -math.inf, 0.0)
@@ -96,7 +96,7 @@ class REINFORCE(Estimator):
         samples, logits = dist.draw(dist.gumbel_noise(self.num_samples, generator))
         values = objective(samples)
         log_p = _sequence_log_prob(logits, samples)
-        weights = self._weights(values.detach()) / self.num_samples
+        weights = self._weights(values.detach())
         return values.mean(0) + (weights * (log_p - log_p.detach())).sum(0)
 
 
@@ -143,9 +143,8 @@ class RLOO(REINFORCE):
     num_samples = Checked(check_samples(2))
 
     def _weights(self, values: torch.Tensor) -> torch.Tensor:
-        """``N/(N-1) * (f(x_n) - mean_m f(x_m))``, so that the mean over ``n`` is the RLOO sum."""
-        num = values.shape[0]
-        return (values - values.mean(0)) * (num / (num - 1))
+        """``(f(x_n) - mean_m f(x_m)) / (N - 1)``: their sum is the RLOO estimate's."""
+        return (values - values.mean(0)) / (values.shape[0] - 1)
 
 
 class GRPO(RLOO):
@@ -190,5 +189,5 @@ class GRPO(RLOO):
     epsilon = 1e-4
 
     def _weights(self, values: torch.Tensor) -> torch.Tensor:
-        """``(f(x_n) - mean_m f(x_m)) / (std_m f(x_m) + eps)``, shapes ``[N, *B]``."""
-        return (values - values.mean(0)) / (values.std(0) + self.epsilon)
+        """``1/N (f(x_n) - mean_m f(x_m)) / (std_m f(x_m) + eps)``, shapes ``[N, *B]``."""
+        return (values - values.mean(0)) / ((values.std(0) + self.epsilon) * values.shape[0])

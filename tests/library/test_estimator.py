@@ -185,18 +185,25 @@ def test_catlog_value_is_zero_only_with_a_zero_gradient(per_variable: bool) -> N
     assert nonzero > 0
 
 
+@pytest.mark.parametrize("small", [False, True], ids=["large-path", "small-path"])
+@pytest.mark.parametrize("num_categories", [2, 5])
 @pytest.mark.parametrize("batch_shape", [(), (3,), (2, 4)])
-def test_sum_by_category_contraction_equals_scatter(batch_shape) -> None:
-    """The ``K = 2`` contraction collects the same weights as the scatter it replaces."""
+def test_sum_by_category_equals_scatter(batch_shape, num_categories, small, monkeypatch) -> None:
+    """Every path of ``sum_by_category`` (the ``K = 2`` product or ``einsum``; for larger ``K`` the
+    one-hot sum) collects the same weights as the scatter, the size thresholds moved to take each."""
+    from catlog import _surrogate
     from catlog._surrogate import scatter_by_category, sum_by_category
 
+    monkeypatch.setattr(_surrogate, "CONTRACT_FROM_ELEMENTS", 10**9 if small else 0)
+    monkeypatch.setattr(_surrogate, "ONE_HOT_BELOW_ENTRIES", 10**9 if small else 0)
     generator = torch.Generator().manual_seed(12)
-    samples = torch.randint(2, (5, *batch_shape, 7), generator=generator)
+    samples = torch.randint(num_categories, (5, *batch_shape, 7), generator=generator)
     weights = torch.randn(5, *batch_shape, generator=generator, dtype=torch.float64)
     scattered = scatter_by_category(
-        torch.zeros(*batch_shape, 7, 2, dtype=torch.float64),
+        torch.zeros(*batch_shape, 7, num_categories, dtype=torch.float64),
         torch.arange(7).repeat(5),
         samples.movedim(-1, 1).flatten(0, 1),
         weights.unsqueeze(-1).expand(samples.shape).movedim(-1, 1).flatten(0, 1),
     )
-    torch.testing.assert_close(sum_by_category(samples, weights, 2), scattered, rtol=1e-13, atol=1e-13)
+    collected = sum_by_category(samples, weights, num_categories)
+    torch.testing.assert_close(collected, scattered, rtol=1e-13, atol=1e-13)

@@ -1,4 +1,5 @@
-"""Sampling by inversion (REINFORCE, RLOO; IndeCateR at K = 2) draws from Cat(probs), never an impossible category."""
+"""Sampling by inversion (REINFORCE, RLOO; IndeCateR at K = 2) and by an exponential race (IndeCateR at
+K > 2) draws from Cat(probs), never an impossible category."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import math
 import pytest
 import torch
 
-from catlog._sampling import COMPARE_MAX_CATEGORIES, sample_by_inversion
+from catlog._sampling import COMPARE_MAX_CATEGORIES, sample_by_inversion, sample_by_race
 
 # K on each side of the switch from comparing with every F_k to a binary search
 BOTH_PATHS = pytest.mark.parametrize("num_categories", [7, COMPARE_MAX_CATEGORIES + 3])
@@ -66,3 +67,27 @@ def test_binary_frequencies_match_probabilities_and_certain_categories_are_certa
         )
         drawn = sample_by_inversion(probs, (1,), None)[0]
         assert drawn[0, 0] == 1 and drawn[1, 2] == 0
+
+
+def test_race_frequencies_match_probabilities_and_impossible_categories_are_never_drawn(monkeypatch):
+    """IndeCateR's sampler for ``K > 2``: ``argmin_k E_k / p_k`` is ``k`` with probability ``p_k``."""
+    generator = torch.Generator().manual_seed(3)
+    num_categories = 6
+    logits = torch.randn(2, 3, num_categories, generator=generator, dtype=torch.float64)
+    logits[0, 1, [0, 2, num_categories - 1]] = -math.inf
+    probs = logits.softmax(-1)
+    draws = 40_000
+    samples = sample_by_race(probs, (100, draws // 100), generator)
+    assert samples.shape == (100, draws // 100, 2, 3) and samples.dtype == torch.long
+    frequencies = torch.nn.functional.one_hot(samples.flatten(0, 1), num_categories).double().mean(0)
+    standard_error = (probs * (1 - probs) / draws).sqrt()
+    # 36 cells, 5 standard errors each: a false alarm about once in 10^5 runs; impossible ones exactly 0
+    assert ((frequencies - probs).abs() <= 5 * standard_error + 1e-12).all()
+
+    # the ends of torch.rand's range at every category: log 0 / 0 would be NaN and drawn
+    for extreme in (0.0, 1 - 2**-53):
+        monkeypatch.setattr(
+            torch, "rand", lambda shape, extreme=extreme, **kwargs: torch.full(shape, extreme, dtype=kwargs["dtype"])
+        )
+        drawn = sample_by_race(probs, (1,), None)[0]
+        assert (probs.gather(-1, drawn.unsqueeze(-1)) > 0).all()
