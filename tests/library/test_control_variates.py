@@ -12,8 +12,9 @@ import pytest
 import torch
 
 import catlog
-from helpers import assert_variance_smaller, total_variance
-from problems import Problem, binary_nonseparable, estimates, nonseparable, smooth_decoder
+from catlog.control_variates import FitStatistics
+from helpers import assert_unbiased, assert_variance_smaller, total_variance
+from problems import Problem, binary_nonseparable, estimates, exact, nonseparable, smooth_decoder
 from test_unbiased import RUNS, check_against_enumeration
 
 
@@ -225,6 +226,45 @@ FITTED = {
 @pytest.mark.parametrize("name", sorted(FITTED))
 def test_fitted_matches_enumeration(name: str, make) -> None:
     check_against_enumeration(FITTED[name](make, 7), make, seed=7)
+
+
+SEQUENTIAL_CALLS = 40
+
+
+def sequential_estimates(estimator: catlog.IndeCateR, make, seed: int) -> torch.Tensor:
+    """``RUNS`` gradient estimates from :data:`SEQUENTIAL_CALLS` successive calls on the same
+    problem (``catlog compare``'s protocol): the carried fit that corrects each call was
+    updated by the calls before, whose estimates are among those averaged."""
+    runs = RUNS // SEQUENTIAL_CALLS
+    grads = [estimates(make, estimator, runs, seed, sample_seed=300 + call)[1] for call in range(SEQUENTIAL_CALLS)]
+    return torch.cat(grads)
+
+
+@pytest.mark.parametrize("make", [sum_indicator, nonseparable], ids=lambda p: p.__name__)
+def test_fitted_carried_through_the_measured_calls_matches_enumeration(make) -> None:
+    """The estimates of successive calls share a fit updated between them; each call's fit
+    depends on earlier samples only, so the estimates are martingale differences around the
+    exact gradient: unbiased and uncorrelated, and the standard error of their mean is the usual one."""
+    estimator = catlog.IndeCateR(2, control_variate=catlog.Fitted(memory=0.9))
+    assert_unbiased(sequential_estimates(estimator, make, 13), exact(make, 13)[1])
+
+
+class InSampleFitted(catlog.Fitted):
+    """A wrong ``Fitted``: its coefficients are fitted on the very samples they correct (scale 1)."""
+
+    def __call__(self, f, samples, logits, generator, rows=None) -> catlog.Correction:
+        one_hot = torch.nn.functional.one_hot(samples, logits.shape[-1]).to(logits.dtype)
+        differences = rows - (rows * one_hot).sum(-1, keepdim=True)
+        ones = torch.ones_like(logits)
+        self.statistics = FitStatistics.of(differences, one_hot)._replace(products=ones, squares=ones)
+        return super().__call__(f, samples, logits, generator, rows)
+
+
+def test_a_fit_on_its_own_samples_fails_the_check() -> None:
+    """The check has power against the bias that leaving the corrected sample out avoids."""
+    estimator = catlog.IndeCateR(2, control_variate=InSampleFitted(leave_one_out=False, memory=0.5))
+    with pytest.raises(AssertionError, match="differs from the exact value"):
+        assert_unbiased(sequential_estimates(estimator, sum_indicator, 13), exact(sum_indicator, 13)[1])
 
 
 def test_fitted_lowers_the_variance_of_pairwise_interactions() -> None:
