@@ -4,7 +4,7 @@ Usage::
 
     python benchmarks/peers_relax.py [--repeats 1000] [--train-steps 100] [--problems 3x2 4x3 5x4 6x5 binary]
 
-The peers (both on PyPI; install beside torch without their dependencies, which they do not need here)::
+The peers (both on PyPI, the ``peers`` extra; or beside torch without their dependencies, which they do not need here)::
 
     pip install --no-deps pydrobert-pytorch==0.3.0 storchastic==0.3.7 entmax pyro-ppl pyro-api opt_einsum
 

@@ -336,9 +336,9 @@ class Fitted:
 
     On an :class:`~catlog.Autoregressive`, SCateR calls :meth:`completions` instead: the
     interactions of ``x_d`` with the variables after it only, through each completion
-    (measured on ``catlog compare``'s autoregressive problem: 0.67 / 0.50 of SCateR(2)'s
-    variance, against 0.70 for RLOO at equal evaluations and 0.33 for the best any
-    such correction can reach).
+    (measured on ``catlog compare``'s autoregressive problem, ``benchmarks/scater_control_variate.py``:
+    0.63 / 0.54 of SCateR(2)'s variance with memory 0.9 / 0.99, against 0.72 for RLOO at equal
+    evaluations and 0.33 for the best any such correction can reach).
 
     Cost: no evaluation of ``f`` (IndeCateR hands its rows, evaluated in one call: its
     ``chunk_size`` is not applied); ``O(N D^2 K^2)`` work and ``D^2 K^2`` numbers per
