@@ -64,7 +64,6 @@ import statistics
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -115,17 +114,13 @@ class _StorchPatches:
             self._write(self.original)
 
 
-@dataclass
 class Runner:
     """One library's estimator: ``estimate(logits) -> [D * K]`` (adding its variance gradient into the
     ``.grad`` of ``parameters``, which an Adam optimiser steps while training)."""
 
-    estimate: Callable[[torch.Tensor], torch.Tensor]
-    parameters: list[nn.Parameter]
-    optimiser: torch.optim.Optimizer = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.optimiser = torch.optim.Adam(self.parameters, lr=1e-3)
+    def __init__(self, estimate: Callable[[torch.Tensor], torch.Tensor], parameters: list[nn.Parameter]) -> None:
+        self.estimate = estimate
+        self.optimiser = torch.optim.Adam(parameters, lr=1e-3)
 
     def __call__(self, logits: torch.Tensor) -> torch.Tensor:
         self.optimiser.zero_grad(set_to_none=True)
