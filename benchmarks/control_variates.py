@@ -24,8 +24,8 @@ with ``Fitted()`` (memory 0.9) and ``Fitted(memory=0.99)``, their fit first carr
 ``--train-steps`` calls of 50 estimates at the same parameters (20 on the DVAE);
 ``RLOO(2)`` and RLOO at IndeCateR(2)'s evaluations (402 on the DVAE); ``REBAR(2)`` and
 ``RELAX(2)`` (the experiments' default MLP surrogate, ``estimators.Surrogate``), their
-parameters first trained on the problem (``Problem.fit``: Adam, ``--train-steps`` steps); and
-pydrobert-pytorch's REBAR at one sample, where installed.
+parameters first trained on the problem (``Problem.fit``: Adam, ``--train-steps`` steps).
+REBAR and RELAX against pydrobert-pytorch's and storchastic's: ``benchmarks/peers_relax.py``.
 The autoregressive problem is not here: SCateR refuses a control variate on an ``Autoregressive``.
 
 Every problem is a :class:`catlog.experiments.problems.Problem`. For each estimator: the
@@ -157,66 +157,10 @@ def main(argv: list[str] | None = None) -> int:
         cells = [[_format(row.get(column, "")) for column in columns] for row in results[name]]
         print(f"\n## {name} (D = {problem.num_variables}, K = {problem.num_categories})\n")
         print(common.markdown_table(columns, cells), flush=True)
-    peer = peer_comparison(args.repeats)
-    if peer:
-        print("\n## REBAR against pydrobert-pytorch (binary problem, one sample)\n")
-        print(common.markdown_table(list(peer[0]), [[_format(v) for v in row.values()] for row in peer]))
-        results["pydrobert"] = peer
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "control_variates.json").write_text(json.dumps(results, indent=1))
     return 0
-
-
-def peer_comparison(repeats: int) -> list[dict[str, Any]]:
-    """Our REBAR(1) and pydrobert-pytorch's on the binary problem (one-hot ``f``), untrained
-    (the same initial temperature 0.5 and scale 1): variance, and CPU time per estimate
-    (estimate, its gradient and the variance gradient of the control variate's parameters)
-    relative to pydrobert's, measured interleaved; empty where pydrobert is not installed."""
-    try:
-        from pydrobert.torch import estimators as peer
-    except ImportError:
-        return []
-    logits, target = figure1.draw(12, 2, 0)
-    distance = figure1.Distance(target.float(), "nonseparable")
-
-    def f(one_hot: torch.Tensor) -> torch.Tensor:
-        return distance(one_hot @ torch.arange(2.0))
-
-    control = peer.REBARControlVariate(f, "onehot", start_temp=0.5, warn=False)
-
-    def peer_estimate(logits: torch.Tensor) -> torch.Tensor:
-        z = peer.to_z(logits, "onehot")
-        b = peer.to_b(z, "onehot")
-        grad = peer.relax(f(b), b, logits, z, control, "onehot")
-        (grad**2).sum().backward()
-        return grad
-
-    def ours(validate: bool) -> Callable[[torch.Tensor], torch.Tensor]:
-        estimator = catlog.REBAR(1, one_hot=True, validate_args=validate)
-        return lambda logits: torch.autograd.grad(estimator(f, logits), logits)[0]
-
-    runs = {
-        "catlog.REBAR(1)": ours(True),
-        "catlog.REBAR(1, validate_args=False)": ours(False),
-        "pydrobert REBAR": peer_estimate,
-    }
-    grads: dict[str, list[torch.Tensor]] = {label: [] for label in runs}
-    times: dict[str, list[float]] = {label: [] for label in runs}
-    for _ in range(repeats):
-        for label, run in runs.items():
-            start = time.process_time()
-            grads[label].append(run(logits.float().requires_grad_(True)).detach().flatten())
-            times[label].append(time.process_time() - start)
-    reference = times["pydrobert REBAR"]
-    return [
-        {
-            "estimator": label,
-            "variance": variance_per_entry(torch.stack(grads[label])),
-            "CPU time / pydrobert": statistics.median(t / r for t, r in zip(times[label], reference, strict=True)),
-        }
-        for label in runs
-    ]
 
 
 def _format(value: Any) -> str:

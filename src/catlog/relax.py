@@ -59,7 +59,8 @@ class LearnedControlVariate(Estimator):
             return values.mean(0)
         with torch.enable_grad():
             gradient = self._gradient(objective, leaf, noise, samples, values.detach(), generator)
-        finite = logits.masked_fill(logits.detach() == -math.inf, 0.0)  # -inf * 0 would be NaN
+        # -inf * 0 would be NaN (validation tells when no logit is -inf)
+        finite = logits if objective.every_possible else logits.masked_fill(logits.detach() == -math.inf, 0.0)
         score = (finite * gradient.detach()).flatten(-2).sum(-1)
         return values.mean(0) + (score - score.detach())
 
@@ -79,7 +80,8 @@ class LearnedControlVariate(Estimator):
         """
         # a finite floor for impossible categories (exp(-1e4) is 0 in every dtype): -inf in z would
         # give the temperature a NaN gradient, and masks around it are slow in double backward
-        log_probs = logits.log_softmax(-1).clamp_min(-1e4)
+        log_probs = logits.log_softmax(-1)
+        log_probs = log_probs if objective.every_possible else log_probs.clamp_min(-1e4)
         theta = log_probs.movedim(-1, 0)  # [K, *B, D]
         free = theta.unsqueeze(1)
         conditional = conditional_gumbel(log_probs, samples, 1, generator)[:, 0]

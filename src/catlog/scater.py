@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 
@@ -10,6 +11,7 @@ from catlog._objective import Objective
 from catlog._perturbation import evaluate_rows, offset_pairs, perturb
 from catlog._surrogate import catlog_estimate, scatter_by_category
 from catlog.autoregressive import Autoregressive, follow_noise
+from catlog.control_variates import Fitted
 from catlog.indecater import IndeCateR
 
 
@@ -58,8 +60,11 @@ class SCateR(IndeCateR):
             all at once. The result does not depend on it.
         pathwise: ``"samples"`` or ``"all"``, as for :class:`~catlog.indecater.IndeCateR`
             (``"all"`` had 0.35 times the variance of ``"samples"`` on our test problem).
-        control_variate: as for :class:`~catlog.indecater.IndeCateR`, with logits only (an
-            ``Autoregressive`` distribution is refused).
+        control_variate: as for :class:`~catlog.indecater.IndeCateR` on logits; on an
+            ``Autoregressive`` a :class:`~catlog.control_variates.Fitted` only, which then
+            corrects each coefficient by the completion's later variables, centred by their
+            own conditional probabilities (:meth:`~catlog.control_variates.Fitted.completions`);
+            the others centre by marginal means, zero-mean for independent variables only.
         one_hot: hand ``f`` float one-hot samples instead of category indices.
         generator: the default generator of the samples (a call may override it).
         validate_args: check values (see :class:`~catlog.estimator.Estimator`); ``None`` follows the class default.
@@ -82,10 +87,12 @@ class SCateR(IndeCateR):
     def estimate_autoregressive(
         self, objective: Objective, dist: Autoregressive, generator: torch.Generator | None
     ) -> torch.Tensor:
-        if self.control_variate is not None:
+        fitted = self._control_variate
+        if fitted is not None and not isinstance(fitted, Fitted):
             raise ValueError(
-                f"control_variate: applies to independent variables (logits [*B, D, K]); expected None with "
-                f"an Autoregressive, got {self.control_variate!r}"
+                "control_variate: on an Autoregressive only a catlog.Fitted applies (its terms are centred by "
+                "each completion's own conditional probabilities); the others centre x_e by a marginal mean, "
+                f"which is zero-mean only for independent variables; got {self.control_variate!r}"
             )
         num_samples, num_variables = self.num_samples, dist.num_variables
         groups = num_variables if self.per_variable else 1
@@ -99,11 +106,20 @@ class SCateR(IndeCateR):
         else:
             own = base
         values = objective(base)
+        corrected = fitted is not None and torch.is_grad_enabled() and logits.requires_grad
+        trace: list[Completions] | None = [] if corrected else None
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.pathwise == "all"):
             coefficients = _completion_values(
-                objective, dist, base, noise, values, own, logits.detach(), self.chunk_size
+                objective, dist, base, noise, values, own, logits.detach(), self.chunk_size, trace
             )
-        return catlog_estimate(values, logits.softmax(-1), coefficients, self.pathwise)
+        probs = logits.softmax(-1)
+        estimate = catlog_estimate(values, probs, coefficients, self.pathwise)
+        if fitted is None or trace is None:
+            return estimate
+        futures, future_probs = _futures(trace, base, logits.detach())
+        rows = fitted.completions(coefficients.detach(), futures, future_probs, probs.detach())
+        correction = -(rows * probs).flatten(-2).sum(-1).mean(0)
+        return estimate + (correction - correction.detach())
 
 
 def _completion_values(
@@ -115,6 +131,7 @@ def _completion_values(
     own: torch.Tensor,
     logits: torch.Tensor,
     chunk_size: int | None,
+    trace: list[Completions] | None = None,
 ) -> torch.Tensor:
     """The SCateR coefficients ``c[n, b, d, k] = f(x_<d^(n), k, x_>d^(n,k))``.
 
@@ -130,6 +147,7 @@ def _completion_values(
         chunk_size: most completion rows rolled out and evaluated at a time, or ``None``.
             With autograd on, chunks are recomputed in the backward pass
             (see :func:`catlog._perturbation.evaluate_rows`).
+        trace: if given, each chunk's :class:`Completions` is appended to it (for :func:`_futures`).
 
     Returns:
         ``[N, *B, D, K]``; zero at impossible categories. With autograd on
@@ -159,7 +177,18 @@ def _completion_values(
     ) -> tuple[torch.Tensor, torch.Tensor]:
         x = base[row]
         category = perturb(x, d, j, counts.movedim(-1, 1)[n, d], ranks[n, d], by_rank[n, d])
-        dist.rollout(x, follow_noise(noise, row), torch.searchsorted(d, positions).tolist())
+        choose = follow_noise(noise, row)
+        if trace is None:
+            dist.rollout(x, choose, torch.searchsorted(d, positions).tolist())
+            return x, category
+        conditionals: dict[int, torch.Tensor] = {}
+
+        def recording(logits: torch.Tensor, position: int) -> torch.Tensor:
+            conditionals[position] = logits.detach()
+            return choose(logits, position)
+
+        dist.rollout(x, recording, torch.searchsorted(d, positions).tolist())
+        trace.append(Completions(n, d, category, x, conditionals))
         return x, category
 
     step = max(d.shape[0], 1) if chunk_size is None else chunk_size
@@ -170,3 +199,74 @@ def _completion_values(
         )
         scatter_by_category(sums, n[chunk] * num_variables + d[chunk], category, completed)
     return sums[..., :num_categories].reshape(*batch_shape, num_samples, num_variables, num_categories).movedim(-3, 0)
+
+
+class Completions(NamedTuple):
+    """One chunk of SCateR's completion rows ``r``, as :func:`_completion_values` rolled them out.
+
+    Attributes:
+        sample, variable: ``LongTensor[R]``, the base sample ``n`` and the branch variable ``d`` of each row
+            (rows sorted by ``d``).
+        category: ``LongTensor[R, *B]``, the category ``k`` set at ``d`` (``K``: a discarded row).
+        rows: ``LongTensor[R, *B, D]``, the completed sequences.
+        conditionals: position ``e`` -> the logits ``[a_e, *B, K]`` of ``X_e`` given the completion's
+            prefix, for the leading ``a_e`` rows (those with ``d < e``).
+    """
+
+    sample: torch.Tensor
+    variable: torch.Tensor
+    category: torch.Tensor
+    rows: torch.Tensor
+    conditionals: dict[int, torch.Tensor]
+
+
+def _futures(trace: list[Completions], base: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The completions' later variables and their conditional probabilities, by branch point.
+
+    Args:
+        trace: the :class:`Completions` of every chunk.
+        base: ``LongTensor[N, *B, D]``, the base samples (the completion of their own category).
+        logits: ``[N, *B, D, K]``, the base samples' conditional logits.
+
+    Returns:
+        ``futures, future_probs: [N, *B, D, K, D, K]``: at ``[n, b, d, k, e, j]``,
+        ``[x^{(n,k)}_e = j]`` and ``p(j | x^{(n,k)}_{<e})`` for ``e > d``; zero for ``e <= d``
+        and for impossible categories ``k``.
+    """
+    num_samples, (num_variables, num_categories) = base.shape[0], logits.shape[-2:]
+    batch_shape = base.shape[1:-1]
+    later = torch.ones(num_variables, num_variables, dtype=torch.bool, device=base.device).triu(1)  # [d, e]: e > d
+    categories = torch.arange(num_categories, device=base.device)
+    batch = math.prod(batch_shape)
+    shape = (num_samples, batch, num_variables, num_categories + 1, num_variables, num_categories)
+    futures, future_probs = logits.new_zeros(shape), logits.new_zeros(shape)
+    # the base sample is the completion of its own category
+    own_future = (base.unsqueeze(-1) == categories).to(logits.dtype).reshape(num_samples, batch, 1, num_variables, -1)
+    own_probs = logits.softmax(-1).reshape(num_samples, batch, 1, num_variables, -1)
+    mask = later.view(1, 1, num_variables, num_variables, 1).to(logits.dtype)
+    index = (
+        torch.arange(num_samples, device=base.device).view(-1, 1, 1),
+        torch.arange(batch, device=base.device).view(1, -1, 1),
+        torch.arange(num_variables, device=base.device).view(1, 1, -1),
+        base.reshape(num_samples, batch, num_variables),
+    )
+    futures[index] = own_future * mask
+    future_probs[index] = own_probs * mask
+    for chunk in trace:
+        rows = chunk.rows.shape[0]
+        probs = logits.new_zeros((rows, *batch_shape, num_variables, num_categories))
+        for position, conditional in chunk.conditionals.items():
+            probs[: conditional.shape[0], ..., position, :] = conditional.softmax(-1)
+        onehot = (chunk.rows.unsqueeze(-1) == categories).to(logits.dtype) * later[chunk.variable].view(
+            rows, *([1] * len(batch_shape)), num_variables, 1
+        )
+        index = (
+            chunk.sample.view(-1, 1),
+            torch.arange(batch, device=base.device).view(1, -1),
+            chunk.variable.view(-1, 1),
+            chunk.category.reshape(rows, batch),
+        )
+        futures[index] = onehot.reshape(rows, batch, num_variables, num_categories)
+        future_probs[index] = probs.reshape(rows, batch, num_variables, num_categories)
+    full = (num_samples, *batch_shape, num_variables, num_categories, num_variables, num_categories)
+    return futures[:, :, :, :num_categories].reshape(full), future_probs[:, :, :, :num_categories].reshape(full)

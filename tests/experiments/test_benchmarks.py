@@ -158,3 +158,26 @@ def test_structured_step_times_scater_beside_rloo_at_equal_evaluations(tmp_path:
     assert result["plan FrozenLake 8x8"]["evaluations"] == 1 + 20 * 3
     assert result["generate arithmetic"]["evaluations"] == 1 + 5 * 13
     assert all(ratio > 0 for name in structured.PROBLEMS for ratio in result[name]["cpu"])
+
+
+def test_scater_control_variate_runs_on_tiny_settings(load_script, capsys: pytest.CaptureFixture[str]) -> None:
+    script = load_script("scater_control_variate")
+    assert script.main(["--repeats", "4", "--fit-steps", "1", "--dtype", "float32"]) == 0
+    table = capsys.readouterr().out
+    assert "SCateR(2) + Fitted()" in table and "RLOO(38)" in table and "exact completions" in table
+
+
+def test_peers_relax_runs_on_tiny_settings(tmp_path: Path, load_script) -> None:
+    """Where pydrobert-pytorch and storchastic are installed (the ``peers`` extra); storchastic's
+    patches of torch are undone outside its calls."""
+    pytest.importorskip("pydrobert.torch")
+    pytest.importorskip("entmax")
+    pytest.importorskip("pyro")
+    is_tensor, to = torch.is_tensor, torch.Tensor.to
+    peers = load_script("peers_relax")
+    options = ["--problems", "3x2", "--repeats", "4", "--train-steps", "1", "--out", str(tmp_path)]
+    assert peers.main(options) == 0
+    assert torch.is_tensor is is_tensor and torch.Tensor.to is to
+    results = json.loads((tmp_path / "peers_relax.json").read_text())
+    labels = [row["estimator"] for row in results["3x2 trained"]]
+    assert {"REBAR pydrobert", "REBAR storchastic", "RELAX pydrobert", "RELAX storchastic"} <= set(labels)

@@ -46,8 +46,9 @@ def test_estimators_apply_where_they_can() -> None:
     assert compare.largest_size(disarm, hamming.budget(), "samples", 5) == 2  # 2 pairs, 4 samples
     sequences = autoregressive.problem(0, CPU, torch.float64)
     candidates = compare.applicable(compare.ESTIMATORS, sequences)
-    assert set(candidates) == {"indecater", "indecater-pv", "reinforce", "rloo", "grpo"}
+    assert set(candidates) == {"indecater", "indecater-pv", "indecater-fitted", "reinforce", "rloo", "grpo"}
     assert isinstance(candidates["indecater"].build(1, sequences.budget()), catlog.SCateR)
+    assert candidates["indecater-fitted"].title(True) == "SCateR + Fitted"
     assert candidates["indecater"].title(True) == "SCateR" and candidates["indecater"].title(False) == "IndeCateR"
     assert estimators.FAMILIES["gs-st"].applies(3, True, False) and not estimators.FAMILIES["gs-st"].applies(
         3, False, False
@@ -108,7 +109,7 @@ def test_command_line_quick_run_on_the_synthetic_problems(tmp_path, capsys) -> N
 def test_command_line_quick_run_on_the_structured_problems(tmp_path, capsys) -> None:
     rows = _quick_run(["frozenlake", "arithmetic-trained"], [], tmp_path, capsys)
     for problem in ("frozenlake", "arithmetic-trained"):  # no relaxation, K > 2
-        expected = {"indecater", "indecater-pv", "reinforce", "rloo", "grpo"}
+        expected = {"indecater", "indecater-pv", "indecater-fitted", "reinforce", "rloo", "grpo"}
         assert {row["estimator"] for row in rows if row["problem"] == problem} == expected
 
 

@@ -156,6 +156,7 @@ FAMILIES: dict[str, Family] = {
         _catlog(control_variate=catlog.Fitted),
         rules=False,
         min_size=2,
+        autoregressive_label="SCateR + Fitted",
     ),
     "reinforce": Family(
         "REINFORCE", "REINFORCE", lambda n, b: catlog.REINFORCE(n, one_hot=b.one_hot), autoregressive_label="REINFORCE"
