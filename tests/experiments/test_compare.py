@@ -136,6 +136,29 @@ def test_runner_fits_a_learned_estimator_once_before_measuring_it() -> None:
     assert not torch.equal(relax.log_temperature, untrained.log_temperature)
 
 
+def test_timing_leaves_the_carried_fit_it_measures() -> None:
+    # the batched problem measures blocks of estimates; a timed call of one estimate has another batch
+    # shape, which would reset a carried Fitted fit if it ran on the measured estimator
+    problem = autoregressive.problem(0, CPU, torch.float64)
+    candidates = compare.applicable(["indecater", "indecater-fitted"], problem)
+    config = compare.CompareConfig(timing_repeats=1, timing_seconds=0.0, fit_steps=3)
+
+    def runner() -> compare.Runner:
+        return compare.Runner(problem, config, CPU, candidates["indecater"], 2, 20)
+
+    timed_first = runner()
+    timed_first.time("indecater-fitted", candidates["indecater-fitted"], 2)
+    fitted = timed_first.measure("indecater-fitted", candidates["indecater-fitted"], 2)
+    untimed = runner()
+    estimator = untimed.build("indecater-fitted", candidates["indecater-fitted"], 2)
+    block = compare.FIT_ESTIMATES
+    grads = problem.gradients(estimator, 20, untimed.generator("indecater-fitted", 2, "variance"), block)
+    assert fitted.variance == catlog.gradient_variance(grads)
+    cold = candidates["indecater-fitted"].build(2, problem.budget())
+    cold_grads = problem.gradients(cold, 20, untimed.generator("indecater-fitted", 2, "variance"), block)
+    assert fitted.variance != catlog.gradient_variance(cold_grads)  # the fit counts
+
+
 @pytest.mark.slow
 def test_command_line_quick_run_on_the_models(shared_data_dir, tmp_path, capsys) -> None:
     _quick_run(["dvae", "addition"], ["--data-dir", str(shared_data_dir)], tmp_path, capsys)

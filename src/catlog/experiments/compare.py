@@ -32,6 +32,7 @@ against CPU time relative to the reference, log-log, the legend outside the axes
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 import zlib
@@ -250,8 +251,10 @@ class Runner:
         return self.built[name, size]
 
     def estimate_once(self, name: str, family: Family, size: int) -> Callable[[], torch.Tensor]:
-        """A call that computes one gradient estimate of ``family`` at ``size``."""
-        estimator, generator = self.build(name, family, size), self.generator(name, size, "time")
+        """A call that computes one gradient estimate of ``family`` at ``size``, on a copy of the built
+        estimator: timed calls leave the state that :meth:`measure` measures (a carried ``Fitted``
+        fit, which a call of another batch shape would reset) as :meth:`build` left it."""
+        estimator, generator = copy.deepcopy(self.build(name, family, size)), self.generator(name, size, "time")
         return lambda: self.problem.gradient(estimator, generator)
 
     def measure(self, name: str, family: Family, size: int) -> Measurement:
