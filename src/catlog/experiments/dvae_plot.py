@@ -50,6 +50,8 @@ def plot_runs(runs: list[Path], output: Path, x_axis: str = "cpu") -> Path:
         raise ValueError(f"x_axis: expected one of {tuple(X_AXES)}, got {x_axis!r}")
     column, x_label = X_AXES[x_axis]
     fig, axes = plotting.subplots(1, len(PANELS), figsize=(4.4 * len(PANELS), 3.6))
+    from matplotlib.ticker import NullFormatter  # after plotting.subplots chose the backend
+
     loaded = [plotting.read_run(run) for run in runs]
     labels = plotting.run_labels([f"{c['dataset']}, {c['estimator']}, seed {c['seed']}" for c, _ in loaded], runs)
     for (config, rows), label in zip(loaded, labels):
@@ -63,6 +65,7 @@ def plot_runs(runs: list[Path], output: Path, x_axis: str = "cpu") -> Path:
     for ax, (_, title, log_scale) in zip(axes, PANELS):
         ax.set(title=title, xlabel=x_label, yscale="log" if log_scale else "linear")
         ax.set_xscale("log" if x_axis in LOG_X else "linear")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # a short log range labels its minor ticks on top of each other
         ax.grid(alpha=0.3)
     handles, names = axes[0].get_legend_handles_labels()
     fig.legend(handles, names, loc="upper center", ncol=min(len(names), 3), bbox_to_anchor=(0.5, 0.0), fontsize=8)
