@@ -33,7 +33,8 @@ def flip_means(
         objective: the wrapped ``f``.
         samples: ``LongTensor[N, G, *B, D]`` with values in ``{0, 1}``; group ``g`` holds
             the samples used for variable ``d = g`` when ``G = D``, or for all variables when ``G = 1``.
-        values: ``[N, G, *B]``, ``f`` at ``samples``.
+        values: ``[N, G, *B]``, ``f`` at ``samples``, not yet checked to be finite: checked
+            here with the flipped rows' values, in one reduction.
         possible: ``BoolTensor[*B, D, 2]``, false where the logit is ``-inf``; ``None`` when
             every category is known to be possible (every variable is flipped, nothing masked).
         chunk_size: most perturbed rows per call of ``f``, or ``None`` for one call.
@@ -49,18 +50,25 @@ def flip_means(
     if chunk_size is None or chunk_size >= total:
         rows = own.clone()
         rows.diagonal(dim1=1, dim2=-1).bitwise_xor_(flip)  # row (n, d): x_d flipped
-        flipped = objective(rows.flatten(0, 1))
+        flipped = objective(rows.flatten(0, 1), check_finite=False)
     else:  # each chunk's rows built on their own: a cache-sized copy instead of all N * D rows at once
         eye = torch.eye(num_variables, dtype=torch.bool, device=samples.device)
         flips = eye.view(num_variables, *([1] * len(batch_shape)), num_variables) & flip  # [D, *B, D]
         chunks = torch.split(torch.arange(total, device=samples.device), chunk_size)
         flipped = torch.cat(
-            [objective(own[row // num_variables, row % num_variables] ^ flips[row % num_variables]) for row in chunks]
+            [
+                objective(
+                    own[row // num_variables, row % num_variables] ^ flips[row % num_variables], check_finite=False
+                )
+                for row in chunks
+            ]
         )
     flipped = flipped.reshape(num_samples, num_variables, *batch_shape).movedim(1, -1)  # [N, *B, D]
     values = values.movedim(1, -1)  # [N, *B, G]
     ones = own.diagonal(dim1=1, dim2=-1).bool()  # [N, *B, D]: x_d == 1
-    means = torch.stack([torch.where(ones, flipped, values), torch.where(ones, values, flipped)], -1).mean(0)
+    pairs = torch.stack([torch.where(ones, flipped, values), torch.where(ones, values, flipped)], -1)
+    objective.require_finite(pairs)  # every flipped row's value and every sample's
+    means = pairs.mean(0)
     return means if possible is None else means.masked_fill(~possible, 0.0)
 
 

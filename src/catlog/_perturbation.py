@@ -28,7 +28,7 @@ def category_means(
         samples: ``LongTensor[N, G, *B, D]``; group ``g`` holds the samples used for
             variable ``d = g`` when ``G = D`` (sampling per variable), or for all
             variables when ``G = 1``.
-        values: ``[N, G, *B]``, ``f`` at ``samples``.
+        values: ``[N, G, *B]``, ``f`` at ``samples``, not yet checked to be finite (checked here).
         possible: ``BoolTensor[*B, D, K]``, false where the logit is ``-inf``; ``None``
             when every category is known to be possible.
         num_categories: ``K``.
@@ -57,6 +57,7 @@ def category_means(
             return sample_mean(sample_rows(objective, samples, values, num_categories, possible))
         if bool(possible.all()):
             return sample_mean(sample_rows(objective, samples, values, num_categories, None))
+    objective.require_finite(values)
     if possible is None:
         possible = torch.ones((*batch_shape, num_variables, num_categories), dtype=torch.bool, device=samples.device)
     sums = values.new_zeros((*batch_shape, num_variables, num_categories + 1))
@@ -107,7 +108,9 @@ def sample_rows(
     discarded): the rows of :func:`category_means`' general path, in its order, built by
     one broadcast ``where`` without the rank bookkeeping and without host
     synchronisation. Offset ``0`` is the sample itself, whose value is ``values``; one
-    ``scatter`` along the permutation puts each offset's value at its category.
+    ``scatter`` along the permutation puts each offset's value at its category. The
+    values of ``f``, the samples' (not yet checked) and the rows', are checked to be
+    finite together, in one reduction (:meth:`~catlog.Objective.require_finite`).
 
     Shapes: ``samples: LongTensor[N, G, *B, D]``, ``values: [N, G, *B]``,
     ``possible: BoolTensor[*B, D, K]``, or ``None`` when every category is known to be
@@ -129,8 +132,11 @@ def sample_rows(
             moved.movedim((-2, -1), (1, 2)).unsqueeze(-1),
             own.unsqueeze(2),
         )  # [N, D, K-1, *B, D]
-        perturbed = objective(rows.flatten(0, 2)).reshape(num_samples, num_variables, num_categories - 1, *batch_shape)
+        perturbed = objective(rows.flatten(0, 2), check_finite=False).reshape(
+            num_samples, num_variables, num_categories - 1, *batch_shape
+        )
         by_offset = torch.cat([by_offset, perturbed.movedim((1, 2), (-2, -1))], -1)
+    objective.require_finite(by_offset)
     rows = by_offset.scatter(-1, categories, by_offset)
     return rows if possible is None else rows.masked_fill(~possible, 0.0)
 

@@ -135,7 +135,8 @@ class IndeCateR(Estimator):
         sample_shape = (self.num_samples, groups)
         sample = sample_by_inversion if num_categories == 2 else sample_by_race
         samples = sample(probs, sample_shape, generator)
-        sample_values = objective(samples.flatten(0, 1))  # [N * G, *B]
+        # [N * G, *B]; checked to be finite with the rows' values, where the coefficients are computed
+        sample_values = objective(samples.flatten(0, 1), check_finite=False)
         values = sample_values.reshape(samples.shape[:-1])
         possible = None if objective.every_possible else logits.detach() > -math.inf
         fitted = isinstance(self._control_variate, Fitted)

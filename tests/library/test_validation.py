@@ -80,6 +80,56 @@ def test_bad_f_output(name: str, case: str) -> None:
         ESTIMATORS[name]()(f, torch.zeros(4, 3, 2))
 
 
+INDECATER_PATHS = {
+    "K = 3": (lambda: catlog.IndeCateR(2), 3, False),
+    "K = 3, chunks": (lambda: catlog.IndeCateR(2, chunk_size=5), 3, False),
+    "K = 3, an impossible category": (lambda: catlog.IndeCateR(2), 3, True),
+    "K = 3, per variable": (lambda: catlog.IndeCateR(2, per_variable=True), 3, False),
+    "K = 3, fitted": (lambda: catlog.IndeCateR(2, control_variate=catlog.Fitted()), 3, False),
+    "K = 2": (lambda: catlog.IndeCateR(2), 2, False),
+    "K = 2, chunks": (lambda: catlog.IndeCateR(2, chunk_size=3), 2, False),
+}
+
+
+@pytest.mark.parametrize("path", sorted(INDECATER_PATHS))
+@pytest.mark.parametrize("bad_call", [0, 1])
+def test_indecater_checks_samples_and_rows_together(path: str, bad_call: int) -> None:
+    """IndeCateR checks the samples' values with the rows' (one reduction): a NaN in either call is found."""
+    make, num_categories, impossible = INDECATER_PATHS[path]
+    logits = torch.zeros(4, 3, num_categories, requires_grad=True)
+    if impossible:
+        logits.data[0, 1, 0] = -math.inf
+    calls = []
+
+    def f(x: torch.Tensor) -> torch.Tensor:
+        calls.append(x.shape[0])
+        values = x.sum(-1).to(torch.float32)
+        return values.fill_(math.nan) if len(calls) == bad_call + 1 else values
+
+    with pytest.raises(ValueError, match="f: expected finite values, got"):
+        make()(f, logits).sum().backward()
+    assert len(calls) > bad_call
+
+
+def test_objective_defers_the_finite_check() -> None:
+    def nan_f(x: torch.Tensor) -> torch.Tensor:
+        return torch.full(x.shape[:-1], math.nan)
+
+    samples = torch.zeros(2, 4, 3, dtype=torch.long)
+    for validate in (True, False):
+        objective = catlog.Objective(nan_f, torch.Size([4]), 2, torch.float32, torch.device("cpu"), False, validate)
+        values = objective(samples, check_finite=False)
+        assert values.isnan().all()
+        if validate:
+            with pytest.raises(ValueError, match="f: expected finite values, got 8 NaN or infinite of 8"):
+                objective.require_finite(values)
+            with pytest.raises(ValueError, match="f: expected finite values"):
+                objective(samples)
+        else:
+            objective.require_finite(values)
+            assert objective(samples).isnan().all()
+
+
 def test_f_must_be_callable() -> None:
     with pytest.raises(ValueError, match="f: expected a callable.*got int"):
         catlog.IndeCateR(1)(3, torch.zeros(2, 2))
