@@ -117,7 +117,9 @@ class Objective:
             detached = values.detach() if values.requires_grad else values
             if not all_finite(detached):
                 bad = int((~torch.isfinite(detached)).sum())
-                raise ValueError(f"f: expected finite values, got {bad} NaN or infinite of {values.numel()}")
+                raise ValueError(
+                    f"f: expected finite values, got NaN or infinite in {bad} of the {values.numel()} entries checked"
+                )
 
     def _checked(self, out: object, rows: int, check_finite: bool = True) -> torch.Tensor:
         expected = (rows, *self.batch_shape)
