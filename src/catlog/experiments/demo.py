@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from catlog.experiments import cli, common, run_folder
-from catlog.experiments.options import COMMON_GROUP, Command, RunOptions, config_json, option
+from catlog.experiments import cli, run_folder
+from catlog.experiments.options import COMMON_GROUP, Command, RunOptions, option
 from catlog.experiments.problems.figure1 import OBJECTIVES
 
 
@@ -41,9 +41,7 @@ def main(options: DemoConfig) -> int:
     shared += (["--threads", str(options.threads)] if options.threads is not None else []) + (
         ["--overwrite"] if options.overwrite else []
     )
-    with run_folder.open_run(
-        common.default_out(options.out, "demo"), config_json(options), overwrite=options.overwrite
-    ) as run:
+    with run_folder.open_command_run(options, "demo") as run:
         out = run.path
         runs = [
             ["gradients", "--configs", "12x3", "--f", objective, "--runs", str(options.runs)]

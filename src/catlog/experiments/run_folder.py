@@ -165,6 +165,13 @@ def _check_resumable(folder: Path, config: Mapping[str, Any], may_change: Iterab
         raise RunFolderError(f"--resume: {folder} was run with another config; differing: {'; '.join(changed)}")
 
 
+def open_command_run(config: RunOptions, experiment: str) -> RunFolder:
+    """The run folder of a command that does not train (``--out``, default ``results/<experiment>-<time>``,
+    opened by :func:`open_run` with ``config``), once ``--threads`` is applied (:func:`common.apply_threads`)."""
+    common.apply_threads(config.threads)
+    return open_run(common.default_out(config.out, experiment), config_json(config), overwrite=config.overwrite)
+
+
 @contextmanager
 def open_on_main(
     config: RunOptions, experiment: str, ctx: distributed.DistributedContext, may_change: Iterable[str] = ()

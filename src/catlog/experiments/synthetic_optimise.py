@@ -330,12 +330,10 @@ def main(options: OptimiseConfig) -> int:
     summary is the share of the gap to the optimum each method closed (:func:`format_progress`)
     and, where some run closed :data:`GAP_FRACTION` of it, the iterations and seconds it took.
     """
-    common.apply_threads(options.threads)
     methods = paper_methods(options.num_variables, options.samples)
-    folder = common.default_out(options.out, "optimise")
     rows: list[dict[str, Any]] = []
     summaries: list[dict[str, Any]] = []
-    with run_folder.open_run(folder, config_json(options), overwrite=options.overwrite) as run:
+    with run_folder.open_command_run(options, "optimise") as run:
         total = len(options.methods) * options.seeds * options.iterations
         with common.progress(total=total, desc="optimise", leave=True) as bar:
             for seed in range(options.seed, options.seed + options.seeds):
