@@ -76,36 +76,13 @@ MODEL_PROBLEMS: tuple[str, ...] = ("dvae", "addition")
 # Names of the experiments' vocabulary (:mod:`catlog.experiments.estimators`): its methods and its
 # baselines without a budget suffix, since this command sets every size itself.
 ESTIMATORS: tuple[str, ...] = (
-    "indecater",
-    "indecater-pv",
-    "indecater-taylor",
-    "indecater-fitted",
-    "reinforce",
-    "rloo",
-    "grpo",
-    "disarm",
-    "gs-st",
-    "reinmax",
-    "gumbel-rao",
-    "rebar",
-    "relax",
+    *("indecater", "indecater-pv", "indecater-taylor", "indecater-fitted", "reinforce", "rloo", "grpo", "disarm"),
+    *("gs-st", "reinmax", "gumbel-rao", "rebar", "relax"),
 )
 SETTINGS: tuple[str, ...] = ("equal samples", "equal evaluations", "equal time")
 COLUMNS: tuple[str, ...] = (
-    "problem",
-    "setting",
-    "estimator",
-    "size",
-    "samples",
-    "evaluations",
-    "repeats",
-    "variance",
-    "sq_bias",
-    "sq_bias_floor",
-    "cpu_ms",
-    "time_ratio",
-    "variance_x_cpu_ms",
-    "capped",
+    *("problem", "setting", "estimator", "size", "samples", "evaluations", "repeats", "variance", "sq_bias"),
+    *("sq_bias_floor", "cpu_ms", "time_ratio", "variance_x_cpu_ms", "capped"),
 )
 
 
@@ -125,11 +102,7 @@ class CompareConfig(RunOptions, data.DataOptions):
     max_evaluations: int = option(20_000, "largest evaluations per estimate tried for equal time", minimum=1)
     temperature: float = option(1.0, "temperature of the relaxed estimators", above=0)
     fig1: tuple[int, int] = option(
-        (6, 10),
-        "size of the figure-1 problem",
-        parse=parse_size,
-        show=show_size,
-        metavar="DxK",
+        (6, 10), "size of the figure-1 problem", parse=parse_size, show=show_size, metavar="DxK"
     )
     binary_variables: int = option(12, "D of the binary problem", minimum=1)
     quadratic: tuple[int, int] = option(
@@ -172,11 +145,8 @@ def applicable(names: Sequence[str], problem: Problem) -> dict[str, Family]:
     DisARM needs ``K = 2``, the relaxed estimators an ``f`` that accepts relaxed values, and an
     autoregressive problem the families that take one (``indecater`` is then SCateR)."""
     families = {name: estimators.FAMILIES[name] for name in names}
-    return {
-        name: family
-        for name, family in families.items()
-        if family.applies(problem.num_categories, problem.relaxable, problem.autoregressive)
-    }
+    kind = (problem.num_categories, problem.relaxable, problem.autoregressive)
+    return {name: family for name, family in families.items() if family.applies(*kind)}
 
 
 def largest_size(family: Family, budget: Budget, field: Literal["samples", "evaluations"], limit: int) -> int | None:

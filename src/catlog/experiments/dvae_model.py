@@ -115,10 +115,7 @@ def kl_to_uniform(logits: torch.Tensor) -> torch.Tensor:
 
 
 def negative_elbo(
-    model: DiscreteVAE,
-    estimator: catlog.Estimator,
-    images: torch.Tensor,
-    generator: torch.Generator | None = None,
+    model: DiscreteVAE, estimator: catlog.Estimator, images: torch.Tensor, generator: torch.Generator | None = None
 ) -> torch.Tensor:
     """Negative ELBO ``E_q[-log p(t | X)] + KL(q || uniform)`` of images ``[B, 784]``; returns ``[B]``.
 

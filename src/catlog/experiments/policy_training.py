@@ -61,11 +61,7 @@ class PolicyTrainingConfig(training.TrainingOptions):
     )
     samples: int = option(1, "N: SCateR's base samples; -s/-f rules scale from it", minimum=1)
     iterations: int | None = option(
-        None,
-        "Adam steps",
-        minimum=0,
-        group=training.LENGTH,
-        default_text=f"{DEFAULT_ITERATIONS} without --time-budget",
+        None, "Adam steps", minimum=0, group=training.LENGTH, default_text=f"{DEFAULT_ITERATIONS} without --time-budget"
     )
     lr: float = option(3e-3, "Adam learning rate", above=0)
     hidden: int = option(64, "GRU width of the policy", minimum=1)
