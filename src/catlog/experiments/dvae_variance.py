@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from catlog.experiments import common, estimators, run_folder, training
+from catlog.experiments import common, estimators, run_folder
 from catlog.experiments.dvae_model import DEFAULT_SAMPLES, DiscreteVAE, load_split, make_estimator
 from catlog.experiments.options import DTYPES, Command, OptionError, Options, option
 from catlog.experiments.problems import variance_per_entry
@@ -32,7 +32,7 @@ def variance_at_checkpoint(
     config = json.loads((run / run_folder.CONFIG).read_text())
     dtype = DTYPES[config["dtype"]]
     model = DiscreteVAE(config["latents"], config["categories"]).to(dtype=dtype)
-    training.load_model(run / run_folder.CHECKPOINT, model)
+    run_folder.load_model(run / run_folder.CHECKPOINT, model)
     data_dir = data_dir if data_dir is not None else config["data_dir"] and Path(config["data_dir"])
     cache_dir = config.get("cache_dir") and Path(config["cache_dir"])  # absent from older runs
     split = load_split(config["dataset"], data_dir, torch.device("cpu"), dtype, cache_dir)
