@@ -121,9 +121,9 @@ def optimise(
         if reached["iterations"] is None and value >= target:
             reached = {"iterations": iteration, "wall_s": clock.wall_s, "cpu_s": clock.cpu_s}
         if iteration % options.log_every == 0 or iteration == iterations:
-            measure = iteration % options.variance_every == 0 or iteration == iterations
             variance = None
-            if measure:  # figure 2's problem at the current logits, batched on copies of them
+            if iteration % options.variance_every == 0 or iteration == iterations:
+                # figure 2's problem at the current logits, batched on copies of them
                 problem = logits_problem("fig2", "figure 2", logits, objective, relaxable=True)
                 variance = variance_per_entry(
                     problem.gradients(estimator, options.variance_repeats, variance_generator)
