@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from catlog.experiments import common, data, run_folder, training
+from catlog.experiments import common, data, run_folder
 from catlog.experiments.cli import main
 from catlog.experiments.dvae_model import DiscreteVAE
 
@@ -37,7 +37,7 @@ def test_an_old_checkpoint_is_refused_for_resume_in_one_line_and_changes_nothing
 def test_an_old_checkpoints_model_still_loads(tmp_path: Path) -> None:
     trained = DiscreteVAE(4, 2)
     path = old_checkpoint(tmp_path / "checkpoint.pt", trained)
-    fresh = training.load_model(path, DiscreteVAE(4, 2))
+    fresh = run_folder.load_model(path, DiscreteVAE(4, 2))
     for name, tensor in trained.state_dict().items():
         assert torch.equal(fresh.state_dict()[name], tensor), name
 

@@ -19,7 +19,7 @@ import torch
 import catlog
 from catlog.experiments import common, data, estimators, run_folder
 from catlog.experiments.addition_model import DEFAULT_SAMPLES, ESTIMATORS, NUM_CLASSES, make_estimator
-from catlog.experiments.options import Command, RunOptions, config_json, option
+from catlog.experiments.options import Command, RunOptions, option
 from catlog.experiments.problems import addition, variance_per_entry
 
 
@@ -57,11 +57,9 @@ class VarianceConfig(RunOptions, data.DataOptions):
 
 def run(config: VarianceConfig) -> int:
     """The ``catlog addition-variance`` command: writes ``variance.csv`` and ``variance.md``."""
-    common.apply_threads(config.threads)
     device, dtype = torch.device(config.device), config.torch_dtype
     data.check_dataset("mnist", config.data_dir)
-    folder = common.default_out(config.out, "addition-variance")
-    with run_folder.open_run(folder, config_json(config), overwrite=config.overwrite) as run:
+    with run_folder.open_command_run(config, "addition-variance") as run:
         rows = []
         for digits in config.digits:
             logits, sums = addition.untrained_logits(

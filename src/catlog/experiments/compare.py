@@ -44,7 +44,7 @@ from typing import Any, Literal, NamedTuple
 import torch
 
 import catlog
-from catlog.experiments import common, data, estimators, run_folder
+from catlog.experiments import common, data, estimators, plotting, run_folder
 from catlog.experiments.estimators import Budget, Family
 from catlog.experiments.options import Command, RunOptions, config_json, option, parse_size, show_size
 from catlog.experiments.problems import Problem, addition, autoregressive, binary, dvae, figure1, quadratic, structured
@@ -76,36 +76,13 @@ MODEL_PROBLEMS: tuple[str, ...] = ("dvae", "addition")
 # Names of the experiments' vocabulary (:mod:`catlog.experiments.estimators`): its methods and its
 # baselines without a budget suffix, since this command sets every size itself.
 ESTIMATORS: tuple[str, ...] = (
-    "indecater",
-    "indecater-pv",
-    "indecater-taylor",
-    "indecater-fitted",
-    "reinforce",
-    "rloo",
-    "grpo",
-    "disarm",
-    "gs-st",
-    "reinmax",
-    "gumbel-rao",
-    "rebar",
-    "relax",
+    *("indecater", "indecater-pv", "indecater-taylor", "indecater-fitted", "reinforce", "rloo", "grpo", "disarm"),
+    *("gs-st", "reinmax", "gumbel-rao", "rebar", "relax"),
 )
 SETTINGS: tuple[str, ...] = ("equal samples", "equal evaluations", "equal time")
 COLUMNS: tuple[str, ...] = (
-    "problem",
-    "setting",
-    "estimator",
-    "size",
-    "samples",
-    "evaluations",
-    "repeats",
-    "variance",
-    "sq_bias",
-    "sq_bias_floor",
-    "cpu_ms",
-    "time_ratio",
-    "variance_x_cpu_ms",
-    "capped",
+    *("problem", "setting", "estimator", "size", "samples", "evaluations", "repeats", "variance", "sq_bias"),
+    *("sq_bias_floor", "cpu_ms", "time_ratio", "variance_x_cpu_ms", "capped"),
 )
 
 
@@ -125,11 +102,7 @@ class CompareConfig(RunOptions, data.DataOptions):
     max_evaluations: int = option(20_000, "largest evaluations per estimate tried for equal time", minimum=1)
     temperature: float = option(1.0, "temperature of the relaxed estimators", above=0)
     fig1: tuple[int, int] = option(
-        (6, 10),
-        "size of the figure-1 problem",
-        parse=parse_size,
-        show=show_size,
-        metavar="DxK",
+        (6, 10), "size of the figure-1 problem", parse=parse_size, show=show_size, metavar="DxK"
     )
     binary_variables: int = option(12, "D of the binary problem", minimum=1)
     quadratic: tuple[int, int] = option(
@@ -172,11 +145,8 @@ def applicable(names: Sequence[str], problem: Problem) -> dict[str, Family]:
     DisARM needs ``K = 2``, the relaxed estimators an ``f`` that accepts relaxed values, and an
     autoregressive problem the families that take one (``indecater`` is then SCateR)."""
     families = {name: estimators.FAMILIES[name] for name in names}
-    return {
-        name: family
-        for name, family in families.items()
-        if family.applies(problem.num_categories, problem.relaxable, problem.autoregressive)
-    }
+    kind = (problem.num_categories, problem.relaxable, problem.autoregressive)
+    return {name: family for name, family in families.items() if family.applies(*kind)}
 
 
 def largest_size(family: Family, budget: Budget, field: Literal["samples", "evaluations"], limit: int) -> int | None:
@@ -376,17 +346,15 @@ def plot(title: str, rows: Sequence[dict[str, Any]], labels: dict[str, str], pat
     """One problem's figure: variance against evaluations (left) and against CPU time over the
     reference's (right, measured side by side), log-log, one line per estimator through its
     settings' markers, the legend outside the axes."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    fig, axes = plotting.subplots(1, 2, figsize=FIGURE_SIZE, sharey=True)
+    import matplotlib  # after plotting.subplots chose the backend
     from matplotlib.lines import Line2D
     from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
     markers = dict(zip(SETTINGS, ("o", "s", "^")))
     # tab20's dark shades first, then its light ones
-    colours = {name: plt.get_cmap("tab20")(2 * index % 20 + 2 * index // 20) for index, name in enumerate(ESTIMATORS)}
-    fig, axes = plt.subplots(1, 2, figsize=FIGURE_SIZE, sharey=True)
+    tab20 = matplotlib.colormaps["tab20"]
+    colours = {name: tab20(2 * index % 20 + 2 * index // 20) for index, name in enumerate(ESTIMATORS)}
     axis_labels = {"evaluations": "evaluations of f", "time_ratio": "CPU time / reference's"}
     reference = next(row for row in rows if row["estimator"] == "indecater" and row["setting"] == "equal samples")
     handles: list[Any] = []
@@ -435,39 +403,37 @@ def plot(title: str, rows: Sequence[dict[str, Any]], labels: dict[str, str], pat
 
 def run(config: CompareConfig) -> tuple[Path, str]:
     """Run the comparison; write the JSON, CSV, text tables and figure; returns ``(folder, printed text)``."""
-    common.apply_threads(config.threads)
     device, dtype = torch.device(config.device), config.torch_dtype
-    with run_folder.open_run(
-        common.default_out(config.out, "compare"), config_json(config), overwrite=config.overwrite
-    ) as folder_lock:
-        return _run_in(config, folder_lock.path, device, dtype)
-
-
-def _run_in(config: CompareConfig, folder: Path, device: torch.device, dtype: torch.dtype) -> tuple[Path, str]:
-    problems, rows, labels, tables = [], [], {}, []
-    for name in config.problems:
-        problem = BUILDERS[name](config, device, dtype)
-        repeats = config.model_repeats if name in MODEL_PROBLEMS else config.repeats
-        problem_rows, labels[name] = compare_problem(problem, repeats, config, device)
-        problems.append(problem)
-        rows.extend(problem_rows)
-        tables.append(format_table(problem, repeats, problem_rows, labels[name]))
-        common.write_csv(folder / "compare.csv", rows, COLUMNS)  # partial results survive an interruption
-    settings = config_json(config)
-    titles = {problem.name: problem.title for problem in problems}
-    for name, title in titles.items():
-        plot(title, [row for row in rows if row["problem"] == name], labels[name], folder / f"compare-{name}.png")
-    run_cpu_s = time.process_time()
-    common.write_json(
-        folder / "compare.json",
-        {"settings": settings, "titles": titles, "labels": labels, "run_cpu_s": run_cpu_s, "results": rows},
-    )
-    text = "\n\n".join(tables) + (
-        "\n\n* capped at --max-evaluations before reaching the reference's time"
-        f"\nprocess CPU time of the whole run: {run_cpu_s:.0f} s\n"
-    )
-    common.write_text(folder / "compare.txt", text)
-    return folder, text
+    with run_folder.open_command_run(config, "compare") as opened:
+        folder = opened.path
+        rows, labels, titles, tables = [], {}, {}, []
+        for name in config.problems:
+            problem = BUILDERS[name](config, device, dtype)
+            repeats = config.model_repeats if name in MODEL_PROBLEMS else config.repeats
+            problem_rows, labels[name] = compare_problem(problem, repeats, config, device)
+            titles[problem.name] = problem.title
+            rows.extend(problem_rows)
+            tables.append(format_table(problem, repeats, problem_rows, labels[name]))
+            common.write_csv(folder / "compare.csv", rows, COLUMNS)  # partial results survive an interruption
+        for name, title in titles.items():
+            plot(title, [row for row in rows if row["problem"] == name], labels[name], folder / f"compare-{name}.png")
+        run_cpu_s = time.process_time()
+        common.write_json(
+            folder / "compare.json",
+            {
+                "settings": config_json(config),
+                "titles": titles,
+                "labels": labels,
+                "run_cpu_s": run_cpu_s,
+                "results": rows,
+            },
+        )
+        text = "\n\n".join(tables) + (
+            "\n\n* capped at --max-evaluations before reaching the reference's time"
+            f"\nprocess CPU time of the whole run: {run_cpu_s:.0f} s\n"
+        )
+        common.write_text(folder / "compare.txt", text)
+        return folder, text
 
 
 def main(config: CompareConfig) -> int:

@@ -293,12 +293,7 @@ def decode_omniglot(zip_path: Path) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def load_images(
-    name: str,
-    split: str,
-    data_dir: Path | str | None = None,
-    *,
-    download: bool = True,
-    cache: Path | str | None = None,
+    name: str, split: str, data_dir: Path | str | None = None, *, download: bool = True, cache: Path | str | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Load split ``split`` (``train``/``test``) of dataset ``name`` (:data:`DATASETS`) as grey-level images and labels.
 

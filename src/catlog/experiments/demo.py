@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from catlog.experiments import cli, common, run_folder
-from catlog.experiments.options import COMMON_GROUP, Command, RunOptions, config_json, option
+from catlog.experiments import cli, run_folder
+from catlog.experiments.options import COMMON_GROUP, Command, RunOptions, declared, option, option_argv
 from catlog.experiments.problems.figure1 import OBJECTIVES
 
 
@@ -37,13 +37,8 @@ class DemoConfig(RunOptions):
 def main(options: DemoConfig) -> int:
     """Run the short versions of ``gradients`` (both objectives) and ``optimise`` through the command
     line, into sub-folders of the demo's run folder; each prints its tables."""
-    shared = ["--device", options.device, "--seed", str(options.seed), "--dtype", options.dtype]
-    shared += (["--threads", str(options.threads)] if options.threads is not None else []) + (
-        ["--overwrite"] if options.overwrite else []
-    )
-    with run_folder.open_run(
-        common.default_out(options.out, "demo"), config_json(options), overwrite=options.overwrite
-    ) as run:
+    shared = option_argv({name: getattr(options, name) for name, *_ in declared(RunOptions) if name != "out"})
+    with run_folder.open_command_run(options, "demo") as run:
         out = run.path
         runs = [
             ["gradients", "--configs", "12x3", "--f", objective, "--runs", str(options.runs)]

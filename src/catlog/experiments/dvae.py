@@ -25,10 +25,12 @@ import catlog
 from catlog.experiments import data, estimators, training
 from catlog.experiments.dvae_model import (
     DATASETS,
+    DEFAULT_SAMPLES,
     TEST_SIZE,
     DiscreteVAE,
     evaluate_negative_elbo,
     load_split,
+    make_estimator,
     negative_elbo,
 )
 from catlog.experiments.options import Command, check_applies, check_at_least, check_multiple, option
@@ -37,7 +39,6 @@ from catlog.experiments.problems.dvae import problem as dvae_problem
 
 # The paper's five, DisARM (the binary VAE's standard unbiased baseline), then the rest of the vocabulary.
 ESTIMATORS: tuple[str, ...] = ("indecater", "rloo-s", "rloo-f", "gs-st-s", "gs-st-f", "disarm-s", "reinforce-s")
-DEFAULT_SAMPLES = 2
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,16 +82,6 @@ class DvaeConfig(training.TrainingOptions, data.DataOptions):
         check_multiple("--variance-every", self.variance_every, "--log-every", self.log_every)
         estimator = make_estimator(self.estimator, self.latents, self.categories, self.samples, self.chunk_size)
         check_applies("--estimator", self.estimator, estimator, self.latents, self.categories)
-
-
-def make_estimator(
-    name: str, num_latents: int, num_categories: int, samples: int = DEFAULT_SAMPLES, chunk_size: int | None = None
-) -> catlog.Estimator:
-    """The estimator ``name`` of the vocabulary with ``N = samples`` on ``D = num_latents`` latents of ``K`` categories.
-
-    ``chunk_size`` bounds IndeCateR's perturbed rows per decoder call (ignored by the others).
-    """
-    return estimators.make(name, estimators.Budget(samples, num_latents, num_categories, chunk_size=chunk_size))
 
 
 class DvaeTask:

@@ -12,13 +12,15 @@ from torch import nn
 
 import catlog
 from catlog._binary import log_softmax
-from catlog.experiments import data
+from catlog.experiments import data, estimators
 from catlog.experiments.keras import glorot_uniform_
 
 IMAGE_DIM = 784
 DATASETS = ("mnist", "fashion-mnist", "omniglot")
 BINARISED = {"mnist": True, "fashion-mnist": False, "omniglot": True}
 VALIDATION_SIZE, TEST_SIZE = 1000, 9000
+DEFAULT_SAMPLES = 2
+"""``N`` of ``catlog dvae`` (also of older runs, whose config.json says ``samples: null``)."""
 PROJECT_FROM_SAMPLES = 8
 """From this many samples per call the reconstruction loss projects the targets once
 (:meth:`DiscreteVAE.reconstruction_loss`); below, it forms ``l t`` elementwise."""
@@ -113,10 +115,7 @@ def kl_to_uniform(logits: torch.Tensor) -> torch.Tensor:
 
 
 def negative_elbo(
-    model: DiscreteVAE,
-    estimator: catlog.Estimator,
-    images: torch.Tensor,
-    generator: torch.Generator | None = None,
+    model: DiscreteVAE, estimator: catlog.Estimator, images: torch.Tensor, generator: torch.Generator | None = None
 ) -> torch.Tensor:
     """Negative ELBO ``E_q[-log p(t | X)] + KL(q || uniform)`` of images ``[B, 784]``; returns ``[B]``.
 
@@ -178,3 +177,13 @@ def load_split(
         "val": test[:VALIDATION_SIZE],
         "test": test[VALIDATION_SIZE : VALIDATION_SIZE + TEST_SIZE],
     }
+
+
+def make_estimator(
+    name: str, num_latents: int, num_categories: int, samples: int = DEFAULT_SAMPLES, chunk_size: int | None = None
+) -> catlog.Estimator:
+    """The estimator ``name`` of the vocabulary with ``N = samples`` on ``D = num_latents`` latents of ``K`` categories.
+
+    ``chunk_size`` bounds IndeCateR's perturbed rows per decoder call (ignored by the others).
+    """
+    return estimators.make(name, estimators.Budget(samples, num_latents, num_categories, chunk_size=chunk_size))

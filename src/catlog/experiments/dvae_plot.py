@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from catlog.experiments import common, estimators, plotting
+from catlog.experiments import common, plotting
+from catlog.experiments.dvae_model import DEFAULT_SAMPLES, make_estimator
 from catlog.experiments.options import Command, Options, option
 
 X_AXES = {  # --x-axis: (log column, axis label)
@@ -33,11 +34,13 @@ PANELS = (  # (log column, title, log scale)
 
 def evaluations_per_image(config: dict[str, Any]) -> int:
     """The evaluations of ``f`` per image and step of a run: its config's ``cost_per_image`` where it
-    recorded one, else the cost of its estimator (``samples`` null in older runs: the default, 2)."""
+    recorded one, else the cost of its estimator (``samples`` null in older runs:
+    :data:`~catlog.experiments.dvae_model.DEFAULT_SAMPLES`)."""
     if "cost_per_image" in config:
         return int(config["cost_per_image"]["evaluations"])
-    budget = estimators.Budget(config["samples"] or 2, config["latents"], config["categories"])
-    return estimators.make(config["estimator"], budget).cost(config["latents"], config["categories"]).evaluations
+    latents, categories = config["latents"], config["categories"]
+    estimator = make_estimator(config["estimator"], latents, categories, config["samples"] or DEFAULT_SAMPLES)
+    return estimator.cost(latents, categories).evaluations
 
 
 def plot_runs(runs: list[Path], output: Path, x_axis: str = "cpu") -> Path:

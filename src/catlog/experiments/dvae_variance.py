@@ -16,14 +16,13 @@ from typing import Any
 
 import torch
 
-from catlog.experiments import common, estimators, run_folder, training
-from catlog.experiments.dvae_model import DiscreteVAE, load_split
+from catlog.experiments import common, estimators, run_folder
+from catlog.experiments.dvae_model import DEFAULT_SAMPLES, DiscreteVAE, load_split, make_estimator
 from catlog.experiments.options import DTYPES, Command, OptionError, Options, option
 from catlog.experiments.problems import variance_per_entry
 from catlog.experiments.problems.dvae import problem as dvae_problem
 
 ESTIMATORS: tuple[str, ...] = ("indecater", "rloo-s", "rloo-f", "gs-st-s", "gs-st-f", "disarm-s")
-DEFAULT_SAMPLES = 2  # what older runs, which saved samples: null, trained with
 
 
 def variance_at_checkpoint(
@@ -33,7 +32,7 @@ def variance_at_checkpoint(
     config = json.loads((run / run_folder.CONFIG).read_text())
     dtype = DTYPES[config["dtype"]]
     model = DiscreteVAE(config["latents"], config["categories"]).to(dtype=dtype)
-    training.load_model(run / run_folder.CHECKPOINT, model)
+    run_folder.load_model(run / run_folder.CHECKPOINT, model)
     data_dir = data_dir if data_dir is not None else config["data_dir"] and Path(config["data_dir"])
     cache_dir = config.get("cache_dir") and Path(config["cache_dir"])  # absent from older runs
     split = load_split(config["dataset"], data_dir, torch.device("cpu"), dtype, cache_dir)
@@ -43,8 +42,7 @@ def variance_at_checkpoint(
     samples = config.get("samples") or DEFAULT_SAMPLES
     rows = []
     for name in names:
-        budget = estimators.Budget(samples, config["latents"], config["categories"], chunk_size=config["chunk_size"])
-        estimator = estimators.make(name, budget)
+        estimator = make_estimator(name, config["latents"], config["categories"], samples, config["chunk_size"])
         clock = common.Clock()
         estimates = clock.timed(lambda: problem.gradients(estimator, repeats, generator))  # noqa: B023 (called at once)
         rows.append(

@@ -14,7 +14,7 @@ import argparse
 import math
 import types
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
@@ -162,6 +162,21 @@ def add_arguments(parser: argparse.ArgumentParser, config_type: type[Any]) -> No
 def flag(name: str, default: Any) -> str:
     """How the option ``name`` is written on the command line: ``--name``, or ``name`` when positional."""
     return name if default is MISSING else f"--{name.replace('_', '-')}"
+
+
+def option_argv(options: Mapping[str, Any]) -> list[str]:
+    """``{name: value}`` as command-line words: ``--name value``; ``True`` a bare flag,
+    ``False``/``None`` nothing, a list ``--name v1 v2`` (the flag as :func:`flag` writes it)."""
+    words: list[str] = []
+    for name, value in options.items():
+        option_flag = flag(name, value)
+        if value is True:
+            words.append(option_flag)
+        elif isinstance(value, list):
+            words += [option_flag, *map(str, value)]
+        elif value is not False and value is not None:
+            words += [option_flag, str(value)]
+    return words
 
 
 def _check_value(option_flag: str, value: Any, spec: Option) -> None:

@@ -40,10 +40,7 @@ class PlanConfig(policy_training.PolicyTrainingConfig):
     env: str = option("FrozenLake-v1", "gymnasium environment", choices=tuple(ENVIRONMENTS))
     map: str = option("4x4", "FrozenLake's map", choices=tuple(FROZEN_LAKE_MAPS))
     horizon: int | None = option(
-        None,
-        "plan length D",
-        minimum=1,
-        default_text=", ".join(f"{key} {value}" for key, value in HORIZONS.items()),
+        None, "plan length D", minimum=1, default_text=", ".join(f"{key} {value}" for key, value in HORIZONS.items())
     )
     condition: str = option("actions", "the policy reads previous actions or states", choices=CONDITIONS)
     starts: int = option(1, "start states planned for at once (Taxi has 300)", minimum=1)

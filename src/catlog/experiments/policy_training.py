@@ -11,7 +11,6 @@ context; ``variance.csv`` the gradient variance at ``--variance-at``
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from collections.abc import Callable
@@ -22,7 +21,7 @@ from typing import Any, ClassVar, Protocol
 import torch
 
 import catlog
-from catlog.experiments import common, estimators, run_folder, training
+from catlog.experiments import common, estimators, plotting, training
 from catlog.experiments.options import check_at_least, option
 
 DEFAULT_ITERATIONS = 200
@@ -62,11 +61,7 @@ class PolicyTrainingConfig(training.TrainingOptions):
     )
     samples: int = option(1, "N: SCateR's base samples; -s/-f rules scale from it", minimum=1)
     iterations: int | None = option(
-        None,
-        "Adam steps",
-        minimum=0,
-        group=training.LENGTH,
-        default_text=f"{DEFAULT_ITERATIONS} without --time-budget",
+        None, "Adam steps", minimum=0, group=training.LENGTH, default_text=f"{DEFAULT_ITERATIONS} without --time-budget"
     )
     lr: float = option(3e-3, "Adam learning rate", above=0)
     hidden: int = option(64, "GRU width of the policy", minimum=1)
@@ -210,12 +205,9 @@ RENAMED = {"cpu_s": "train_cpu_s", "wall_s": "train_wall_s"}
 
 
 def read_run(folder: Path) -> tuple[dict[str, Any], list[dict[str, float]]]:
-    """The config and the log rows (numbers; empty cells NaN) of a run folder."""
-    config = json.loads((folder / run_folder.CONFIG).read_text())
-    rows = [
-        {RENAMED.get(k, k): float(v or "nan") for k, v in row.items()} for row in common.read_csv(folder / "log.csv")
-    ]
-    return config, rows
+    """:func:`catlog.experiments.plotting.read_run`, the time columns of older runs renamed (:data:`RENAMED`)."""
+    config, rows = plotting.read_run(folder)
+    return config, [{RENAMED.get(k, k): v for k, v in row.items()} for row in rows]
 
 
 def mean_curves(runs: list[list[dict[str, float]]]) -> dict[str, list[float]]:
@@ -227,24 +219,21 @@ def mean_curves(runs: list[list[dict[str, float]]]) -> dict[str, list[float]]:
 
 def plot_runs(folders: list[Path], path: Path, title: str | None = None) -> Path:
     """Metrics against iterations, evaluations and CPU time; runs of one estimator averaged (seeds)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from catlog.experiments.plotting import line_style
-
     by_estimator: dict[str, list[list[dict[str, float]]]] = {}
     for folder in folders:
         config, rows = read_run(Path(folder))
         by_estimator.setdefault(config["estimator"], []).append(rows)
     metrics = [m for m in PLOTTED_METRICS if all(m in runs[0][0] for runs in by_estimator.values())]
-    fig, axes = plt.subplots(len(metrics), len(X_AXES), figsize=(4 * len(X_AXES), 2.8 * len(metrics)), squeeze=False)
+    fig, axes = plotting.subplots(
+        len(metrics), len(X_AXES), figsize=(4 * len(X_AXES), 2.8 * len(metrics)), squeeze=False
+    )
     for name, runs in by_estimator.items():
         curves = mean_curves(runs)
         for i, metric in enumerate(metrics):
             for j, (x, _) in enumerate(X_AXES):
-                axes[i, j].plot(curves[x], curves[metric], label=f"{name} ({len(runs)})", **line_style(len(curves[x])))
+                axes[i, j].plot(
+                    curves[x], curves[metric], label=f"{name} ({len(runs)})", **plotting.line_style(len(curves[x]))
+                )
     for i, metric in enumerate(metrics):
         axes[i, 0].set_ylabel(metric)
         for j, (_, label) in enumerate(X_AXES):

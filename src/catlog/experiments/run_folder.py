@@ -18,12 +18,14 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 import torch
 
 from catlog.experiments import common, distributed
 from catlog.experiments.options import RunOptions, config_json
+
+Model = TypeVar("Model", bound=torch.nn.Module)
 
 LOCK = ".lock"
 CONFIG = "config.json"
@@ -165,6 +167,13 @@ def _check_resumable(folder: Path, config: Mapping[str, Any], may_change: Iterab
         raise RunFolderError(f"--resume: {folder} was run with another config; differing: {'; '.join(changed)}")
 
 
+def open_command_run(config: RunOptions, experiment: str) -> RunFolder:
+    """The run folder of a command that does not train (``--out``, default ``results/<experiment>-<time>``,
+    opened by :func:`open_run` with ``config``), once ``--threads`` is applied (:func:`common.apply_threads`)."""
+    common.apply_threads(config.threads)
+    return open_run(common.default_out(config.out, experiment), config_json(config), overwrite=config.overwrite)
+
+
 @contextmanager
 def open_on_main(
     config: RunOptions, experiment: str, ctx: distributed.DistributedContext, may_change: Iterable[str] = ()
@@ -192,3 +201,9 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str,
     """The checkpoint at ``path``, loaded with ``weights_only=True`` onto ``device``."""
     checkpoint: dict[str, Any] = torch.load(path, map_location=device, weights_only=True)
     return checkpoint
+
+
+def load_model(path: Path, model: Model) -> Model:
+    """Load the model weights of the checkpoint at ``path`` (any schema) into ``model``; returns ``model``."""
+    model.load_state_dict(load_checkpoint(path)["model"])
+    return model

@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from catlog.experiments import common, run_folder
-from catlog.experiments.options import Command, OptionError, Options, option
+from catlog.experiments.options import Command, OptionError, Options, option, option_argv
 
 RECORD = run_folder.SWEEP_RECORD
 PR_SET_PDEATHSIG = 1  # prctl option, linux/prctl.h
@@ -158,21 +158,6 @@ def load_spec(path: Path) -> SweepSpec:
     if not isinstance(raw, dict):
         raise ValueError(f"spec: expected a table of keys in {path.name}, got {type(raw).__name__}")
     return parse_spec(raw)
-
-
-def option_argv(options: Mapping[str, Any]) -> list[str]:
-    """``{name: value}`` as command-line words: ``--name value``; ``True`` a bare flag,
-    ``False``/``None`` nothing, a list ``--name v1 v2``; ``_`` in names becomes ``-``."""
-    words: list[str] = []
-    for name, value in options.items():
-        flag = "--" + name.replace("_", "-")
-        if value is True:
-            words.append(flag)
-        elif isinstance(value, list):
-            words += [flag, *map(str, value)]
-        elif value is not False and value is not None:
-            words += [flag, str(value)]
-    return words
 
 
 def expand(spec: SweepSpec, out: Path) -> list[Run]:

@@ -202,10 +202,7 @@ def plot_configs(tables: Sequence[Sequence[dict[str, Any]]], path: Path) -> Path
 def main(options: GradientsConfig) -> int:
     """``catlog gradients``: every config of ``options.configs``; writes the tables, JSON, CSV and PNGs
     (``fig1_<f>_<D>x<K>.png`` per config and, with several, ``fig1_<f>.png`` with all) and prints the tables."""
-    common.apply_threads(options.threads)
-    settings = config_json(options)
-    folder = common.default_out(options.out, "gradients")
-    with run_folder.open_run(folder, settings, overwrite=options.overwrite) as run:
+    with run_folder.open_command_run(options, "gradients") as run:
         tables = []
         for num_variables, num_categories in options.configs:
             tables.append(compare_config(num_variables, num_categories, options))
@@ -213,7 +210,7 @@ def main(options: GradientsConfig) -> int:
         if len(tables) > 1:
             plot_configs(tables, run.path / f"fig1_{options.f}.png")
         flat = [row for rows in tables for row in rows]
-        common.write_json(run.path / "gradients.json", {"settings": settings, "results": flat})
+        common.write_json(run.path / "gradients.json", {"settings": config_json(options), "results": flat})
         common.write_csv(run.path / "gradients.csv", flat)
         text = "\n\n".join(f"{table_title(rows)}\n{format_table(rows)}" for rows in tables)
         common.write_text(run.path / "gradients.txt", text + "\n")

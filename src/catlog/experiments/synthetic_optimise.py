@@ -121,9 +121,9 @@ def optimise(
         if reached["iterations"] is None and value >= target:
             reached = {"iterations": iteration, "wall_s": clock.wall_s, "cpu_s": clock.cpu_s}
         if iteration % options.log_every == 0 or iteration == iterations:
-            measure = iteration % options.variance_every == 0 or iteration == iterations
             variance = None
-            if measure:  # figure 2's problem at the current logits, batched on copies of them
+            if iteration % options.variance_every == 0 or iteration == iterations:
+                # figure 2's problem at the current logits, batched on copies of them
                 problem = logits_problem("fig2", "figure 2", logits, objective, relaxable=True)
                 variance = variance_per_entry(
                     problem.gradients(estimator, options.variance_repeats, variance_generator)
@@ -330,12 +330,10 @@ def main(options: OptimiseConfig) -> int:
     summary is the share of the gap to the optimum each method closed (:func:`format_progress`)
     and, where some run closed :data:`GAP_FRACTION` of it, the iterations and seconds it took.
     """
-    common.apply_threads(options.threads)
     methods = paper_methods(options.num_variables, options.samples)
-    folder = common.default_out(options.out, "optimise")
     rows: list[dict[str, Any]] = []
     summaries: list[dict[str, Any]] = []
-    with run_folder.open_run(folder, config_json(options), overwrite=options.overwrite) as run:
+    with run_folder.open_command_run(options, "optimise") as run:
         total = len(options.methods) * options.seeds * options.iterations
         with common.progress(total=total, desc="optimise", leave=True) as bar:
             for seed in range(options.seed, options.seed + options.seeds):

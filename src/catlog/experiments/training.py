@@ -183,12 +183,6 @@ def save(trainer: Trainer, state: TrainState) -> None:
     )
 
 
-def load_model(path: Path, model: nn.Module) -> nn.Module:
-    """Load the model weights of the checkpoint at ``path`` (any schema) into ``model``; returns ``model``."""
-    model.load_state_dict(run_folder.load_checkpoint(path)["model"])
-    return model
-
-
 def load(trainer: Trainer) -> TrainState:
     """Restore what :func:`save` wrote; returns the state."""
     saved = run_folder.load_checkpoint(trainer.out / run_folder.CHECKPOINT)

@@ -55,12 +55,7 @@ def causal_network(
         return distance.square() / num_variables + torch.cos((x[..., 0] * x[..., -1]).to(distance.dtype))
 
     dist = catlog.Autoregressive(
-        conditional,
-        num_variables,
-        num_categories,
-        (runs, batch),
-        device=target.device,
-        dtype=weights["readout"].dtype,
+        conditional, num_variables, num_categories, (runs, batch), device=target.device, dtype=weights["readout"].dtype
     )
     return list(params.values()), dist, f
 

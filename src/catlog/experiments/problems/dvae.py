@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 import catlog
+from catlog.experiments import run_folder
 from catlog.experiments.dvae_model import DiscreteVAE, load_split, negative_elbo, train_step
 from catlog.experiments.keras import KerasAdam
 from catlog.experiments.problems.problem import Problem
@@ -60,8 +61,7 @@ def trained_model(
     torch.manual_seed(seed)
     model = DiscreteVAE().to(device, dtype)
     if checkpoint is not None:
-        model.load_state_dict(torch.load(checkpoint, map_location=device, weights_only=True)["model"])
-        return model
+        return run_folder.load_model(checkpoint, model)
     optimizer = KerasAdam(model.parameters(), lr=1e-3)
     generator = torch.Generator(device=device).manual_seed(seed)
     for step in range(steps):

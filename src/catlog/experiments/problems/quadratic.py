@@ -33,11 +33,5 @@ def problem(num_variables: int, num_categories: int, seed: int, device: torch.de
     exact = catlog.exact_gradient(objective, logits, one_hot=True).flatten()
     title = f"quadratic, x^T W x / 2 + u^T x (one-hot x), D = {num_variables}, K = {num_categories}"
     return logits_problem(
-        "quadratic",
-        title,
-        logits.to(device, dtype),
-        objective,
-        relaxable=True,
-        exact=exact.to(device),
-        one_hot=True,
+        "quadratic", title, logits.to(device, dtype), objective, relaxable=True, exact=exact.to(device), one_hot=True
     )
