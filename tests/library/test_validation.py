@@ -121,7 +121,9 @@ def test_objective_defers_the_finite_check() -> None:
         values = objective(samples, check_finite=False)
         assert values.isnan().all()
         if validate:
-            with pytest.raises(ValueError, match="f: expected finite values, got NaN or infinite in 8 of the 8 entries checked"):
+            with pytest.raises(
+                ValueError, match="f: expected finite values, got NaN or infinite in 8 of the 8 entries checked"
+            ):
                 objective.require_finite(values)
             with pytest.raises(ValueError, match="f: expected finite values"):
                 objective(samples)
