@@ -105,7 +105,8 @@ def sample_by_inversion(
     for ``K = 2``, ``U < 0`` never holds and ``U < 1`` always does).
 
     Args:
-        probs: ``[*B, D, K]`` probabilities (``0`` = impossible); need not sum exactly to 1.
+        probs: ``[*B, D, K]`` probabilities (``0`` = impossible); need not sum exactly to 1
+            for ``K > 2``; for ``K = 2`` they must, up to rounding (as a softmax's do).
         sample_shape: the leading sample dimensions ``S``.
         generator: optional torch generator for reproducibility.
 
