@@ -22,8 +22,9 @@ Times are the median over ``--repeats`` calls after one warm-up call (``bench.ti
 ``--sync-debug`` (CUDA only) runs every step without validation under
 ``torch.cuda.set_sync_debug_mode("error")``: a host synchronisation raises.
 ``--fallback-random`` sets ``torch._inductor.config.fallback_random``: compiled code then
-draws its random numbers with torch's generator instead of inductor's per-element Philox
-(see ``docs/performance_guide.md``). The compile time includes inductor's cache: run with
+draws all its random numbers with torch's generator instead of inductor's per-element Philox
+(the library already does so for its own draws of 2,048 numbers or more: see
+``docs/performance_guide.md``). The compile time includes inductor's cache: run with
 ``TORCHINDUCTOR_CACHE_DIR`` set to an empty folder for a cold compile.
 """
 

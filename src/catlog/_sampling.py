@@ -9,6 +9,48 @@ import torch
 COMPARE_MAX_CATEGORIES = 8
 """Up to this ``K``, :func:`sample_by_inversion` compares ``U`` with every ``F_k``; above, it searches."""
 
+OPAQUE_MIN_DRAWS = 2048
+"""From this many uniforms on, compiled code draws them with torch's generator (:func:`uniform`).
+
+Measured on one CPU thread (docs/performance.md, "Compiled random numbers"): the opaque call
+costs about 8 us more than inductor's inline numbers for 64 draws, breaks even near 2,000,
+and takes 0.38 to 0.5 of their time from 16,000 on (inductor about 9 ns a number, torch 3.5)."""
+
+
+@torch.library.custom_op(
+    "catlog::uniform",
+    mutates_args=(),
+    schema="(SymInt[] shape, ScalarType dtype, Device device) -> Tensor",
+    tags=(torch.Tag.nondeterministic_seeded,),
+)
+def _opaque_uniform(shape: list[int], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``torch.rand(shape)`` as one operator that ``torch.compile`` calls without tracing into it.
+
+    Tagged nondeterministic-seeded, as torch's own random operators are: no compiler pass
+    may merge two calls or recompute one in the backward pass (which would draw anew).
+    """
+    return torch.rand(shape, dtype=dtype, device=device)
+
+
+@_opaque_uniform.register_fake
+def _(shape: list[int], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    return torch.empty(shape, dtype=dtype, device=device)
+
+
+def uniform(shape: torch.Size | tuple[int, ...], like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """``U ~ Uniform[0, 1)`` of ``shape``, in the dtype and on the device of ``like``.
+
+    Eager, ``torch.rand``. Inside ``torch.compile`` on the CPU (no ``generator``), at least
+    :data:`OPAQUE_MIN_DRAWS` numbers come from the same ``torch.rand`` as one opaque operator:
+    inductor would otherwise generate each by its own per-element Philox code, which made
+    compiled Gumbel-Softmax 1.2 to 2.4 times slower than eager at figure 1.
+    """
+    compiling = generator is None and like.device.type == "cpu" and torch.compiler.is_compiling()
+    if compiling and math.prod(shape) >= OPAQUE_MIN_DRAWS:
+        opaque: torch.Tensor = _opaque_uniform(list(shape), like.dtype, like.device)
+        return opaque
+    return torch.rand(shape, dtype=like.dtype, device=like.device, generator=generator)
+
 
 def log_exponential_noise(
     shape: torch.Size | tuple[int, ...], like: torch.Tensor, generator: torch.Generator | None
@@ -17,8 +59,7 @@ def log_exponential_noise(
 
     Uses the dtype and device of ``like``; ``U`` is clamped away from 0 so ``log E`` is finite.
     """
-    uniform = torch.rand(shape, dtype=like.dtype, device=like.device, generator=generator)
-    return uniform.clamp_min_(torch.finfo(like.dtype).tiny).log_().neg_().log_()
+    return uniform(shape, like, generator).clamp_min_(torch.finfo(like.dtype).tiny).log_().neg_().log_()
 
 
 def gumbel_noise(
@@ -39,8 +80,7 @@ def logistic_noise(
 
     Uses the dtype and device of ``like``; ``U`` is clamped away from 0 so ``L`` is finite.
     """
-    uniform = torch.rand(shape, dtype=like.dtype, device=like.device, generator=generator)
-    return uniform.clamp_min_(torch.finfo(like.dtype).tiny).logit_()
+    return uniform(shape, like, generator).clamp_min_(torch.finfo(like.dtype).tiny).logit_()
 
 
 def sample_categorical(
@@ -83,8 +123,10 @@ def sample_by_race(
     Returns:
         ``LongTensor[*S, *B, D]``.
     """
-    uniform = torch.rand((*sample_shape, *probs.shape), dtype=probs.dtype, device=probs.device, generator=generator)
-    return uniform.clamp_min_(torch.finfo(probs.dtype).tiny).log_().div_(probs.detach()).argmax(-1)
+    log_uniform = (
+        uniform((*sample_shape, *probs.shape), probs, generator).clamp_min_(torch.finfo(probs.dtype).tiny).log_()
+    )
+    return log_uniform.div_(probs.detach()).argmax(-1)
 
 
 def sample_by_inversion(
@@ -114,17 +156,14 @@ def sample_by_inversion(
         ``LongTensor[*S, *B, D]``.
     """
     if probs.shape[-1] == 2:
-        uniform = torch.rand(
-            (*sample_shape, *probs.shape[:-1]), dtype=probs.dtype, device=probs.device, generator=generator
-        )
-        return (uniform < probs.detach()[..., 1]).long()
+        return (uniform((*sample_shape, *probs.shape[:-1]), probs, generator) < probs.detach()[..., 1]).long()
     cdf = probs.detach().cumsum(-1)
     compare = probs.shape[-1] <= COMPARE_MAX_CATEGORIES
     shape = (*sample_shape, *probs.shape[:-1]) if compare else (*probs.shape[:-1], math.prod(sample_shape))
-    uniform = torch.rand(shape, dtype=probs.dtype, device=probs.device, generator=generator)
+    draws = uniform(shape, probs, generator)
     # u < 1 gives u * total < total in round-to-nearest, so no F_k equal to the total is counted
     if compare:
-        threshold = uniform * cdf[..., -1]
+        threshold = draws * cdf[..., -1]
         return (cdf[..., :-1] <= threshold.unsqueeze(-1)).sum(-1)
-    samples = torch.searchsorted(cdf, uniform * cdf[..., -1:], right=True)
+    samples = torch.searchsorted(cdf, draws * cdf[..., -1:], right=True)
     return samples.movedim(-1, 0).reshape(*sample_shape, *probs.shape[:-1])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from catlog._objective import Objective
+from catlog._sampling import uniform
 from catlog._validation import Checked, check_samples
 from catlog.estimator import Cost, Estimator
 
@@ -79,11 +80,11 @@ class DisARM(Estimator):
         _check_binary("dist", logits.shape[-1], f" (shape {tuple(logits.shape)})")
         probs = logits.detach().softmax(-1)
         # u >= tiny: a variable with p_1 = 1 (p_0 = 0) then has b = b~ = 1 exactly
-        uniform = torch.rand(
-            (self.num_pairs, *logits.shape[:-1]), dtype=logits.dtype, device=logits.device, generator=generator
-        ).clamp_min_(torch.finfo(logits.dtype).tiny)
+        draws = uniform((self.num_pairs, *logits.shape[:-1]), logits, generator).clamp_min_(
+            torch.finfo(logits.dtype).tiny
+        )
         # 1 - u < p_1 written as u > p_0, exact when p_0 = 0
-        pairs = torch.stack([uniform < probs[..., 1], uniform > probs[..., 0]])  # [2, P, *B, D]: b, b~
+        pairs = torch.stack([draws < probs[..., 1], draws > probs[..., 0]])  # [2, P, *B, D]: b, b~
         values = objective(pairs.flatten(0, 1).long()).reshape(pairs.shape[:-1])
         with torch.no_grad():
             difference = (values[0] - values[1]).unsqueeze(-1)  # [P, *B, 1]

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from catlog._sampling import COMPARE_MAX_CATEGORIES, sample_by_inversion, sample_by_race
+from catlog._sampling import COMPARE_MAX_CATEGORIES, OPAQUE_MIN_DRAWS, sample_by_inversion, sample_by_race, uniform
 
 # K on each side of the switch from comparing with every F_k to a binary search
 BOTH_PATHS = pytest.mark.parametrize("num_categories", [7, COMPARE_MAX_CATEGORIES + 3])
@@ -91,3 +91,30 @@ def test_race_frequencies_match_probabilities_and_impossible_categories_are_neve
         )
         drawn = sample_by_race(probs, (1,), None)[0]
         assert (probs.gather(-1, drawn.unsqueeze(-1)) > 0).all()
+
+
+@pytest.mark.parametrize("draws", [OPAQUE_MIN_DRAWS - 1, OPAQUE_MIN_DRAWS])
+def test_compiled_draws_from_the_threshold_on_are_torchs_own(draws: int):
+    """Inside torch.compile on the CPU, from :data:`OPAQUE_MIN_DRAWS` uniforms on, they come
+    from the opaque ``catlog::uniform`` (torch's generator: ``manual_seed`` gives eager's
+    numbers), one call per draw through AOTAutograd; below it, from inductor's traced ``rand``."""
+    torch._dynamo.reset()
+    targets: list[str] = []
+
+    def recording(graph: torch.fx.GraphModule, inputs: list[torch.Tensor]):
+        targets.extend(str(node.target) for node in graph.graph.nodes if node.op == "call_function")
+        return torch._dynamo.backends.common.aot_autograd(fw_compiler=lambda gm, _: gm.forward)(graph, inputs)
+
+    def two_draws(like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return uniform((draws,), like, None), uniform((draws,), like, None)
+
+    torch.manual_seed(0)
+    first, second = torch.compile(two_draws, fullgraph=True, backend=recording)(torch.zeros(()))
+    assert not torch.equal(first, second) and first.shape == second.shape == (draws,)
+    opaque = targets.count("catlog.uniform.default")
+    if draws < OPAQUE_MIN_DRAWS:
+        assert opaque == 0 and any("rand" in target for target in targets)
+        return
+    assert opaque == 2 and not any("rand" in target for target in targets)
+    torch.manual_seed(0)
+    assert torch.equal(first, torch.rand(draws)) and torch.equal(second, torch.rand(draws))
