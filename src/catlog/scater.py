@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -135,6 +136,10 @@ def _completion_values(
 ) -> torch.Tensor:
     """The SCateR coefficients ``c[n, b, d, k] = f(x_<d^(n), k, x_>d^(n,k))``.
 
+    With ``objective.validate`` the offsets past every batch element's count of possible
+    categories are skipped (found with a host synchronisation); without it every offset
+    ``1..K-1`` of every variable is rolled out (impossible ones keep ``x_d`` and are discarded).
+
     Args:
         objective: the wrapped ``f``.
         dist: the distribution.
@@ -165,21 +170,25 @@ def _completion_values(
     counts = possible.sum(-1)
     ranks = (possible.cumsum(-1) - 1).movedim(-2, 1)
     by_rank = torch.argsort((~possible).to(torch.uint8), dim=-1, stable=True).movedim(-2, 1)
-    pair_variable, pair_offset = offset_pairs(counts, num_categories, skip_impossible=True)
+    pair_variable, pair_offset = offset_pairs(counts, num_categories, skip_impossible=objective.validate)
     d = pair_variable.repeat_interleave(num_samples)
     j = pair_offset.repeat_interleave(num_samples)
     n = torch.arange(num_samples, device=base.device).repeat(pair_variable.shape[0])
     row = n * groups + (d if groups > 1 else 0)
-    positions = torch.arange(num_variables, device=base.device)
+    # rows are sorted by d: the completions of rows [0, a_e) are filled at position e (a_e = #{d < e})
+    if objective.validate:  # found on the data (impossible categories' rows were skipped)
+        before = torch.searchsorted(d, torch.arange(num_variables, device=base.device)).tolist()
+    else:  # every offset of every variable: N (K - 1) rows per variable, no host synchronisation
+        before = [position * num_samples * (num_categories - 1) for position in range(num_variables)]
 
     def build(
-        n: torch.Tensor, d: torch.Tensor, j: torch.Tensor, row: torch.Tensor
+        active: list[int], n: torch.Tensor, d: torch.Tensor, j: torch.Tensor, row: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         x = base[row]
         category = perturb(x, d, j, counts.movedim(-1, 1)[n, d], ranks[n, d], by_rank[n, d])
         choose = follow_noise(noise, row)
         if trace is None:
-            dist.rollout(x, choose, torch.searchsorted(d, positions).tolist())
+            dist.rollout(x, choose, active)
             return x, category
         conditionals: dict[int, torch.Tensor] = {}
 
@@ -187,15 +196,23 @@ def _completion_values(
             conditionals[position] = logits.detach()
             return choose(logits, position)
 
-        dist.rollout(x, recording, torch.searchsorted(d, positions).tolist())
+        dist.rollout(x, recording, active)
         trace.append(Completions(n, d, category, x, conditionals))
         return x, category
 
     step = max(d.shape[0], 1) if chunk_size is None else chunk_size
     for start in range(0, d.shape[0], step):
         chunk = slice(start, start + step)
+        rows = min(step, d.shape[0] - start)
+        active = [min(max(count - start, 0), rows) for count in before]
         category, completed = evaluate_rows(
-            objective, build, n[chunk], d[chunk], j[chunk], row[chunk], recompute=chunk_size is not None
+            objective,
+            functools.partial(build, active),
+            n[chunk],
+            d[chunk],
+            j[chunk],
+            row[chunk],
+            recompute=chunk_size is not None,
         )
         scatter_by_category(sums, n[chunk] * num_variables + d[chunk], category, completed)
     return sums[..., :num_categories].reshape(*batch_shape, num_samples, num_variables, num_categories).movedim(-3, 0)

@@ -74,6 +74,27 @@ def test_estimate_compiles_into_one_graph_with_its_backward(name: str, impossibl
     assert logits.grad is not None and bool(torch.isfinite(logits.grad).all())
 
 
+@pytest.mark.parametrize("chunk_size", [None, pytest.param(5, marks=pytest.mark.slow)])
+def test_scater_on_an_autoregressive_compiles_into_one_graph(chunk_size: int | None) -> None:
+    """SCateR's roll-outs with validation off: every offset is rolled out, so how many rows
+    each position fills is known without looking at the data."""
+    torch._dynamo.reset()
+    weights = torch.randn(4, 3, requires_grad=True)
+
+    def conditional(x: torch.Tensor, d: int) -> torch.Tensor:
+        previous = x[:, d - 1] if d > 0 else torch.zeros_like(x[:, 0])
+        logits = weights[d] + 0.5 * torch.nn.functional.one_hot(previous, 3).to(weights.dtype)
+        return logits.masked_fill((torch.arange(3) == 2) & (previous == 1).unsqueeze(-1), -math.inf)
+
+    def loss() -> torch.Tensor:
+        dist = catlog.Autoregressive(conditional, 4, 3, validate_args=False)
+        estimator = catlog.SCateR(2, chunk_size=chunk_size, validate_args=False)
+        return estimator(lambda x: (x == 1).sum(-1).float() + x[:, 0] * x[:, -1], dist)
+
+    torch.compile(loss, fullgraph=True, backend="aot_eager")().backward()
+    assert weights.grad is not None and bool(torch.isfinite(weights.grad).all())
+
+
 def test_with_validation_on_the_graph_breaks() -> None:
     """The check that the test above can fail: value checks synchronise, so fullgraph refuses."""
     torch._dynamo.reset()

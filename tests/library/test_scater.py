@@ -536,3 +536,30 @@ def test_autoregressive_without_validation_does_not_check_conditional_values() -
     with pytest.raises(ValueError, match="conditional: expected finite values or -inf"):
         catlog.Autoregressive(nan, 3, 4, validate_args=True).sample((2,))
     catlog.Autoregressive(nan, 3, 4, validate_args=False).sample((2,))
+
+
+@pytest.mark.parametrize("chunk_size", [None, 4])
+def test_without_validation_every_offset_is_rolled_out_to_the_same_estimate(chunk_size: int | None) -> None:
+    """Validation off rolls out every offset of every variable (no host synchronisation to find
+    the impossible categories; their rows keep ``x_d`` and are discarded): more rows of ``f``,
+    the same estimate. Category 2 of ``X_1`` is impossible for every prefix."""
+    weights = torch.randn(3, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64, requires_grad=True)
+    rows: dict[bool, int] = {True: 0, False: 0}
+
+    def conditional(x: torch.Tensor, d: int) -> torch.Tensor:
+        logits = weights[d] + 0.5 * (x[..., :1] == 1).to(weights.dtype)
+        return logits.masked_fill((torch.arange(3) == 2) & (d == 1), -math.inf)
+
+    def gradient(validate: bool) -> torch.Tensor:
+        def f(x: torch.Tensor) -> torch.Tensor:
+            rows[validate] += x.shape[0]
+            assert not (x[..., 1] == 2).any(), "f saw an impossible category"
+            return (x == 1).sum(-1).double() + x[..., 0] * x[..., 2]
+
+        dist = catlog.Autoregressive(conditional, 3, 3, dtype=torch.float64, validate_args=validate)
+        estimator = catlog.SCateR(3, chunk_size=chunk_size, validate_args=validate)
+        return torch.autograd.grad(estimator(f, dist, generator=torch.Generator().manual_seed(1)), weights)[0]
+
+    torch.testing.assert_close(gradient(False), gradient(True))
+    # N (1 + D (K - 1)) = 3 (1 + 6) rows without validation; with it, X_1's offset 2 is skipped
+    assert rows == {False: 21, True: 18}
