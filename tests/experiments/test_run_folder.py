@@ -116,6 +116,15 @@ def test_resume_names_every_differing_key_and_allows_the_listed_ones(tmp_path: P
         assert run.resumed and json.loads((run.path / "config.json").read_text())["epochs"] == 3
 
 
+def test_resume_takes_an_option_added_since_and_left_unset_as_no_difference(tmp_path: Path) -> None:
+    with open_run(tmp_path / "run", CONFIG) as run:
+        run_folder.save_checkpoint(run.checkpoint, {"epoch": 1})
+    with pytest.raises(RunFolderError, match=r"differing: estimator_lr: '\(absent\)' -> 0.01$"):
+        open_run(tmp_path / "run", {**CONFIG, "estimator_lr": 0.01}, resume=True)
+    with open_run(tmp_path / "run", {**CONFIG, "estimator_lr": None}, resume=True) as run:
+        assert run.resumed
+
+
 def test_stale_temporary_files_are_removed_on_open(tmp_path: Path) -> None:
     folder = tmp_path / "run"
     folder.mkdir()

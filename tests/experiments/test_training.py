@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
-from catlog.experiments import common, data, run_folder
+import catlog
+from catlog.experiments import common, data, dvae, run_folder, training
 from catlog.experiments.cli import main
 from catlog.experiments.dvae_model import DiscreteVAE
 
@@ -65,3 +67,15 @@ def test_resuming_an_old_run_folder_is_refused_in_one_line(
     assert main(["addition", "--out", str(copy), "--resume"]) == 1
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and error[0].startswith(f"catlog addition: error: --resume: {copy} has no checkpoint.pt")
+
+
+def test_estimator_lr_puts_the_learned_parameters_in_a_group_of_their_own() -> None:
+    model = torch.nn.Linear(3, 1)
+    task = SimpleNamespace(model=model, estimator=catlog.RELAX(2, torch.nn.Linear(6, 1)))
+    alone = training.optimizer_of(dvae.DvaeConfig(lr=1e-4), task)
+    assert [group["lr"] for group in alone.param_groups] == [1e-4]
+    grouped = training.optimizer_of(dvae.DvaeConfig(lr=1e-4, estimator_lr=1e-2), task)
+    assert [group["lr"] for group in grouped.param_groups] == [1e-4, 1e-2]
+    assert grouped.param_groups[1]["params"] == list(task.estimator.parameters())
+    no_learned = SimpleNamespace(model=model, estimator=catlog.RLOO(2))
+    assert len(training.optimizer_of(dvae.DvaeConfig(lr=1e-4, estimator_lr=1e-2), no_learned).param_groups) == 1

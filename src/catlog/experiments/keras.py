@@ -18,6 +18,9 @@ from typing import Any
 import torch
 from torch import nn
 
+Parameters = Iterable[torch.Tensor] | Iterable[dict[str, Any]]
+"""What an optimiser steps: tensors, or parameter groups."""
+
 
 def gradient(parameter: torch.Tensor) -> torch.Tensor:
     """``parameter.grad``; :meth:`KerasOptimizer.update` is only handed parameters that have one."""
@@ -29,12 +32,13 @@ class KerasOptimizer(torch.optim.Optimizer):
     """An optimiser that checks its settings by name and updates each parameter group in one call.
 
     Subclasses give ``bounds``, each setting's admissible interval ``(low, high, low_included)``
-    (``high`` never included), and :meth:`update`.
+    (``high`` never included), and :meth:`update`. ``params``: tensors, or parameter groups
+    (dicts with ``"params"`` and settings of their own) as ``torch.optim`` takes them.
     """
 
     bounds: dict[str, tuple[float, float, bool]] = {}
 
-    def __init__(self, params: Iterable[torch.Tensor], **settings: float) -> None:
+    def __init__(self, params: Parameters, **settings: float) -> None:
         for name, value in settings.items():
             low, high, closed = self.bounds[name]
             if not (low < value < high or (closed and value == low)):
@@ -114,7 +118,7 @@ class KerasAdam(KerasOptimizer):
 
     def __init__(
         self,
-        params: Iterable[torch.Tensor],
+        params: Parameters,
         lr: float = 1e-3,
         beta_1: float = 0.9,
         beta_2: float = 0.999,

@@ -61,6 +61,9 @@ class TrainingOptions(RunOptions):
         group=LENGTH,
     )
     lr: float = option(1e-3, "Adam learning rate", above=0)
+    estimator_lr: float | None = option(
+        None, "Adam learning rate of the estimator's learned parameters (REBAR, RELAX)", above=0, default_text="--lr"
+    )
     resume: bool = option(False, "continue the run in --out from its checkpoint.pt")
 
     def __post_init__(self) -> None:
@@ -135,6 +138,19 @@ def trained_parameters(task: Task) -> list[nn.Parameter]:
     return [*task.model.parameters(), *estimators.learned_parameters(task.estimator)]
 
 
+def optimizer_of(config: TrainingOptions, task: Task) -> torch.optim.Optimizer:
+    """Keras' Adam over :func:`trained_parameters` at ``--lr``; with ``--estimator-lr``, the
+    estimator's learned parameters in a second group at that rate."""
+    learned = estimators.learned_parameters(task.estimator)
+    if config.estimator_lr is None or not learned:
+        return KerasAdam(trained_parameters(task), lr=config.lr)
+    groups: list[dict[str, Any]] = [
+        {"params": list(task.model.parameters())},
+        {"params": learned, "lr": config.estimator_lr},
+    ]
+    return KerasAdam(groups, lr=config.lr)
+
+
 def init(
     config: TrainingOptions, make_task: Callable[[], Task], out: Path, ctx: distributed.DistributedContext
 ) -> tuple[Trainer, TrainState]:
@@ -148,7 +164,7 @@ def init(
         task=task,
         out=out,
         ctx=ctx,
-        optimizer=KerasAdam(trained_parameters(task), lr=config.lr),
+        optimizer=optimizer_of(config, task),
         generators={
             "train": distributed.rank_generator(config.seed, ctx, device=ctx.device),
             "eval": torch.Generator(device=ctx.device).manual_seed(config.seed + 1),
