@@ -8,6 +8,7 @@ from typing import NamedTuple
 
 import torch
 
+from catlog._constants import constant, count_up
 from catlog._objective import Objective
 from catlog._perturbation import evaluate_rows, offset_pairs, perturb
 from catlog._surrogate import catlog_estimate, scatter_by_category
@@ -190,10 +191,10 @@ def _completion_values(
         if trace is None:
             dist.rollout(x, choose, active)
             return x, category
-        conditionals: dict[int, torch.Tensor] = {}
+        conditionals = noise.new_zeros((x.shape[0], *noise.shape[1:]))  # [R, *B, D, K]
 
         def recording(logits: torch.Tensor, position: int) -> torch.Tensor:
-            conditionals[position] = logits.detach()
+            conditionals[: logits.shape[0], ..., position, :] = logits.detach().softmax(-1)
             return choose(logits, position)
 
         dist.rollout(x, recording, active)
@@ -226,15 +227,15 @@ class Completions(NamedTuple):
             (rows sorted by ``d``).
         category: ``LongTensor[R, *B]``, the category ``k`` set at ``d`` (``K``: a discarded row).
         rows: ``LongTensor[R, *B, D]``, the completed sequences.
-        conditionals: position ``e`` -> the logits ``[a_e, *B, K]`` of ``X_e`` given the completion's
-            prefix, for the leading ``a_e`` rows (those with ``d < e``).
+        conditionals: ``[R, *B, D, K]``, ``p(. | x_<e)`` of each row's completion at the positions
+            ``e > d`` it was rolled out at; zero elsewhere.
     """
 
     sample: torch.Tensor
     variable: torch.Tensor
     category: torch.Tensor
     rows: torch.Tensor
-    conditionals: dict[int, torch.Tensor]
+    conditionals: torch.Tensor
 
 
 def _futures(trace: list[Completions], base: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -253,7 +254,7 @@ def _futures(trace: list[Completions], base: torch.Tensor, logits: torch.Tensor)
     num_samples, (num_variables, num_categories) = base.shape[0], logits.shape[-2:]
     batch_shape = base.shape[1:-1]
     later = torch.ones(num_variables, num_variables, dtype=torch.bool, device=base.device).triu(1)  # [d, e]: e > d
-    categories = torch.arange(num_categories, device=base.device)
+    categories = constant(count_up, num_categories, base.device)
     batch = math.prod(batch_shape)
     shape = (num_samples, batch, num_variables, num_categories + 1, num_variables, num_categories)
     futures, future_probs = logits.new_zeros(shape), logits.new_zeros(shape)
@@ -271,9 +272,6 @@ def _futures(trace: list[Completions], base: torch.Tensor, logits: torch.Tensor)
     future_probs[index] = own_probs * mask
     for chunk in trace:
         rows = chunk.rows.shape[0]
-        probs = logits.new_zeros((rows, *batch_shape, num_variables, num_categories))
-        for position, conditional in chunk.conditionals.items():
-            probs[: conditional.shape[0], ..., position, :] = conditional.softmax(-1)
         onehot = (chunk.rows.unsqueeze(-1) == categories).to(logits.dtype) * later[chunk.variable].view(
             rows, *([1] * len(batch_shape)), num_variables, 1
         )
@@ -284,6 +282,6 @@ def _futures(trace: list[Completions], base: torch.Tensor, logits: torch.Tensor)
             chunk.category.reshape(rows, batch),
         )
         futures[index] = onehot.reshape(rows, batch, num_variables, num_categories)
-        future_probs[index] = probs.reshape(rows, batch, num_variables, num_categories)
+        future_probs[index] = chunk.conditionals.reshape(rows, batch, num_variables, num_categories)
     full = (num_samples, *batch_shape, num_variables, num_categories, num_variables, num_categories)
     return futures[:, :, :, :num_categories].reshape(full), future_probs[:, :, :, :num_categories].reshape(full)
