@@ -12,7 +12,7 @@ COMPARE_MAX_CATEGORIES = 8
 OPAQUE_MIN_DRAWS = 2048
 """From this many uniforms on, compiled code draws them with torch's generator (:func:`uniform`).
 
-Measured on one CPU thread (docs/performance.md, "Compiled random numbers"): the opaque call
+Measured on one CPU thread (docs/performance.md, "Round seven: compiled random numbers"): the opaque call
 costs about 8 us more than inductor's inline numbers for 64 draws, breaks even near 2,000,
 and takes 0.38 to 0.5 of their time from 16,000 on (inductor about 9 ns a number, torch 3.5)."""
 
