@@ -139,6 +139,7 @@ def test_the_committed_runs_are_configs_of_today_and_still_tabulate(folder: str,
         saved = json.loads((run / "config.json").read_text())
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()}
         config = config_type(**{**values, "out": Path(saved["out"])})
-        assert config_json(config) == {**saved, "budget_clock": "cpu"}  # the clock these runs' budgets used
+        # options added since these runs, at the values they ran with: the clock of their budgets, no --estimator-lr
+        assert config_json(config) == {**saved, "budget_clock": "cpu", "estimator_lr": None}
     table = summary_table(runs).splitlines()
     assert len(table) == 2 + len({json.loads((run / "config.json").read_text())["estimator"] for run in runs})
