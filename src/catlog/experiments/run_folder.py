@@ -98,17 +98,13 @@ def _results(folder: Path) -> list[Path]:
 def config_differences(saved: Mapping[str, Any], new: Mapping[str, Any], may_change: Iterable[str]) -> list[str]:
     """``"key: saved -> new"`` for every key (of either config) whose values differ, outside ``may_change``.
 
-    A key absent from ``saved`` and ``None`` in ``new`` is no difference: an option added since the
-    run was saved, left unset (``--estimator-lr``, for example).
+    An absent key counts as ``None``: an option added since the run was saved and left unset
+    (``--estimator-lr``, for example) is no difference.
     """
     allowed = set(may_change)
     keys = sorted((set(saved) | set(new)) - allowed)
     missing = "(absent)"
-    return [
-        f"{k}: {saved.get(k, missing)!r} -> {new.get(k, missing)!r}"
-        for k in keys
-        if saved.get(k, missing) != new.get(k, missing) and not (k not in saved and new.get(k, missing) is None)
-    ]
+    return [f"{k}: {saved.get(k, missing)!r} -> {new.get(k, missing)!r}" for k in keys if saved.get(k) != new.get(k)]
 
 
 def open_run(
